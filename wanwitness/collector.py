@@ -1,0 +1,198 @@
+"""The collector's MQTT half: receive, hand to the ingestor, then PUBACK and ack.
+
+paho-mqtt runs its network loop in its own thread and only queues messages here;
+the writer loop (the caller's thread) takes everything queued, commits it in one
+transaction, and only then sends the PUBACKs and the retained `{"seq": N}` acks.
+The session is persistent (clean_session=False, a fixed client id) and acks are
+manual, so whatever was received but not committed when the process dies is
+redelivered by the broker, and whatever the broker lost is resent by the agent,
+which keeps every record until our ack covers it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+import sqlalchemy as sa
+
+from .errors import UserError
+from .ingest import Ingestor, Message
+from .store import Store
+
+log = logging.getLogger("wanwitness.collector")
+
+CONNECT_TIMEOUT_S = 15
+KEEPALIVE_S = 30
+DB_RETRY_MAX_S = 30
+
+
+@dataclass
+class _Item:
+    message: Message
+    mid: int
+    qos: int
+    generation: int  # which connection it came on: a mid means nothing on another one
+
+
+class Collector:
+    def __init__(self, store: Store, broker_url: str, *, prefix: str = "wanwitness",
+                 client_id: str = "wanwitness-collector", username: str = "",
+                 password: str = "", ca_file: str = "", share_group: str = "",
+                 batch_max: int = 1000):
+        self.store = store
+        self.prefix = prefix
+        self.batch_max = batch_max
+        self.ingestor = Ingestor(store, prefix)
+        self._queue: queue.Queue[_Item] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._generation = 0
+        self._gen_lock = threading.Lock()
+        self.stored = 0
+        self.quarantined = 0
+
+        parts = urlsplit(broker_url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        self.broker_url = broker_url
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
+        if username:
+            self.client.username_pw_set(username, password)
+        if parts.scheme == "mqtts":
+            self.client.tls_set(ca_certs=ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        self.client.reconnect_delay_set(1, 30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        filt = f"{prefix}/+/"
+        share = f"$share/{share_group}/" if share_group else ""
+        self._subscriptions = [(share + filt + "rec", 1), (share + filt + "hb", 0),
+                               (filt + "status", 1)]
+
+    # -- paho callbacks (network thread) ----------------------------------------
+
+    def _on_connect(self, client, _userdata, flags, reason_code, _props):
+        if reason_code.is_failure:
+            log.error("broker %s refused the connection: %s", self.broker_url, reason_code)
+            return
+        with self._gen_lock:
+            self._generation += 1
+        # Subscribe every time: harmless when the session already has them, needed
+        # when the broker lost the session (restarted without persistence).
+        client.subscribe(self._subscriptions)
+        self._connected.set()
+        log.info("connected to %s (session %s)", self.broker_url,
+                 "resumed" if flags.session_present else "new")
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props):
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("lost the broker %s (%s); reconnecting", self.broker_url, reason_code)
+
+    def _on_message(self, _client, _userdata, msg: mqtt.MQTTMessage):
+        recv_ms = time.time_ns() // 1_000_000
+        self._queue.put(_Item(Message(msg.topic, bytes(msg.payload), recv_ms), msg.mid, msg.qos,
+                              self._generation))
+
+    # -- running -------------------------------------------------------------
+
+    def connect(self) -> None:
+        try:
+            self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S)
+        except (OSError, ValueError) as e:
+            raise UserError(f"broker {self.broker_url}: {e}") from None
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float = CONNECT_TIMEOUT_S) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+    def run(self) -> None:
+        """The writer loop; returns after stop()."""
+        while not self._stop.is_set():
+            items = self._take()
+            if items:
+                self._commit(items)
+
+    def _take(self) -> list[_Item]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        items = [first]
+        while len(items) < self.batch_max:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _commit(self, items: list[_Item]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                result = self.ingestor.ingest([i.message for i in items])
+                break
+            except sa.exc.OperationalError as e:
+                # The database is away (PostgreSQL restarting, disk full): nothing was
+                # acked, so nothing is lost; keep the messages and try again.
+                reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+                log.error("cannot commit to the store (%s); retrying in %.0f s", reason, delay)
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, DB_RETRY_MAX_S)
+            except Exception as e:  # a bug must not stop ingest: isolate the message
+                if len(items) > 1:
+                    for item in items:
+                        self._commit([item])
+                    return
+                if not self._quarantine_internal(items[0], e):
+                    return  # not acked: the broker redelivers it
+                result = None
+                break
+        if result is not None:
+            self.stored += result.stored
+            self.quarantined += result.quarantined
+        gen = self._generation
+        for item in items:
+            if item.qos > 0 and item.generation == gen:
+                self.client.ack(item.mid, item.qos)
+        if result is not None:
+            for agent, seq in result.acks.items():
+                self.client.publish(f"{self.prefix}/{agent}/ack",
+                                    json.dumps({"seq": seq}, separators=(",", ":")),
+                                    qos=1, retain=True)
+
+    def _quarantine_internal(self, item: _Item, error: Exception) -> bool:
+        log.error("internal error on a message from %s (%s: %s); quarantined",
+                  item.message.topic, type(error).__name__, error)
+        from . import store as s
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(s.quarantine.insert().values(
+                    recv_ms=item.message.recv_ms, topic=item.message.topic[:1000], agent=None,
+                    reason=f"internal error: {type(error).__name__}: {error}"[:2000],
+                    size=len(item.message.payload), payload=item.message.payload[:65536]))
+            self.quarantined += 1
+            return True
+        except Exception as e2:
+            log.error("cannot quarantine it either (%s); it will be redelivered", e2)
+            return False

@@ -1,0 +1,197 @@
+"""The collector's configuration: one TOML file, environment overrides, CLI options.
+
+Precedence (highest first): command-line options, environment variables
+`WANWITNESS_<SECTION>_<KEY>` (e.g. `WANWITNESS_BROKER_URL`), the file, the defaults
+below. The file's path is `wanwitness config path` (or `--config FILE`, or the
+environment variable `WANWITNESS_CONFIG`). A bad file or value is one clear line
+naming the key and the problem (`ConfigError`, exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from .errors import UserError
+
+
+class ConfigError(UserError):
+    pass
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("WANWITNESS_CONFIG")
+    if env:
+        return Path(env)
+    from platformdirs import user_config_dir
+    return Path(user_config_dir("wanwitness", appauthor=False)) / "config.toml"
+
+
+# --- value checks: each returns the parsed value or raises ValueError(why) ----------
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected a string, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if isinstance(v, str):
+            try:
+                v = int(v.strip())
+            except ValueError:
+                raise ValueError(f"expected an integer, got {v!r}") from None
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ValueError(f"expected an integer, got {type(v).__name__} {v!r}")
+        if not lo <= v <= hi:
+            raise ValueError(f"{v} is out of range {lo}..{hi}")
+        return v
+    return check
+
+
+def _host_port(v: Any) -> tuple[str, int]:
+    text = _str(v)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:1883, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _broker_url(v: Any) -> str:
+    text = _str(v).strip()
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"expected mqtt://HOST:PORT or mqtts://HOST:PORT, got {text!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"bad port in {text!r}") from None
+    return text
+
+
+def _db_url(v: Any) -> str:
+    text = _str(v).strip()
+    if text and "://" not in text:
+        raise ValueError(f"expected a database URL such as sqlite:///path.db or "
+                         f"postgresql://user@host/db, got {text!r}")
+    return text
+
+
+def _prefix(v: Any) -> str:
+    text = _str(v)
+    if not text or any(c in text for c in "+#") or text.startswith("/") or text.endswith("/"):
+        raise ValueError(f"expected a topic prefix without +, # or leading/trailing '/', got {text!r}")
+    return text
+
+
+def _level(v: Any) -> str:
+    text = _str(v).lower()
+    if text not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"expected debug, info, warning or error, got {text!r}")
+    return text
+
+
+def _path(v: Any) -> str:
+    text = _str(v)
+    if text and not Path(text).expanduser().exists():
+        raise ValueError(f"file {text!r} does not exist")
+    return text
+
+
+SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
+    "store": {
+        "url": (_db_url, "", "database URL; empty = SQLite in the user data dir"),
+    },
+    "broker": {
+        "url": (_broker_url, "", "external broker mqtt://HOST:PORT or mqtts://; empty = embedded"),
+        "listen": (_host_port, ("0.0.0.0", 1883), "embedded broker address HOST:PORT"),
+        "prefix": (_prefix, "wanwitness", "topic prefix"),
+        "username": (_str, "", "collector user name at an external broker"),
+        "password": (_str, "", "collector password at an external broker"),
+        "ca_file": (_path, "", "CA certificate for mqtts:// (default: system CAs)"),
+        "client_id": (_str, "wanwitness-collector", "MQTT client id (persistent session)"),
+        "share_group": (_str, "", "shared-subscription group for several collectors"),
+    },
+    "collector": {
+        "batch_max": (_int_range(1, 10000), 1000, "most messages per commit"),
+        "log_level": (_level, "info", "debug, info, warning or error"),
+    },
+    "agents": {
+        "broker_host": (_str, "", "host name the boards use to reach the broker"),
+    },
+}
+
+
+@dataclass
+class Config:
+    path: Path
+    values: dict[str, dict[str, Any]]
+
+    def get(self, section: str, key: str) -> Any:
+        return self.values[section][key]
+
+
+def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
+    path = Path(path) if path else default_config_path()
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config error: {path}: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"config error: {path}: cannot read it: {e.strerror}") from None
+    elif path != default_config_path() or "WANWITNESS_CONFIG" in env:
+        raise ConfigError(f"config error: {path}: no such file")
+
+    values: dict[str, dict[str, Any]] = {}
+    for section, body in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"config error: {path}: unknown section [{section}] "
+                              f"(known: {', '.join(SCHEMA)})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"config error: {path}: {section} must be a [{section}] table")
+        for key in body:
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"config error: {path}: unknown key [{section}] {key} "
+                                  f"(known: {', '.join(SCHEMA[section])})")
+    for section, keys in SCHEMA.items():
+        values[section] = {}
+        for key, (check, default, _help) in keys.items():
+            env_name = f"WANWITNESS_{section.upper()}_{key.upper()}"
+            if env_name in env:
+                source, value = f"environment {env_name}", env[env_name]
+            elif key in raw.get(section, {}):
+                source, value = f"{path}: [{section}] {key}", raw[section][key]
+            else:
+                values[section][key] = default
+                continue
+            try:
+                values[section][key] = check(value)
+            except ValueError as e:
+                raise ConfigError(f"config error: {source}: {e}") from None
+    return Config(path, values)
+
+
+def example() -> str:
+    """A commented config file with every key at its default."""
+    lines = ["# wanwitness collector configuration", ""]
+    for section, keys in SCHEMA.items():
+        lines.append(f"[{section}]")
+        for key, (_check, default, help_text) in keys.items():
+            if isinstance(default, tuple):
+                default = f"{default[0]}:{default[1]}"
+            shown = f'"{default}"' if isinstance(default, str) else str(default)
+            lines.append(f"# {help_text}")
+            lines.append(f"# {key} = {shown}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,275 @@
+"""The store: SQLAlchemy Core schema, migrations, and how to open it.
+
+SQLite (the default, a file in the user data dir) runs in WAL mode with
+`synchronous=FULL`, so a commit survives a power cut before the collector acks.
+PostgreSQL is chosen by URL. Schema changes are migrations: functions registered in
+order, each applied in its own transaction and recorded in `schema_migrations`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from .errors import UserError
+
+metadata = sa.MetaData()
+
+agents = sa.Table(
+    "agents", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("hb_s", sa.Integer, nullable=False, default=30),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    # Every record with seq <= ack_seq is committed (gaps the agent declared count).
+    sa.Column("ack_seq", sa.BigInteger, nullable=False, default=0),
+    sa.Column("last_recv_ms", sa.BigInteger),
+)
+
+boots = sa.Table(
+    "boots", metadata,
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("boot", sa.BigInteger, primary_key=True),
+    sa.Column("first_recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_t", sa.BigInteger, nullable=False),  # newest agent ms seen from this boot
+    sa.Column("first_seq", sa.BigInteger),
+    sa.Column("reset", sa.String(64)),
+)
+
+# (t, recv) pairs: the agent's ms at send time and our UTC ms at receipt. The lower
+# envelope of recv - t is this boot's clock offset (timeline.py).
+clock_points = sa.Table(
+    "clock_points", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("agent", sa.String(32), nullable=False),
+    sa.Column("boot", sa.BigInteger, nullable=False),
+    sa.Column("t", sa.BigInteger, nullable=False),
+    sa.Column("recv_ms", sa.BigInteger, nullable=False),
+    sa.Index("ix_clock_points_boot", "agent", "boot", "t"),
+)
+
+records = sa.Table(
+    "records", metadata,
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("boot", sa.BigInteger, nullable=False),
+    sa.Column("t", sa.BigInteger, nullable=False),
+    sa.Column("utc", sa.BigInteger),
+    sa.Column("k", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # canonical JSON of the record
+    sa.Column("recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("pos", sa.BigInteger, nullable=False, unique=True),  # ledger position
+    sa.Index("ix_records_kind", "agent", "k", "seq"),
+)
+
+# h_pos = sha256(h_{pos-1} || canonical {"agent","boot","rec"} || recv_ms), see ledger.py
+ledger = sa.Table(
+    "ledger", metadata,
+    sa.Column("pos", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("agent", sa.String(32), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# One row (id = 1): the chain's head. Ingest locks it first, which serialises
+# writers (several collectors on one PostgreSQL) without deadlocks.
+ledger_head = sa.Table(
+    "ledger_head", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("pos", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# Seq ranges an agent declared dropped (a `gap` record): they count as delivered.
+gaps = sa.Table(
+    "gaps", metadata,
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("first", sa.BigInteger, primary_key=True),
+    sa.Column("last", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+)
+
+quarantine = sa.Table(
+    "quarantine", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("agent", sa.String(200)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),  # first MAX_PAYLOAD bytes
+)
+
+# Derived from state records by timeline.py; rebuilt per agent, never edited by hand.
+outages = sa.Table(
+    "outages", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("agent", sa.String(32), nullable=False),
+    sa.Column("class", sa.String(32), nullable=False),
+    sa.Column("start_ms", sa.BigInteger, nullable=False),
+    sa.Column("end_ms", sa.BigInteger),
+    sa.Column("start_unc_ms", sa.BigInteger),
+    sa.Column("evidence", sa.Text, nullable=False),
+    sa.Index("ix_outages_agent_start", "agent", "start_ms"),
+)
+
+settings = sa.Table(
+    "settings", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+schema_migrations = sa.Table(
+    "schema_migrations", metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("applied_ms", sa.BigInteger, nullable=False),
+)
+
+
+# --- migrations ---------------------------------------------------------------
+
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = []
+
+
+def migration(version: int, name: str):
+    def register(fn: Callable[[Connection], None]):
+        MIGRATIONS.append((version, name, fn))
+        MIGRATIONS.sort(key=lambda m: m[0])
+        return fn
+    return register
+
+
+@migration(1, "initial schema")
+def _m1(conn: Connection) -> None:
+    for table in (agents, boots, clock_points, records, ledger, ledger_head, gaps,
+                  quarantine, outages, settings):
+        table.create(conn)
+    conn.execute(ledger_head.insert().values(id=1, pos=0, hash="0" * 64))
+
+
+def migrate(engine: Engine) -> list[int]:
+    """Apply the migrations this store lacks; returns the versions applied."""
+    applied: list[int] = []
+    with engine.begin() as conn:
+        schema_migrations.create(conn, checkfirst=True)
+    for version, name, fn in MIGRATIONS:
+        with engine.begin() as conn:
+            done = conn.execute(sa.select(schema_migrations.c.version)
+                                .where(schema_migrations.c.version == version)).first()
+            if done:
+                continue
+            fn(conn)
+            conn.execute(schema_migrations.insert().values(
+                version=version, name=name, applied_ms=now_ms()))
+            applied.append(version)
+    return applied
+
+
+# --- opening ------------------------------------------------------------------
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def default_db_path() -> Path:
+    from platformdirs import user_data_dir
+    return Path(user_data_dir("wanwitness", appauthor=False)) / "wanwitness.db"
+
+
+def default_url() -> str:
+    return f"sqlite:///{default_db_path()}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # Take transaction control from pysqlite so that BEGIN IMMEDIATE below works.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we ack it
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_begin(conn) -> None:
+    # Writers take the lock up front: no deadlock when a reader upgrades.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    def __init__(self, engine: Engine, url: str):
+        self.engine = engine
+        self.url = url
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def setting(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(settings.c.value).where(settings.c.key == key)).scalar()
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(settings.delete().where(settings.c.key == key))
+            conn.execute(settings.insert().values(key=key, value=value))
+
+
+def _describe_url(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_store(url: str | None = None, *, migrate_schema: bool = True) -> Store:
+    """Open (and create or upgrade) the store at `url`; raises UserError on failure."""
+    url = url or default_url()
+    try:
+        parsed = sa.engine.make_url(url)
+    except Exception:
+        raise UserError(f"--db {url!r}: not a database URL (try sqlite:///path/to/file.db "
+                        "or postgresql://user@host/dbname)") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = parsed.database
+        if path and path != ":memory:":
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            except OSError as e:
+                raise UserError(f"--db {url}: cannot create its directory: {e.strerror}") from None
+        engine = sa.create_engine(parsed)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+    elif backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
+    else:
+        raise UserError(f"--db {_describe_url(url)}: unsupported database {backend!r} "
+                        "(use sqlite:/// or postgresql://)")
+    try:
+        if migrate_schema:
+            migrate(engine)
+        else:
+            with engine.connect():
+                pass
+    except sa.exc.OperationalError as e:
+        engine.dispose()
+        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+        raise UserError(f"--db {_describe_url(url)}: cannot open the database: {reason}") from None
+    return Store(engine, url)
