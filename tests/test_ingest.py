@@ -1,0 +1,175 @@
+"""Ingest against the real databases: idempotence, acks, quarantine, the ledger."""
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from tests.vectorlib import REGISTERED, REVOKED, load, payload
+from wanwitness import ledger
+from wanwitness import store as s
+from wanwitness.agents import add_agent, set_enabled
+from wanwitness.ingest import Ingestor, Message
+
+TOPIC = "wanwitness/a1/rec"
+
+
+def batch(seqs, agent="a1", boot=1, **extra):
+    recs = [{"seq": q, "t": q * 100, "utc": None, "k": "stats", **extra} for q in seqs]
+    return json.dumps({"v": 1, "agent": agent, "boot": boot, "recs": recs}).encode()
+
+
+@pytest.fixture
+def ing(store):
+    add_agent(store, REGISTERED)
+    add_agent(store, REVOKED)
+    set_enabled(store, REVOKED, False)
+    return Ingestor(store)
+
+
+def stored_seqs(store, agent="a1"):
+    with store.engine.connect() as c:
+        return c.execute(sa.select(s.records.c.seq).where(s.records.c.agent == agent)
+                         .order_by(s.records.c.seq)).scalars().all()
+
+
+def quarantine_reasons(store):
+    with store.engine.connect() as c:
+        return c.execute(sa.select(s.quarantine.c.reason).order_by(s.quarantine.c.id)).scalars().all()
+
+
+def test_every_invalid_vector_is_quarantined_with_its_reason_and_ingest_goes_on(ing, store):
+    vectors = load("invalid")
+    msgs = [Message(v["topic"], payload(v), 1000 + i) for i, (_, v) in enumerate(vectors)]
+    # A good batch after the bad ones, in the same commit.
+    msgs.append(Message(TOPIC, batch([1, 2]), 5000))
+    result = ing.ingest(msgs)
+    assert result.stored == 2 and result.quarantined == len(vectors)
+    assert quarantine_reasons(store) == [v["reason"] for _, v in vectors]
+    assert stored_seqs(store) == [1, 2]
+    with store.engine.connect() as c:
+        big = c.execute(sa.select(s.quarantine.c.size, sa.func.length(s.quarantine.c.payload))
+                        .where(s.quarantine.c.reason.like("%too large%"))).one()
+    assert big == (70000, 65536)  # the size is recorded, the payload kept up to the limit
+    assert ledger.verify(store).ok
+
+
+def test_every_valid_vector_is_stored(ing, store):
+    for i, (_, v) in enumerate(load("valid")):
+        result = ing.ingest([Message(v["topic"], payload(v), 1000 + i)])
+        assert result.quarantined == 0, result.reasons
+    with store.engine.connect() as c:
+        body = c.execute(sa.select(s.records.c.body).where(s.records.c.k == "future")).scalar()
+    assert json.loads(body)["x"] == {"y": [1, 2, 3]}  # unknown kinds keep their fields
+
+
+def test_duplicates_redeliveries_and_out_of_order_are_stored_once(ing, store):
+    r1 = ing.ingest([Message(TOPIC, batch([1, 2, 3]), 10), Message(TOPIC, batch([3]), 11),
+                     Message(TOPIC, batch([6, 5]), 12)])
+    assert (r1.stored, r1.duplicates) == (5, 1)
+    assert r1.acks == {"a1": 3}  # 4 is missing: the ack stops before the hole
+    r2 = ing.ingest([Message(TOPIC, batch([1, 2, 3, 4]), 20)])  # a DUP redelivery plus the hole
+    assert (r2.stored, r2.duplicates) == (1, 3)
+    assert r2.acks == {"a1": 6}
+    r3 = ing.ingest([Message(TOPIC, batch([5, 6]), 30)])
+    assert (r3.stored, r3.duplicates, r3.acks) == (0, 2, {})
+    assert stored_seqs(store) == [1, 2, 3, 4, 5, 6]
+    assert ledger.verify(store).count == 6
+
+
+def test_same_seq_with_other_content_is_quarantined_and_the_first_kept(ing, store):
+    ing.ingest([Message(TOPIC, batch([1]), 10)])
+    r = ing.ingest([Message(TOPIC, batch([1, 2], note="forged"), 11)])
+    assert r.stored == 1 and r.quarantined == 1
+    assert quarantine_reasons(store) == [
+        "conflicting record: seq 1 is already stored with different content"]
+    with store.engine.connect() as c:
+        body = c.execute(sa.select(s.records.c.body).where(s.records.c.seq == 1)).scalar()
+    assert "forged" not in body
+
+
+def test_gap_records_let_the_ack_pass_what_the_agent_dropped(ing, store):
+    gap = json.dumps({"v": 1, "agent": "a1", "boot": 1, "recs": [
+        {"seq": 9, "t": 900, "utc": None, "k": "gap", "drop": [[3, 5], [7, 8]]}]}).encode()
+    r = ing.ingest([Message(TOPIC, batch([1, 2, 6]), 10), Message(TOPIC, gap, 11)])
+    assert r.acks == {"a1": 9}
+    r = ing.ingest([Message(TOPIC, batch([10]), 12)])
+    assert r.acks == {"a1": 10}
+
+
+def test_acks_are_per_agent_and_heartbeats_feed_the_boot(ing, store):
+    add_agent(store, "b2")
+    r = ing.ingest([Message(TOPIC, batch([1]), 10),
+                    Message("wanwitness/b2/rec", batch([1, 2], agent="b2", boot=7), 11),
+                    Message("wanwitness/b2/hb", b'{"boot":7,"t":99000,"heap":1}', 12),
+                    Message("wanwitness/b2/status", b"online", 13)])
+    assert r.acks == {"a1": 1, "b2": 2} and r.quarantined == 0
+    with store.engine.connect() as c:
+        boot = c.execute(sa.select(s.boots).where(s.boots.c.agent == "b2")).one()
+    assert (boot.boot, boot.last_t, boot.first_seq, boot.last_recv_ms) == (7, 99000, 1, 12)
+
+
+def _tamper(store, sql):
+    with store.engine.begin() as c:
+        c.exec_driver_sql(sql)
+
+
+@pytest.fixture
+def chained(ing, store):
+    for i in range(5):
+        ing.ingest([Message(TOPIC, batch([2 * i + 1, 2 * i + 2]), 1000 + i)])
+    result = ledger.verify(store)
+    assert result.ok and result.count == 10
+    return store
+
+
+def test_verify_detects_an_edited_record(chained):
+    _tamper(chained, "UPDATE records SET body = replace(body, '\"k\":\"stats\"', '\"k\":\"statz\"') WHERE seq = 4")
+    r = ledger.verify(chained)
+    assert not r.ok and r.broken_pos == 4 and "hash mismatch" in r.problem
+
+
+def test_verify_detects_an_edited_receive_time(chained):
+    _tamper(chained, "UPDATE records SET recv_ms = recv_ms - 60000 WHERE seq = 7")
+    _tamper(chained, "UPDATE ledger SET recv_ms = recv_ms - 60000 WHERE seq = 7")
+    r = ledger.verify(chained)
+    assert not r.ok and r.broken_pos == 7
+
+
+def test_verify_detects_a_deleted_record(chained):
+    _tamper(chained, "DELETE FROM records WHERE seq = 5")
+    r = ledger.verify(chained)
+    assert not r.ok and r.broken_pos == 5 and "record is missing" in r.problem
+
+
+def test_verify_detects_a_deleted_link(chained):
+    _tamper(chained, "DELETE FROM records WHERE seq = 5")
+    _tamper(chained, "DELETE FROM ledger WHERE seq = 5")
+    r = ledger.verify(chained)
+    assert not r.ok and r.broken_pos == 5 and "link 5 is missing" in r.problem
+
+
+def test_verify_detects_a_deleted_tail(chained):
+    _tamper(chained, "DELETE FROM records WHERE seq >= 9")
+    _tamper(chained, "DELETE FROM ledger WHERE seq >= 9")
+    r = ledger.verify(chained)
+    assert not r.ok and "deleted" in r.problem
+
+
+def test_verify_detects_reordered_records(chained):
+    # Swap the content and receive times of links 3 and 6, keeping every row in place.
+    with chained.engine.begin() as c:
+        rows = {r.seq: r for r in c.execute(sa.select(s.records).where(s.records.c.seq.in_([3, 6])))}
+        for a, b in ((3, 6), (6, 3)):
+            c.execute(s.records.update().where(s.records.c.seq == a)
+                      .values(body=rows[b].body.replace(f'"seq":{b}', f'"seq":{a}'), t=rows[b]._mapping["t"]))
+    r = ledger.verify(chained)
+    assert not r.ok and r.broken_pos == 3
+
+
+def test_verify_detects_swapped_positions(chained):
+    _tamper(chained, "UPDATE records SET pos = -pos WHERE seq IN (2, 8)")
+    _tamper(chained, "UPDATE records SET pos = 8 WHERE pos = -2")
+    _tamper(chained, "UPDATE records SET pos = 2 WHERE pos = -8")
+    r = ledger.verify(chained)
+    assert not r.ok and r.broken_pos == 2

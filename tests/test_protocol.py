@@ -1,0 +1,64 @@
+"""Protocol v1: validation messages, canonical JSON, and the shared test vectors."""
+
+import json
+
+import pytest
+
+from tests.vectorlib import load, payload
+from wanwitness import protocol
+from wanwitness.protocol import ProtocolError, canonical, parse_batch
+
+VALID = load("valid")
+INVALID = load("invalid")
+
+
+def test_there_are_vectors():
+    assert len(VALID) >= 10 and len(INVALID) >= 25
+
+
+@pytest.mark.parametrize("name,vector", VALID, ids=[n for n, _ in VALID])
+def test_valid_vector_parses_and_its_canonical_form_is_stable(name, vector):
+    batch = parse_batch(payload(vector), vector["topic"])
+    assert batch.agent == vector["payload"]["agent"]
+    # The canonical bytes the agent's encoder must produce are ours, byte for byte.
+    assert canonical(vector["payload"]).decode() == vector["canonical"]
+    # Whitespace and key order on the wire do not change the canonical form.
+    messy = json.dumps(vector["payload"], indent=3, sort_keys=False, ensure_ascii=True).encode()
+    assert canonical(parse_batch(messy).recs) == canonical(batch.recs)
+
+
+@pytest.mark.parametrize("name,vector", [v for v in INVALID if v[1]["reason"].startswith("invalid batch: ")],
+                         ids=[n for n, v in INVALID if v["reason"].startswith("invalid batch: ")])
+def test_invalid_vector_is_rejected_with_its_reason(name, vector):
+    with pytest.raises(ProtocolError) as err:
+        parse_batch(payload(vector), vector["topic"])
+    assert "invalid batch: " + str(err.value) == vector["reason"]
+
+
+def test_canonical_is_sorted_compact_utf8():
+    assert canonical({"b": 1, "a": {"d": [1, 2], "c": "Küche"}}) == '{"a":{"c":"Küche","d":[1,2]},"b":1}'.encode()
+
+
+def test_unknown_fields_are_kept():
+    b = parse_batch(b'{"v":1,"agent":"a1","boot":0,"extra":1,"recs":[{"seq":1,"t":0,"utc":null,"k":"led","ch":"wan","st":"on","at":0,"lux":12}]}')
+    assert b.recs[0]["lux"] == 12
+
+
+def test_batch_send_time_defaults_to_newest_record():
+    b = parse_batch(b'{"v":1,"agent":"a1","boot":0,"recs":[{"seq":1,"t":50,"utc":null,"k":"stats"},{"seq":2,"t":70,"utc":null,"k":"stats"}]}')
+    assert b.sent_t == 70
+    with pytest.raises(ProtocolError, match=r"batch.t: send time 60 is before a record's t 70"):
+        parse_batch(b'{"v":1,"agent":"a1","boot":0,"t":60,"recs":[{"seq":2,"t":70,"utc":null,"k":"stats"}]}')
+
+
+def test_agent_from_topic():
+    assert protocol.agent_from_topic("wanwitness/kitchen/rec", "wanwitness") == "kitchen"
+    assert protocol.agent_from_topic("wanwitness/a/b/rec", "wanwitness") is None
+    assert protocol.agent_from_topic("other/kitchen/rec", "wanwitness") is None
+    assert protocol.agent_from_topic("lab/x/wanwitness/k1/rec", "lab/x/wanwitness") == "k1"
+
+
+def test_heartbeat():
+    assert protocol.parse_heartbeat(b'{"boot":4,"t":120000,"heap":30000}') == (4, 120000)
+    with pytest.raises(ProtocolError, match=r"hb.t: missing"):
+        protocol.parse_heartbeat(b'{"boot":4}')
