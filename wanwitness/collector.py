@@ -54,6 +54,7 @@ class Collector:
         self._queue: queue.Queue[_Item] = queue.Queue()
         self._stop = threading.Event()
         self._connected = threading.Event()
+        self._republish = threading.Event()
         self._generation = 0
         self._gen_lock = threading.Lock()
         self.stored = 0
@@ -89,6 +90,7 @@ class Collector:
         # Subscribe every time: harmless when the session already has them, needed
         # when the broker lost the session (restarted without persistence).
         client.subscribe(self._subscriptions)
+        self._republish.set()
         self._connected.set()
         log.info("connected to %s (session %s)", self.broker_url,
                  "resumed" if flags.session_present else "new")
@@ -128,6 +130,8 @@ class Collector:
     def run(self) -> None:
         """The writer loop; returns after stop()."""
         while not self._stop.is_set():
+            if self._republish.is_set():
+                self._republish_acks()
             items = self._take()
             if items:
                 self._commit(items)
@@ -177,9 +181,24 @@ class Collector:
                 self.client.ack(item.mid, item.qos)
         if result is not None:
             for agent, seq in result.acks.items():
-                self.client.publish(f"{self.prefix}/{agent}/ack",
-                                    json.dumps({"seq": seq}, separators=(",", ":")),
-                                    qos=1, retain=True)
+                self._publish_ack(agent, seq)
+
+    def _republish_acks(self) -> None:
+        """After each (re)connect: the broker may have lost its retained acks."""
+        from . import store as s
+        try:
+            with self.store.engine.connect() as conn:
+                rows = conn.execute(sa.select(s.agents.c.id, s.agents.c.ack_seq)
+                                    .where(s.agents.c.ack_seq > 0)).all()
+        except sa.exc.OperationalError:
+            return  # try again on the next round
+        self._republish.clear()
+        for agent, seq in rows:
+            self._publish_ack(agent, seq)
+
+    def _publish_ack(self, agent: str, seq: int) -> None:
+        self.client.publish(f"{self.prefix}/{agent}/ack",
+                            json.dumps({"seq": seq}, separators=(",", ":")), qos=1, retain=True)
 
     def _quarantine_internal(self, item: _Item, error: Exception) -> bool:
         log.error("internal error on a message from %s (%s: %s); quarantined",

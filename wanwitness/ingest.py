@@ -34,7 +34,7 @@ class IngestResult:
     stored: int = 0
     duplicates: int = 0
     quarantined: int = 0
-    acks: dict[str, int] = field(default_factory=dict)  # agent -> new contiguous seq
+    acks: dict[str, int] = field(default_factory=dict)  # agent -> contiguous seq to (re)publish
     reasons: list[str] = field(default_factory=list)
 
 
@@ -163,6 +163,7 @@ class Ingestor:
         new_records: list[dict[str, Any]] = []
         new_ledger: list[dict[str, Any]] = []
         touched: set[str] = set()
+        resent: set[str] = set()  # agents that sent what we have: they missed an ack
         for msg, batch in batches:
             entry = note(batch.agent, batch.boot, batch.sent_t, msg.recv_ms)
             touched.add(batch.agent)
@@ -173,6 +174,7 @@ class Ingestor:
                 if old is not None:
                     if old == body:
                         result.duplicates += 1
+                        resent.add(batch.agent)
                     else:
                         # Same seq, different content: never overwrite what is stored.
                         one = protocol.canonical({"v": 1, "agent": batch.agent,
@@ -212,6 +214,10 @@ class Ingestor:
                              .values(ack_seq=new_ack))
                 result.acks[agent_id] = new_ack
                 row.ack_seq = new_ack
+            elif agent_id in resent:
+                # Our last ack may have been lost (killed after commit, broker restarted
+                # without its retained messages): say it again or the agent resends forever.
+                result.acks[agent_id] = new_ack
 
     # -- helpers --------------------------------------------------------------
 
