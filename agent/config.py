@@ -1,0 +1,234 @@
+# config.json -> settings on safe defaults, with a list of what was wrong.
+# A bad value never stops the agent: it is replaced by its default and reported
+# (the app publishes one `error` record per problem, naming the key).
+import json
+
+DEFAULTS = {
+    "id": "",
+    "prefix": "wanwitness",
+    "wifi": {"ssid": "", "password": ""},
+    "broker": {"host": "", "port": 1883, "user": "", "password": "", "tls": False},
+    "hb_s": 30,
+    "probe": {
+        "interval_s": 2,
+        "timeout_ms": 1500,
+        "gateway": None,
+        # Public anchors for real deployments only; tests and the lab override them.
+        "anchors": ["1.1.1.1", "8.8.8.8", "9.9.9.9"],
+        "dns": {"server": "1.1.1.1", "name": "example.com"},
+        "ntp": "pool.ntp.org",
+    },
+    "debounce": {"down": 3, "up": 2},
+    "degraded_loss_pct": 20,
+    "leds": [],
+    "outbox": {"max_bytes": 131072},
+}
+
+LED_ROLES = ("internet", "wan", "power", "lan", "wifi")
+
+
+def _type_name(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+class Config:
+    def __init__(self):
+        self.problems = []  # [(key, message)]
+        self.values = _copy(DEFAULTS)
+
+    def get(self, key):
+        node = self.values
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    def problem(self, key, message):
+        self.problems.append((key, message))
+
+
+def _copy(v):
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_copy(x) for x in v]
+    return v
+
+
+def _int(cfg, raw, key, lo, hi, target, name):
+    if name not in raw:
+        return
+    v = raw[name]
+    if not isinstance(v, int) or isinstance(v, bool):
+        cfg.problem(key, "expected an integer, got " + _type_name(v))
+    elif not lo <= v <= hi:
+        cfg.problem(key, "%d is out of range %d..%d" % (v, lo, hi))
+    else:
+        target[name] = v
+
+
+def _str(cfg, raw, key, target, name, nullable=False):
+    if name not in raw:
+        return
+    v = raw[name]
+    if v is None and nullable:
+        target[name] = None
+    elif not isinstance(v, str):
+        cfg.problem(key, "expected a string, got " + _type_name(v))
+    else:
+        target[name] = v
+
+
+def _bool(cfg, raw, key, target, name):
+    if name not in raw:
+        return
+    v = raw[name]
+    if not isinstance(v, bool):
+        cfg.problem(key, "expected true or false, got " + _type_name(v))
+    else:
+        target[name] = v
+
+
+def _section(cfg, raw, name):
+    if name not in raw:
+        return {}
+    v = raw[name]
+    if not isinstance(v, dict):
+        cfg.problem(name, "expected an object, got " + _type_name(v))
+        return {}
+    return v
+
+
+def _valid_id(name):
+    if not 1 <= len(name) <= 32:
+        return False
+    for i, c in enumerate(name):
+        if not ("a" <= c <= "z" or "0" <= c <= "9" or (i and c in "-_")):
+            return False
+    return True
+
+
+def parse(raw):
+    """A dict from config.json -> Config (never raises)."""
+    cfg = Config()
+    v = cfg.values
+    if not isinstance(raw, dict):
+        cfg.problem("config.json", "expected an object, got " + _type_name(raw))
+        return cfg
+    if "id" in raw:
+        if isinstance(raw["id"], str) and _valid_id(raw["id"]):
+            v["id"] = raw["id"]
+        else:
+            cfg.problem("id", "not a valid agent id (1-32 of a-z 0-9 - _)")
+    _str(cfg, raw, "prefix", v, "prefix")
+    _int(cfg, raw, "hb_s", 5, 3600, v, "hb_s")
+    _int(cfg, raw, "degraded_loss_pct", 1, 100, v, "degraded_loss_pct")
+
+    w = _section(cfg, raw, "wifi")
+    _str(cfg, w, "wifi.ssid", v["wifi"], "ssid")
+    _str(cfg, w, "wifi.password", v["wifi"], "password")
+
+    b = _section(cfg, raw, "broker")
+    _str(cfg, b, "broker.host", v["broker"], "host")
+    _int(cfg, b, "broker.port", 1, 65535, v["broker"], "port")
+    _str(cfg, b, "broker.user", v["broker"], "user")
+    _str(cfg, b, "broker.password", v["broker"], "password")
+    _bool(cfg, b, "broker.tls", v["broker"], "tls")
+
+    p = _section(cfg, raw, "probe")
+    vp = v["probe"]
+    if "interval_s" in p:
+        iv = p["interval_s"]
+        if isinstance(iv, (int, float)) and not isinstance(iv, bool) and 0.5 <= iv <= 600:
+            vp["interval_s"] = iv
+        else:
+            cfg.problem("probe.interval_s", "expected a number of seconds 0.5..600")
+    _int(cfg, p, "probe.timeout_ms", 100, 30000, vp, "timeout_ms")
+    _str(cfg, p, "probe.gateway", vp, "gateway", nullable=True)
+    _str(cfg, p, "probe.ntp", vp, "ntp", nullable=True)
+    if "anchors" in p:
+        a = p["anchors"]
+        if isinstance(a, list) and a and all(isinstance(x, str) and x for x in a):
+            vp["anchors"] = a
+        else:
+            cfg.problem("probe.anchors", "expected a non-empty list of addresses")
+    if "dns" in p:
+        d = p["dns"]
+        if d is None:
+            vp["dns"] = None
+        elif isinstance(d, dict) and isinstance(d.get("server"), str) and isinstance(d.get("name"), str):
+            vp["dns"] = {"server": d["server"], "name": d["name"]}
+        else:
+            cfg.problem("probe.dns", 'expected {"server": ADDRESS, "name": NAME} or null')
+
+    d = _section(cfg, raw, "debounce")
+    _int(cfg, d, "debounce.down", 1, 60, v["debounce"], "down")
+    _int(cfg, d, "debounce.up", 1, 60, v["debounce"], "up")
+
+    o = _section(cfg, raw, "outbox")
+    _int(cfg, o, "outbox.max_bytes", 8192, 1048576, v["outbox"], "max_bytes")
+
+    if "leds" in raw:
+        leds = raw["leds"]
+        if not isinstance(leds, list):
+            cfg.problem("leds", "expected a list")
+        else:
+            for i, led in enumerate(leds):
+                key = "leds[%d]" % i
+                if not isinstance(led, dict):
+                    cfg.problem(key, "expected an object")
+                    continue
+                pin = led.get("pin")
+                role = led.get("role")
+                if not isinstance(pin, int) or isinstance(pin, bool) or not 0 <= pin <= 48:
+                    cfg.problem(key + ".pin", "expected a GPIO number")
+                    continue
+                if role not in LED_ROLES:
+                    cfg.problem(key + ".role", "expected one of " + ", ".join(LED_ROLES))
+                    continue
+                entry = {"pin": pin, "role": role,
+                         "down_when_off": bool(led.get("down_when_off", role in ("internet", "wan")))}
+                lag = led.get("lag_ms", 0)
+                if isinstance(lag, int) and not isinstance(lag, bool) and 0 <= lag <= 120000:
+                    entry["lag_ms"] = lag
+                else:
+                    cfg.problem(key + ".lag_ms", "expected 0..120000 ms")
+                    entry["lag_ms"] = 0
+                v["leds"].append(entry)
+    for key in raw:
+        if key not in DEFAULTS:
+            cfg.problem(key, "unknown key (ignored)")
+    if not v["id"]:
+        cfg.problem("id", "missing: the agent cannot report without its id")
+    if not v["broker"]["host"]:
+        cfg.problem("broker.host", "missing: the agent cannot report without a broker")
+    return cfg
+
+
+def load(path="config.json"):
+    """Read and parse config.json; a missing or broken file gives the defaults."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        cfg = Config()
+        cfg.problem("config.json", "missing: running on defaults")
+        return cfg
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        cfg = Config()
+        cfg.problem("config.json", "not valid JSON: running on defaults")
+        return cfg
+    return parse(raw)
