@@ -1,0 +1,183 @@
+"""Generated Mosquitto files (password hashes, ACL, conf.d snippet) on a real Mosquitto 2.x."""
+
+from __future__ import annotations
+
+import base64
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.brokers import MOSQUITTO_BIN, ConnectRefused, Mosquitto, MqttClient
+from wanwitness.broker.mosquitto import mosquitto_files, write_mosquitto_config
+from wanwitness.broker.passwords import check_password, hash_password, new_secret
+from wanwitness.errors import UserError
+
+pytestmark = pytest.mark.skipif(not Path(MOSQUITTO_BIN).exists(), reason="mosquitto is not installed")
+
+PASSWORDS = {"collector": new_secret(), "A": new_secret(), "B": new_secret()}
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """Mosquitto running with our generated files, included the way conf.d is."""
+    conf_dir = tmp_path / "wanwitness"
+    write_mosquitto_config(
+        conf_dir,
+        agents=[("A", hash_password(PASSWORDS["A"])), ("B", hash_password(PASSWORDS["B"]))],
+        collector=("collector", hash_password(PASSWORDS["collector"])),
+    )
+    m = Mosquitto(tmp_path / "mosquitto", allow_anonymous=False, extra_conf=f"include_dir {conf_dir}")
+    m.start()
+    yield m
+    m.close()
+
+
+def client(broker, user, client_id=None, **kw) -> MqttClient:
+    return MqttClient(broker.url, client_id or f"{user}-{new_secret()[:6]}", username=user,
+                      password=PASSWORDS[user], **kw).connect()
+
+
+def test_our_hash_is_mosquitto_passwd_format(tmp_path):
+    pw_file = tmp_path / "pw"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw_file), "alice", "s3cret"], check=True)
+    hashed = pw_file.read_text().strip().split(":", 1)[1]
+    _, seven, iterations, salt_b64, _key = hashed.split("$")
+    assert seven == "7"
+    ours = hash_password("s3cret", salt=base64.b64decode(salt_b64), iterations=int(iterations))
+    assert ours == hashed
+    assert check_password("s3cret", hashed)
+    assert not check_password("s3cret ", hashed)
+
+
+def test_check_password_accepts_mosquittos_older_sha512_format(tmp_path):
+    pw_file = tmp_path / "pw"
+    subprocess.run(["mosquitto_passwd", "-H", "sha512", "-c", "-b", str(pw_file), "bob", "hunter2"], check=True)
+    hashed = pw_file.read_text().strip().split(":", 1)[1]
+    assert hashed.startswith("$6$")
+    assert check_password("hunter2", hashed)
+    assert not check_password("hunter3", hashed)
+
+
+@pytest.mark.parametrize("garbage", ["", "plain", "$7$", "$7$0$AAAA$AAAA", "$7$x$AAAA$AAAA", "$7$101$@@@$AAAA",
+                                     "$7$101$AAAA$AAAA", "$6$AAAA", "$9$1$AAAA$AAAA"])
+def test_check_password_says_no_to_malformed_hashes(garbage):
+    assert check_password("anything", garbage) is False
+
+
+def test_new_secret_is_random_and_url_safe():
+    a, b = new_secret(), new_secret()
+    assert a != b and len(a) == 32 and all(c.isalnum() or c in "-_" for c in a)
+
+
+def test_written_files(tmp_path):
+    paths = write_mosquitto_config(tmp_path / "out", [("A", hash_password("a"))], ("collector", hash_password("c")))
+    by_name = {p.name: p for p in paths}
+    assert set(by_name) == {"passwd", "acl", "wanwitness.conf"}
+    assert stat.S_IMODE(by_name["passwd"].stat().st_mode) == 0o600
+    conf = by_name["wanwitness.conf"].read_text()
+    assert f"password_file {by_name['passwd']}\n" in conf
+    assert f"acl_file {by_name['acl']}\n" in conf
+    for line in ("allow_anonymous false", "persistence true", "max_queued_messages 100000",
+                 "max_inflight_messages 100"):
+        assert line + "\n" in conf
+    passwd = by_name["passwd"].read_text()
+    assert passwd.startswith("collector:$7$101$") and "\nA:$7$" in passwd
+
+
+def test_bad_names_are_user_errors():
+    h = hash_password("x")
+    with pytest.raises(UserError, match="may not contain"):
+        mosquitto_files([("a/b", h)], ("collector", h))
+    with pytest.raises(UserError, match="used twice"):
+        mosquitto_files([("A", h), ("A", h)], ("collector", h))
+    with pytest.raises(UserError, match="used twice"):
+        mosquitto_files([("collector", h)], ("collector", h))
+    with pytest.raises(UserError, match="format"):
+        mosquitto_files([("A", "plaintext")], ("collector", h))
+    with pytest.raises(UserError, match="prefix"):
+        mosquitto_files([("A", h)], ("collector", h), prefix="ww/#")
+
+
+def test_wrong_password_unknown_user_and_anonymous_are_refused(broker):
+    with pytest.raises(ConnectRefused):
+        MqttClient(broker.url, "x1", username="A", password="wrong").connect()
+    with pytest.raises(ConnectRefused):
+        MqttClient(broker.url, "x2", username="nobody", password=PASSWORDS["A"]).connect()
+    with pytest.raises(ConnectRefused):
+        MqttClient(broker.url, "x3").connect()
+    # ... while the right password (our hash in the password file) is accepted.
+    client(broker, "A").close()
+
+
+def test_agent_publishes_its_records_and_the_collector_receives_them(broker):
+    with client(broker, "collector") as col, client(broker, "A") as a:
+        assert col.subscribe("wanwitness/#", 1) == 1
+        a.publish("wanwitness/A/rec", b'{"seq": 1}', qos=1)
+        msg = col.get()
+        assert (msg.topic, msg.payload, msg.qos) == ("wanwitness/A/rec", b'{"seq": 1}', 1)
+
+
+def test_agent_cannot_publish_as_another_agent(broker):
+    with client(broker, "collector") as col, client(broker, "A") as a:
+        col.subscribe("wanwitness/#", 1)
+        a.publish("wanwitness/B/rec", b"forged")
+        a.publish("wanwitness/B/status", b"offline", retain=True)
+        a.publish("elsewhere/x", b"outside the prefix")
+        a.publish("wanwitness/A/rec", b"barrier")  # same client, so it arrives after the others would
+        got = col.get_until("wanwitness/A/rec")
+        assert [(m.topic, m.payload) for m in got] == [("wanwitness/A/rec", b"barrier")]
+
+
+def test_agent_reads_only_its_own_ack(broker):
+    with client(broker, "collector") as col, client(broker, "A") as a:
+        for topic in ("wanwitness/B/ack", "wanwitness/+/ack", "wanwitness/#", "#"):
+            a.subscribe(topic, 1)  # may be granted or refused; what matters is what arrives
+        col.publish("wanwitness/B/ack", b'{"seq": 7}', retain=True)
+        col.publish("wanwitness/B/rec", b"not for A")
+        col.publish("wanwitness/A/ack", b'{"seq": 3}', retain=True)
+        got = a.get_until("wanwitness/A/ack")
+        assert {m.topic for m in got} == {"wanwitness/A/ack"}
+        # A later subscriber gets its own retained ack, and only that.
+        with client(broker, "A") as a2:
+            a2.subscribe("wanwitness/+/ack", 1)
+            a2.subscribe("wanwitness/A/ack", 1)
+            got = a2.get_until("wanwitness/A/ack")
+            assert {(m.topic, m.payload) for m in got} == {("wanwitness/A/ack", b'{"seq": 3}')}
+
+
+def test_collector_reads_everything_including_wills(broker):
+    with client(broker, "collector") as col:
+        col.subscribe("wanwitness/#", 1)
+        a = client(broker, "A", will=("wanwitness/A/status", b"offline", 1, True))
+        with client(broker, "B") as b:
+            a.publish("wanwitness/A/rec", b"a1")
+            b.publish("wanwitness/B/rec", b"b1")
+            a.drop()  # vanishes: Mosquitto publishes A's will
+            seen = {(m.topic, m.payload) for m in col.get_until("wanwitness/A/status")}
+            seen |= {(m.topic, m.payload) for m in col.drain()}
+            if ("wanwitness/B/rec", b"b1") not in seen:
+                seen |= {(m.topic, m.payload) for m in col.get_until("wanwitness/B/rec")}
+        assert {("wanwitness/A/rec", b"a1"), ("wanwitness/B/rec", b"b1"),
+                ("wanwitness/A/status", b"offline")} <= seen
+
+
+def test_queued_records_survive_a_mosquitto_restart(broker):
+    # "persistence true" in the snippet: what waits for an offline collector is not lost
+    # when Mosquitto restarts cleanly.
+    col = client(broker, "collector", "collector", clean_session=False, manual_ack=True)
+    col.subscribe("wanwitness/#", 1)
+    col.disconnect()
+    with client(broker, "A") as a:
+        for i in range(3):
+            a.publish("wanwitness/A/rec", f"r{i}")
+    broker.stop()
+    broker.start()
+    col = client(broker, "collector", "collector", clean_session=False, manual_ack=True)
+    assert col.session_present
+    got = [col.get() for _ in range(3)]
+    assert [m.payload for m in got] == [b"r0", b"r1", b"r2"]
+    for m in got:
+        col.ack(m)
+    col.close()

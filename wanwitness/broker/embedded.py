@@ -1,0 +1,677 @@
+"""The embedded MQTT broker: amqtt in a background thread, for installs without Mosquitto.
+
+Access control is ours: a login callback decides who is the collector and who is an
+agent, and an agent may only publish below `<prefix>/<id>/` and only read `<prefix>/<id>/ack`.
+
+amqtt 0.12.1 alone is not fit for the collector's at-least-once delivery, so `_Broker`
+and `_Handler` below replace the parts that lose or leak messages:
+
+- an outgoing QoS 1 message not PUBACKed within 5 s, or in flight when the connection
+  drops, is forgotten; ours stays in flight until PUBACKed and is resent (DUP) on reconnect;
+- there is no in-flight limit (over 65535 unacked messages fail); ours paces each session
+  through an outbox with at most `max_inflight` unacknowledged messages;
+- the backlog queued for an offline persistent session is sent with retain=1 and the
+  connection is blocked until every message is acked; ours goes through the outbox;
+- on every connect amqtt sends the client every retained message matching anybody's
+  subscriptions, without access checks; ours sends retained messages only on SUBSCRIBE,
+  for that subscription, as Mosquitto does;
+- credentials are checked after the claimed client id's stored session was already deleted
+  or taken over; ours checks first, and a client id stays with the user who created it;
+- the keep-alive is never enforced, so a vanished agent's will is never published; ours
+  drops a client silent for 1.5 x its keep-alive;
+- the will topic bypasses the ACL; ours refuses an agent whose will is outside its topics;
+- a publish is PUBACKed when queued, and what is still queued when the publisher
+  disconnects is dropped; ours routes it first;
+- a reconnect while the old connection still looks alive leaves the session marked
+  offline; ours closes the old connection first;
+- subscriptions are granted QoS 1 at most.
+
+The broker keeps everything in memory: a restart forgets sessions, queues and retained messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import math
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action, BrokerConfig, ListenerConfig
+from amqtt.errors import MQTTError
+from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.constants import QOS_0, QOS_1
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import OUTGOING, OutgoingApplicationMessage, Session
+
+from wanwitness.errors import UserError
+
+log = logging.getLogger("wanwitness.broker")
+
+ROLE_COLLECTOR = "collector"
+ROLE_AGENT = "agent"
+
+Authenticate = Callable[[str, str], "str | None"]
+
+DEFAULT_MAX_INFLIGHT = 100  # same as the Mosquitto config we generate
+
+# Keys in amqtt's Session.attributes (namespaced, as amqtt asks).
+_ROLE = "wanwitness.role"
+_REFUSAL = "wanwitness.refusal"  # CONNACK return code when the CONNECT is refused
+_OUTBOX = "wanwitness.outbox"
+_NO_REPLAY = "wanwitness.no_retained_replay"
+
+
+class BrokerPortInUse(UserError):
+    """The address the embedded broker should listen on is taken."""
+
+
+# --- access policy ------------------------------------------------------------------
+
+
+def valid_agent_id(agent_id: str) -> bool:
+    """Agent ids become one topic level: no separators or wildcards."""
+    return bool(agent_id) and not any(c in agent_id for c in "/+#\0")
+
+
+@dataclass(frozen=True)
+class _Policy:
+    prefix: str
+
+    def may_publish(self, role: str | None, user: str | None, topic: str | None) -> bool:
+        if role == ROLE_COLLECTOR:
+            return True
+        if role != ROLE_AGENT or not user or not topic:
+            return False
+        own = f"{self.prefix}/{user}/"
+        return topic.startswith(own) and len(topic) > len(own)
+
+    def may_read(self, role: str | None, user: str | None, topic: str | None) -> bool:
+        # Used for SUBSCRIBE filters and delivered topics alike: an agent's only
+        # readable topic is its own ack, and no wildcard filter equals it.
+        if role == ROLE_COLLECTOR:
+            return True
+        return role == ROLE_AGENT and bool(user) and topic == f"{self.prefix}/{user}/ack"
+
+
+@dataclass
+class _Settings:
+    authenticate: Authenticate
+    policy: _Policy
+    max_inflight: int
+
+
+# --- amqtt plugins -------------------------------------------------------------------
+
+
+class WitnessAuthPlugin(BaseAuthPlugin):
+    """Logs clients in through our callback; anonymous clients are refused."""
+
+    @dataclass
+    class Config:
+        settings: Any = None
+
+    async def authenticate(self, *, session: Session) -> bool:
+        settings: _Settings = self.config.settings
+        user, password = session.username, session.password
+        if not user or password is None:
+            log.info("MQTT login refused: no username/password (client id %r)", session.client_id)
+            return False
+        try:
+            # The callback may query a database: keep it off the event loop.
+            role = await asyncio.get_running_loop().run_in_executor(None, settings.authenticate, user, password)
+        except Exception as exc:  # a broken credential store must refuse, not crash the broker
+            log.warning("MQTT login of %r refused: checking the credentials failed: %s", user, exc)
+            return False
+        if role not in (ROLE_COLLECTOR, ROLE_AGENT):
+            log.info("MQTT login refused for %r (wrong username or password)", user)
+            return False
+        if role == ROLE_AGENT and not valid_agent_id(user):
+            log.warning("MQTT login refused for agent %r: agent ids may not contain / + #", user)
+            return False
+        if role == ROLE_AGENT and session.will_flag and not settings.policy.may_publish(role, user, session.will_topic):
+            log.warning("MQTT login refused for agent %r: its last will targets %r", user, session.will_topic)
+            return False
+        session.attributes[_ROLE] = role
+        return True
+
+
+class WitnessTopicPlugin(BaseTopicPlugin):
+    """Per-role topic ACL for publish, subscribe and delivery."""
+
+    @dataclass
+    class Config:
+        settings: Any = None
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool:
+        if session is None:
+            return False
+        policy: _Policy = self.config.settings.policy
+        role, user = session.attributes.get(_ROLE), session.username
+        if action == Action.PUBLISH:
+            allowed = policy.may_publish(role, user, topic)
+            if not allowed:
+                log.info("MQTT publish by %r to %r dropped (not allowed)", user, topic)
+            return allowed
+        if action in (Action.SUBSCRIBE, Action.RECEIVE):
+            return policy.may_read(role, user, topic)
+        return False
+
+
+# --- reliable delivery ----------------------------------------------------------------
+
+
+class _Outbox:
+    """A session's QoS 1 messages not yet sent; survives reconnects with the session."""
+
+    def __init__(self) -> None:
+        self.queue: deque[OutgoingApplicationMessage] = deque()
+        self.wake = asyncio.Event()
+
+    def put(self, topic: str, data: bytes | bytearray, retain: bool) -> OutgoingApplicationMessage:
+        message = OutgoingApplicationMessage(None, topic, QOS_1, data, retain)
+        self.queue.append(message)
+        self.wake.set()
+        return message
+
+
+def _outbox(session: Session) -> _Outbox:
+    box = session.attributes.get(_OUTBOX)
+    if box is None:
+        box = session.attributes[_OUTBOX] = _Outbox()
+    return box
+
+
+def _queue_backlog(session: Session) -> None:
+    """Move what amqtt queued while the client was offline into the outbox, in order.
+
+    (amqtt would send it all at once with retain=1 and block the connection until every
+    message is acked.)
+    """
+    box = _outbox(session)
+    while not session.retained_messages.empty():
+        message = session.retained_messages.get_nowait()
+        box.put(message.topic, message.data, False)
+
+
+class _Handler(BrokerProtocolHandler):
+    """One client connection; QoS 1 delivery that is paced and never gives up."""
+
+    max_inflight = DEFAULT_MAX_INFLIGHT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("MQTT delivery task failed: %r", task.exception())
+
+    async def start(self) -> None:
+        await super().start()  # runs _retry_deliveries
+        assert self.session is not None
+        _queue_backlog(self.session)
+        self._spawn(self._pump())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        # amqtt's close waits for the send buffer to drain, forever if the peer is gone.
+        transport = getattr(getattr(self.writer, "_writer", None), "transport", None)
+        guard = asyncio.get_running_loop().call_later(2, transport.abort) if transport else None
+        try:
+            await super().stop()
+        finally:
+            if guard:
+                guard.cancel()
+
+    async def _retry_deliveries(self) -> None:
+        # Resend what the previous connection left unacknowledged, in the background:
+        # amqtt waits here (10 s at most, then drops) before serving the client at all.
+        assert self.session is not None
+        for message in list(self.session.inflight_out.values()) + list(self.session.inflight_in.values()):
+            self._spawn(self._handle_message_flow(message))
+
+    async def mqtt_publish(self, topic: str, data: bytes | bytearray, qos: int | None, retain: bool,
+                           ack_timeout: int | None = None) -> OutgoingApplicationMessage:
+        if not qos:
+            try:
+                return await super().mqtt_publish(topic, data, QOS_0, retain, ack_timeout)
+            except Exception as exc:  # QoS 0 is best effort; a closing socket is not news
+                log.debug("MQTT QoS 0 send failed: %r", exc)
+                return OutgoingApplicationMessage(None, topic, QOS_0, data, retain)
+        assert self.session is not None
+        # QoS 2 is served as QoS 1 (subscriptions are granted QoS 1 at most anyway).
+        return _outbox(self.session).put(topic, data, retain)
+
+    async def _pump(self) -> None:
+        """Move messages from the session's outbox into flight, keeping the window."""
+        session = self.session
+        assert session is not None
+        box = _outbox(session)
+        while not self._stopping:
+            while box.queue and len(session.inflight_out) < self.max_inflight:
+                message = box.queue.popleft()
+                message.packet_id = session.next_packet_id
+                session.inflight_out[message.packet_id] = message
+                self._spawn(self._handle_qos1_message_flow(message))
+            box.wake.clear()
+            await box.wake.wait()
+
+    async def _handle_qos1_message_flow(self, app_message: Any) -> None:
+        if app_message.direction != OUTGOING:
+            return await super()._handle_qos1_message_flow(app_message)
+        session = self.session
+        assert session is not None and app_message.packet_id is not None
+        packet_id = app_message.packet_id
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # Register before sending: a quick PUBACK must find its waiter.
+        self._puback_waiters[packet_id] = waiter
+        packet = app_message.build_publish_packet(dup=app_message.publish_packet is not None)
+        app_message.publish_packet = packet
+        try:
+            await self._send_packet(packet)
+            await waiter
+        except (asyncio.CancelledError, Exception):
+            pass
+        finally:
+            if self._puback_waiters.get(packet_id) is waiter:
+                del self._puback_waiters[packet_id]
+        if not waiter.done() or waiter.cancelled():
+            # The connection is going away: the message stays in the session's
+            # in-flight set and is resent when the client comes back.
+            return
+        app_message.puback_packet = waiter.result()
+        if session.inflight_out.get(packet_id) is app_message:
+            del session.inflight_out[packet_id]
+        _outbox(session).wake.set()
+
+    async def handle_puback(self, puback: Any) -> None:
+        packet_id = puback.variable_header.packet_id if puback.variable_header else None
+        waiter = self._puback_waiters.get(packet_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(puback)
+            return
+        # An ack arriving while the connection is being closed is still an ack: the
+        # message must not be resent.
+        session = self.session
+        if session is not None and session.inflight_out.pop(packet_id, None) is not None:
+            _outbox(session).wake.set()
+
+    def handle_read_timeout(self) -> None:
+        # [MQTT-3.1.2-24] nothing heard for 1.5 x keep-alive: drop the client (its will
+        # is published). amqtt ignores this, so a vanished agent would stay "online".
+        log.info("MQTT client %r timed out (keep-alive)", self.session.client_id if self.session else None)
+        transport = getattr(getattr(self.writer, "_writer", None), "transport", None)
+        if transport is not None:
+            transport.abort()
+        task = asyncio.current_task()
+        if task is not None:
+            task.cancel()  # we run inside the reader loop; this ends it
+
+
+class _Broker(Broker):
+    """amqtt's Broker with the connection and delivery fixes described above."""
+
+    def __init__(self, config: BrokerConfig, settings: _Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self._settings = settings
+        super().__init__(config, loop=loop)
+
+    async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: str,
+                                         remote_port: int) -> tuple[BrokerProtocolHandler, Session]:
+        try:
+            handler, incoming = await _Handler.init_from_connect(reader, writer, self.plugins_manager)
+        except MQTTError:
+            await writer.close()  # a malformed CONNECT: hang up (amqtt does the same)
+            raise
+        handler.max_inflight = self._settings.max_inflight
+        # Check credentials before touching the stored session of the claimed client id.
+        if not await super()._authenticate(incoming, None):
+            incoming.attributes[_REFUSAL] = NOT_AUTHORIZED
+            return handler, incoming
+        client_id = incoming.client_id
+        stored = self._sessions.get(client_id) if client_id else None
+        if stored is not None and stored[0].clean_session and not stored[0].transitions.is_connected():
+            await self._delete_session(client_id)  # a closed clean session, just not cleaned up yet
+            stored = None
+        if stored is not None and stored[0].username != incoming.username:
+            # A client id belongs to the user who created its session: an agent must not
+            # take over (or wipe, with clean_session) the collector's queue.
+            log.warning("MQTT login of %r refused: client id %r belongs to %r",
+                        incoming.username, client_id, stored[0].username)
+            incoming.attributes[_REFUSAL] = IDENTIFIER_REJECTED
+            return handler, incoming
+        if stored is not None:
+            await self._end_connection(stored[0], stored[1])
+            if incoming.clean_session or stored[0].clean_session:
+                await self._delete_session(client_id)  # the old state ends here
+                stored = None
+        if stored is None:
+            session = incoming
+            session.parent = 0
+        else:
+            session = stored[0]
+            for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain",
+                         "keep_alive", "username", "password"):
+                setattr(session, name, getattr(incoming, name))
+            session.attributes[_ROLE] = incoming.attributes[_ROLE]
+            session.attributes.pop(_REFUSAL, None)
+            session.parent = 1
+            _queue_backlog(session)  # before anything newer can be queued behind it
+        if session.keep_alive > 0:
+            session.keep_alive = math.ceil(session.keep_alive * 1.5)  # [MQTT-3.1.2-24]
+        return handler, session
+
+    async def _end_connection(self, session: Session, handler: BrokerProtocolHandler) -> None:
+        """Close a client id's current connection before a new one takes over its session."""
+        if not session.transitions.is_connected():
+            return
+        # Wakes the old connection's loop, which publishes its will and marks it disconnected.
+        await handler.handle_connection_closed()
+        for _ in range(500):
+            if not session.transitions.is_connected():
+                return
+            await asyncio.sleep(0.01)
+
+    async def _authenticate(self, session: Session, _listener: Any) -> bool:
+        # Already decided in _initialize_client_session; do not ask the callback twice.
+        return _REFUSAL not in session.attributes and _ROLE in session.attributes
+
+    async def _handle_client_session(self, reader: Any, writer: Any, client_session: Session,
+                                     handler: BrokerProtocolHandler, server: Any, listener_name: str) -> None:
+        refusal = client_session.attributes.get(_REFUSAL)
+        if refusal is not None or _ROLE not in client_session.attributes:
+            # amqtt would register a refused client as connected; just answer and hang up.
+            try:
+                await ConnackPacket.build(0, refusal or NOT_AUTHORIZED).to_stream(writer)
+                await writer.close()
+            except OSError:
+                pass
+            return
+        await super()._handle_client_session(reader, writer, client_session, handler, server, listener_name)
+
+    async def _handle_disconnect(self, client_session: Session, handler: BrokerProtocolHandler,
+                                 disconnect_waiter: asyncio.Future[Any]) -> None:
+        # amqtt PUBACKs a publish as soon as it is queued, then drops whatever is still
+        # queued when the publisher disconnects: an agent that sends a burst and leaves
+        # loses part of it. Route the rest before the session is closed.
+        queue = client_session.delivered_message_queue
+        while not queue.empty():
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(queue.get_nowait())
+            await self._handle_message_delivery(client_session, handler, done)
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        _queue_backlog(session)  # normally already done, before anything newer was queued
+        session.attributes[_NO_REPLAY] = True  # see _publish_retained_messages_for_subscription
+
+    async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
+        client_session.attributes.pop(_NO_REPLAY, None)
+        await super()._client_message_loop(client_session, handler)
+
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                          session: Session) -> None:
+        # amqtt also calls this on connect for every filter of every client; only a real
+        # SUBSCRIBE (inside the message loop) gets retained messages, for its own filter.
+        if session.attributes.get(_NO_REPLAY):
+            return
+        topic_filter = subscription[0]
+        granted = next((qos for s, qos in self._subscriptions.get(topic_filter, ())
+                        if s.client_id == session.client_id), None)
+        handler = self._get_handler(session)
+        if granted is None or handler is None:
+            return
+        for topic, retained in list(self._retained_messages.items()):
+            if self._matches(topic, topic_filter) and await self._topic_filtering(session, topic, Action.RECEIVE):
+                qos = min(granted, retained.qos if retained.qos is not None else granted)
+                await handler.mqtt_publish(topic, retained.data, qos, retain=True)
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        # Grant QoS 1 at most: our delivery guarantees are built on QoS 1.
+        topic_filter, qos = subscription
+        return await super().add_subscription((topic_filter, min(qos, QOS_1)), session)
+
+    async def _create_server_instance(self, listener_name: Any, listener_type: Any, address: str | None,
+                                      port: int, ssl_context: Any) -> Any:
+        if address and address.startswith("[") and address.endswith("]"):
+            address = address[1:-1]  # amqtt keeps the brackets of "[::1]:1883"
+        return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+
+
+# --- public API ------------------------------------------------------------------------
+
+
+class EmbeddedBroker:
+    """An MQTT broker inside this process, for installs without Mosquitto.
+
+    `authenticate(username, password)` returns "collector", "agent" (the username is the
+    agent id) or None to refuse. It is called from a worker thread.
+    """
+
+    def __init__(self, host: str, port: int, authenticate: Authenticate, prefix: str = "wanwitness", *,
+                 max_inflight: int = DEFAULT_MAX_INFLIGHT, log_level: int | None = None) -> None:
+        if max_inflight < 1:
+            raise ValueError("max_inflight must be at least 1")
+        self.host = host
+        self.port = port
+        self.prefix = prefix
+        self._settings = _Settings(authenticate, _Policy(prefix), max_inflight)
+        self._log_level = log_level
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker: _Broker | None = None
+        self._start_error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """mqtt://host:port to connect to (127.0.0.1 when listening on all interfaces)."""
+        return f"mqtt://{_hostport(_connect_host(self.host), self.port)}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = 10) -> None:
+        """Listen in a background thread; return once clients can connect."""
+        if self._thread is not None:
+            raise RuntimeError("the embedded broker is already started")
+        _quiet_amqtt(self._log_level)
+        if self.port:
+            _check_can_listen(self.host, self.port)
+        self._start_error = None
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="wanwitness-broker", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            self.stop()
+            raise UserError(f"the MQTT broker did not start on {_hostport(self.host, self.port)} within {timeout:g} s")
+        if self._start_error is not None:
+            self._thread.join()
+            self._thread = self._loop = None
+            raise self._start_error
+
+    def stop(self, timeout: float = 10) -> None:
+        """Disconnect everybody and stop listening. Queued messages are lost."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        if thread.is_alive() and not loop.is_closed():
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout)
+            except Exception as exc:
+                log.debug("embedded broker shutdown: %r", exc)
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:  # loop already closed
+                pass
+        thread.join(timeout)
+        self._thread = self._loop = self._broker = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- broker thread --------------------------------------------------------------
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        loop.set_exception_handler(_log_loop_error)
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            self._start_error = _start_failure(self.host, self.port, exc)
+            ready.set()
+            _close_loop(loop)
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            _close_loop(loop)
+
+    async def _serve(self) -> None:
+        plugin = f"{__name__}.Witness"
+        config = BrokerConfig(
+            listeners={"default": ListenerConfig(bind=f"{_hostport(self.host, self.port)}")},
+            plugins={plugin + "AuthPlugin": {"settings": self._settings},
+                     plugin + "TopicPlugin": {"settings": self._settings}},
+        )
+        self._broker = _Broker(config, self._settings, asyncio.get_running_loop())
+        await self._broker.start()
+        if not self.port:  # port 0: the OS chose one
+            server = self._broker._servers["default"].instance
+            self.port = server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        if self._broker is not None and self._broker.transitions.state == "started":
+            await self._broker.shutdown()
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::", "*") else host
+
+
+def _port_in_use(host: str, port: int) -> BrokerPortInUse:
+    alt = 11883 if port != 11883 else 21883
+    return BrokerPortInUse(
+        f"{_hostport(host, port)} is already in use (another MQTT broker, e.g. Mosquitto, may be running there): "
+        f"choose a free port with --listen {_hostport(host, alt)} (config: [broker] listen), "
+        f"or use that broker with --broker mqtt://{_hostport(_connect_host(host), port)}"
+    )
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> UserError:
+    where = _hostport(host, port)
+    if exc.errno == errno.EADDRINUSE:
+        return _port_in_use(host, port)
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return UserError(f"cannot listen on {where}: this machine has no such address (check --listen)")
+    if exc.errno == errno.EACCES:
+        return UserError(f"cannot listen on {where}: permission denied (ports below 1024 need privileges; "
+                         f"choose another with --listen)")
+    if isinstance(exc, socket.gaierror):
+        return UserError(f"cannot listen on {where}: unknown host ({exc.strerror})")
+    return UserError(f"cannot listen on {where}: {exc.strerror or exc}")
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind (without listening) every address amqtt will bind, for a clean early error."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise _listen_error(host, port, exc) from None
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # Same options as asyncio's server, so a port in TIME_WAIT is not "in use".
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise _listen_error(host, port, exc) from None
+
+
+def _start_failure(host: str, port: int, exc: BaseException) -> UserError:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return _listen_error(host, port, cause)
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, UserError):
+        return exc
+    return UserError(f"the MQTT broker could not start on {_hostport(host, port)}: {exc}")
+
+
+class _NoTracebacks(logging.Filter):
+    """amqtt logs some routine failures with tracebacks; keep the line, drop the trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == "Broker startup failed":
+            return False  # we raise a UserError saying why
+        if record.exc_info and not logging.getLogger("amqtt").isEnabledFor(logging.DEBUG):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_FILTER = _NoTracebacks()
+
+
+def _quiet_amqtt(level: int | None) -> None:
+    level = logging.WARNING if level is None else level
+    for name in ("amqtt", "transitions"):
+        logging.getLogger(name).setLevel(level)
+    for name in ("amqtt.broker", "amqtt.mqtt.protocol.handler", "amqtt.broker.plugins"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # Stray task errors inside amqtt: one debug line instead of a traceback on the console.
+    log.debug("embedded broker: %s %r", context.get("message"), context.get("exception"))
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()

