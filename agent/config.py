@@ -19,7 +19,7 @@ DEFAULTS = {
         "ntp": "pool.ntp.org",
     },
     "debounce": {"down": 3, "up": 2},
-    "degraded_loss_pct": 20,
+    "degraded_loss_pct": 50,
     "leds": [],
     "outbox": {"max_bytes": 131072},
 }

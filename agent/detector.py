@@ -1,0 +1,478 @@
+# Line state from probe rounds and router LEDs: pure logic, no I/O, no clock.
+#
+# The caller passes every observation with its time t (agent ms) and writes the
+# `state` record bodies it gets back ({"k": "state", "s", "at", "bound", "ev", "from"},
+# plus "retract": true on a retraction; protocol v1). `ev` holds counts over the
+# deciding rounds (rounds, gw_fail, anc_ok, anc_n, dns_fail, mean loss), the LED
+# states, what decided ("by": probe | led | led+probe) and, where the debounce was
+# stretched, "need".
+#
+# ROUND CLASSES (probes only, worst first). A round's loss is the larger of loss_pct
+# and the share of anchors that failed.
+#   local_down  the gateway did not answer (the household's own equipment); or it was
+#               not probed, the "power" LED is off and no anchor answered
+#   isp_down    every anchor failed (the gateway answered or was not probed)
+#   dns_down    anchors answered, the DNS query failed
+#   degraded    loss >= degraded_loss_pct ("heavy"), or some loss while the window is
+#               lossy: the mean loss of the last LOSS_WINDOW rounds (this one
+#               included, at least LOSS_MIN of them; while up, none from before the
+#               last outage ended) >= degraded_loss_pct
+#   up          anything else
+#
+# DECLARING (debounce). From `up`, an outage is declared when the newest rounds are a
+# run of its class: down_rounds local_down or dns_down rounds. degraded: down_rounds
+# rounds in a row with a lossy window, whatever their own loss (a lossy line has dead
+# rounds and clean ones). isp_down: down_rounds all-failed rounds on a clean line;
+# more on a line that was losing probes before the run - enough that the run would
+# have less than ISP_EPS_PPM (1e-5) chance at the anchor failure rate seen before it
+# (its upper 2-sigma bound, over the loss window and over the last RECENT rounds), at
+# most ISP_MAX_ROUNDS (16, the need at 80 % loss with 3 anchors). So random loss
+# makes `degraded`, not a string of short isp_downs. Bad rounds of mixed classes
+# declare after 2 x down_rounds: the class among them claiming least against the
+# ISP (local_down, degraded, dns_down, isp_down in that order).
+# An outage ends after up_rounds `up` rounds in a row (degraded: and a window no
+# longer lossy). A run of another outage class (the same needs) switches: one record
+# closes the old and opens the new at the same instant (`from` names the old).
+#
+# TIMES are retroactive. An outage's `at` is the t of its first bad round (degraded:
+# the earliest lossy round from which the running mean loss stays >= the threshold),
+# `bound` the t of the round before it (the last good observation). An end's `at` is
+# the t of its first good round (degraded: the round after the last heavy round),
+# `bound` the t of the last bad round. A switch's `at` is the first round of the new
+# class. Records never go back in time: an `at` is never before the previous one's.
+#
+# HINDSIGHT. The onset of a lossy line often starts with a few dead rounds, taken for
+# an isp_down while the window still looked clean. When anchors answer again during
+# a probe-opened isp_down, the window is lossy by now, and the outage's longest
+# all-failed run is shorter than the failure rate now measured would need, it is
+# withdrawn: {"s": "degraded", "retract": true, "at": <its at>} - the line was
+# degraded from then on, not down. (An isp_down that already ended stays.)
+#
+# LEDS. led_roles maps a role to what its LED means; blinking counts as on:
+#   "wan"   off => WAN down (isp_down)       "alarm"  on/blink => WAN down (LOS LED)
+#   "power" off => router off (local_down)   anything else: evidence only
+# - An LED saying "down" opens the outage at once, at the LED's transition ms, bound
+#   = that ms - LED_BOUND_MS (its previous sample still said "up"): isp_down from up /
+#   dns_down / degraded, local_down from any state but itself. If the newest rounds
+#   already failed, `at` is the first of them when earlier (routers notice late).
+#   A first report of "down" (at boot) counts as a change.
+# - It is confirmed by the first round failing the same way (isp_down: an isp_down or
+#   local_down round; local_down: a local_down round): a record with the same s and
+#   at and ev.confirmed, and from then on it is an ordinary outage. It is retracted
+#   when retract_rounds (default down_rounds) rounds contradict it before one
+#   confirms it, or when its LED comes back after a contradicting round:
+#   {"s": <the state before>, "retract": true, "at": <its at>} - it never happened.
+# - When the LED matching the current outage comes back (wan on, power on), the next
+#   round decides: good -> the outage ends at the LED's ms (one round, not up_rounds:
+#   LED and probe agree; if it came back before any round contradicted an unconfirmed
+#   outage, that outage stays, seen by the LED alone); bad -> the probes decide.
+from micropython import const
+
+UP = "up"
+ISP = "isp_down"
+DNS = "dns_down"
+DEG = "degraded"
+LOCAL = "local_down"
+
+_T = const(0)       # fields of a round in the history
+_C = const(1)       # class
+_LOSS = const(2)    # loss %, 0..100
+_OK = const(3)      # anchors that answered
+_N = const(4)       # anchors probed
+_GW = const(5)      # gateway_ok: True / False / None
+_DNS = const(6)     # dns_ok: True / False / None
+_LOSSY = const(7)   # the loss window was lossy at this round
+
+DEFAULT_LED_ROLES = {"internet": "wan", "wan": "wan", "power": "power", "los": "alarm"}
+# meaning -> (outage class, True if "off" says it, False if on/blink says it)
+_MEANING = {"wan": (ISP, True), "alarm": (ISP, False), "power": (LOCAL, True)}
+_ORDER = (LOCAL, ISP, DNS, DEG)           # severity, worst first
+_MILD = (LOCAL, DEG, DNS, ISP)            # least claim against the ISP first
+_CONFIRMS = {ISP: (ISP, LOCAL), LOCAL: (LOCAL,)}
+
+
+def _says(m, st):
+    return st is not None and (st == "off") == m[1]
+
+
+class Detector:
+    LOSS_WINDOW = 20        # rounds averaged for degraded (40 s at the 2 s default)
+    LOSS_MIN = 10           # rounds needed before the window may call the line lossy
+    RECENT = 5              # rounds for the short-term failure rate (isp_down need)
+    ISP_EPS_PPM = 10        # an all-failed run must be this unlikely by chance (1e-5)
+    ISP_MAX_ROUNDS = 16     # ... but never needs more rounds than this
+    LED_BOUND_MS = 20       # an LED transition is timed to one ~20 ms sample
+
+    def __init__(self, down_rounds=3, up_rounds=2, degraded_loss_pct=50, led_roles=None,
+                 retract_rounds=None):
+        self.down_rounds = down_rounds if down_rounds > 0 else 1
+        self.up_rounds = up_rounds if up_rounds > 0 else 1
+        self.degraded_loss_pct = degraded_loss_pct
+        self.led_roles = DEFAULT_LED_ROLES if led_roles is None else led_roles
+        self.retract_rounds = self.down_rounds if retract_rounds is None else retract_rounds
+        self.state = UP
+        self.since = None          # `at` of the current state
+        self.leds = {}             # role -> 'off' | 'on' | 'blink'
+        self._bound = None         # `bound` of the current state
+        self._by = None            # what opened the current outage: 'probe' | 'led'
+        self._hist = []            # rounds (tuples, fields above), newest last
+        self._hmax = self.LOSS_WINDOW + self.ISP_MAX_ROUNDS + 2
+        self._led_end = None       # ms the current outage's LED came back (pending end)
+        self._unconf = False       # opened by an LED, not yet confirmed by a probe
+        self._contra = 0           # rounds that contradicted it so far
+        self._prior = None         # (state, since, bound, by) before it, for a retraction
+        self._isp_run = 0
+        self._isp_best = 0
+        self._last_at = 0          # `at` of the newest record
+
+    # --- LEDs ------------------------------------------------------------------------
+
+    def led(self, t, role, state):
+        # An LED transition ('off' | 'on' | 'blink' at ms t) -> state records.
+        out = []
+        prev = self.leds.get(role)
+        self.leds[role] = state
+        m = _MEANING.get(self.led_roles.get(role))
+        if m is None or _says(m, state) == _says(m, prev):
+            return out
+        cls = m[0]
+        s = self.state
+        if _says(m, state):
+            if s == cls:
+                self._led_end = None
+            elif s != LOCAL:
+                self._open_by_led(t, role, cls, out)
+        elif s == cls:
+            if self._unconf and self._contra:
+                self._retract(out)
+            else:
+                self._led_end = t
+        return out
+
+    def _open_by_led(self, t, role, cls, out):
+        if not self._unconf:
+            # What a retraction goes back to (an unconfirmed LED outage being replaced
+            # keeps the one before it).
+            self._prior = (self.state, self.since, self._bound, self._by)
+        hist = self._hist
+        k = self._tail(_CONFIRMS[cls])
+        at = t
+        bound = t - self.LED_BOUND_MS if t > self.LED_BOUND_MS else 0
+        ev = {"by": "led", "role": role}
+        if k:
+            # The probes already fail: the outage began no later than their first failure.
+            i = len(hist) - k
+            if hist[i][_T] < t and (self.since is None or hist[i][_T] > self.since):
+                at = hist[i][_T]
+                bound = hist[i - 1][_T] if i else None
+            ev["by"] = "led+probe"
+            self._evidence(ev, i)
+        rec = self._rec(cls, at, bound, ev)
+        out.append(rec)
+        self._set(cls, rec["at"], rec["bound"], "led")
+        if not k:
+            self._unconf = True
+            for r in hist:          # rounds already seen after the LED's ms: all good
+                if r[_T] >= t:
+                    self._contra += 1
+            if self._contra >= self.retract_rounds:
+                self._retract(out)
+
+    def _retract(self, out, s=None, ev=None):
+        # Withdraw the current outage: the line was `s` from its `at` on. Without s:
+        # an LED-opened outage that probes contradicted, back to the state before it.
+        restore = s is None
+        by = "probe"
+        if restore:
+            s, psince, pbound, by = self._prior
+            ev = {"by": "probe", "rounds": self._contra}
+        rec = self._rec(s, self.since, self._bound, ev)
+        rec["retract"] = True
+        out.append(rec)
+        if not restore or s == UP:
+            psince = rec["at"]
+            pbound = rec["bound"]
+        # else the restored outage goes on from where it began
+        self._set(s, psince, pbound, by if s != UP else None)
+
+    # --- probe rounds ----------------------------------------------------------------
+
+    def round(self, t, gateway_ok, anchors_ok, anchors_total, dns_ok, loss_pct=0):
+        # One probe round at ms t -> state records. gateway_ok / dns_ok: True, False or
+        # None (not probed); loss_pct: the round's packet loss when measured.
+        n = anchors_total if anchors_total and anchors_total > 0 else 0
+        ok = min(anchors_ok, n) if anchors_ok and anchors_ok > 0 else 0
+        loss = min(loss_pct, 100) if loss_pct and loss_pct > 0 else 0
+        if n and (n - ok) * 100 // n > loss:
+            loss = (n - ok) * 100 // n
+        thr = self.degraded_loss_pct
+        hist = self._hist
+        # The loss window, this round included; while up, only since the last outage
+        # ended (its dead rounds say nothing about the line now).
+        total = loss
+        cnt = 1
+        floor = self.since if self.state == UP else None
+        for r in hist[1 - self.LOSS_WINDOW:]:
+            if floor is None or r[_T] >= floor:
+                total += r[_LOSS]
+                cnt += 1
+        lossy = cnt >= self.LOSS_MIN and total >= thr * cnt
+        if gateway_ok is False or (gateway_ok is None and not ok and self._power_off()):
+            cls = LOCAL
+        elif n and not ok:
+            cls = ISP
+        elif dns_ok is False:
+            cls = DNS
+        elif loss >= thr or (lossy and loss > 0):
+            cls = DEG
+        else:
+            cls = UP
+        hist.append((t, cls, loss, ok, n, gateway_ok, dns_ok, lossy))
+        if len(hist) > self._hmax:
+            hist.pop(0)
+        out = []
+        self._step(hist[-1], cls, out)
+        return out
+
+    def _power_off(self):
+        for role, st in self.leds.items():
+            if self.led_roles.get(role) == "power" and st == "off":
+                return True
+        return False
+
+    def _step(self, r, cls, out):
+        hist = self._hist
+        s = self.state
+        if self._unconf:
+            if cls in _CONFIRMS[s]:
+                self._unconf = False
+                self._led_end = None
+                ev = {"by": "led+probe", "confirmed": True}
+                self._evidence(ev, len(hist) - 1)
+                out.append(self._rec(s, self.since, self._bound, ev))
+            else:
+                self._contra += 1
+                if self._led_end is not None:
+                    # The LED came back before any round contradicted it and the
+                    # probes are fine now: a short outage only the LED saw.
+                    self._end(self._led_end, None, out, True)
+                elif self._contra >= self.retract_rounds:
+                    self._retract(out)
+                return
+        if self._led_end is not None:
+            at = self._led_end
+            self._led_end = None
+            if cls == UP:
+                for x in hist[:-1]:
+                    if x[_C] != UP and x[_T] >= at:
+                        at = r[_T]  # a round failed after the LED came back: not its ms
+                self._end(at, None, out, True)
+                return
+        if s == UP:
+            for c in _ORDER:
+                k = self._run(c, UP)
+                if k and k >= self._need(c, k):
+                    self._declare(c, self._start(c, k), out)
+                    return
+            # Bad rounds of mixed classes: declare the class among them that claims
+            # least against the ISP.
+            k = 0
+            while k < len(hist) and _bad(hist[-1 - k]):
+                k += 1
+            if k >= 2 * self.down_rounds:
+                cs = [x[_C] for x in hist[-k:]]
+                for c in _MILD:
+                    if c in cs:
+                        self._declare(c, len(hist) - k, out)
+                        return
+            return
+        if s == ISP:
+            self._isp_run = self._isp_run + 1 if cls == ISP else 0
+            if self._isp_run > self._isp_best:
+                self._isp_best = self._isp_run
+            if cls == DEG and r[_LOSSY] and self._by == "probe":
+                # Hindsight: anchors answer again on a lossy line. Was this isp_down
+                # only the dead rounds such a line has anyway? Its longest all-failed
+                # run against what the failure rate measured now needs.
+                need = self._need_q(len(hist) - self.LOSS_WINDOW, len(hist))
+                if self._isp_best < need:
+                    ev = {"by": "probe", "hindsight": True, "isp_run": self._isp_best,
+                          "need": need}
+                    self._evidence(ev, len(hist) - 1)
+                    self._retract(out, DEG, ev)
+                    return
+        k = self._tail((UP,))
+        if k >= self.up_rounds and not (s == DEG and r[_LOSSY]):
+            i = len(hist) - k
+            while s == DEG and i > 0 and hist[i - 1][_LOSS] < self.degraded_loss_pct and \
+                    hist[i - 1][_T] > self.since:
+                i -= 1      # degraded: recovered at the round after the last heavy one
+            self._end(hist[i][_T], i, out)
+            return
+        for c in _ORDER:
+            k = self._run(c, s)
+            if c != s and k and k >= self._need(c, k):
+                self._declare(c, len(hist) - k, out)
+                return
+
+    def _tail(self, cs):
+        # How many of the newest rounds in a row have a class in cs.
+        hist = self._hist
+        k = 0
+        while k < len(hist) and hist[-1 - k][_C] in cs:
+            k += 1
+        return k
+
+    def _run(self, c, cur):
+        # The newest rounds in a row that count toward declaring c in state cur.
+        if c != DEG:
+            return self._tail((c,))
+        hist = self._hist
+        k = 0
+        while k < len(hist):
+            r = hist[-1 - k]
+            if not r[_LOSSY] or r[_C] == LOCAL or r[_C] == DNS or (r[_C] == ISP and cur == ISP):
+                break
+            k += 1
+        return k
+
+    def _start(self, c, k):
+        # Index of the first round of an outage declared from `up` after a run of k
+        # (never at or before the end of the previous outage): the first of the newest
+        # bad rounds; for degraded maybe earlier: the earliest lossy round in the
+        # history from which the running mean loss stays >= the threshold.
+        hist = self._hist
+        floor = 0
+        while self.since is not None and floor < len(hist) - 1 and \
+                hist[floor][_T] <= self.since:
+            floor += 1
+        i = max(min(len(hist) - self._tail((LOCAL, ISP, DNS, DEG)), len(hist) - k), floor)
+        if c != DEG:
+            return i
+        thr = self.degraded_loss_pct
+        for j in range(floor, i):
+            if hist[j][_LOSS] > 0:
+                total = 0
+                m = j
+                while m < len(hist) and total + hist[m][_LOSS] >= thr * (m - j + 1):
+                    total += hist[m][_LOSS]
+                    m += 1
+                if m == len(hist):
+                    return j
+        return i
+
+    def _need(self, c, k):
+        if c != ISP:
+            return self.down_rounds
+        # The anchor failure rate before this run of k, over the loss window and over
+        # the last few rounds (a line that just turned lossy), whichever needs more.
+        end = len(self._hist) - k
+        return max(self._need_q(end - self.LOSS_WINDOW, end),
+                   self._need_q(end - self.RECENT, end))
+
+    def _need_q(self, start, end):
+        # All-failed rounds needed in a row, given the anchor failures in hist[start:end].
+        fail = tot = 0
+        for r in self._hist[max(start, 0):end]:
+            fail += r[_N] - r[_OK]
+            tot += r[_N]
+        n = self._hist[-1][_N]
+        if not fail or not n:
+            return self.down_rounds
+        q = fail * 1000000 // tot
+        # Upper confidence bound (+2 standard errors): a rate measured over a few
+        # dozen probes is uncertain, and underestimating it makes false outages.
+        q = min(q + 2 * _isqrt(q * (1000000 - q) // tot), 999999)
+        p = 1000000
+        m = 0
+        while m < self.ISP_MAX_ROUNDS and (m < self.down_rounds or p >= self.ISP_EPS_PPM):
+            m += 1
+            for _ in range(n):
+                p = p * q // 1000000
+        return m if m > self.down_rounds else self.down_rounds
+
+    # --- records ---------------------------------------------------------------------
+
+    def _declare(self, c, i, out):
+        hist = self._hist
+        at = hist[i][_T]
+        bound = hist[i - 1][_T] if i else None
+        ev = {"by": "probe"}
+        self._evidence(ev, i)
+        need = self._need(c, self._run(c, self.state))
+        if need > self.down_rounds:
+            ev["need"] = need
+        rec = self._rec(c, at, bound, ev)
+        out.append(rec)
+        self._set(c, rec["at"], rec["bound"], "probe")
+        self._isp_run = self._isp_best = self._tail((ISP,))
+
+    def _end(self, at, i, out, led=False):
+        # The outage ends at `at`; i: index of its first good round (None: the newest).
+        hist = self._hist
+        ev = {"by": "led+probe" if led else "probe"}
+        self._evidence(ev, len(hist) - 1 if i is None else i)
+        bound = hist[i - 1][_T] if i else None
+        if led:
+            # The LED's previous sample still said "down"; so did the newest bad round
+            # at or before `at`, if later.
+            bound = max(at - self.LED_BOUND_MS, 0)
+            for r in hist:
+                if r[_C] != UP and bound < r[_T] <= at:
+                    bound = r[_T]
+        if bound is not None and bound < self.since:
+            bound = self.since
+        rec = self._rec(UP, at, bound, ev)
+        out.append(rec)
+        self._set(UP, rec["at"], rec["bound"], None)
+
+    def _evidence(self, ev, i):
+        # Counts over the deciding rounds hist[i:]: what failed and what answered.
+        rs = self._hist[i:]
+        ev["rounds"] = len(rs)
+        ev["gw_fail"] = sum(1 for r in rs if r[_GW] is False)
+        ev["dns_fail"] = sum(1 for r in rs if r[_DNS] is False)
+        ev["anc_ok"] = sum(r[_OK] for r in rs)
+        ev["anc_n"] = sum(r[_N] for r in rs)
+        ev["loss"] = sum(r[_LOSS] for r in rs) // len(rs) if rs else 0
+
+    def _rec(self, s, at, bound, ev):
+        # Records never go back in time: a new `at` is at least the previous one's
+        # (after a retraction to an earlier outage, say, its end cannot precede it).
+        if at < self._last_at:
+            at = self._last_at
+        self._last_at = at
+        if self.leds:
+            ev["led"] = dict(self.leds)
+        if bound is not None and bound > at:
+            bound = at
+        return {"k": "state", "s": s, "at": at, "bound": bound, "ev": ev, "from": self.state}
+
+    def _set(self, s, at, bound, by):
+        self.state = s
+        self.since = at
+        self._bound = bound
+        self._by = by
+        self._unconf = False
+        self._led_end = None
+        self._contra = 0
+        self._isp_run = 0           # all-failed rounds in a row during an isp_down
+        self._isp_best = 0          # ... the longest such run
+
+
+def _bad(r):
+    # A round that counts against `up` (heavy rounds before the window is lossy don't).
+    c = r[_C]
+    return c == LOCAL or c == ISP or c == DNS or (c == DEG and r[_LOSSY])
+
+
+def _isqrt(n):
+    # Integer square root (Newton), n >= 0.
+    if n < 2:
+        return n
+    x = n
+    y = (x + 1) >> 1
+    while y < x:
+        x = y
+        y = (x + n // x) >> 1
+    return x
