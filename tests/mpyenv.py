@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from wanwitness.build import BUILD_DIR as BUILD
 from wanwitness.build import compile_agent
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD = ROOT / "build" / "agent-mpy"
 
 
 def micropython() -> str:

@@ -17,6 +17,9 @@ from .errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT_DIR = ROOT / "agent"
+BUILD_DIR = ROOT / "build" / "agent-mpy"
+VBOARD_SRC = ROOT / "firmware" / "boards" / "virtual"
+VBOARD_BUILD = ROOT / "build" / "vboard-mpy"
 
 
 def mpy_cross() -> str:
@@ -30,26 +33,42 @@ def agent_sources() -> list[Path]:
     return sorted(p for p in AGENT_DIR.glob("*.py") if p.name != "main.py")
 
 
+def _compile(src: Path, out_dir: Path, march: str | None) -> Path:
+    dst = out_dir / (src.stem + ".mpy")
+    stamp = out_dir / (src.stem + ".sha256")
+    digest = hashlib.sha256(src.read_bytes() + (march or "").encode()).hexdigest()
+    if not (dst.exists() and stamp.exists() and stamp.read_text() == digest):
+        cmd = [mpy_cross(), "-o", str(dst), "-s", src.name]
+        if march:
+            cmd.insert(1, f"-march={march}")
+        proc = subprocess.run(cmd + [str(src)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise UserError(f"mpy-cross could not compile {src.name}: "
+                            f"{(proc.stderr or proc.stdout).strip()}")
+        stamp.write_text(digest)
+    return dst
+
+
+def compile_virtual_board(out_dir: Path = VBOARD_BUILD) -> Path:
+    """The virtual board's machine/network/flash modules compiled, beside run.py.
+
+    On an ESP32 these are C modules that cost no heap; compiled, they cost the
+    virtual board little, so heap figures are about the agent. Returns run.py's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for src in sorted(VBOARD_SRC.glob("*.py")):
+        if src.name != "run.py":
+            _compile(src, out_dir, None)
+    run = out_dir / "run.py"
+    shutil.copyfile(VBOARD_SRC / "run.py", run)
+    return run
+
+
 def compile_agent(out_dir: Path, march: str | None = None) -> list[Path]:
     """agent/*.py -> out_dir/*.mpy (main.py stays source: the board runs it by name).
 
     Only what changed is recompiled (a content hash beside each .mpy)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    made = []
-    for src in agent_sources():
-        dst = out_dir / (src.stem + ".mpy")
-        stamp = out_dir / (src.stem + ".sha256")
-        digest = hashlib.sha256(src.read_bytes() + (march or "").encode()).hexdigest()
-        if not (dst.exists() and stamp.exists() and stamp.read_text() == digest):
-            cmd = [mpy_cross(), "-o", str(dst), "-s", src.name]
-            if march:
-                cmd.insert(1, f"-march={march}")
-            proc = subprocess.run(cmd + [str(src)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise UserError(f"mpy-cross could not compile {src.name}: "
-                                f"{(proc.stderr or proc.stdout).strip()}")
-            stamp.write_text(digest)
-        made.append(dst)
+    made = [_compile(src, out_dir, march) for src in agent_sources()]
     main = AGENT_DIR / "main.py"
     if main.exists():
         shutil.copyfile(main, out_dir / "main.py")

@@ -125,6 +125,24 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
                    f"{collector.quarantined} quarantined this run.", err=True)
 
 
+# --- demo -------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--dir", "workdir", default="demo", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Where the demo keeps its files.")
+@click.option("--outage", "outage_s", default=20.0, show_default=True,
+              type=click.FloatRange(5, 600), help="Length of the scripted outage in seconds.")
+@click.option("--once", is_flag=True, help="Exit after the scripted outage.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--port", "broker_port", type=click.IntRange(1, 65535),
+              help="Port of the embedded broker (default: a free one).")
+def demo(workdir: Path, outage_s: float, once: bool, as_json: bool, broker_port: int | None) -> None:
+    """Collector + the real agent on the virtual board + a scripted outage, all on loopback."""
+    from .demo import run_demo
+    sys.exit(run_demo(workdir, outage_s=outage_s, once=once, as_json=as_json,
+                      broker_port=broker_port))
+
+
 # --- verify / outages / quarantine --------------------------------------------
 
 @cli.command()
@@ -226,6 +244,23 @@ def agent_add(obj: Ctx, db: str | None, name: str, out: Path | None, broker_host
     if url:
         click.echo("  external broker: run `wanwitness broker mosquitto-config` again "
                    "so the broker knows the new agent")
+
+
+@agent.command("run")
+@click.option("--virtual", is_flag=True, required=True,
+              help="Run on the virtual board (MicroPython unix port); the only choice without a board.")
+@click.option("--config", "board_config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="The agent's config.json.")
+@click.option("--flash", type=click.Path(dir_okay=False, path_type=Path),
+              help="Flash image file (default: CONFIG's name with .flash); kept across runs.")
+@click.option("--control", type=click.Path(dir_okay=False, path_type=Path),
+              help="Control file for LEDs and Wi-Fi (firmware/boards/virtual/README.md).")
+@click.option("--heap", default="256K", show_default=True, help="MicroPython heap size.")
+def agent_run(virtual: bool, board_config_path: Path, flash: Path | None, control: Path | None,
+              heap: str) -> None:
+    """Run the real agent on the virtual board until Ctrl-C."""
+    from .virtual import run_virtual
+    sys.exit(run_virtual(board_config_path, flash, control_path=control, heap=heap))
 
 
 @agent.command("list")

@@ -37,12 +37,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+from .build import BUILD_DIR, compile_agent, compile_virtual_board
 from .errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT_DIR = ROOT / "agent"
 VBOARD_DIR = ROOT / "firmware" / "boards" / "virtual"
-RUN_PY = VBOARD_DIR / "run.py"
+RUN_PY = VBOARD_DIR / "run.py"  # runs compiled, from build/ (build.compile_virtual_board)
 
 # Exit statuses of one boot (mirrors firmware/boards/virtual/board.py)
 EXIT_HALT = 0
@@ -143,7 +144,7 @@ class VirtualBoard:
 
     def __init__(self, config_path: str | os.PathLike, flash_image: str | os.PathLike | None,
                  control_path: str | os.PathLike | None = None,
-                 state_path: str | os.PathLike | None = None, *, heap: str = "64K",
+                 state_path: str | os.PathLike | None = None, *, heap: str = "256K",
                  log: IO[str] | None = None, micropython: str | os.PathLike | None = None,
                  extra_path: list[str | os.PathLike] | tuple = (), chip: str | None = None,
                  restart_delay: float = RESTART_DELAY_S, env: dict | None = None):
@@ -227,7 +228,9 @@ class VirtualBoard:
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.env)
-        env["MICROPYPATH"] = ":".join(self.extra_path + [str(AGENT_DIR), str(VBOARD_DIR)])
+        # The agent runs compiled (mpy-cross), as on a board; `.frozen` holds asyncio.
+        compile_agent(BUILD_DIR)
+        env["MICROPYPATH"] = ":".join(self.extra_path + [str(BUILD_DIR), ".frozen"])
         env["WANWITNESS_VBOARD_CONTROL"] = str(self.control_path)
         env["WANWITNESS_VBOARD_STATE"] = str(self.state_path)
         env["WANWITNESS_VBOARD_FLASH"] = str(self.flash_image)
@@ -284,7 +287,7 @@ class VirtualBoard:
             self._set_next_reset(cause)
             self.last_lines.clear()
             proc = subprocess.Popen(
-                [self.micropython, "-X", f"heapsize={self.heap}", str(RUN_PY)],
+                [self.micropython, "-X", f"heapsize={self.heap}", str(compile_virtual_board())],
                 cwd=str(self.flash_image.parent), env=self.child_env(),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True)
@@ -331,7 +334,7 @@ class VirtualBoard:
 
 def run_virtual(config_path: str | os.PathLike, flash_image: str | os.PathLike | None,
                 control_path: str | os.PathLike | None = None,
-                state_path: str | os.PathLike | None = None, heap: str = "64K",
+                state_path: str | os.PathLike | None = None, heap: str = "256K",
                 log: IO[str] | None = None, max_restarts: int | None = None,
                 stop_event: threading.Event | None = None, **kw) -> int:
     """Run the agent on a virtual board until it halts or SIGINT/SIGTERM/stop_event.

@@ -1,0 +1,35 @@
+# main.py: the agent's entry point on the board (and on the virtual board).
+# Runs the app; a crash is noted on flash and the board resets. Three crashes within
+# ten minutes of uptime start safe mode: report only, no sensing, so a bug in the
+# sensing code cannot keep the board from saying what is wrong.
+import gc
+import sys
+import time
+
+import machine
+
+gc.collect()
+import app  # noqa: E402
+import config  # noqa: E402
+
+cfg = config.load("config.json")
+notes = []
+if app.reset_cause() == "WDT_RESET":
+    # A hang: count it like a crash, with the uptime last stamped in RTC memory.
+    app.note_crash(app._rtc_uptime() or 0, "watchdog reset (a task hung)")
+crashes = app.read_crashes()
+for c in crashes:
+    if not c.get("told"):
+        notes.append("previous boot crashed after %d s: %s" % (c.get("up", 0) // 1000, c.get("why")))
+        c["told"] = True
+if notes:
+    app.write_crashes(crashes)
+safe = app.crash_loop(crashes)
+gc.collect()
+try:
+    app.run(cfg, safe=safe, notes=notes)
+except Exception as e:  # anything: note it, then reset like a watchdog would
+    sys.print_exception(e)
+    app.note_crash(time.ticks_ms(), "%s: %s" % (type(e).__name__, e))
+    time.sleep_ms(100)
+    machine.reset()
