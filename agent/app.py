@@ -22,7 +22,6 @@ from outbox import Outbox
 FW = "0.1.0"
 SAMPLE_MS = 20
 RESEND_MS = 15000     # a batch PUBACKed but not acked by the collector is sent again
-WDT_MS = 20000
 STATS_MS = 3600000
 NTP_EVERY_MS = 3600000
 CRASH_FILE = "crashes.json"
@@ -256,7 +255,6 @@ class App:
                              "kind": res.get("kind"), "err": res.get("err")})
 
     async def sender(self):
-        head = b'{"v":1,"agent":"' + self.id.encode() + b'","boot":' + str(self.boot).encode() + b',"t":'
         while True:
             self.stamp("sender")
             if not self.mq.connected:
@@ -271,7 +269,7 @@ class App:
             if fresh and time.ticks_diff(time.ticks_ms(), self._sent_at) < RESEND_MS:
                 await self._wait_ack(500)  # sent; the collector's ack will remove it
                 continue
-            payload = head + str(self.clock.now()).encode() + b',"recs":[' + b",".join(recs) + b"]}"
+            payload = encode_batch(self.id, self.boot, self.clock.now(), recs)
             self.ack_ev.clear()
             if await self.mq.publish(self.t_rec, payload, 1, False, 15000):
                 self._sent_upto = last
@@ -336,7 +334,7 @@ class App:
 
     async def watchdog(self, tasks):
         try:
-            wdt = machine.WDT(timeout=WDT_MS)
+            wdt = machine.WDT(timeout=self.cfg.get("wdt_s") * 1000)
         except (AttributeError, ValueError, OSError):
             wdt = None
         while True:
@@ -373,6 +371,12 @@ class App:
         await self.mq.subscribe(self.t_ack, 1)  # renewed by the client on every connect
         gc.collect()
         await self.watchdog(tasks)
+
+
+def encode_batch(agent, boot, t, recs):
+    # A protocol v1 batch around the outbox's record JSON (no re-encoding).
+    return (b'{"v":1,"agent":"' + agent.encode() + b'","boot":' + str(boot).encode()
+            + b',"t":' + str(t).encode() + b',"recs":[' + b",".join(recs) + b"]}")
 
 
 def _seq_of(frame):

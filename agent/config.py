@@ -9,6 +9,7 @@ DEFAULTS = {
     "wifi": {"ssid": "", "password": ""},
     "broker": {"host": "", "port": 1883, "user": "", "password": "", "tls": False},
     "hb_s": 30,
+    "wdt_s": 20,
     "probe": {
         "interval_s": 2,
         "timeout_ms": 1500,
@@ -133,6 +134,7 @@ def parse(raw):
             cfg.problem("id", "not a valid agent id (1-32 of a-z 0-9 - _)")
     _str(cfg, raw, "prefix", v, "prefix")
     _int(cfg, raw, "hb_s", 5, 3600, v, "hb_s")
+    _int(cfg, raw, "wdt_s", 5, 120, v, "wdt_s")
     _int(cfg, raw, "degraded_loss_pct", 1, 100, v, "degraded_loss_pct")
 
     w = _section(cfg, raw, "wifi")

@@ -88,13 +88,18 @@ class Truth:
 
 class Demo:
     def __init__(self, workdir: Path, *, broker_port: int | None = None, interval_s: float = 2,
-                 hb_s: int = 5, log=None):
+                 hb_s: int = 5, wdt_s: int = 20, external: tuple[str, str] | None = None,
+                 log=None):
+        # external: (user, password) of the collector at a broker already listening on
+        # broker_port (a Mosquitto); else the collector runs its embedded broker there.
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = f"sqlite:///{self.workdir / 'wanwitness.db'}"
         self.broker_port = broker_port or _free_port()
         self.interval_s = interval_s
         self.hb_s = hb_s
+        self.wdt_s = wdt_s
+        self.external = external
         self.log = log or sys.stderr
         self.gateway = LoopbackHost()
         self.anchors = [LoopbackHost(), LoopbackHost()]
@@ -118,12 +123,14 @@ class Demo:
                 password = reset_password(store, AGENT)
         finally:
             store.dispose()
+        self.agent_password = password
         conf = board_config(AGENT, password, broker_host="127.0.0.1", broker_port=self.broker_port,
                             hb_s=self.hb_s, wifi_ssid="demo-wifi", wifi_password="demo")
         conf["probe"] = {"interval_s": self.interval_s, "timeout_ms": 1000,
                          "gateway": self.gateway.target,
                          "anchors": [a.target for a in self.anchors], "dns": None, "ntp": None}
         conf["leds"] = [{"pin": LED_PIN, "role": "internet"}]
+        conf["wdt_s"] = self.wdt_s
         write_board_config(self.board_config, conf)
         self.set_control(LED_ACTIVE)
 
@@ -132,9 +139,9 @@ class Demo:
         tmp.write_text(json.dumps({"wifi": wifi, "rssi": -58, "adc": {str(LED_PIN): led}}))
         os.replace(tmp, self.control)
 
-    def _spawn(self, args: list[str], logname: str) -> subprocess.Popen:
+    def _spawn(self, args: list[str], logname: str, env: dict | None = None) -> subprocess.Popen:
         out = open(self.workdir / logname, "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         env.pop("WANWITNESS_CONFIG", None)
         proc = subprocess.Popen([sys.executable, "-m", "wanwitness", *args], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -143,16 +150,29 @@ class Demo:
         return proc
 
     def start(self) -> None:
-        self.setup()
+        if not getattr(self, "agent_password", None):
+            self.setup()
         self.say(f"ledger {self.workdir / 'wanwitness.db'}; logs in {self.workdir}")
-        self._spawn(["collect", "--db", self.db_url, "--listen", f"127.0.0.1:{self.broker_port}"],
-                    "collector.log")
+        if self.external:
+            self._spawn(["collect", "--db", self.db_url, "--broker",
+                         f"mqtt://127.0.0.1:{self.broker_port}"], "collector.log",
+                        env={"WANWITNESS_BROKER_USERNAME": self.external[0],
+                             "WANWITNESS_BROKER_PASSWORD": self.external[1]})
+        else:
+            self._spawn(["collect", "--db", self.db_url, "--listen",
+                         f"127.0.0.1:{self.broker_port}"], "collector.log")
         self._wait_port(self.broker_port, 30)
-        self.say(f"collector and embedded broker up on 127.0.0.1:{self.broker_port}")
-        self._spawn(["agent", "run", "--virtual", "--config", str(self.board_config), "--flash",
-                     str(self.flash), "--control", str(self.control)], "agent.log")
+        self._wait_log("collector.log", "connected to", 30)
+        self.say(f"collector up; broker on 127.0.0.1:{self.broker_port}")
+        self.start_agent()
         self.say("agent started on the virtual board; waiting for its boot record")
         self.wait_records(lambda n_boot, n_state: n_boot >= 1, 60, "the agent's boot record")
+
+    def start_agent(self) -> subprocess.Popen:
+        self.agent_proc = self._spawn(["agent", "run", "--virtual", "--config",
+                                       str(self.board_config), "--flash", str(self.flash),
+                                       "--control", str(self.control)], "agent.log")
+        return self.agent_proc
 
     def _wait_port(self, port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -178,6 +198,15 @@ class Demo:
         finally:
             store.dispose()
         return (row.seq, json.loads(row.body)["s"]) if row else (0, None)
+
+    def _wait_log(self, name: str, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        path = self.workdir / name
+        while time.monotonic() < deadline:
+            if path.exists() and text in path.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        raise UserError(f"demo: {name} never said {text!r}; see {path}")
 
     def counts(self) -> tuple[int, int]:
         store = s.open_store(self.db_url, migrate_schema=False)

@@ -45,6 +45,7 @@ RTC_EPOCH_US = 946684800000000  # 2000-01-01T00:00:00Z: an ESP32 RTC after power
 K_LEVEL = const(0)
 K_BLINK = const(1)
 K_FLICKER = const(2)
+K_HANG = const(3)
 DARK = (0, 0, 0, 1, 0, 0)
 
 # ADC1 / ADC2 GPIOs per chip (esp32 quickref; ESP-IDF adc_channel.h). ADC2 shares the
@@ -156,6 +157,9 @@ def parse_adc(d, where="adc"):
         raise ValueError(where + ": must be an object")
     noise = _int(d, "noise", 0, 0, 32767, where)
     pat = d.get("pattern", "level" if "level" in d else None)
+    if pat == "hang":
+        # A sensor or bus that never answers: read_u16() blocks for good (a hung task).
+        return (K_HANG, 0, 0, 1, 0, 0)
     if pat == "level":
         v = _int(d, "level", 0, 0, 65535, where)
         return (K_LEVEL, v, v, 1, 0, noise)
@@ -176,7 +180,7 @@ def parse_adc(d, where="adc"):
         if pulse >= slot:
             raise ValueError(where + ": pulse_ms must be shorter than 1000 / rate_hz")
         return (K_FLICKER, on, off, slot, pulse, noise)
-    raise ValueError(where + ": needs \"level\" or \"pattern\": \"blink\" | \"flicker\"")
+    raise ValueError(where + ": needs \"level\" or \"pattern\": \"blink\" | \"flicker\" | \"hang\"")
 
 
 def _apply(c):

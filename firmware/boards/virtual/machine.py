@@ -203,6 +203,10 @@ class ADC:
             self._gen = board.gen
         if self._adc2 and board.wifi_active:
             raise OSError("ADC2 is in use by Wi-Fi")
+        if self._spec[0] == board.K_HANG:
+            print("virtual board: ADC pin %d hangs (control file)" % self._pin)
+            while True:  # only the watchdog ends this, as on a board
+                time.sleep_ms(100)
         return board.level(self._spec, ticks_ms())
 
     def read(self):

@@ -1,0 +1,137 @@
+"""The real agent on the virtual board, end to end with a real collector and broker.
+
+Everything runs on loopback: the "internet" is TCP listeners on 127.0.0.1 that the
+agent probes (wanwitness/demo.py), the router's LED is the virtual board's ADC.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.brokers import Mosquitto
+from wanwitness import store as s
+from wanwitness.broker.mosquitto import write_mosquitto_config
+from wanwitness.broker.passwords import hash_password
+from wanwitness.demo import AGENT, LED_ACTIVE, LED_DARK, Demo
+
+INTERVAL_MS = 2000  # the agent's probe interval in the demo
+
+
+def stored_seqs(demo: Demo) -> list[int]:
+    st = s.open_store(demo.db_url, migrate_schema=False)
+    with st.engine.connect() as conn:
+        seqs = conn.execute(sa.select(s.records.c.seq).where(s.records.c.agent == AGENT)
+                            .order_by(s.records.c.seq)).scalars().all()
+    st.dispose()
+    return list(seqs)
+
+
+def records(demo: Demo, kind: str) -> list[dict]:
+    st = s.open_store(demo.db_url, migrate_schema=False)
+    with st.engine.connect() as conn:
+        bodies = conn.execute(sa.select(s.records.c.body).where(
+            s.records.c.agent == AGENT, s.records.c.k == kind).order_by(s.records.c.seq)).scalars().all()
+    st.dispose()
+    return [json.loads(b) for b in bodies]
+
+
+@pytest.fixture
+def demo(tmp_path):
+    made = []
+
+    def make(**kw) -> Demo:
+        d = Demo(tmp_path / "demo", **kw)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.stop()
+
+
+def test_an_outage_driven_through_the_virtual_board_is_recorded_as_isp_down(demo, tmp_path):
+    d = demo()
+    d.start()
+    time.sleep(10)  # LED calibration and a few good rounds
+    truth = d.outage(15)
+    # What a user runs: `wanwitness outages --json`.
+    out = subprocess.run([sys.executable, "-m", "wanwitness", "outages", "--db", d.db_url,
+                          "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = [r for r in json.loads(out.stdout) if r["class"] != "unknown"]
+    assert len(rows) == 1, rows
+    got = rows[0]
+    assert got["class"] == "isp_down" and got["agent"] == AGENT
+    from wanwitness.timeline import parse_time
+    start, end = parse_time(got["start"], option="start"), parse_time(got["end"], option="end")
+    assert abs(start - truth.start_ms) <= INTERVAL_MS, (got, truth)
+    assert abs(end - truth.end_ms) <= INTERVAL_MS, (got, truth)
+    # Traceable: the outage names the ledger records that opened and closed it.
+    assert got["evidence"]["open_seq"] in stored_seqs(d)
+    assert got["evidence"]["close_seq"] in stored_seqs(d)
+
+
+def test_a_hung_task_is_reset_by_the_watchdog_and_the_next_boot_says_why(demo):
+    d = demo(wdt_s=5)
+    d.start()
+    d.set_control({"pattern": "hang"})  # the LED sensor's ADC never answers again
+    d.wait_records(lambda n_boot, _n: n_boot >= 2, 90, "second boot record")
+    d.set_control(LED_ACTIVE)
+    boots = records(d, "boot")
+    assert [b["reset"] for b in boots[:2]] == ["PWRON_RESET", "WDT_RESET"]
+    deadline = time.monotonic() + 30
+    errors = []
+    while time.monotonic() < deadline and not errors:
+        errors = [e for e in records(d, "error") if "watchdog" in e["msg"]]
+        time.sleep(0.5)
+    assert errors and errors[0]["seq"] > boots[1]["seq"], errors
+    assert "hangs" in (d.workdir / "agent.log").read_text()
+
+
+@pytest.mark.slow
+def test_broker_down_for_60_s_while_the_agent_keeps_recording(demo, tmp_path):
+    """A real Mosquitto killed for 60 s: every record the agent wrote meanwhile arrives."""
+    collector = ("wanwitness-collector", "collector-secret")
+    d = demo()
+    d.setup()  # registers the agent: its password is needed for Mosquitto's files
+    files = {p.name: p for p in write_mosquitto_config(
+        tmp_path / "mq-conf", [(AGENT, hash_password(d.agent_password))],
+        (collector[0], hash_password(collector[1])))}
+    m = Mosquitto(tmp_path / "mq", port=d.broker_port, password_file=files["passwd"],
+                  acl_file=files["acl"], extra_conf="max_queued_messages 100000\n")
+    m.start()
+    try:
+        d.external = collector
+        d.start()
+        time.sleep(8)
+        before = max(stored_seqs(d))
+        m.kill()
+        # The agent keeps recording: the LED goes dark and comes back, several times.
+        for i in range(6):
+            d.set_control(LED_DARK if i % 2 == 0 else LED_ACTIVE)
+            time.sleep(10)
+        d.set_control(LED_ACTIVE)
+        m.start()
+        log = (d.workdir / "agent.log").read_text()
+        written = [int(n) for n in re.findall(r"record (\d+) ", log)]
+        assert max(written) > before, "the agent wrote nothing while the broker was down"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            seqs = stored_seqs(d)
+            if seqs and seqs[-1] >= max(written) and seqs == list(range(1, seqs[-1] + 1)):
+                break
+            time.sleep(1)
+        seqs = stored_seqs(d)
+        assert seqs == list(range(1, seqs[-1] + 1)), "a seq is missing"
+        assert set(written) <= set(seqs)
+        during = [r for r in records(d, "led") if r["seq"] > before]
+        assert len(during) >= 3, "LED changes during the outage were not delivered"
+    finally:
+        d.stop()
+        m.stop()

@@ -1,0 +1,30 @@
+"""The agent's batch encoder (running on MicroPython) against the protocol vectors."""
+
+from __future__ import annotations
+
+import json
+
+from tests.mpyenv import ROOT, run_mpy
+from tests.vectorlib import load
+from wanwitness.protocol import canonical, parse_batch
+
+
+def test_agent_batches_validate_and_match_the_vectors(tmp_path):
+    proc = run_mpy(ROOT / "tests/mpy/encode_vectors.py", str(ROOT / "tests/vectors/valid"),
+                   str(tmp_path), heap="256K")
+    assert proc.returncode == 0 and "done" in proc.stdout, proc.stdout + proc.stderr
+    encoded = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("BATCH "):
+            _, name, hexed = line.split(" ", 2)
+            encoded[name[:-5]] = bytes.fromhex(hexed)
+    vectors = dict(load("valid"))
+    assert set(encoded) == set(vectors)
+    for name, payload in encoded.items():
+        vec = vectors[name]
+        assert len(payload) <= 1024, f"{name}: a batch must fit in 1 KiB"
+        batch = parse_batch(payload, vec["topic"])  # raises with the reason if invalid
+        assert (batch.agent, batch.boot) == (vec["payload"]["agent"], vec["payload"]["boot"])
+        # Byte for byte the same records once in canonical form.
+        assert canonical(batch.recs) == canonical(vec["payload"]["recs"]), name
+        assert json.loads(payload)["v"] == 1
