@@ -100,6 +100,7 @@ class App:
         self.cause = cause or reset_cause()
         self.alive = {}
         self.budget = {}
+        self.heap_peak = 0    # gc.mem_alloc() high-water, sampled once a second (watchdog)
         self.outbox_error = None
         self.line = "up"
         self.net = Net(cfg.get("wifi.ssid"), cfg.get("wifi.password"))
@@ -269,7 +270,11 @@ class App:
             if fresh and time.ticks_diff(time.ticks_ms(), self._sent_at) < RESEND_MS:
                 await self._wait_ack(500)  # sent; the collector's ack will remove it
                 continue
-            payload = encode_batch(self.id, self.boot, self.clock.now(), recs)
+            # Records of an earlier boot go in a batch of their own, with that boot's
+            # id and no send time (our clock means nothing in that boot's time base).
+            boot = self.outbox.pending_boot
+            payload = encode_batch(self.id, boot, self.clock.now() if boot == self.boot else None,
+                                   recs)
             self.ack_ev.clear()
             if await self.mq.publish(self.t_rec, payload, 1, False, 15000):
                 self._sent_upto = last
@@ -289,12 +294,16 @@ class App:
         hb_ms = self.cfg.get("hb_s") * 1000
         while True:
             self.stamp("heartbeat")
+            free = gc.mem_free()
+            print("heap alloc=%d peak=%d free=%d" % (gc.mem_alloc(), self.heap_peak, free))
             if self.mq.connected:
                 t = self.clock.now()
                 utc = self.clock.utc_ms(t)
-                msg = '{"boot":%d,"t":%d,"utc":%s,"s":"%s","heap":%d,"q":%d,"rssi":%s,"safe":%s}' % (
-                    self.boot, t, "null" if utc is None else str(utc), self.line, gc.mem_free(),
-                    self.outbox.depth, _js(self.net.rssi()), "true" if self.safe else "false")
+                msg = ('{"boot":%d,"t":%d,"utc":%s,"s":"%s","heap":%d,"peak":%d,"q":%d,"rssi":%s,'
+                       '"safe":%s}') % (
+                    self.boot, t, "null" if utc is None else str(utc), self.line, free,
+                    self.heap_peak, self.outbox.depth, _js(self.net.rssi()),
+                    "true" if self.safe else "false")
                 await self.mq.publish(self.t_hb, msg.encode(), 0, False)
             _rtc_uptime(self.clock.now())
             await asyncio.sleep_ms(hb_ms)
@@ -338,6 +347,9 @@ class App:
         except (AttributeError, ValueError, OSError):
             wdt = None
         while True:
+            a = gc.mem_alloc()  # a small int: no allocation
+            if a > self.heap_peak:
+                self.heap_peak = a
             now = time.ticks_ms()
             healthy = True
             for name, budget in self.budget.items():
@@ -374,9 +386,12 @@ class App:
 
 
 def encode_batch(agent, boot, t, recs):
-    # A protocol v1 batch around the outbox's record JSON (no re-encoding).
-    return (b'{"v":1,"agent":"' + agent.encode() + b'","boot":' + str(boot).encode()
-            + b',"t":' + str(t).encode() + b',"recs":[' + b",".join(recs) + b"]}")
+    # A protocol v1 batch around the outbox's record JSON (no re-encoding); t: our ms at
+    # send time, or None for records of an earlier boot.
+    head = b'{"v":1,"agent":"' + agent.encode() + b'","boot":' + str(boot).encode()
+    if t is not None:
+        head += b',"t":' + str(t).encode()
+    return head + b',"recs":[' + b",".join(recs) + b"]}"
 
 
 def _seq_of(frame):

@@ -174,3 +174,39 @@ def test_verify_detects_swapped_positions(chained):
     _tamper(chained, "UPDATE records SET pos = 2 WHERE pos = -8")
     r = ledger.verify(chained)
     assert not r.ok and r.broken_pos == 2
+
+
+def test_migrations_upgrade_a_version_1_store(tmp_path):
+    """A store made by version 1 gets agents.max_seq filled in from its records."""
+    from wanwitness.store import MIGRATIONS, migrate, open_store
+    import sqlalchemy as sa2
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa2.create_engine(url)
+    with engine.begin() as conn:
+        s.schema_migrations.create(conn)
+        version, name, fn = MIGRATIONS[0]
+        fn(conn)
+        conn.execute(s.schema_migrations.insert().values(version=1, name=name, applied_ms=0))
+        conn.exec_driver_sql("INSERT INTO agents (id, password_hash, enabled, hb_s, created_ms, ack_seq)"
+                             " VALUES ('a1', 'x', 1, 30, 0, 2)")
+        conn.exec_driver_sql("INSERT INTO records (agent, seq, boot, t, utc, k, body, recv_ms, pos)"
+                             " VALUES ('a1', 1, 1, 0, NULL, 'stats', '{}', 0, 1),"
+                             " ('a1', 7, 1, 0, NULL, 'stats', '{}', 0, 2)")
+    assert migrate(engine) == [2]
+    assert migrate(engine) == []
+    st = open_store(url)
+    with st.engine.connect() as conn:
+        assert conn.execute(sa.select(s.agents.c.max_seq)).scalar() == 7
+    st.dispose()
+    engine.dispose()
+
+
+def test_ack_fast_path_and_slow_path_agree(ing, store):
+    # In order: no lookups needed. Then a hole, filled later by a redelivery.
+    assert ing.ingest([Message(TOPIC, batch(range(1, 51)), 10)]).acks == {"a1": 50}
+    assert ing.ingest([Message(TOPIC, batch([52, 53]), 11)]).acks == {}
+    assert ing.ingest([Message(TOPIC, batch([51]), 12)]).acks == {"a1": 53}
+    assert ing.ingest([Message(TOPIC, batch([54]), 13)]).acks == {"a1": 54}
+    with store.engine.connect() as c:
+        assert c.execute(sa.select(s.agents.c.max_seq, s.agents.c.ack_seq)
+                         .where(s.agents.c.id == "a1")).one() == (54, 54)

@@ -43,6 +43,9 @@ class _AgentRow:
     id: str
     enabled: bool
     ack_seq: int
+    max_seq: int
+    last_recv_ms: int | None
+    has_gaps: bool = False
 
 
 class Ingestor:
@@ -84,9 +87,11 @@ class Ingestor:
 
         def agent_row(agent_id: str) -> _AgentRow | None:
             if agent_id not in agent_rows:
-                row = conn.execute(sa.select(s.agents.c.id, s.agents.c.enabled, s.agents.c.ack_seq)
-                                   .where(s.agents.c.id == agent_id)).first()
-                agent_rows[agent_id] = _AgentRow(row.id, bool(row.enabled), row.ack_seq) if row else None
+                A = s.agents
+                row = conn.execute(sa.select(A.c.id, A.c.enabled, A.c.ack_seq, A.c.max_seq,
+                                             A.c.last_recv_ms).where(A.c.id == agent_id)).first()
+                agent_rows[agent_id] = (_AgentRow(row.id, bool(row.enabled), row.ack_seq,
+                                                  row.max_seq, row.last_recv_ms) if row else None)
             return agent_rows[agent_id]
 
         def quarantine(msg: Message, agent: str | None, reason: str) -> None:
@@ -145,10 +150,13 @@ class Ingestor:
                 continue
             batches.append((msg, batch))
 
-        # Pass 2: what is already stored, one query per agent and chunk.
+        # Pass 2: what is already stored, one query per agent and chunk; seqs above the
+        # agent's highest stored one (the usual case) need no lookup.
         wanted: dict[str, set[int]] = {}
         for _, batch in batches:
-            wanted.setdefault(batch.agent, set()).update(r["seq"] for r in batch.recs)
+            ceiling = agent_rows[batch.agent].max_seq  # type: ignore[union-attr]
+            wanted.setdefault(batch.agent, set()).update(
+                r["seq"] for r in batch.recs if r["seq"] <= ceiling)
         stored: dict[tuple[str, int], str] = {}
         for agent_id, seqs in wanted.items():
             ordered = sorted(seqs)
@@ -164,6 +172,7 @@ class Ingestor:
         new_ledger: list[dict[str, Any]] = []
         touched: set[str] = set()
         resent: set[str] = set()  # agents that sent what we have: they missed an ack
+        fresh: dict[str, set[int]] = {}  # agent -> seqs stored in this commit
         for msg, batch in batches:
             entry = note(batch.agent, batch.boot, batch.sent_t, msg.recv_ms)
             touched.add(batch.agent)
@@ -191,6 +200,7 @@ class Ingestor:
                 new_ledger.append(dict(pos=pos, agent=batch.agent, seq=seq, recv_ms=msg.recv_ms,
                                        hash=prev.hex()))
                 stored[(batch.agent, seq)] = body
+                fresh.setdefault(batch.agent, set()).add(seq)
                 result.stored += 1
                 entry[3] = seq if entry[3] is None else min(entry[3], seq)
                 if rec["k"] == "boot" and entry[4] is None:
@@ -198,31 +208,42 @@ class Ingestor:
                 elif rec["k"] == "gap":
                     for first, last in rec["drop"]:
                         self._add_gap(conn, batch.agent, first, last, seq)
+                    agent_rows[batch.agent].has_gaps = True  # type: ignore[union-attr]
 
         if new_records:
             conn.execute(s.records.insert(), new_records)
             conn.execute(s.ledger.insert(), new_ledger)
             conn.execute(s.ledger_head.update().where(s.ledger_head.c.id == 1)
                          .values(pos=pos, hash=prev.hex()))
-        self._write_seen(conn, seen)
-        for agent_id in touched:
+        last_recv = self._write_seen(conn, seen)
+        for agent_id in sorted(touched | set(last_recv)):  # sorted: one lock order
             row = agent_rows[agent_id]
             assert row is not None
-            new_ack = self._advance(conn, agent_id, row.ack_seq)
+            new_seqs = fresh.get(agent_id, set())
+            values: dict[str, Any] = {}
+            new_ack = self._advance(conn, agent_id, row, new_seqs)
+            if new_seqs and max(new_seqs) > row.max_seq:
+                values["max_seq"] = row.max_seq = max(new_seqs)
+            recv = last_recv.get(agent_id)
+            if recv is not None and (row.last_recv_ms is None or recv > row.last_recv_ms):
+                values["last_recv_ms"] = row.last_recv_ms = recv
             if new_ack != row.ack_seq:
-                conn.execute(s.agents.update().where(s.agents.c.id == agent_id)
-                             .values(ack_seq=new_ack))
+                values["ack_seq"] = new_ack
                 result.acks[agent_id] = new_ack
                 row.ack_seq = new_ack
             elif agent_id in resent:
                 # Our last ack may have been lost (killed after commit, broker restarted
                 # without its retained messages): say it again or the agent resends forever.
                 result.acks[agent_id] = new_ack
+            if values:
+                conn.execute(s.agents.update().where(s.agents.c.id == agent_id).values(**values))
 
     # -- helpers --------------------------------------------------------------
 
-    def _write_seen(self, conn: sa.Connection, seen: dict[tuple[str, int], list[Any]]) -> None:
-        """Boot bookkeeping and clock points for everything heard in this commit."""
+    def _write_seen(self, conn: sa.Connection,
+                    seen: dict[tuple[str, int], list[Any]]) -> dict[str, int]:
+        """Boot bookkeeping and clock points for everything heard in this commit;
+        returns each agent's newest receive time."""
         B = s.boots
         points = []
         last_recv: dict[str, int] = {}
@@ -249,11 +270,7 @@ class Ingestor:
                 conn.execute(B.update().where(B.c.agent == agent, B.c.boot == boot).values(**values))
         if points:
             conn.execute(s.clock_points.insert(), points)
-        A = s.agents
-        for agent, recv in last_recv.items():
-            conn.execute(A.update().where(A.c.id == agent, sa.or_(A.c.last_recv_ms.is_(None),
-                                                                  A.c.last_recv_ms < recv))
-                         .values(last_recv_ms=recv))
+        return last_recv
 
     def _add_gap(self, conn: sa.Connection, agent: str, first: int, last: int, seq: int) -> None:
         G = s.gaps
@@ -263,8 +280,15 @@ class Ingestor:
         elif old.last < last:
             conn.execute(G.update().where(G.c.agent == agent, G.c.first == first).values(last=last))
 
-    def _advance(self, conn: sa.Connection, agent: str, ack: int) -> int:
+    def _advance(self, conn: sa.Connection, agent: str, row: _AgentRow, new_seqs: set[int]) -> int:
         """Highest N such that every seq <= N is stored or declared dropped."""
+        ack = row.ack_seq
+        # Fast path, the usual case: this commit's seqs continue the acked run and
+        # nothing was stored above them before (the seq ceiling says so): no queries.
+        while ack + 1 in new_seqs:
+            ack += 1
+        if ack >= row.max_seq and (not new_seqs or ack >= max(new_seqs)) and not row.has_gaps:
+            return ack
         R, G = s.records, s.gaps
         while True:
             nxt = ack + 1

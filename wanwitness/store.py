@@ -30,6 +30,8 @@ agents = sa.Table(
     # Every record with seq <= ack_seq is committed (gaps the agent declared count).
     sa.Column("ack_seq", sa.BigInteger, nullable=False, default=0),
     sa.Column("last_recv_ms", sa.BigInteger),
+    # Highest seq stored (migration 2): lets ingest skip lookups for fresh records.
+    sa.Column("max_seq", sa.BigInteger, nullable=False, default=0, server_default="0"),
 )
 
 boots = sa.Table(
@@ -153,10 +155,27 @@ def migration(version: int, name: str):
 
 @migration(1, "initial schema")
 def _m1(conn: Connection) -> None:
-    for table in (agents, boots, clock_points, records, ledger, ledger_head, gaps,
-                  quarantine, outages, settings):
-        table.create(conn)
+    # The schema as it was at version 1: later migrations change it.
+    m = sa.MetaData()
+    sa.Table("agents", m,
+             sa.Column("id", sa.String(32), primary_key=True),
+             sa.Column("password_hash", sa.String(200), nullable=False),
+             sa.Column("enabled", sa.Boolean, nullable=False),
+             sa.Column("hb_s", sa.Integer, nullable=False),
+             sa.Column("created_ms", sa.BigInteger, nullable=False),
+             sa.Column("ack_seq", sa.BigInteger, nullable=False),
+             sa.Column("last_recv_ms", sa.BigInteger)).create(conn)
+    for table in (boots, clock_points, records, ledger, ledger_head, gaps, quarantine,
+                  outages, settings):
+        table.to_metadata(m).create(conn)
     conn.execute(ledger_head.insert().values(id=1, pos=0, hash="0" * 64))
+
+
+@migration(2, "agents.max_seq")
+def _m2(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE agents ADD COLUMN max_seq BIGINT NOT NULL DEFAULT 0")
+    conn.exec_driver_sql("UPDATE agents SET max_seq = COALESCE("
+                         "(SELECT MAX(seq) FROM records WHERE records.agent = agents.id), 0)")
 
 
 def migrate(engine: Engine) -> list[int]:

@@ -1,0 +1,74 @@
+# Power-cut subject for tests/test_outbox_powercut.py (runs under MicroPython).
+#   micropython outbox_writer.py IMAGE SEED [check]
+# Mounts the flash image (flash.py) and prints M, opens the outbox, prints what it
+# recovered:
+#   O <boot> <last_seq> <acked> <depth> <corrupt> <lost ranges as JSON>
+#   P <boot> <record JSON>  one per pending record, oldest first, with its boot
+#   D                       end of the dump
+# then (unless `check`) appends records forever, acking now and then:
+#   c                       the next append has to compact (the log is full)
+#   W <seq>                 append returned: the record is on flash
+#   a <seq> / A <seq>       before / after ack(seq)
+# The test kills it with SIGKILL at a random moment, the way a power cut would.
+import json
+import random
+import sys
+
+import flash
+from outbox import Outbox
+
+MAX_BYTES = 12 * 1024
+SEG_BYTES = 1024
+
+
+def main():
+    image = sys.argv[1]
+    seed = int(sys.argv[2])
+    check = len(sys.argv) > 3 and sys.argv[3] == "check"
+    flash.mount(image, size=256 * 1024)
+    print("M")
+    ob = Outbox(max_bytes=MAX_BYTES)
+    ob.seg_bytes = SEG_BYTES
+    ob.open()
+    print("O %d %d %d %d %d %s" % (ob.boot, ob.last_seq, ob.acked, ob.depth, ob.corrupt,
+                                   str(ob.lost).replace(" ", "")))
+    after = 0
+    while True:  # page by page: the whole log at once would not fit a 64K heap
+        page = ob.pending(2048, after)
+        if not page:
+            break
+        for b in page:
+            print("P", ob.pending_boot, b.decode())
+        after = json.loads(page[-1])["seq"]
+    print("D")
+    if check:
+        return
+    random.seed(seed)
+    t = 0
+    while True:
+        t += random.randint(1, 5000)
+        r = random.randint(0, 99)
+        if r < 60:
+            rec = {"k": "probe", "t": t, "utc": None, "tg": "anchor-%d" % (r % 3),
+                   "ok": r % 2 == 0, "rtt": r, "kind": "icmp", "pad": "p" * random.randint(0, 60)}
+        elif r < 75:
+            rec = {"k": "stats", "t": t, "utc": None, "rounds": r, "heap": 40000 + r,
+                   "pad": "s" * random.randint(0, 60)}
+        elif r < 95:
+            rec = {"k": "state", "t": t, "utc": None, "s": "isp_down" if r % 2 else "up",
+                   "at": t - 1, "bound": t - 2, "ev": {"gw": True, "r": r}}
+        else:
+            rec = {"k": "error", "t": t, "utc": None, "msg": "e" * random.randint(1, 200)}
+        if ob._total + 300 > ob.max_bytes:
+            print("c")
+        print("W", ob.append(rec))
+        if random.randint(0, 99) < 3 and ob.last_seq > ob.acked:
+            # the collector acks everything, or up to somewhere in what was sent; rare
+            # enough that the log fills and compacts
+            a = ob.last_seq if r < 30 else random.randint(ob.acked + 1, ob.last_seq)
+            print("a", a)
+            ob.ack(a)
+            print("A", a)
+
+
+main()
