@@ -106,7 +106,7 @@ class App:
         self.net = Net(cfg.get("wifi.ssid"), cfg.get("wifi.password"))
         self.ack_ev = asyncio.Event()
         self._sent_upto = 0
-        self._sent_at = 0
+        self._sent_at = time.ticks_ms()  # a ticks value (read only once _sent_gen matches)
         self._sent_gen = -1
         self._last_probe = {}
         b = "%s/%s/" % (self.prefix, self.id)
@@ -196,7 +196,7 @@ class App:
         except (ValueError, KeyError, TypeError):
             return
         if isinstance(seq, int) and seq > self.outbox.acked:
-            self.outbox.ack(min(seq, self.outbox.last_seq))
+            self.outbox.ack(seq)  # above last_seq too: a wiped board must not reuse seqs
             self.ack_ev.set()
 
     async def _on_connect(self, _session_present):

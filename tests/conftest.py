@@ -10,6 +10,10 @@ import sqlalchemy as sa
 
 from wanwitness.store import open_store
 
+# tests/mpy holds MicroPython scripts: tests/test_agent_mpy.py runs them under the
+# micropython binary; CPython must not import them.
+collect_ignore_glob = ["mpy/*"]
+
 PG_ADMIN_URL = os.environ.get("WANWITNESS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

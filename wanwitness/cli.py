@@ -32,7 +32,8 @@ class Ctx:
 
     def store(self, db: str | None):
         from .store import open_store
-        return open_store(db or self.config.get("store", "url") or None)
+        conf = self.config  # a broken config file is reported even when --db is given
+        return open_store(db or conf.get("store", "url") or None)
 
 
 db_option = click.option("--db", "db", metavar="URL", envvar="WANWITNESS_DB",

@@ -1,0 +1,163 @@
+"""The command line as a user meets it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import click
+import pytest
+
+from wanwitness import cli as cli_module
+from wanwitness import config as cfg
+
+
+def ww(*args: str, env: dict | None = None, cwd=None, timeout: float = 60):
+    full = dict(os.environ)
+    full.pop("WANWITNESS_CONFIG", None)
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "wanwitness", *args], capture_output=True,
+                          text=True, env=full, cwd=cwd, timeout=timeout)
+
+
+def one_clear_line(proc) -> str:
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def _all_commands(group: click.Group, prefix=()):
+    for name, command in group.commands.items():
+        yield prefix + (name,), command
+        if isinstance(command, click.Group):
+            yield from _all_commands(command, prefix + (name,))
+
+
+def test_every_command_has_help_text():
+    missing = [" ".join(path) for path, command in _all_commands(cli_module.cli)
+               if not (command.help or "").strip()]
+    assert missing == []
+
+
+@pytest.mark.parametrize("content,expected", [
+    ('[broker]\nlisten = "nowhere"\n', "[broker] listen: expected HOST:PORT"),
+    ('[broker]\nlisen = "127.0.0.1:1883"\n', "unknown key [broker] lisen"),
+    ('[brokr]\nurl = ""\n', "unknown section [brokr]"),
+    ('[collector]\nbatch_max = "many"\n', "[collector] batch_max: expected an integer"),
+    ('[store]\nurl = 5\n', "[store] url: expected a string"),
+    ("[broker\nurl = 1\n", "config error:"),
+])
+def test_a_bad_config_file_is_one_line_naming_the_key_and_exit_2(tmp_path, content, expected):
+    path = tmp_path / "config.toml"
+    path.write_text(content)
+    proc = ww("--config", str(path), "verify", "--db", f"sqlite:///{tmp_path}/x.db")
+    assert proc.returncode == 2
+    line = one_clear_line(proc)
+    assert expected in line and str(path) in line
+
+
+def test_environment_overrides_the_file(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[broker]\nprefix = "fromfile"\n')
+    conf = cfg.load(path, env={"WANWITNESS_BROKER_PREFIX": "fromenv"})
+    assert conf.get("broker", "prefix") == "fromenv"
+    assert cfg.load(path, env={}).get("broker", "prefix") == "fromfile"
+    with pytest.raises(cfg.ConfigError, match="environment WANWITNESS_BROKER_URL"):
+        cfg.load(path, env={"WANWITNESS_BROKER_URL": "http://x"})
+
+
+def test_config_path_and_example(tmp_path):
+    proc = ww("config", "path", env={"WANWITNESS_CONFIG": str(tmp_path / "c.toml")})
+    assert proc.returncode == 0 and proc.stdout.strip() == str(tmp_path / "c.toml")
+    proc = ww("config", "path", env={"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg")})
+    assert proc.stdout.strip() == str(tmp_path / "xdg" / "wanwitness" / "config.toml")
+    example = ww("config", "example").stdout
+    import re
+    lines = [re.sub(r"^# (\w+ = )", r"\1", line) for line in example.splitlines()]
+    (tmp_path / "ex.toml").write_text("\n".join(lines) + "\n")
+    assert sum(1 for line in lines if " = " in line and not line.startswith("#")) >= 12
+    # Every key of the example, uncommented, is a valid config.
+    cfg.load(tmp_path / "ex.toml", env={})
+
+
+def test_agent_add_writes_the_board_config_and_refuses_duplicates(tmp_path):
+    db = f"sqlite:///{tmp_path}/w.db"
+    out = tmp_path / "kitchen.json"
+    proc = ww("agent", "add", "kitchen", "--db", db, "--out", str(out), "--broker-host",
+              "192.0.2.10", "--broker-port", "1884", "--wifi-ssid", "home")
+    assert proc.returncode == 0, proc.stderr
+    board = json.loads(out.read_text())
+    assert board["id"] == "kitchen" and board["broker"]["host"] == "192.0.2.10"
+    assert board["broker"]["port"] == 1884 and board["broker"]["user"] == "kitchen"
+    assert len(board["broker"]["password"]) >= 24 and board["wifi"]["ssid"] == "home"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # it holds a password
+    again = ww("agent", "add", "kitchen", "--db", db, "--out", str(tmp_path / "k2.json"))
+    assert again.returncode == 2 and "already exists" in one_clear_line(again)
+    bad = ww("agent", "add", "Kitchen/1", "--db", db)
+    assert bad.returncode == 2 and "agent name" in one_clear_line(bad)
+    listed = ww("agent", "list", "--db", db)
+    assert "kitchen" in listed.stdout and "never" in listed.stdout
+
+
+def test_broker_mosquitto_config_writes_files_for_every_agent(tmp_path):
+    db = f"sqlite:///{tmp_path}/w.db"
+    for name in ("a1", "a2"):
+        assert ww("agent", "add", name, "--db", db, "--out", str(tmp_path / f"{name}.json")).returncode == 0
+    proc = ww("broker", "mosquitto-config", "--db", db, "--out", str(tmp_path / "mq"))
+    assert proc.returncode == 0, proc.stderr
+    passwd = (tmp_path / "mq" / "passwd").read_text()
+    assert passwd.count("$7$") == 3  # two agents and the collector
+    acl = (tmp_path / "mq" / "acl").read_text()
+    assert "pattern write wanwitness/%u/#" in acl and "pattern read wanwitness/%u/ack" in acl
+
+
+def test_collect_on_a_busy_port_says_so_and_how_to_choose_another(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        proc = ww("collect", "--db", f"sqlite:///{tmp_path}/w.db", "--listen", f"127.0.0.1:{port}")
+    assert proc.returncode == 2
+    line = [x for x in proc.stderr.splitlines() if x.startswith("wanwitness:")][0]
+    assert f"127.0.0.1:{port} is already in use" in line and "--listen" in line
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args,expected", [
+    (("verify", "--db", "nonsense"), "not a database URL"),
+    (("verify", "--db", "mysql://x/y"), "unsupported database"),
+    (("verify", "--db", "postgresql://nobody@127.0.0.1:1/x"), "cannot open the database"),
+    (("outages", "--since", "yesterday-ish"), "--since 'yesterday-ish': not a date/time"),
+    (("collect", "--broker", "http://example"), "--broker: expected mqtt://"),
+    (("agent", "revoke", "ghost"), "no agent named 'ghost'"),
+])
+def test_wrong_arguments_give_one_clear_line_and_exit_2(tmp_path, args, expected):
+    if "--db" not in args:
+        args = args + ("--db", f"sqlite:///{tmp_path}/w.db")
+    proc = ww(*args)
+    assert proc.returncode == 2
+    assert expected in one_clear_line(proc)
+
+
+def test_verify_prints_head_and_count_or_names_the_broken_link(tmp_path):
+    from tests.test_ingest import batch
+    from wanwitness.agents import add_agent
+    from wanwitness.ingest import Ingestor, Message
+    from wanwitness.store import open_store
+    db = f"sqlite:///{tmp_path}/w.db"
+    st = open_store(db)
+    add_agent(st, "a1")
+    Ingestor(st).ingest([Message("wanwitness/a1/rec", batch([1, 2, 3]), 1000)])
+    ok = ww("verify", "--db", db)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: 3 record(s), head ")
+    with st.engine.begin() as c:
+        c.exec_driver_sql("UPDATE records SET body = replace(body, 'stats', 'stata') WHERE seq = 2")
+    st.dispose()
+    broken = ww("verify", "--db", db)
+    assert broken.returncode == 1
+    assert "BROKEN at link 2" in broken.stderr and "Traceback" not in broken.stderr
