@@ -169,7 +169,7 @@ def _is_ip4(s):
 
 
 def _wait_read(s):
-    yield asyncio.core._io_queue.queue_read(s)
+    yield asyncio.core._io_queue.queue_read(s)  # type: ignore[attr-defined]  # asyncio.core (the poller) is not in the stubs
 
 
 def _reply(s, xmt, t1, clock):

@@ -348,7 +348,7 @@ def _why(e):
 def _wait_writable(s):
     # Parks the task on the asyncio poller until s is writable (a finished connect);
     # the same mechanism asyncio.open_connection uses, which resolves names itself.
-    yield asyncio.core._io_queue.queue_write(s)
+    yield asyncio.core._io_queue.queue_write(s)  # type: ignore[attr-defined]  # asyncio.core (the poller) is not in the stubs
 
 
 class Client:

@@ -604,7 +604,7 @@ class Outbox:
             if a and segs[a - 1][_SIZE] < self.seg_bytes // 2:
                 a -= 1  # merge the half-empty leftover of the previous compaction
         target = need + self.slack
-        groups = []     # [drop ranges, {kind: n}] per gap record
+        groups = []  # type: list  # [drop ranges, {kind: n}] per gap record
         freed = 0
         gapb = 0
         ndrop = 0

@@ -128,11 +128,11 @@ def _recv(s, size):
 def _wait_read(s):
     # Park the task on the asyncio poller until s is readable (or in error),
     # as asyncio/stream.py does; cancellation removes it from the poller.
-    yield asyncio.core._io_queue.queue_read(s)
+    yield asyncio.core._io_queue.queue_read(s)  # type: ignore[attr-defined]  # asyncio.core (the poller) is not in the stubs
 
 
 def _wait_write(s):
-    yield asyncio.core._io_queue.queue_write(s)
+    yield asyncio.core._io_queue.queue_write(s)  # type: ignore[attr-defined]  # asyncio.core (the poller) is not in the stubs
 
 
 def _ms(t0):
