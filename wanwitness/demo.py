@@ -89,7 +89,7 @@ class Truth:
 class Demo:
     def __init__(self, workdir: Path, *, broker_port: int | None = None, interval_s: float = 2,
                  hb_s: int = 5, wdt_s: int = 20, external: tuple[str, str] | None = None,
-                 log=None):
+                 extra_config: dict | None = None, log=None):
         # external: (user, password) of the collector at a broker already listening on
         # broker_port (a Mosquitto); else the collector runs its embedded broker there.
         self.workdir = Path(workdir).resolve()
@@ -100,6 +100,7 @@ class Demo:
         self.hb_s = hb_s
         self.wdt_s = wdt_s
         self.external = external
+        self.extra_config = extra_config or {}
         self.log = log or sys.stderr
         self.gateway = LoopbackHost()
         self.anchors = [LoopbackHost(), LoopbackHost()]
@@ -131,6 +132,7 @@ class Demo:
                          "anchors": [a.target for a in self.anchors], "dns": None, "ntp": None}
         conf["leds"] = [{"pin": LED_PIN, "role": "internet"}]
         conf["wdt_s"] = self.wdt_s
+        conf.update(self.extra_config)
         write_board_config(self.board_config, conf)
         self.set_control(LED_ACTIVE)
 
