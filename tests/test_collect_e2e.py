@@ -60,7 +60,7 @@ def register(db_url: str) -> dict[str, str]:
 
 def stream(creds, host, port, audit, *, pace_s: float = 0.0, during=None, timeout=240):
     """Run the agents until all 10,000 records are acked; `during` runs meanwhile."""
-    sims = [SimAgent(name, creds[name], host, port, batch=BATCHES[i], resend_s=3.0,
+    sims = [SimAgent(name, creds[name], host, port, batch=BATCHES[i], resend_s=10.0, window=200,
                      on_ack=audit, seed=i) for i, name in enumerate(AGENTS)]
     for sim in sims:
         sim.start()
