@@ -51,7 +51,9 @@ class Collector:
         self.prefix = prefix
         self.batch_max = batch_max
         self.ingestor = Ingestor(store, prefix)
-        self._queue: queue.Queue[_Item] = queue.Queue()
+        # Bounded: when the store falls behind, paho's thread waits here and TCP pushes
+        # back on the broker, which holds the backlog (instead of our memory).
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max(100, batch_max * 4))
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._republish = threading.Event()
@@ -71,6 +73,8 @@ class Collector:
         if parts.scheme == "mqtts":
             self.client.tls_set(ca_certs=ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
         self.client.reconnect_delay_set(1, 30)
+        # A bug in a callback must not kill paho's network thread with a traceback.
+        self.client.suppress_exceptions = True
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
