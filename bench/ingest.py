@@ -34,7 +34,6 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import paho.mqtt.client as mqtt
 import sqlalchemy as sa
@@ -46,6 +45,7 @@ from wanwitness.agents import add_agent
 from wanwitness.broker.mosquitto import write_mosquitto_config
 from wanwitness.broker.passwords import hash_password
 from wanwitness.store import open_store
+from bench.cleanup import Cleanup
 
 HOST = "127.0.0.1"
 PREFIX = "wanwitness"
@@ -64,24 +64,6 @@ DEFAULT_PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 # --- cleanup ---------------------------------------------------------------------
-
-class Cleanup:
-    """LIFO of undo actions, run once: from `finally`, atexit, or SIGTERM."""
-
-    def __init__(self) -> None:
-        self._actions: list[tuple[str, Callable[[], None]]] = []
-
-    def push(self, what: str, fn: Callable[[], None]) -> None:
-        self._actions.append((what, fn))
-
-    def run(self) -> None:
-        while self._actions:
-            what, fn = self._actions.pop()
-            try:
-                fn()
-            except Exception as e:  # keep undoing the rest
-                print(f"cleanup: {what}: {type(e).__name__}: {e}", file=sys.stderr)
-
 
 CLEANUP = Cleanup()
 

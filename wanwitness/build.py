@@ -8,6 +8,7 @@ the tests and `wanwitness deploy` all run the compiled agent.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -33,18 +34,30 @@ def agent_sources() -> list[Path]:
     return sorted(p for p in AGENT_DIR.glob("*.py") if p.name != "main.py")
 
 
+def _copy_if_changed(src: Path, dst: Path) -> None:
+    """Atomic, and only when different: boards booting at the same time read it."""
+    data = src.read_bytes()
+    if dst.exists() and dst.read_bytes() == data:
+        return
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, dst)
+
+
 def _compile(src: Path, out_dir: Path, march: str | None) -> Path:
     dst = out_dir / (src.stem + ".mpy")
     stamp = out_dir / (src.stem + ".sha256")
     digest = hashlib.sha256(src.read_bytes() + (march or "").encode()).hexdigest()
     if not (dst.exists() and stamp.exists() and stamp.read_text() == digest):
-        cmd = [mpy_cross(), "-o", str(dst), "-s", src.name]
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        cmd = [mpy_cross(), "-o", str(tmp), "-s", src.name]
         if march:
             cmd.insert(1, f"-march={march}")
         proc = subprocess.run(cmd + [str(src)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise UserError(f"mpy-cross could not compile {src.name}: "
                             f"{(proc.stderr or proc.stdout).strip()}")
+        os.replace(tmp, dst)  # never a half-written .mpy for a board booting meanwhile
         stamp.write_text(digest)
     return dst
 
@@ -59,7 +72,7 @@ def compile_virtual_board(out_dir: Path = VBOARD_BUILD) -> Path:
         if src.name != "run.py":
             _compile(src, out_dir, None)
     run = out_dir / "run.py"
-    shutil.copyfile(VBOARD_SRC / "run.py", run)
+    _copy_if_changed(VBOARD_SRC / "run.py", run)
     return run
 
 
@@ -71,5 +84,5 @@ def compile_agent(out_dir: Path, march: str | None = None) -> list[Path]:
     made = [_compile(src, out_dir, march) for src in agent_sources()]
     main = AGENT_DIR / "main.py"
     if main.exists():
-        shutil.copyfile(main, out_dir / "main.py")
+        _copy_if_changed(main, out_dir / "main.py")
     return made
