@@ -37,6 +37,11 @@ _ECHO_LEN = const(16)    # ICMP header 8 + payload 8
 _ICMP_RX = const(128)    # IPv4 20..60 + our 16; errors quote 28..68 more
 _DNS_QMAX = const(271)   # header 12 + name 255 + type/class 4
 _DNS_RX = const(512)     # RFC 1035 4.2.1: UDP messages are at most 512 bytes
+# A stub resolver retransmits a lost UDP query (RFC 1035 4.2.1; glibc every few
+# seconds): one lost datagram on a lossy line is not a DNS outage. We resend the same
+# query (same id) every _DNS_RETRY_MS, at most _DNS_TRIES times, within the round.
+_DNS_TRIES = const(3)
+_DNS_RETRY_MS = const(400)
 _PAYLOAD = b"wanwitns"
 _RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 
@@ -517,12 +522,21 @@ async def _dns(e, server, name, port):
         # A connected UDP socket gets datagrams from the server only, and an
         # ICMP port-unreachable surfaces as ECONNREFUSED: a fast failure.
         s.connect(_addr(server, port)[1])
-        s.send(memoryview(_dq)[:qn])
-        try:
-            addrs = await _dns_reply(s, qid, name)
-        except ValueError as er:
-            _done(e, None, er.args[0])
-            return
+        tries = 0
+        while True:
+            s.send(memoryview(_dq)[:qn])
+            tries += 1
+            try:
+                if tries < _DNS_TRIES:
+                    addrs = await asyncio.wait_for_ms(_dns_reply(s, qid, name), _DNS_RETRY_MS)
+                else:  # the last try waits for the round's own timeout
+                    addrs = await _dns_reply(s, qid, name)
+                break
+            except asyncio.TimeoutError:
+                continue
+            except ValueError as er:
+                _done(e, None, er.args[0])
+                return
         e["addrs"] = addrs
         if addrs:
             _done(e, _ms(t0), None)
