@@ -19,7 +19,9 @@ What a run does (every process in a lab namespace, every address RFC 5737):
 5. Start the agent on the virtual board in `agent` (`wanwitness agent run --virtual`)
    and the peers (`python -m bench.lab.peers`) beside it against the same anchors.
 6. Wait for the agent's boot record and its first `led` record (the internet LED
-   seen blinking), let it settle, then play the timeline in real time.
+   seen blinking), let it settle (settle_s plus a random part of one probe interval,
+   so that the timeline starts at a random phase of the agent's probe rounds), then
+   play the timeline in real time.
 7. After duration_s, wait for the agent to deliver: every seq up to the highest
    stored one committed (agents.ack_seq = max_seq), and a heartbeat sent after that
    saying q = 0 and s = up. Heartbeats are not stored, so the lab reads them off the
@@ -51,6 +53,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import random
 import re
 import select
 import shutil
@@ -318,6 +321,8 @@ class Run:
         self.t0_ms = 0
         self.end_ms = 0
         self.drained = False
+        self.phase_s = 0.0
+        self.probe_interval_s = float(sc.agent.get("probe", {}).get("interval_s", 2))
         self.notes: list[str] = []
         self._logs: list[IO] = []
 
@@ -488,8 +493,12 @@ class Run:
                                            "--json", str(self.peers_json)], "peers.log")
         log(f"{self.sc.name}: collector, agent and peers started; waiting for the agent")
         self.wait_ready()
-        log(f"{self.sc.name}: agent online; settling {self.settle_s:g} s")
-        time.sleep(self.settle_s)
+        # The agent's probe rounds tick every interval_s from its boot; without a random
+        # offset every scenario would start at nearly the same phase of that tick, and
+        # the probe-timed errors would all be the same fraction of an interval.
+        self.phase_s = random.uniform(0, self.probe_interval_s)
+        log(f"{self.sc.name}: agent online; settling {self.settle_s + self.phase_s:.2f} s")
+        time.sleep(self.settle_s + self.phase_s)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -708,7 +717,8 @@ class Run:
                 for e, t in zip(self.sc.timeline, self.times_ms)],
             "faults": [f.to_json() for f in scn.fault_spans(self.sc, self.times_ms, self.end_ms)],
             "leds": [{"ms": t, "what": w, "to": v} for t, w, v in (self.leds.changes if self.leds else [])],
-            "drained": self.drained, "notes": self.notes, "workdir": str(self.dir),
+            "drained": self.drained, "phase_s": round(self.phase_s, 3), "notes": self.notes,
+            "workdir": str(self.dir),
             "records": len(recs)}
         _write_json(self.dir / "details.json", {"result": res, **extras})
         return res

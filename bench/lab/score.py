@@ -311,8 +311,10 @@ def table(summary: dict[str, Any]) -> str:
                 peer_names.append(p)
     if peer_names:
         out.append("")
-        out.append("Peers, each cell: missed / false, median start / end error (s); "
-                   "scored against the true isp_down + local_down outages.")
+        out.append("Peers, each cell: missed / false, median start / end error (s), scored "
+                   "against the true isp_down + local_down outages (`ours`: all classes). "
+                   "`-`: nothing matched, or every matched outage was still open when the "
+                   "run ended.")
         out.append("")
         out.append("| scenario | ours | " + " | ".join(peer_names) + " |")
         out.append("|---|" + "---|" * (len(peer_names) + 1))
