@@ -412,6 +412,19 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
 
 
+def _register_commands() -> None:
+    # Command groups that live in their own modules (each a thin wrapper too).
+    from .cli_board import register as register_board
+    from .cli_claims import register as register_claims
+    from .cli_flash import register as register_flash
+    register_flash(cli)
+    register_board(cli)
+    register_claims(cli)
+
+
+_register_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="wanwitness", standalone_mode=False)

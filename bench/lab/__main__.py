@@ -34,6 +34,7 @@ def _write(path: Path | None, data) -> None:
     if path is None:
         sys.stdout.write(text)
     else:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
 
@@ -78,6 +79,7 @@ def cmd_suite(args) -> int:
     if args.json_out:
         _write(args.json_out, {"results": results, "failed": failed, "summary": summary})
     if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(text + "\n")
     return 1 if failed else 0
 
