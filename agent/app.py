@@ -161,7 +161,8 @@ class App:
                 self.record({"k": "error", "key": "leds", "msg": "pin %d: %s" % (led["pin"], e)})
                 continue
             role = led["role"]
-            self.leds.append((LedChannel(role, adc), role))
+            # `wanwitness calibrate` measured the dark/bright levels: start from them
+            self.leds.append((LedChannel(role, adc, levels=led.get("levels")), role))
             # What the detector reads into this LED (detector.py "LEDS").
             if role == "power":
                 roles[role] = "power"

@@ -207,6 +207,15 @@ def parse(raw):
                 else:
                     cfg.problem(key + ".lag_ms", "expected 0..120000 ms")
                     entry["lag_ms"] = 0
+                levels = led.get("levels")
+                if levels is not None:
+                    if (isinstance(levels, list) and len(levels) == 2
+                            and all(isinstance(x, int) and not isinstance(x, bool)
+                                    and 0 <= x <= 65535 for x in levels)
+                            and levels[0] < levels[1]):
+                        entry["levels"] = (levels[0], levels[1])
+                    else:
+                        cfg.problem(key + ".levels", "expected [dark, bright], 0..65535, dark < bright")
                 v["leds"].append(entry)
     for key in raw:
         if key not in DEFAULTS:

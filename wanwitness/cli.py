@@ -250,18 +250,36 @@ def agent_add(obj: Ctx, db: str | None, name: str, out: Path | None, broker_host
 @agent.command("run")
 @click.option("--virtual", is_flag=True, required=True,
               help="Run on the virtual board (MicroPython unix port); the only choice without a board.")
-@click.option("--config", "board_config_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="The agent's config.json.")
+@click.option("--config", "board_config_path",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The agent's config.json (runs the agent from this checkout).")
+@click.option("--serial", "serial_link", type=click.Path(path_type=Path),
+              help="Instead: a bare board behind a serial port made at this path (a pty), "
+                   "to deploy onto with `wanwitness deploy --port PATH`.")
 @click.option("--flash", type=click.Path(dir_okay=False, path_type=Path),
               help="Flash image file (default: CONFIG's name with .flash); kept across runs.")
 @click.option("--control", type=click.Path(dir_okay=False, path_type=Path),
               help="Control file for LEDs and Wi-Fi (firmware/boards/virtual/README.md).")
+@click.option("--chip", type=click.Choice(["esp32", "esp32c3", "esp32s2", "esp32s3"]),
+              help="Which ESP32 the virtual board is (its ADC pins); default esp32.")
 @click.option("--heap", default="256K", show_default=True, help="MicroPython heap size.")
-def agent_run(virtual: bool, board_config_path: Path, flash: Path | None, control: Path | None,
-              heap: str) -> None:
+def agent_run(virtual: bool, board_config_path: Path | None, serial_link: Path | None,
+              flash: Path | None, control: Path | None, chip: str | None, heap: str) -> None:
     """Run the real agent on the virtual board until Ctrl-C."""
     from .virtual import run_virtual
-    sys.exit(run_virtual(board_config_path, flash, control_path=control, heap=heap))
+    if serial_link is not None:
+        if board_config_path is not None:
+            raise UserError("--serial and --config exclude each other: a board on a serial "
+                            "line gets its config.json with `wanwitness deploy`")
+        if flash is None:
+            raise UserError("--serial needs --flash IMAGE (the board's flash, kept across runs)")
+        from .vserial import SerialBoard
+        sys.exit(run_virtual(None, flash, control_path=control, heap=heap, chip=chip,
+                             board_class=SerialBoard, link=serial_link, log=sys.stderr))
+    if board_config_path is None:
+        raise UserError("give --config CONFIG.json (the agent from this checkout) or "
+                        "--serial PATH --flash IMAGE (a bare board to deploy onto)")
+    sys.exit(run_virtual(board_config_path, flash, control_path=control, heap=heap, chip=chip))
 
 
 @agent.command("list")

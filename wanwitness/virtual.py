@@ -142,15 +142,19 @@ class VirtualBoard:
     """One virtual ESP32: its flash image, control file and state file, and the process
     that is its CPU. `run()` powers it on and keeps restarting it like the real board."""
 
-    def __init__(self, config_path: str | os.PathLike, flash_image: str | os.PathLike | None,
+    def __init__(self, config_path: str | os.PathLike | None, flash_image: str | os.PathLike | None,
                  control_path: str | os.PathLike | None = None,
                  state_path: str | os.PathLike | None = None, *, heap: str = "256K",
                  log: IO[str] | None = None, micropython: str | os.PathLike | None = None,
                  extra_path: list[str | os.PathLike] | tuple = (), chip: str | None = None,
                  restart_delay: float = RESTART_DELAY_S, env: dict | None = None):
-        self.config_path = Path(config_path).resolve()
-        load_config(self.config_path)
+        # No config: the board holds its own (deployed onto the flash, wanwitness/vserial.py)
+        self.config_path = Path(config_path).resolve() if config_path is not None else None
+        if self.config_path is not None:
+            load_config(self.config_path)
         if flash_image is None:
+            if self.config_path is None:
+                raise UserError("a virtual board needs a flash image or a config file")
             flash_image = self.config_path.with_name(self.config_path.stem + ".flash")
         self.flash_image = Path(flash_image).resolve()
         check_flash_image(self.flash_image)
@@ -234,7 +238,8 @@ class VirtualBoard:
         env["WANWITNESS_VBOARD_CONTROL"] = str(self.control_path)
         env["WANWITNESS_VBOARD_STATE"] = str(self.state_path)
         env["WANWITNESS_VBOARD_FLASH"] = str(self.flash_image)
-        env["WANWITNESS_VBOARD_CONFIG"] = str(self.config_path)
+        if self.config_path is not None:
+            env["WANWITNESS_VBOARD_CONFIG"] = str(self.config_path)
         if self.chip:
             env["WANWITNESS_VBOARD_CHIP"] = self.chip
         return env
@@ -271,6 +276,21 @@ class VirtualBoard:
         return (f"{detail}; move it aside to start with a fresh image, "
                 "or give another flash image")
 
+    def _spawn(self) -> tuple[subprocess.Popen, threading.Thread]:
+        """Start one boot: the micropython process and the thread reading its console."""
+        proc = subprocess.Popen(
+            [self.micropython, "-X", f"heapsize={self.heap}", str(compile_virtual_board())],
+            cwd=str(self.flash_image.parent), env=self.child_env(),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        reader = threading.Thread(target=self._forward, args=(proc,), daemon=True,
+                                  name="vboard-output")
+        reader.start()
+        return proc, reader
+
+    def _after(self, returncode: int) -> tuple[str | None, str]:
+        return reset_cause_after(returncode)
+
     def _stopped(self, stop_event: threading.Event | None) -> bool:
         return self._stop.is_set() or (stop_event is not None and stop_event.is_set())
 
@@ -286,17 +306,10 @@ class VirtualBoard:
         while True:
             self._set_next_reset(cause)
             self.last_lines.clear()
-            proc = subprocess.Popen(
-                [self.micropython, "-X", f"heapsize={self.heap}", str(compile_virtual_board())],
-                cwd=str(self.flash_image.parent), env=self.child_env(),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True)
+            proc, reader = self._spawn()
             self.proc = proc
             self.boots.append(cause)
             self.emit(f"[vboard] boot {len(self.boots)}: {cause}, pid {proc.pid}")
-            reader = threading.Thread(target=self._forward, args=(proc,), daemon=True,
-                                      name="vboard-output")
-            reader.start()
             try:
                 while True:
                     try:
@@ -313,7 +326,7 @@ class VirtualBoard:
                     self._kill(proc)
             reader.join(5)
             self.exits.append(rc)
-            cause, what = reset_cause_after(rc)
+            cause, what = self._after(rc)
             self.emit(f"[vboard] boot {len(self.boots)} ended: {what} (status {rc})")
             if rc == EXIT_FLASH_ERROR:
                 raise UserError(self._flash_error())
@@ -332,7 +345,7 @@ class VirtualBoard:
                 time.sleep(0.02)
 
 
-def run_virtual(config_path: str | os.PathLike, flash_image: str | os.PathLike | None,
+def run_virtual(config_path: str | os.PathLike | None, flash_image: str | os.PathLike | None,
                 control_path: str | os.PathLike | None = None,
                 state_path: str | os.PathLike | None = None, heap: str = "256K",
                 log: IO[str] | None = None, max_restarts: int | None = None,
@@ -343,8 +356,13 @@ def run_virtual(config_path: str | os.PathLike, flash_image: str | os.PathLike |
     Raises UserError (one line) for a missing/invalid config, a missing micropython
     binary or an unusable flash image. Extra keywords go to VirtualBoard.
     """
-    board = VirtualBoard(config_path, flash_image, control_path, state_path, heap=heap,
-                         log=log, **kw)
+    board_class = kw.pop("board_class", None)
+    if board_class is not None:  # e.g. vserial.SerialBoard(link, flash_image, ...)
+        board = board_class(kw.pop("link"), flash_image, control_path=control_path,
+                            state_path=state_path, heap=heap, log=log, **kw)
+    else:
+        board = VirtualBoard(config_path, flash_image, control_path, state_path, heap=heap,
+                             log=log, **kw)
     old = {}
     if threading.current_thread() is threading.main_thread():
         def on_signal(signum, frame):

@@ -6,6 +6,10 @@
 #   2. mount the flash image (flash.py) at /flash and chdir into it
 #   3. copy the agent's config.json in when it differs
 #   4. import main; afterwards behave like the REPL: a running watchdog resets the board
+# On a serial line (WANWITNESS_VBOARD_SERIAL=1, `micropython -i`, see wanwitness/vserial.py)
+# the board holds its own software, as a flashed ESP32 does: boot.py and main.py and the
+# modules they import come from the flash, nothing from the host's agent/ folder; Ctrl-C
+# interrupts main.py and the REPL follows (raw REPL for mpremote).
 import gc
 import os
 import sys
@@ -16,6 +20,7 @@ import machine
 
 FLASH = os.getenv("WANWITNESS_VBOARD_FLASH")
 CONFIG = os.getenv("WANWITNESS_VBOARD_CONFIG")
+SERIAL = os.getenv("WANWITNESS_VBOARD_SERIAL")
 
 
 def _copy_config(path):
@@ -49,29 +54,57 @@ if FLASH:
     except Exception as e:
         print("virtual board: %s" % e)
         sys.exit(board.EXIT_FLASH_ERROR)
-if CONFIG:
-    try:
-        _copy_config(CONFIG)
-    except OSError as e:
-        print("virtual board: cannot copy %s onto flash image %s: %s" % (CONFIG, FLASH, e))
-        sys.exit(board.EXIT_FLASH_ERROR)
-gc.collect()
 
-try:
-    import main  # noqa: F401  (agent/main.py runs on import, as on the board)
-except SystemExit:
-    raise
-except ImportError as e:
-    if str(e) != "no module named 'main'":
+
+def _run_from_flash():
+    # pyexec_file("boot.py") then pyexec_file("main.py"), as ports/esp32/main.c does;
+    # an exception (Ctrl-C too) is printed and the REPL takes over
+    sys.path.insert(0, "")
+    sys.path.insert(1, "/flash/lib")
+    for script in ("boot.py", "main.py"):
+        try:
+            with open(script) as f:
+                code = f.read()
+        except OSError:
+            continue
+        try:
+            exec(code, {"__name__": "__main__", "__file__": script})
+        except SystemExit:
+            raise
+        except BaseException as e:  # noqa: B902  KeyboardInterrupt included, like the REPL
+            sys.print_exception(e)
+            return
+        finally:
+            code = None
+            gc.collect()
+
+
+if SERIAL:
+    _run_from_flash()  # then micropython -i gives the REPL
+else:
+    if CONFIG:
+        try:
+            _copy_config(CONFIG)
+        except OSError as e:
+            print("virtual board: cannot copy %s onto flash image %s: %s" % (CONFIG, FLASH, e))
+            sys.exit(board.EXIT_FLASH_ERROR)
+    gc.collect()
+
+    try:
+        import main  # noqa: F401  (agent/main.py runs on import, as on the board)
+    except SystemExit:
+        raise
+    except ImportError as e:
+        if str(e) != "no module named 'main'":
+            sys.print_exception(e)
+            _idle("main.py crashed")
+            sys.exit(board.EXIT_CRASH)
+        print("virtual board: no main.py on MICROPYPATH: idle at the REPL")
+        _idle("no main.py")
+        sys.exit(board.EXIT_HALT)
+    except BaseException as e:  # a crash: print it like the REPL would
         sys.print_exception(e)
         _idle("main.py crashed")
         sys.exit(board.EXIT_CRASH)
-    print("virtual board: no main.py on MICROPYPATH: idle at the REPL")
-    _idle("no main.py")
+    _idle("main.py returned")
     sys.exit(board.EXIT_HALT)
-except BaseException as e:  # a crash: print it like the REPL would
-    sys.print_exception(e)
-    _idle("main.py crashed")
-    sys.exit(board.EXIT_CRASH)
-_idle("main.py returned")
-sys.exit(board.EXIT_HALT)

@@ -1,0 +1,159 @@
+"""From a bare board to an outage at the collector, in the order a user goes.
+
+The tests share one board and run in file order (each step needs the one before).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from wanwitness.boardlink import BoardLink
+
+from .conftest import AGENT, BRIGHT, DARK, Rig
+
+
+def wanwitness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wanwitness", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def console(rig: Rig, seconds: float) -> str:
+    return wanwitness("console", "--port", rig.port, "--seconds", str(seconds)).stdout
+
+
+def boot_records(rig: Rig) -> list[dict]:
+    return rig.records("boot")
+
+
+def test_deploy_copies_the_agent_and_verifies_it(rig: Rig):
+    r = wanwitness("deploy", "--port", rig.port, "--agent", AGENT, "--config", str(rig.config_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert re.search(r"(\d+) file\(s\) copied, 0 unchanged, all \1 verified by SHA-256", out), out
+    for name in ("main.py", "boot.py", "config.json", "app.mpy", "outbox.mpy"):
+        assert f"copied {name} " in out, out
+    print(out)
+
+
+def test_board_boots_the_agent_and_it_reaches_the_collector(rig: Rig):
+    boots = rig.wait_records(lambda r: r["k"] == "boot", 60, "boot record")
+    assert boots[-1]["reset"] in ("HARD_RESET", "SOFT_RESET", "PWRON_RESET"), boots
+    assert boots[-1]["safe"] is False
+
+
+def test_online_at_the_broker(rig: Rig):
+    c = rig.watch("status")
+    try:
+        msg = c.messages.get(timeout=30)  # retained
+        assert msg.payload == b"online" and msg.retain, (msg.topic, msg.payload)
+    finally:
+        c.close()
+
+
+def test_free_heap_after_boot_is_reported(rig: Rig):
+    c = rig.watch("hb")
+    try:
+        hb = json.loads(c.messages.get(timeout=30).payload)
+    finally:
+        c.close()
+    assert hb["heap"] > 0 and hb["peak"] > 0, hb
+    print(f"free heap after boot: {hb['heap']} bytes (peak use {hb['peak']})")
+
+
+def test_each_led_channel_responds(rig: Rig):
+    if not rig.leds:
+        pytest.fail("no LED sensor pins: give --leds 34,35 for a real board")
+    for i, pin in enumerate(rig.leds):
+        role = ["internet", "power", "wan", "lan"][i]
+        before = len([r for r in rig.records("led") if r["ch"] == role])
+        if rig.virtual:
+            rig.light({p: (DARK if p == pin else BRIGHT) for p in rig.leds})
+        else:
+            rig.ask(f"cover the sensor on GPIO {pin} ({role} LED) for 10 s, then uncover it")
+        rig.wait_records(lambda r: r["k"] == "led" and r["ch"] == role and r["st"] == "off",
+                         90, f"'off' from the {role} LED (GPIO {pin})")
+        if rig.virtual:
+            rig.light({p: BRIGHT for p in rig.leds})
+        recs = rig.wait_records(lambda r: r["k"] == "led" and r["ch"] == role and r["st"] == "on",
+                                90, f"'on' again from the {role} LED (GPIO {pin})")
+        assert len([r for r in rig.records("led") if r["ch"] == role]) >= before + 2, recs
+
+
+def test_a_record_written_before_a_reset_is_delivered_after_it(rig: Rig):
+    rig.collector.stop()
+    rig.mosquitto.stop()                   # the broker is gone: records stay in the outbox
+    time.sleep(2)
+    stored = {r["seq"] for r in rig.records()}
+    if rig.virtual:
+        rig.light({rig.leds[0]: DARK, **{p: BRIGHT for p in rig.leds[1:]}})
+    else:
+        rig.ask(f"cover the sensor on GPIO {rig.leds[0]} for 10 s, then uncover it")
+    out = console(rig, 12)
+    written = [int(n) for n in re.findall(r"record (\d+) ", out)]
+    assert written, f"the board wrote no record while the broker was down:\n{out}"
+    assert not set(written) & stored
+    with BoardLink(rig.port) as link:     # a reset now: Ctrl-C, then machine.reset()
+        link.enter()
+        link.reset()
+    if rig.virtual:
+        rig.light({p: BRIGHT for p in rig.leds})
+    rig.mosquitto.start()
+    rig.collector.start()
+    rig.wait_records(lambda r: r["seq"] == max(written), 90,
+                     f"record {max(written)} (written before the reset)")
+    seqs = [r["seq"] for r in rig.records()]
+    assert seqs == list(range(1, seqs[-1] + 1)), "a gap in the delivered records"
+
+
+def test_the_watchdog_is_running(rig: Rig):
+    wdt_s = json.loads(rig.config_path.read_text())["wdt_s"]
+    before = len(boot_records(rig))
+    with BoardLink(rig.port) as link:     # Ctrl-C: the agent stops feeding its watchdog
+        link.enter()
+        t0 = time.monotonic()
+        assert link.eval("1 + 1") == 2    # we are at the REPL, nothing feeds the watchdog
+    boots: list[dict] = []
+    deadline = t0 + wdt_s + 60
+    while time.monotonic() < deadline:
+        boots = boot_records(rig)
+        if len(boots) > before:
+            break
+        time.sleep(0.5)
+    assert boots and len(boots) > before, "the board did not reset by itself: no watchdog"
+    assert boots[-1]["reset"] == "WDT_RESET", boots[-1]
+
+
+def test_an_outage_reaches_wanwitness_outages(rig: Rig):
+    rig.wait_records(lambda r: r["k"] == "state" and r.get("s") == "up", 60, "line up")
+    t_down = time.time()
+    if rig.virtual:
+        rig.light({rig.leds[0]: DARK, **{p: BRIGHT for p in rig.leds[1:]}})
+        rig.internet(False)
+        time.sleep(15)
+        t_up = time.time()
+        rig.light({p: BRIGHT for p in rig.leds})
+        rig.internet(True)
+    else:
+        rig.ask("unplug the router's WAN (DSL/fibre/cable) connection now for 30 s, then plug it back")
+        t_up = None
+    down = rig.wait_records(lambda r: r["k"] == "state" and r.get("s") == "isp_down", 120,
+                            "an isp_down state")
+    rig.wait_records(lambda r: r["k"] == "state" and r.get("s") == "up"
+                     and r["seq"] > down[-1]["seq"], 180, "the line coming back")
+    r = wanwitness("outages", "--json", "--db", rig.db_url)
+    assert r.returncode == 0, r.stderr
+    outages = [o for o in json.loads(r.stdout) if o["class"] == "isp_down"]
+    assert outages, r.stdout
+    print(json.dumps(outages[-1], indent=1))
+    if rig.virtual:
+        from datetime import datetime
+        o = outages[-1]
+        start = datetime.fromisoformat(o["start"].replace("Z", "+00:00")).timestamp()
+        end = datetime.fromisoformat(o["end"].replace("Z", "+00:00")).timestamp()
+        assert abs(start - t_down) < 3 and abs(end - t_up) < 3, (o, t_down, t_up)

@@ -1,0 +1,122 @@
+"""deploy / calibrate / console: the errors a user meets, each one line and exit 2.
+
+The happy paths run against the virtual board on a serial line in hwtests/.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wanwitness", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wanwitness: "), r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "home.config.json"
+    path.write_text(json.dumps({"id": "home", "broker": {"host": "127.0.0.1", "port": 1883},
+                                "leds": [{"pin": 34, "role": "internet"}]}))
+    return path
+
+
+@pytest.fixture
+def silent_pty():
+    """A serial port with nothing behind it that answers (a board without MicroPython)."""
+    master, slave = os.openpty()
+    name = os.ttyname(slave)
+    stop = threading.Event()
+
+    def drain():  # swallow what is sent, answer nothing
+        while not stop.is_set():
+            try:
+                os.read(master, 1024)
+            except OSError:
+                return
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    yield name
+    stop.set()
+    os.close(slave)
+    os.close(master)
+
+
+@pytest.mark.parametrize("command", [
+    ["deploy", "--agent", "home"], ["calibrate", "--agent", "home"], ["console", "--seconds", "1"]])
+def test_no_such_port(command, config, tmp_path):
+    args = [command[0], "--port", str(tmp_path / "ttyUSB9"), *command[1:]]
+    if command[0] != "console":
+        args += ["--config", str(config)]
+    msg = one_line_error(run(*args))
+    assert f"no such port {tmp_path / 'ttyUSB9'}" in msg
+
+
+def test_a_port_that_is_not_a_serial_port(config, tmp_path):
+    msg = one_line_error(run("deploy", "--port", str(config), "--agent", "home",
+                             "--config", str(config)))
+    assert "is not a serial port" in msg
+
+
+def test_port_busy(config, silent_pty):
+    # pyserial's exclusive open is a flock(): another program holding one makes the port busy
+    fd = os.open(silent_pty, os.O_RDWR | os.O_NOCTTY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        msg = one_line_error(run("deploy", "--port", silent_pty, "--agent", "home",
+                                 "--config", str(config)))
+        assert "is in use by another program" in msg
+        msg = one_line_error(run("console", "--port", silent_pty, "--seconds", "1"))
+        assert "is in use by another program" in msg
+    finally:
+        os.close(fd)
+
+
+def test_no_micropython_on_the_board(config, silent_pty):
+    msg = one_line_error(run("deploy", "--port", silent_pty, "--agent", "home",
+                             "--config", str(config)))
+    assert f"no MicroPython answers on {silent_pty}" in msg
+    assert "wanwitness flash" in msg
+
+
+def test_config_of_another_agent(config, silent_pty):
+    msg = one_line_error(run("deploy", "--port", silent_pty, "--agent", "garage",
+                             "--config", str(config)))
+    assert "is the config of agent 'home', not 'garage'" in msg
+
+
+def test_missing_or_broken_config(tmp_path, silent_pty):
+    msg = one_line_error(run("deploy", "--port", silent_pty, "--agent", "home",
+                             "--config", str(tmp_path / "nope.json")))
+    assert "not found" in msg and "wanwitness agent add" in msg
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"id": "home",')
+    msg = one_line_error(run("deploy", "--port", silent_pty, "--agent", "home", "--config", str(bad)))
+    assert "is not valid JSON" in msg and "line 1" in msg
+
+
+def test_calibrate_without_sensors(tmp_path, silent_pty):
+    path = tmp_path / "home.config.json"
+    path.write_text(json.dumps({"id": "home", "leds": []}))
+    msg = one_line_error(run("calibrate", "--port", silent_pty, "--config", str(path)))
+    assert "has no LED sensors" in msg
+
+
+def test_virtual_serial_board_needs_a_flash_image(tmp_path):
+    msg = one_line_error(run("agent", "run", "--virtual", "--serial", str(tmp_path / "tty")))
+    assert "--serial needs --flash" in msg
