@@ -201,6 +201,7 @@ class App:
             self.ack_ev.set()
 
     async def _on_connect(self, _session_present):
+        print("mqtt: connected;", self.outbox.depth, "record(s) to send")
         await self.mq.publish(self.t_status, b"online", 1, True, 10000)
         self.ack_ev.set()  # wake the sender: drain the outbox after every reconnect
 

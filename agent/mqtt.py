@@ -479,6 +479,8 @@ class Client:
                         await self.connect()
                     except Exception as e:  # OSError, MQTTError, bad addresses
                         self.last_error = _why(e)
+                        if not fails:  # the first failure of a run, not every retry
+                            print("mqtt: cannot connect:", self.last_error)
                         self._drop(None)
                         await asyncio.sleep_ms(self.backoff_ms(fails))
                         fails += 1

@@ -45,6 +45,8 @@ class Net:
             if now_up != self._was_up:
                 self.changes += 1
                 self._was_up = now_up
+                # The console log (`wanwitness console`): events only, never per loop
+                print("wifi: up, gateway", self.gateway()) if now_up else print("wifi: down")
             if now_up:
                 retry = 1000
                 await asyncio.sleep_ms(1000)

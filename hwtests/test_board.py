@@ -85,6 +85,31 @@ def test_each_led_channel_responds(rig: Rig):
         assert len([r for r in rig.records("led") if r["ch"] == role]) >= before + 2, recs
 
 
+def test_calibrate_measures_the_levels_and_writes_them(rig: Rig):
+    if rig.virtual:  # the internet LED blinks between dark and bright while we watch
+        control = {"wifi": "up", "adc": {str(rig.leds[0]): {"pattern": "blink", "on": BRIGHT,
+                                                             "off": DARK, "period_ms": 1000},
+                                          **{str(p): {"level": BRIGHT} for p in rig.leds[1:]}}}
+        tmp = rig.control.with_name("control.tmp")
+        tmp.write_text(json.dumps(control))
+        tmp.replace(rig.control)
+    else:
+        rig.ask(f"during the next 20 s cover and uncover the sensor on GPIO {rig.leds[0]} a few times")
+    r = wanwitness("calibrate", "--port", rig.port, "--config", str(rig.config_path),
+                   "--seconds", "6" if rig.virtual else "20", "--yes")
+    if rig.virtual:
+        rig.light({p: BRIGHT for p in rig.leds})
+    assert r.returncode == 0, r.stdout + r.stderr
+    print(r.stdout)
+    levels = json.loads(rig.config_path.read_text())["leds"][0]["levels"]
+    if rig.virtual:
+        assert abs(levels[0] - DARK) < 1500 and abs(levels[1] - BRIGHT) < 1500, levels
+    else:
+        assert levels[1] - levels[0] >= 2048, levels
+    assert "copied config.json" in r.stdout  # and the board got it
+    rig.wait_records(lambda r: r["k"] == "boot" and r["seq"] > 0, 60, "a boot after calibrating")
+
+
 def test_a_record_written_before_a_reset_is_delivered_after_it(rig: Rig):
     rig.collector.stop()
     rig.mosquitto.stop()                   # the broker is gone: records stay in the outbox

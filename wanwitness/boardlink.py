@@ -13,13 +13,15 @@ one boot, does not start the agent. `reset()` starts it again.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import stat
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import serial
-import serial.tools.list_ports
 
 from .errors import UserError
 
@@ -34,36 +36,12 @@ MPY_ARCHS = {0: None, 1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 
              12: "rv64imc"}
 
 
-def existing_ports() -> list[str]:
-    return sorted(p.device for p in serial.tools.list_ports.comports())
-
-
 def check_port(port: str) -> None:
     """The port exists, is a character device and nobody else holds it."""
-    if not os.path.exists(port):
-        found = existing_ports()
-        hint = f"ports here: {', '.join(found)}" if found else \
-            "no serial ports found: is the board plugged in (a data cable, not a charge-only one)?"
-        raise UserError(f"no such port {port} ({hint})")
-    try:
-        mode = os.stat(port).st_mode
-    except OSError as e:
-        raise UserError(f"port {port}: {e.strerror}") from None
-    if not stat.S_ISCHR(mode):
+    if os.path.exists(port) and not stat.S_ISCHR(os.stat(port).st_mode):
         raise UserError(f"{port} is not a serial port (not a character device)")
-    try:
-        s = serial.Serial(port, 115200, exclusive=True, timeout=0)
-    except serial.SerialException as e:
-        text = str(e)
-        if "lock" in text.lower() or "busy" in text.lower() or "Errno 16" in text:
-            raise UserError(f"{port} is in use by another program (close the serial monitor, "
-                            "mpremote or `wanwitness console` that has it open)") from None
-        if "Permission denied" in text or "Errno 13" in text:
-            raise UserError(f"{port}: permission denied (on Linux add yourself to the "
-                            "dialout group: sudo usermod -aG dialout $USER, then log in again)"
-                            ) from None
-        raise UserError(f"{port} cannot be opened: {text}") from None
-    s.close()
+    from .flash import check_port as check_serial
+    check_serial(port)
 
 
 @dataclass
@@ -144,7 +122,8 @@ class BoardLink:
         last = ""
         while True:
             try:
-                self.t.enter_raw_repl(soft_reset=False, timeout_overall=2)
+                with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints on failure
+                    self.t.enter_raw_repl(soft_reset=False, timeout_overall=2)
                 return
             except TransportError as e:
                 last = str(e)
@@ -200,6 +179,27 @@ class BoardLink:
         except (TransportError, OSError, serial.SerialException):
             pass  # the reset may cut the answer short
         self.t.in_raw_repl = False
+
+    def watch(self, seconds: float, line: Callable[[str], None]) -> None:
+        """Pass on what the board prints for `seconds` (e.g. right after a reset)."""
+        end = time.monotonic() + seconds
+        buf = b""
+        while time.monotonic() < end:
+            try:
+                n = self.t.serial.in_waiting
+                chunk = self.t.serial.read(n) if n else b""
+            except (OSError, serial.SerialException):  # USB re-enumerating after the reset
+                self._reopen(end)
+                continue
+            if not chunk:
+                time.sleep(0.05)
+                continue
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                text = raw.decode("utf-8", "replace").strip("\r")
+                if text:
+                    line(text)
 
     def maintenance(self, why: str) -> None:
         """Reboot into a boot that does not start the agent (nor its watchdog)."""

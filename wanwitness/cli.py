@@ -221,9 +221,13 @@ def agent() -> None:
 @click.option("--wifi-password", default="", help="Wi-Fi password for the board.")
 @click.option("--hb", "hb_s", default=30, show_default=True, type=click.IntRange(5, 3600),
               help="Heartbeat period in seconds.")
+@click.option("--led", "leds", multiple=True, metavar="GPIO:ROLE",
+              help="A light sensor: its GPIO and the LED it watches (internet, wan, power, "
+                   "lan, wifi), e.g. --led 32:internet --led 33:power. Repeatable, up to 4.")
 @click.pass_obj
 def agent_add(obj: Ctx, db: str | None, name: str, out: Path | None, broker_host: str | None,
-              broker_port: int | None, wifi_ssid: str, wifi_password: str, hb_s: int) -> None:
+              broker_port: int | None, wifi_ssid: str, wifi_password: str, hb_s: int,
+              leds: tuple[str, ...]) -> None:
     """Create agent NAME with new broker credentials and write its config.json."""
     from .agents import add_agent, board_config, default_broker_host, write_board_config
     conf = obj.config
@@ -233,15 +237,20 @@ def agent_add(obj: Ctx, db: str | None, name: str, out: Path | None, broker_host
         broker_port = (urlsplit(url).port or (8883 if tls else 1883)) if url else conf.get("broker", "listen")[1]
     host = broker_host or conf.get("agents", "broker_host") or default_broker_host()
     out = out or Path(f"{name}.config.json")
+    sensors = _parse_leds(leds)
     store = obj.store(db)
     password = add_agent(store, name, hb_s=hb_s)
     board = board_config(name, password, broker_host=host, broker_port=broker_port, tls=tls,
                          prefix=conf.get("broker", "prefix"), hb_s=hb_s, wifi_ssid=wifi_ssid,
                          wifi_password=wifi_password)
+    if sensors:
+        board["leds"] = sensors
     write_board_config(out, board)
     click.echo(f"agent {name!r} added; its config.json (with its password) is {out}")
     if not wifi_ssid:
         click.echo("  fill in wifi.ssid and wifi.password before deploying it to the board")
+    if not sensors:
+        click.echo("  no LED sensors (--led GPIO:ROLE): the agent will judge the line by probes only")
     if url:
         click.echo("  external broker: run `wanwitness broker mosquitto-config` again "
                    "so the broker knows the new agent")
@@ -409,6 +418,26 @@ def config_example() -> None:
 
 
 # --- helpers ------------------------------------------------------------------------
+
+LED_ROLES = ("internet", "wan", "power", "lan", "wifi")  # agent/config.py LED_ROLES
+
+
+def _parse_leds(specs: tuple[str, ...]) -> list[dict]:
+    out, pins = [], set()
+    for spec in specs:
+        pin_text, sep, role = spec.partition(":")
+        if not sep or not pin_text.strip().isdigit() or role not in LED_ROLES:
+            raise UserError(f"--led {spec!r}: expected GPIO:ROLE such as 32:internet "
+                            f"(roles: {', '.join(LED_ROLES)})")
+        pin = int(pin_text)
+        if pin in pins:
+            raise UserError(f"--led {spec!r}: GPIO {pin} is given twice")
+        pins.add(pin)
+        out.append({"pin": pin, "role": role})
+    if len(out) > 4:
+        raise UserError(f"--led: at most 4 sensors, {len(out)} given")
+    return out
+
 
 def _checked(check, value, option: str):
     try:

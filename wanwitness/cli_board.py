@@ -41,13 +41,15 @@ def register(cli: click.Group) -> None:
 @click.option("--board", metavar="PROFILE",
               help="Board profile (`wanwitness boards`); default: the one for the chip found.")
 @click.option("--no-reset", is_flag=True, help="Do not reset the board afterwards.")
+@click.option("--watch", "watch_s", default=8.0, show_default=True, type=click.FloatRange(0, 600),
+              help="Seconds of the board's log to show after the reset (0: none).")
 def deploy_cmd(port: str, agent: str, config: Path | None, board: str | None,
-               no_reset: bool) -> None:
+               no_reset: bool, watch_s: float) -> None:
     """Copy the agent and its config.json onto the board (only what changed), verify
     every file by its SHA-256, then reset the board so the agent starts."""
     from .deploy import deploy
     deploy(port, agent, _config_path(agent, config), board=board, reset=not no_reset,
-           log=click.echo)
+           watch_s=watch_s, log=click.echo)
 
 
 @click.command("calibrate")

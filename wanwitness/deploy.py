@@ -129,7 +129,8 @@ def choose_profile(info: BoardInfo, board: str | None):
 
 
 def deploy(port: str, agent: str, config_path: Path, *, board: str | None = None,
-           reset: bool = True, log: Callable[[str], None] = print) -> DeployResult:
+           reset: bool = True, watch_s: float = 0.0,
+           log: Callable[[str], None] = print) -> DeployResult:
     config = load_config(config_path)
     if config.get("id") != agent:
         raise UserError(f"{config_path} is the config of agent {config.get('id')!r}, not "
@@ -192,6 +193,8 @@ def deploy(port: str, agent: str, config_path: Path, *, board: str | None = None
             f"all {len(files)} verified by SHA-256")
         if reset:
             link.reset()
-            log(f"{port}: board reset: the agent is starting "
-                f"(watch it: wanwitness console --port {port})")
+            log(f"{port}: board reset: the agent is starting")
+            if watch_s > 0:
+                link.watch(watch_s, lambda text: log(f"  board| {text}"))
+            log(f"watch it: wanwitness console --port {port}")
     return result

@@ -1,0 +1,105 @@
+"""hu-eszr worked examples, after Eszr. (22/2020. (XII. 21.) NMHH rendelet) as NMHH's
+consumer guide states it: repair within 72 h of the report (time lost to slots the
+subscriber declined does not count); a penalty for each started day beyond it (amount:
+configuration); suspension over 48 h in a calendar month -> that month's fee.
+"""
+
+from __future__ import annotations
+
+from tests.test_claims_rules import days, has_note, outage, run, tariff, ticket
+
+TZ = "Europe/Budapest"
+HUF = tariff("12000", "HUF", TZ)
+
+
+def _repair(end: str, declined_s: float = 0.0, report: str = "2026-11-02 10:00", **options):
+    o = outage(report[:11] + "09:00", end, TZ)
+    t = ticket("H1", report, TZ, [o], declined_s=declined_s)
+    return o, run("hu-eszr", [o], [t], HUF, "2026-11", **options)
+
+
+# Reported Fri 30 Oct 10:00 (deadline Mon 2 Nov 10:00): the outage splits into < 48 h in
+# October and < 48 h in November, so the month rule stays out of these two examples.
+def test_repaired_within_72_hours_owes_nothing():
+    o, r = _repair("2026-11-02 09:59", report="2026-10-30 10:00", daily_penalty="1000")
+    assert r.items == [] and r.why_not[o.id] == "repaired within 72 hours of the report"
+
+
+def test_a_penalty_day_started_in_the_period_after_a_report_in_the_previous_one():
+    # fixed 10:01: 1 minute into the 1st day of delay -> 1 × 1000; only that minute counts
+    o, r = _repair("2026-11-02 10:01", report="2026-10-30 10:00", daily_penalty="1000")
+    assert days(r) == [("2026-11-02", 1, "1000.00")] and r.counted_s[o.id] == 60
+    assert r.items[0].outages == [o.id] and r.items[0].tickets == ["H1"]
+    assert has_note(r, "HUF 1000 is configuration (option daily_penalty)")
+
+
+def test_each_started_day_beyond_the_deadline_is_one_penalty():
+    # report Mon 2 Nov 10:00 -> deadline Thu 5 Nov 10:00; fixed exactly 24 h after it: 1 day
+    o, r = _repair("2026-11-06 10:00", daily_penalty="1000")
+    assert days(r) == [("2026-11-05", 1, "1000.00")]
+    # one more minute starts day 2: 2 × 1000 = 2000
+    o, r = _repair("2026-11-06 10:01", daily_penalty="1000")
+    assert days(r) == [("2026-11-05", 1, "1000.00"), ("2026-11-06", 2, "1000.00")]
+    # and 4 days of suspension in November is more than 48 h: the month's fee as well
+    assert [str(i.amount) for i in r.items if i.kind == "month_fee"] == ["12000.00"]
+    assert str(r.total) == "14000.00"
+
+
+def test_declined_repair_slots_move_the_deadline():
+    # 6 h declined: deadline Thu 5 Nov 16:00 instead of 10:00
+    o, r = _repair("2026-11-05 15:00", declined_s=6 * 3600, daily_penalty="1000")
+    assert days(r) == []
+    assert has_note(r, "6 h 00 min lost to repair slots", "2026-11-05T16:00+01:00")
+    o, r = _repair("2026-11-05 17:00", declined_s=6 * 3600, daily_penalty="1000")
+    # 1 h into the 1st day of delay: 1 × 1000
+    assert days(r) == [("2026-11-05", 1, "1000.00")]
+    assert r.items[0].basis["from"] == "2026-11-05T15:00:00.000Z"
+
+
+def test_without_a_configured_penalty_the_days_are_listed_at_zero():
+    o, r = _repair("2026-11-06 10:01")
+    assert days(r) == [("2026-11-05", 1, "0.00"), ("2026-11-06", 2, "0.00")]
+    assert has_note(r, "not verified from the decree: configure hu-eszr.daily_penalty")
+    assert has_note(r, "credit the penalty automatically within 30 days")
+
+
+def test_more_than_48_hours_of_suspension_in_a_month_refunds_its_fee():
+    a = outage("2026-11-10 00:00", "2026-11-11 06:00", TZ)              # 30 h
+    b = outage("2026-11-20 00:00", "2026-11-20 18:00", TZ)              # 18 h
+    b_seen_twice = outage("2026-11-20 00:00", "2026-11-20 18:00", TZ, agent="attic")
+    dns = outage("2026-11-22 00:00", "2026-11-22 10:00", TZ, "dns_down")
+    # 30 + 18 = 48 h, not more than 48 h (the attic's copy of b counts once): no refund
+    r = run("hu-eszr", [a, b, b_seen_twice, dns], [], HUF, "2026-11", classes="isp_down,dns_down")
+    assert [i for i in r.items if i.kind == "month_fee"] == []
+    # one more second: 172 801 s > 172 800 s -> the month's fee, 12 000.00
+    c = outage("2026-11-25 12:00:00", "2026-11-25 12:00:01", TZ)
+    r = run("hu-eszr", [a, b, c, dns], [], HUF, "2026-11")
+    (item,) = [i for i in r.items if i.kind == "month_fee"]
+    assert str(item.amount) == "12000.00"
+    assert item.basis == {"month": "2026-11", "seconds": 172801.0}
+    assert item.outages == sorted([a.id, b.id, c.id]) and dns.id not in item.outages
+
+
+def test_an_outage_across_the_month_boundary_counts_in_each_month_only_its_part():
+    # 31 Oct 12:00 - 3 Nov 00:00: 12 h in October, 48 h in November: not more than 48 h
+    o = outage("2026-10-31 12:00", "2026-11-03 00:00", TZ)
+    r = run("hu-eszr", [o], [], HUF, "2026-11")
+    assert r.items == []
+    # one more hour of outage in November: 49 h -> the fee
+    more = outage("2026-11-12 23:30", "2026-11-13 00:30", TZ)           # across midnight
+    r = run("hu-eszr", [o, more], [], HUF, "2026-11")
+    assert [(i.kind, i.basis["seconds"]) for i in r.items] == [("month_fee", 49 * 3600.0)]
+    assert r.counted_s == {o.id: 48 * 3600, more.id: 3600}
+
+
+def test_with_periods_from_the_15th_the_month_is_assessed_in_the_period_where_it_ends():
+    tar = tariff("12000", "HUF", TZ, start_day=15)
+    o = outage("2026-11-03 00:00", "2026-11-06 00:00", TZ)              # 72 h in early November
+    # period 2026-10 = 15 Oct - 15 Nov holds the outage but only October ends in it: no fee
+    octo = run("hu-eszr", [o], [], tar, "2026-10")
+    assert octo.items == []
+    # period 2026-11 = 15 Nov - 15 Dec: November ends in it and is assessed with all its time
+    nov = run("hu-eszr", [o], [], tar, "2026-11")
+    (item,) = nov.items
+    assert item.kind == "month_fee" and item.basis["month"] == "2026-11" and item.outages == [o.id]
+    assert has_note(nov, "calendar month 2026-11 ends in this billing period")

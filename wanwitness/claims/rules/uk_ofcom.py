@@ -1,0 +1,135 @@
+"""uk-ofcom: United Kingdom, Ofcom's automatic compensation scheme (since 1 April 2019).
+
+A voluntary scheme agreed between Ofcom and the providers that signed it (it binds only
+them). Paraphrased: when a landline or broadband service stops working completely and
+the fault, once reported, is not fixed by 23:59 of the second full working day after the
+report, the customer gets a fixed daily amount for each calendar day after that until
+the service is fixed; when an engineer does not turn up for an appointment (or cancels
+it with less than 24 hours' notice), a fixed amount per missed appointment. The amounts
+are uprated each April.
+
+- Clock: the fault report (the ticket's `opened`). The day of the report is not a full
+  working day, so the grace is the first two working days after it; working days skip
+  Saturdays, Sundays and England and Wales bank holidays (data/uk-bank-holidays.json,
+  from gov.uk; option `extra_holidays` for Scotland / Northern Ireland or a new one).
+- Unit: calendar day (local, in the tariff's zone). Every calendar day after the grace
+  on which the reported loss of service lasted counts, including the day it was fixed.
+- Claimable: isp_down only (total loss of service; a slow line or DNS failure is not).
+- Amounts: data/uk-ofcom-amounts.json, a dated table: the amount in force on the day
+  (or on the appointment's date). Rows not confirmed on Ofcom's site, and options
+  `daily_amount` / `appointment_amount` that override the table, are shown in the notes;
+  for a date no row covers, the day is listed with amount 0 and a note asking to
+  configure the amount. No cap.
+- Exclusions: option `exclude` (ticket numbers / outage ids), shown in the notes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .base import EXCLUDE, Option, PackRun, RulePack
+from .days import day_span, days_with_outage, local_date, local_midnight, merge, nth_working_day_after
+
+DATA = Path(__file__).parent / "data"
+FULL_WORKING_DAYS = 2          # "not fixed by 23:59 of the 2nd full working day"
+WHAT = {"daily": "per calendar day", "appointment": "per missed appointment"}
+
+
+@cache
+def bank_holidays() -> tuple[frozenset[date], int, int]:
+    """England and Wales bank holidays, and the first and last year the list covers."""
+    data = json.loads((DATA / "uk-bank-holidays.json").read_text(encoding="utf-8"))
+    days = frozenset(date.fromisoformat(e["date"]) for e in data["events"])
+    return days, data["first_year"], data["last_year"]
+
+
+@cache
+def amount_table() -> tuple[dict[str, Any], ...]:
+    data = json.loads((DATA / "uk-ofcom-amounts.json").read_text(encoding="utf-8"))
+    return tuple(data["amounts"])
+
+
+def amount_row(d: date) -> dict[str, Any] | None:
+    for row in amount_table():
+        if date.fromisoformat(row["from"]) <= d <= date.fromisoformat(row["until"]):
+            return row
+    return None
+
+
+class UkOfcom(RulePack):
+    name = "uk-ofcom"
+    title = "United Kingdom, Ofcom automatic compensation"
+    country = "GB"
+    source = ("Ofcom automatic compensation scheme (voluntary code agreed with Ofcom, "
+              "in force since 1 April 2019)")
+    source_url = ("https://www.ofcom.org.uk/phones-and-broadband/service-quality/"
+                  "automatic-compensation-need-know")
+    clock_start = "ticket"
+    grace = "until 23:59 of the 2nd full working day after the report"
+    unit = "calendar_day"
+    currency = "GBP"
+    options = {
+        "daily_amount": Option(None, "decimal", "GBP per calendar day, instead of Ofcom's table"),
+        "appointment_amount": Option(None, "decimal",
+                                     "GBP per missed appointment, instead of Ofcom's table"),
+        "extra_holidays": Option((), "dates", "more non-working days (YYYY-MM-DD, comma-separated), "
+                                 "e.g. Scottish or Northern Irish bank holidays"),
+        "exclude": EXCLUDE,
+    }
+    not_counted = "fixed by the end of the 2nd full working day after the report"
+    partly_counted = ("before the report or within the 2 full working days after the day "
+                      "of the report")
+
+    def count(self, run: PackRun) -> None:
+        p, tz = run.period, run.tz
+        known, first_year, last_year = bank_holidays()
+        holidays = known | frozenset(run.options["extra_holidays"])
+        paid: dict[date, str] = {}
+        for t, outs in run.reports():
+            for d in run.missed_appointments(t):
+                amount, rate = self._amount(run, "appointment", d)
+                run.item("appointment", amount, {"date": d, "ticket": t.number, "rate": rate},
+                         [], [t.number], "missed engineer appointment (Ofcom scheme)")
+            if not outs:
+                continue
+            reported = local_date(t.opened, tz)
+            last_grace = nth_working_day_after(reported, FULL_WORKING_DAYS, holidays)
+            if reported.year < first_year or last_grace.year > last_year:
+                run.note(f"ticket {t.number}: no bank holiday list for {reported.year}: only "
+                         "weekends (and option extra_holidays) were skipped")
+            lo = max(p.start, local_midnight(last_grace + timedelta(days=1), tz))
+            for d, _, secs in days_with_outage(merge([run.span(o) for o in outs]), lo, p.end, tz):
+                if d in paid:
+                    run.note(f"{d} is already paid under ticket {paid[d]}")
+                    continue
+                paid[d] = t.number
+                n = (d - last_grace).days
+                amount, rate = self._amount(run, "daily", d)
+                run.item("day", amount, {"date": d, "day_number": n, "rate": rate,
+                                         "grace_end": last_grace, "seconds": secs},
+                         run.pay(outs, day_span(d, tz)), [t.number],
+                         f"day {n} without service after the 2nd full working day ({last_grace})")
+        run.note("Ofcom's scheme is voluntary: it binds the providers that signed up to it; "
+                 "it covers total loss of service only")
+
+    def _amount(self, run: PackRun, kind: str, d: date) -> tuple[Decimal, str]:
+        """The amount for `kind` on date `d`: the option, else Ofcom's dated table."""
+        configured = run.options[f"{kind}_amount"]
+        if configured is not None:
+            run.note(f"the {kind} amount GBP {configured} is configuration "
+                     f"(option {kind}_amount), not Ofcom's table")
+            return configured, f"GBP {configured} {WHAT[kind]} (option {kind}_amount)"
+        row = amount_row(d)
+        if row is None:
+            run.note(f"no {kind} amount known for {d}: configure {self.name}.{kind}_amount")
+            return Decimal(0), f"no amount known for {d}: configure {self.name}.{kind}_amount"
+        if not row["confirmed"]:
+            run.note(f"the Ofcom amounts from {row['from']} (GBP {row['daily']} per day, "
+                     f"GBP {row['appointment']} per appointment) are not confirmed on Ofcom's "
+                     f"own site: check them or set {self.name}.daily_amount / appointment_amount")
+        return Decimal(row[kind]), f"GBP {row[kind]} {WHAT[kind]} (Ofcom, from {row['from']})"
