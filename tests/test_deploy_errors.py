@@ -120,3 +120,20 @@ def test_calibrate_without_sensors(tmp_path, silent_pty):
 def test_virtual_serial_board_needs_a_flash_image(tmp_path):
     msg = one_line_error(run("agent", "run", "--virtual", "--serial", str(tmp_path / "tty")))
     assert "--serial needs --flash" in msg
+
+
+def test_frozen_agent_is_recognised_from_the_boards_module_list():
+    from wanwitness.deploy import frozen_agent
+
+    class Link:  # what help('modules') prints on a board, stock and with our manifest
+        def __init__(self, text):
+            self.text = text
+
+        def exec(self, code, timeout=30):
+            assert code == "help('modules')"
+            return self.text
+
+    stock = "__main__ gc machine network\nasyncio/core  time uos  json\nPlus any modules on the filesystem\n"
+    ours = stock + "app clock config detector led mqtt net outbox probe boot\n"
+    assert frozen_agent(Link(stock)) is False
+    assert frozen_agent(Link(ours)) is True

@@ -28,7 +28,7 @@ from typing import Callable
 
 from . import __version__
 from .boardlink import BoardInfo, BoardLink
-from .build import AGENT_DIR, ROOT, compile_agent
+from .build import AGENT_DIR, ROOT, agent_sources, compile_agent
 from .errors import UserError
 from .virtual import load_config
 
@@ -66,11 +66,18 @@ def _mpy_header_ok(mpy: bytes, info: BoardInfo) -> bool:
     return mpy[2] == 0 or (mpy[2] & 3) == info.mpy_sub
 
 
-def board_files(info: BoardInfo, config_bytes: bytes) -> list[BoardFile]:
+def frozen_agent(link: BoardLink) -> bool:
+    """True when the board's firmware has the agent frozen in (firmware/manifest.py):
+    then its modules must not be copied, a file would shadow the frozen module."""
+    names = set(link.exec("help('modules')", timeout=30).split())
+    return {"app", "detector", "outbox", "mqtt"} <= names
+
+
+def board_files(info: BoardInfo, config_bytes: bytes, frozen: bool = False) -> list[BoardFile]:
     """Everything deploy puts on a board with this MicroPython, in copy order (config
     and main.py last: a board reset in the middle boots the old agent, not half a new one)."""
     out_dir = ROOT / "build" / f"deploy-{info.arch or 'bytecode'}"
-    mpys = compile_agent(out_dir, march=info.arch)
+    mpys = [] if frozen else compile_agent(out_dir, march=info.arch)
     if mpys and not _mpy_header_ok(mpys[0].read_bytes()[:4], info):
         raise UserError(
             f"the board runs MicroPython {info.version} (bytecode .mpy v{info.mpy_version}."
@@ -154,12 +161,17 @@ def deploy(port: str, agent: str, config_path: Path, *, board: str | None = None
         problems = boards.check_agent_config(profile, config)
         if problems:
             raise UserError(f"{config_path} does not fit board {profile.name}: {problems[0]}")
-        files = board_files(info, config_bytes)
+        frozen = frozen_agent(link)
+        if frozen:
+            log(f"{port}: the agent is frozen into this firmware: copying config and main.py only")
+        files = board_files(info, config_bytes, frozen)
         names = [f.name for f in files]
-        modules = {Path(n).stem for n in names if n.endswith(".mpy")}
+        modules = {p.stem for p in agent_sources()}
         before, listing = board_hashes(link, names)
-        # A module.py left from a hand copy would shadow module.mpy: remove it
-        stale = sorted(n for n in listing if n.endswith(".py") and n[:-3] in modules)
+        # A module.py left from a hand copy would shadow module.mpy, and any copy of a
+        # module shadows the frozen one: remove them
+        stale = sorted(n for n in listing if (n.endswith(".py") and n[:-3] in modules)
+                       or (frozen and n.endswith(".mpy") and n[:-4] in modules))
         todo = [f for f in files if before.get(f.name) != f.sha256]
         need = sum(len(f.data) for f in todo) + SPARE_BYTES
         if need > info.fs_free:
@@ -169,7 +181,7 @@ def deploy(port: str, agent: str, config_path: Path, *, board: str | None = None
         for name in stale:
             link.exec(f"import os\nos.remove({name!r})")
             result.removed.append(name)
-            log(f"  removed {name} (it would shadow {name[:-3]}.mpy)")
+            log(f"  removed {name} (it would shadow the agent's own module)")
         for f in files:
             if f not in todo:
                 result.unchanged.append(f.name)
