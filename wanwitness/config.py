@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import UserError
 
@@ -105,6 +107,78 @@ def _path(v: Any) -> str:
     return text
 
 
+def _money(v: Any) -> str:
+    """A non-negative amount with at most 2 decimals; '' = not set. Kept as a string
+    (Decimal("39.99") exactly) so that no float ever touches money."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected an amount such as \"39.99\", got {v!r}")
+    if isinstance(v, (int, float)):
+        v = repr(v)
+    text = _str(v).strip()
+    if not text:
+        return ""
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"expected an amount such as \"39.99\", got {text!r}") from None
+    exponent = amount.as_tuple().exponent
+    if not amount.is_finite() or amount < 0 or (isinstance(exponent, int) and exponent < -2):
+        raise ValueError(f"expected a non-negative amount with at most 2 decimals, got {text!r}")
+    return str(amount.quantize(Decimal("0.01")))
+
+
+def _currency(v: Any) -> str:
+    text = _str(v).strip()
+    # ISO 4217 alphabetic codes are three capital letters.
+    if text and not (len(text) == 3 and text.isascii() and text.isalpha() and text.isupper()):
+        raise ValueError(f"expected an ISO 4217 code such as EUR, GBP, HUF, RUB, KES, got {text!r}")
+    return text
+
+
+def _timezone(v: Any) -> str:
+    text = _str(v).strip()
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"expected an IANA time zone such as Europe/Berlin, got {text!r}") from None
+    return text
+
+
+LANGS = ("en", "de", "hu", "ru", "sw")
+
+
+def _lang(v: Any) -> str:
+    text = _str(v).strip()
+    if text not in LANGS:
+        raise ValueError(f"expected one of {', '.join(LANGS)}, got {text!r}")
+    return text
+
+
+def _options(v: Any) -> dict[str, Any]:
+    """Rule pack options: a TOML table ([claim.options]) or, from the environment,
+    'key=value;key=value'. Values are kept as strings (lists as lists of strings);
+    the pack parses them."""
+    if isinstance(v, str):
+        # ';' between pairs: a value may itself be a comma-separated list.
+        pairs = [p for p in (x.strip() for x in v.split(";")) if p]
+        if any("=" not in p for p in pairs):
+            raise ValueError(f"expected key=value;key=value, got {v!r}")
+        v = dict(p.split("=", 1) for p in pairs)
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a table of options, got {type(v).__name__} {v!r}")
+
+    def scalar(key: str, value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (str, int, float)):
+            return str(value).strip()
+        raise ValueError(f"option {key!r}: expected a string, number, true/false or a list "
+                         f"of those, got {value!r}")
+
+    return {str(k).strip(): [scalar(k, x) for x in val] if isinstance(val, list) else scalar(k, val)
+            for k, val in v.items()}
+
+
 SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
     "store": {
         "url": (_db_url, "", "database URL; empty = SQLite in the user data dir"),
@@ -125,6 +199,32 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
     },
     "agents": {
         "broker_host": (_str, "", "host name the boards use to reach the broker"),
+    },
+    # --- claims (docs/claims.md) ---
+    "tariff": {
+        "monthly_fee": (_money, "", 'monthly fee, e.g. "39.99"; a claim needs it'),
+        "currency": (_currency, "", "ISO 4217 currency of the fee, e.g. EUR; a claim needs it"),
+        "period_start_day": (_int_range(1, 28), 1, "billing period starts on this day of the month"),
+        "timezone": (_timezone, "UTC", "IANA time zone of the contract, e.g. Europe/Berlin; "
+                     "days are counted and ticket times read in it"),
+    },
+    "customer": {
+        "name": (_str, "", "your name as on the contract"),
+        "address": (_str, "", "your postal address (lines separated by \\n)"),
+        "customer_number": (_str, "", "customer number at the ISP"),
+        "contract": (_str, "", "contract number"),
+        "email": (_str, "", "your e-mail address"),
+        "phone": (_str, "", "your phone number"),
+    },
+    "isp": {
+        "name": (_str, "", "the ISP's name"),
+        "address": (_str, "", "the ISP billing department's postal address"),
+        "email": (_str, "", "the ISP billing department's e-mail address"),
+    },
+    "claim": {
+        "rules": (_str, "", "default rule pack (wanwitness claim --help lists them)"),
+        "lang": (_lang, "en", "letter language: en, de, hu, ru or sw"),
+        "options": (_options, {}, "rule pack options, also as a table: [claim.options] partial_days = true"),
     },
 }
 

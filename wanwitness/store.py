@@ -132,6 +132,42 @@ settings = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# Support tickets (migration 3): the fault reports a claim counts from (docs/claims.md).
+# Times are UTC ms like everywhere else in the store.
+tickets = sa.Table(
+    "tickets", metadata,
+    sa.Column("number", sa.String(64), primary_key=True),
+    sa.Column("opened_ms", sa.BigInteger, nullable=False),  # when the ISP received the report
+    sa.Column("closed_ms", sa.BigInteger),
+    sa.Column("channel", sa.String(16)),                    # phone | email | app | office
+    sa.Column("operator", sa.String(200)),                  # "17 / Maria"
+    sa.Column("promised_ms", sa.BigInteger),                # the fix the ISP promised
+    sa.Column("note", sa.Text),
+    sa.Column("declined_s", sa.BigInteger, nullable=False, default=0),  # repair slots declined
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+)
+
+ticket_appointments = sa.Table(
+    "ticket_appointments", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("ticket", sa.String(64), sa.ForeignKey("tickets.number"), nullable=False),
+    sa.Column("at_ms", sa.BigInteger, nullable=False),
+    sa.Column("missed", sa.Boolean, nullable=False),
+    sa.Index("ix_ticket_appointments_ticket", "ticket", "at_ms"),
+)
+
+# Manual overrides of the automatic ticket <-> outage linking (claims/link.py). An
+# outage is named by its opening record (agent, seq): unlike its start time, which
+# moves by milliseconds as the clock map learns, that never changes.
+ticket_links = sa.Table(
+    "ticket_links", metadata,
+    sa.Column("ticket", sa.String(64), sa.ForeignKey("tickets.number"), primary_key=True),
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("open_seq", sa.BigInteger, primary_key=True),
+    sa.Column("linked", sa.Boolean, nullable=False),       # True = link, False = unlink
+)
+
 schema_migrations = sa.Table(
     "schema_migrations", metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
@@ -176,6 +212,13 @@ def _m2(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE agents ADD COLUMN max_seq BIGINT NOT NULL DEFAULT 0")
     conn.exec_driver_sql("UPDATE agents SET max_seq = COALESCE("
                          "(SELECT MAX(seq) FROM records WHERE records.agent = agents.id), 0)")
+
+
+@migration(3, "tickets, appointments, manual ticket links")
+def _m3(conn: Connection) -> None:
+    m = sa.MetaData()
+    for table in (tickets, ticket_appointments, ticket_links):
+        table.to_metadata(m).create(conn)
 
 
 def migrate(engine: Engine) -> list[int]:

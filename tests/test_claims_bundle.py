@@ -1,0 +1,161 @@
+"""The evidence bundle, for real: records through ingest, `wanwitness claim --evidence`,
+unzip, and its verify.py run by a bare `python3 -I` (no wanwitness, no packages)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.test_claims_build import october, write_config
+from wanwitness.store import open_store
+
+BUNDLE_FILES = {"claim.json", "ledger.tsv", "outages.csv", "tickets.csv", "tariff.toml",
+                "verify.py", "README.txt"}
+
+
+def bare_python() -> str:
+    """A system python3 (not this venv's), as the other side would have it."""
+    for candidate in ("/usr/bin/python3", shutil.which("python3")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise AssertionError("no python3 on this machine")
+
+
+def ww(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("WANWITNESS_CONFIG", None)
+    return subprocess.run([sys.executable, "-m", "wanwitness", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=120)
+
+
+def verify(folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([bare_python(), "-I", "verify.py"], cwd=folder, capture_output=True,
+                          text=True, timeout=60, env={"PATH": os.environ.get("PATH", "")})
+
+
+@pytest.fixture
+def bundle(db_url, tmp_path):
+    st = open_store(db_url)
+    scenario = october(st)
+    st.dispose()
+    conf = write_config(tmp_path / "config.toml")
+    proc = ww("--config", str(conf), "claim", "--db", db_url, "--period", "2026-10",
+              "--rules", "pro-rata", "--out", str(tmp_path / "claim.json"),
+              "--evidence", str(tmp_path / "evidence.zip"))
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(tmp_path / "evidence.zip") as zf:
+        assert set(zf.namelist()) == BUNDLE_FILES
+        zf.extractall(folder)
+    return folder, json.loads((tmp_path / "claim.json").read_text()), scenario
+
+
+def ledger_lines(folder: Path) -> list[bytes]:
+    return (folder / "ledger.tsv").read_bytes().split(b"\n")
+
+
+def test_the_bundle_verifies_with_a_bare_python(bundle):
+    folder, claim, _ = bundle
+    assert json.loads((folder / "claim.json").read_text()) == claim
+    proc = verify(folder)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    head = claim["ledger_head"]
+    assert proc.stdout.startswith(f"ok: {head['pos']} link(s), head {head['hash']} matches claim.json")
+    cited = sum(len(o["records"]) for o in claim["outages"] if o["claimed"])
+    assert cited == 7 and f"{cited} record(s) behind 3 claimed outage(s)" in proc.stdout
+
+
+def test_verify_py_imports_only_the_standard_library(bundle):
+    folder, _, _ = bundle
+    tree = ast.parse((folder / "verify.py").read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported and imported <= set(sys.stdlib_module_names)
+
+
+def test_one_flipped_byte_in_a_cited_record_is_named(bundle):
+    folder, claim, scenario = bundle
+    a = claim["outages"][0]
+    opening = a["records"][0]
+    assert opening["seq"] == scenario.seqs["A"] and opening["role"] == "open"
+    lines = ledger_lines(folder)
+    line = bytearray(lines[opening["ledger_pos"]])  # line 0 is the header
+    entry_at = line.index(b'{"agent"')
+    i = line.index(b'"at":', entry_at) + 6
+    line[i] ^= 0x01                                  # one digit of the outage's start time
+    lines[opening["ledger_pos"]] = bytes(line)
+    (folder / "ledger.tsv").write_bytes(b"\n".join(lines))
+    proc = verify(folder)
+    assert proc.returncode == 1
+    assert proc.stdout.strip() == (f"BROKEN: link {opening['ledger_pos']} (home seq {opening['seq']}): "
+                                   "hash mismatch (record edited, replaced or reordered)")
+
+
+def test_a_deleted_link_a_forged_head_and_a_wrong_citation_are_caught(bundle):
+    folder, claim, _ = bundle
+    original = (folder / "ledger.tsv").read_bytes()
+    lines = original.split(b"\n")
+    (folder / "ledger.tsv").write_bytes(b"\n".join(lines[:5] + lines[6:]))
+    proc = verify(folder)
+    assert proc.returncode == 1 and "BROKEN: link 5 is missing (next line is link 6)" in proc.stdout
+
+    (folder / "ledger.tsv").write_bytes(b"\n".join(lines[:-3] + [b""]))  # the last two links cut
+    proc = verify(folder)
+    head = claim["ledger_head"]["pos"]
+    assert proc.returncode == 1 and f"the chain ends at link {head - 2}" in proc.stdout
+
+    (folder / "ledger.tsv").write_bytes(original)
+    forged = json.loads(json.dumps(claim))
+    forged["outages"][0]["records"][0]["ledger_pos"] += 1  # cite another record
+    (folder / "claim.json").write_text(json.dumps(forged))
+    proc = verify(folder)
+    assert proc.returncode == 1 and "the chain holds home seq" in proc.stdout
+
+    forged = json.loads(json.dumps(claim))
+    forged["ledger_head"]["hash"] = "0" * 64
+    (folder / "claim.json").write_text(json.dumps(forged))
+    proc = verify(folder)
+    assert proc.returncode == 1 and "but claim.json's ledger_head is link" in proc.stdout
+
+
+def test_the_bundle_inputs_recompute_the_same_claim_from_files(bundle):
+    folder, claim, _ = bundle
+    readme = (folder / "README.txt").read_text()
+    command = next(line.strip() for line in readme.splitlines()
+                   if line.strip().startswith("wanwitness claim --outages"))
+    proc = ww(*shlex.split(command)[1:], cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert again["source"] == "files" and again["ledger_head"] is None
+    assert (again["total"], again["items"]) == (claim["total"], claim["items"])
+    assert [(o["id"], o["claimed"], o["counted_s"]) for o in again["outages"]] == \
+        [(o["id"], o["claimed"], o["counted_s"]) for o in claim["outages"]]
+    assert [t["outages"] for t in again["tickets"]] == [t["outages"] for t in claim["tickets"]]
+
+
+def test_no_bundle_from_a_broken_ledger(tmp_path):
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    st = open_store(db)
+    october(st)
+    with st.engine.begin() as c:
+        c.exec_driver_sql("UPDATE records SET body = replace(body, 'timeout', 'tImeout') WHERE seq = 5")
+    st.dispose()
+    conf = write_config(tmp_path / "config.toml")
+    out, zip_path = tmp_path / "claim.json", tmp_path / "evidence.zip"
+    proc = ww("--config", str(conf), "claim", "--db", db, "--period", "2026-10", "--rules",
+              "pro-rata", "--out", str(out), "--evidence", str(zip_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("wanwitness: the ledger is broken at link 5 (home seq 5); "
+                                   "run `wanwitness verify`")
+    assert not out.exists() and not zip_path.exists()
+    assert list(tmp_path.glob(".wanwitness-bundle-*")) == []
