@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -26,7 +27,7 @@ from wanwitness.errors import UserError
 from . import scenario as scn
 from . import score
 from .runner import DRAIN_TIMEOUT_S, SETTLE_S, Terminated, describe, log, run_scenario
-from .topology import LabError
+from .topology import LabError, cleanup_stale
 
 
 def _write(path: Path | None, data) -> None:
@@ -131,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, on_term)
     try:
+        if args.cmd in ("run", "suite") and os.geteuid() == 0:
+            # What a killed run (SIGKILL: no chance to clean up) left behind goes first
+            removed = cleanup_stale()
+            if removed:
+                log(f"removed {len(removed)} namespace(s) of lab runs that were killed: "
+                    f"{', '.join(removed)}")
         return {"run": cmd_run, "suite": cmd_suite, "check": cmd_check}[args.cmd](args)
     except LabError as e:
         print(str(e), file=sys.stderr)
