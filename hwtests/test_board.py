@@ -37,6 +37,27 @@ def test_deploy_copies_the_agent_and_verifies_it(rig: Rig):
     print(out)
 
 
+def test_deploy_refuses_a_wrong_profile_and_pins_that_do_not_fit(rig: Rig, tmp_path):
+    from wanwitness import boards
+    with BoardLink(rig.port) as link:
+        link.enter()
+        chip = link.info().chip
+    other = next(p for p in boards.all_profiles() if p.chip != chip)
+    r = wanwitness("deploy", "--port", rig.port, "--agent", AGENT, "--config",
+                   str(rig.config_path), "--board", other.name)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"--board {other.name} is for an {other.chip.upper()}" in r.stderr, r.stderr
+    mine = next(p for p in boards.all_profiles() if p.chip == chip)
+    conf = json.loads(rig.config_path.read_text())
+    conf["leds"] = [{"pin": mine.adc2_pins[0], "role": "internet"}]  # ADC2: dead with Wi-Fi on
+    bad = tmp_path / "bad.config.json"
+    bad.write_text(json.dumps(conf))
+    r = wanwitness("deploy", "--port", rig.port, "--agent", AGENT, "--config", str(bad))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"does not fit board {mine.name}" in r.stderr and "ADC2" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_board_boots_the_agent_and_it_reaches_the_collector(rig: Rig):
     boots = rig.wait_records(lambda r: r["k"] == "boot", 60, "boot record")
     assert boots[-1]["reset"] in ("HARD_RESET", "SOFT_RESET", "PWRON_RESET"), boots
@@ -45,11 +66,14 @@ def test_board_boots_the_agent_and_it_reaches_the_collector(rig: Rig):
 
 def test_online_at_the_broker(rig: Rig):
     c = rig.watch("status")
-    try:
-        msg = c.messages.get(timeout=30)  # retained
-        assert msg.payload == b"online" and msg.retain, (msg.topic, msg.payload)
+    seen = []
+    try:  # retained first (may still be the last will, `offline`, of a board just reset)
+        deadline = time.monotonic() + 60
+        while not seen or seen[-1] != b"online":
+            seen.append(c.messages.get(timeout=max(0.1, deadline - time.monotonic())).payload)
     finally:
         c.close()
+    assert seen[-1] == b"online", seen
 
 
 def test_free_heap_after_boot_is_reported(rig: Rig):

@@ -150,63 +150,70 @@ def deploy(port: str, agent: str, config_path: Path, *, board: str | None = None
     with BoardLink(port) as link:
         log(f"{port}: connecting to MicroPython")
         link.enter()
-        if link.agent_running():
+        was_running = link.agent_running()
+        if was_running:
             log(f"{port}: the agent is running: rebooting into maintenance for the copy")
             link.maintenance("deploy")
-        info = link.info()
-        kind = "virtual board" if info.virtual else info.chip.upper()
-        log(f"{port}: {kind}, MicroPython {info.version}, bytecode for {info.arch or 'any'}, "
-            f"{info.fs_free // 1024} KiB free of {info.fs_total // 1024} KiB")
-        profile = choose_profile(info, board)
-        problems = boards.check_agent_config(profile, config)
-        if problems:
-            raise UserError(f"{config_path} does not fit board {profile.name}: {problems[0]}")
-        frozen = frozen_agent(link)
-        if frozen:
-            log(f"{port}: the agent is frozen into this firmware: copying config and main.py only")
-        files = board_files(info, config_bytes, frozen)
-        names = [f.name for f in files]
-        modules = {p.stem for p in agent_sources()}
-        before, listing = board_hashes(link, names)
-        # A module.py left from a hand copy would shadow module.mpy, and any copy of a
-        # module shadows the frozen one: remove them
-        stale = sorted(n for n in listing if (n.endswith(".py") and n[:-3] in modules)
-                       or (frozen and n.endswith(".mpy") and n[:-4] in modules))
-        todo = [f for f in files if before.get(f.name) != f.sha256]
-        need = sum(len(f.data) for f in todo) + SPARE_BYTES
-        if need > info.fs_free:
-            raise UserError(f"not enough flash on the board: the copy needs {need // 1024} KiB, "
-                            f"{info.fs_free // 1024} KiB are free")
-        result = DeployResult(port, agent, profile.name, info)
-        for name in stale:
-            link.exec(f"import os\nos.remove({name!r})")
-            result.removed.append(name)
-            log(f"  removed {name} (it would shadow the agent's own module)")
-        for f in files:
-            if f not in todo:
-                result.unchanged.append(f.name)
-                continue
-            tmp = f.name + ".new"
-            link.t.fs_writefile(tmp, f.data)
-            link.exec(f"import os\ntry:\n os.remove({f.name!r})\nexcept OSError:\n pass\n"
-                      f"os.rename({tmp!r}, {f.name!r})")
-            result.copied.append(f.name)
-            log(f"  copied {f.name} ({len(f.data)} bytes)")
-        after, _ = board_hashes(link, names)
-        bad = [f.name for f in files if after.get(f.name) != f.sha256]
-        if bad:
-            raise UserError(f"{port}: verification failed: {', '.join(bad)} on the board differ "
-                            "from what was sent; run deploy again")
-        manifest = {"version": __version__, "agent": agent, "profile": profile.name,
-                    "deployed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "files": {f.name: f.sha256 for f in files}}
-        link.t.fs_writefile(MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
-        log(f"{port}: {len(result.copied)} file(s) copied, {len(result.unchanged)} unchanged, "
-            f"all {len(files)} verified by SHA-256")
-        if reset:
-            link.reset()
-            log(f"{port}: board reset: the agent is starting")
-            if watch_s > 0:
-                link.watch(watch_s, lambda text: log(f"  board| {text}"))
-            log(f"watch it: wanwitness console --port {port}")
+        try:
+            info = link.info()
+            kind = "virtual board" if info.virtual else info.chip.upper()
+            log(f"{port}: {kind}, MicroPython {info.version}, bytecode for {info.arch or 'any'}, "
+                f"{info.fs_free // 1024} KiB free of {info.fs_total // 1024} KiB")
+            profile = choose_profile(info, board)
+            problems = boards.check_agent_config(profile, config)
+            if problems:
+                raise UserError(f"{config_path} does not fit board {profile.name}: {problems[0]}")
+            frozen = frozen_agent(link)
+            if frozen:
+                log(f"{port}: the agent is frozen into this firmware: copying config and main.py only")
+            files = board_files(info, config_bytes, frozen)
+            names = [f.name for f in files]
+            modules = {p.stem for p in agent_sources()}
+            before, listing = board_hashes(link, names)
+            # A module.py left from a hand copy would shadow module.mpy, and any copy of a
+            # module shadows the frozen one: remove them
+            stale = sorted(n for n in listing if (n.endswith(".py") and n[:-3] in modules)
+                           or (frozen and n.endswith(".mpy") and n[:-4] in modules))
+            todo = [f for f in files if before.get(f.name) != f.sha256]
+            need = sum(len(f.data) for f in todo) + SPARE_BYTES
+            if need > info.fs_free:
+                raise UserError(f"not enough flash on the board: the copy needs {need // 1024} KiB, "
+                                f"{info.fs_free // 1024} KiB are free")
+            result = DeployResult(port, agent, profile.name, info)
+            for name in stale:
+                link.exec(f"import os\nos.remove({name!r})")
+                result.removed.append(name)
+                log(f"  removed {name} (it would shadow the agent's own module)")
+            for f in files:
+                if f not in todo:
+                    result.unchanged.append(f.name)
+                    continue
+                tmp = f.name + ".new"
+                link.t.fs_writefile(tmp, f.data)
+                link.exec(f"import os\ntry:\n os.remove({f.name!r})\nexcept OSError:\n pass\n"
+                          f"os.rename({tmp!r}, {f.name!r})")
+                result.copied.append(f.name)
+                log(f"  copied {f.name} ({len(f.data)} bytes)")
+            after, _ = board_hashes(link, names)
+            bad = [f.name for f in files if after.get(f.name) != f.sha256]
+            if bad:
+                raise UserError(f"{port}: verification failed: {', '.join(bad)} on the board differ "
+                                "from what was sent; run deploy again")
+            manifest = {"version": __version__, "agent": agent, "profile": profile.name,
+                        "deployed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "files": {f.name: f.sha256 for f in files}}
+            link.t.fs_writefile(MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+            log(f"{port}: {len(result.copied)} file(s) copied, {len(result.unchanged)} unchanged, "
+                f"all {len(files)} verified by SHA-256")
+            if reset:
+                link.reset()
+                log(f"{port}: board reset: the agent is starting")
+                if watch_s > 0:
+                    link.watch(watch_s, lambda text: log(f"  board| {text}"))
+                log(f"watch it: wanwitness console --port {port}")
+        except UserError:
+            if was_running and reset:  # the board goes back to the agent it had
+                link.reset()
+                log(f"{port}: deploy stopped; board reset: it starts what is on it")
+            raise
     return result
