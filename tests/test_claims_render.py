@@ -13,7 +13,8 @@ import pypdfium2
 import pytest
 from PIL import Image
 
-from wanwitness.claims import catalogs, pdf
+from wanwitness.claims import catalogs, pdf, rules
+from wanwitness.claims.letter import KNOWN_RULE_TEXTS
 from wanwitness.claims.render import FORMATS, LANGUAGES, main, pdf_pages_png, render
 from wanwitness.errors import UserError
 
@@ -88,23 +89,28 @@ def make_claim() -> dict:
 
 
 # What a reader of each language must find (whitespace normalised): the total, the
-# outage starts in Berlin time, the spelled-out deadlines, the greeting.
+# outage starts in Berlin time, the spelled-out deadlines, the greeting, the rule's title.
 EXPECTED = {
     "en": {"total": "€24.00", "starts": ["Nov 4, 2026, 00:10", "Nov 19, 2026, 18:05"],
            "end": "Nov 9, 2026, 10:15", "deadlines": ["December 31, 2026", "May 31, 2027"],
-           "greeting": "Dear Sir or Madam,", "page": "Page {i} of {n}"},
+           "greeting": "Dear Sir or Madam,", "page": "Page {i} of {n}",
+           "rule": "Germany, TKG 2021 §58(3)/(4)"},
     "de": {"total": "24,00 €", "starts": ["4. Nov. 2026, 00:10", "19. Nov. 2026, 18:05"],
            "end": "9. Nov. 2026, 10:15", "deadlines": ["31. Dezember 2026", "31. Mai 2027"],
-           "greeting": "Sehr geehrte Damen und Herren,", "page": "Seite {i} von {n}"},
+           "greeting": "Sehr geehrte Damen und Herren,", "page": "Seite {i} von {n}",
+           "rule": "Deutschland, TKG 2021 §58 Abs. 3/4"},
     "hu": {"total": "24,00 EUR", "starts": ["2026. nov. 4. 0:10", "2026. nov. 19. 18:05"],
            "end": "2026. nov. 9. 10:15", "deadlines": ["2026. december 31.", "2027. május 31."],
-           "greeting": "Tisztelt Hölgyem/Uram!", "page": "{i}. oldal, összesen {n}"},
+           "greeting": "Tisztelt Hölgyem/Uram!", "page": "{i}. oldal, összesen {n}",
+           "rule": "Németország, TKG 2021, 58. § (3) és (4) bekezdés"},
     "ru": {"total": "24,00 €", "starts": ["4 нояб. 2026 г., 00:10", "19 нояб. 2026 г., 18:05"],
            "end": "9 нояб. 2026 г., 10:15", "deadlines": ["31 декабря 2026 г.", "31 мая 2027 г."],
-           "greeting": "Уважаемые господа!", "page": "Страница {i} из {n}"},
+           "greeting": "Уважаемые господа!", "page": "Страница {i} из {n}",
+           "rule": "Германия, TKG 2021, § 58 абз. 3 и 4"},
     "sw": {"total": "€ 24.00", "starts": ["4 Nov 2026 00:10", "19 Nov 2026 18:05"],
            "end": "9 Nov 2026 10:15", "deadlines": ["31 Desemba 2026", "31 Mei 2027"],
-           "greeting": "Ndugu Bwana/Bibi,", "page": "Ukurasa {i} kati ya {n}"},
+           "greeting": "Ndugu Bwana/Bibi,", "page": "Ukurasa {i} kati ya {n}",
+           "rule": "Ujerumani, TKG 2021 §58(3)/(4)"},
 }
 
 
@@ -178,7 +184,7 @@ def test_letter_names_amounts_dates_tickets_and_parties(claim, lang, fmt):
     for needle in [want["total"], *want["starts"], want["end"], *want["deadlines"], want["greeting"],
                    "4711893", "4712050", "17 / Maria Schulz", "Jonas (Team 3)",
                    "Erika Mustermann", "Beispiel Telekom GmbH", "K-123456",
-                   "Germany, TKG 2021 §58(3)/(4)", "Telekommunikationsgesetz (TKG) 2021 §58 Abs. 3 und 4",
+                   want["rule"], "Telekommunikationsgesetz (TKG) 2021 §58 Abs. 3 und 4",
                    HASH, "5400"]:
         assert needle in text, f"{lang}/{fmt}: {needle!r} missing"
 
@@ -223,6 +229,65 @@ def test_unclaimed_outage_says_why_in_the_letters_language(claim):
     claim["outages"][1]["why_not"] = "excluded by a clause nobody translated"
     text = visible_text(render(claim, "html", "de"), "html")
     assert "nein (excluded by a clause nobody translated)" in text
+
+
+# Each pack's title in a German letter, and the German words for its source when the
+# pack writes that in English (None: the source is the law's own text, kept as written).
+GERMAN_RULES = {
+    "pro-rata": ("anteilige Erstattung des Monatsentgelts für Ausfallzeiten",
+                 "Minderung des Entgelts für die Zeit, in der die Leistung nicht erbracht wurde "
+                 "(Vertrag / allgemeines Recht)"),
+    "de-tkg58": ("Deutschland, TKG 2021 §58 Abs. 3/4", None),
+    "uk-ofcom": ("Vereinigtes Königreich, automatische Entschädigung nach der Ofcom-Regelung",
+                 "mit Ofcom vereinbarte freiwillige Selbstverpflichtung, in Kraft seit dem 1. April 2019"),
+    "hu-eszr": ("Ungarn, Eszr. – NMHH-Verordnung 22/2020 (XII. 21.)", None),
+    "ru-telematics": ("Russland, telematische Dienste: Regierungsverordnung Nr. 2607 vom 31.12.2021", None),
+    "ke-outage-credit": ("Kenia, Gutschrift für Ausfälle nach der genehmigten Richtlinie des Anbieters",
+                         "die von der Communications Authority of Kenya genehmigte Richtlinie des Anbieters"),
+}
+# Packs whose source is the law's own text (German, Hungarian, Russian): every letter
+# quotes it as written, so the reader finds the law under its real name.
+IN_LAWS_OWN_LANGUAGE = {"de-tkg58", "hu-eszr", "ru-telematics"}
+
+
+@pytest.mark.parametrize("name", sorted(GERMAN_RULES))
+def test_rule_title_and_english_source_are_in_the_letters_language(claim, name):
+    pack = rules.get(name)
+    claim["rules"] = pack.describe()
+    title, source = GERMAN_RULES[name]
+    de = visible_text(render(claim, "md", "de"), "md")
+    assert f"Diese Forderung stützt sich auf folgende Regelung: {title} (" in de
+    assert pack.title not in de
+    if source is None:
+        assert f"{title} ({pack.source})." in de
+    else:
+        assert source in de and pack.source not in de
+    en = visible_text(render(claim, "md", "en"), "md")
+    assert f"This claim is based on {pack.title} ({pack.source})." in en
+    assert title not in en
+
+
+@pytest.mark.parametrize("name", sorted(IN_LAWS_OWN_LANGUAGE))
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_source_in_the_laws_own_language_is_quoted_as_written(claim, name, lang):
+    pack = rules.get(name)
+    claim["rules"] = pack.describe()
+    assert f"({pack.source})." in visible_text(render(claim, "md", lang), "md")
+
+
+def test_every_rule_packs_texts_are_known_so_no_pack_comes_out_in_english():
+    """A pack whose title, English source, grace or why_not (not_counted) is missing
+    from letter.KNOWN_RULE_TEXTS would be printed in English in every letter."""
+    missing = []
+    for name in rules.names():
+        pack = rules.get(name)
+        texts = {"title": pack.title, "grace": pack.grace, "not_counted": pack.not_counted}
+        if name not in IN_LAWS_OWN_LANGUAGE:
+            texts["source"] = pack.source
+        missing += [f"{name}.{key}: {text!r}" for key, text in texts.items() if text not in KNOWN_RULE_TEXTS]
+    assert missing == [], "add them to KNOWN_RULE_TEXTS and run: python -m wanwitness.claims.render --update"
+    # ...and the German-letter test above covers every pack.
+    assert sorted(GERMAN_RULES) == sorted(rules.names())
 
 
 def test_english_notes_are_shown_and_announced_in_other_languages(claim):

@@ -55,10 +55,25 @@ CLOCK_STARTS = {
     "ticket": N_("on receipt of the fault report"),
     "outage": N_("at the start of the outage"),
 }
-# English texts that the claim builder and the rule packs write into "why_not" and
-# "grace" (claim schema; wanwitness/claims/build.py, rules/*.py): translated when the
-# catalog has them, shown as written otherwise (so a new text is never lost, only English).
+# English texts that the claim builder and the rule packs write into "why_not", "grace"
+# and the rules' "title" and "source" (claim schema; wanwitness/claims/build.py,
+# rules/*.py): translated when the catalog has them, shown as written otherwise (so a new
+# text is never lost, only English). A source written in the law's own language (TKG,
+# Eszr., the Russian decree) is not listed: the reader must find that law under its name.
 KNOWN_RULE_TEXTS = (
+    # The packs' titles (rules/*.py, `title`).
+    N_("Pro-rata refund of the monthly fee for downtime"),
+    N_("Germany, TKG 2021 §58(3)/(4)"),
+    N_("United Kingdom, Ofcom automatic compensation"),
+    N_("Hungary, Eszr. 22/2020 (XII. 21.) NMHH decree"),
+    N_("Russia, telematic services: Decree 2607 of 31.12.2021"),
+    N_("Kenya, outage credit under the provider's approved policy"),
+    # The packs' sources that are written in English (`source`).
+    N_("Reduction of the price for the time the service was not provided (contract / general law)"),
+    N_("Ofcom automatic compensation scheme (voluntary code agreed with Ofcom, in force since 1 April 2019)"),
+    N_("Kenya Information and Communications (Consumer Protection) Regulations (L.N. 54 of 2010), "
+       "outage credit; the provider's outage-credit policy approved by the Communications Authority of Kenya"),
+    # why_not and grace.
     N_("local_down: the customer's own equipment"),
     N_("unknown: no agent reporting"),
     N_("dns_down not claimable under this rule"),
@@ -324,9 +339,10 @@ def _period_words(claim: dict[str, Any], fmt: Fmt) -> str:
 
 def _rule_section(claim: dict[str, Any], _: Callable[[str], str]) -> Section:
     rules = _get(claim, "rules")
-    title = str(_get(claim, "rules", "title"))
-    basis = (_("This claim is based on %(title)s (%(source)s).") % {"title": title, "source": rules["source"]}
-             if rules.get("source") else _("This claim is based on %(title)s.") % {"title": title})
+    title = _(str(_get(claim, "rules", "title")))
+    source = _(str(rules["source"])) if rules.get("source") else ""
+    basis = (_("This claim is based on %(title)s (%(source)s).") % {"title": title, "source": source}
+             if source else _("This claim is based on %(title)s.") % {"title": title})
     clock = rules.get("clock_start")
     unit = rules.get("unit")
     grace = rules.get("grace")
