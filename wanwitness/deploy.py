@@ -190,8 +190,9 @@ def deploy(port: str, agent: str, config_path: Path, *, board: str | None = None
                     continue
                 tmp = f.name + ".new"
                 link.t.fs_writefile(tmp, f.data)
-                link.exec(f"import os\ntry:\n os.remove({f.name!r})\nexcept OSError:\n pass\n"
-                          f"os.rename({tmp!r}, {f.name!r})")
+                # littlefs renames over the old file atomically; FAT cannot, remove it first
+                link.exec(f"import os\ntry:\n os.rename({tmp!r}, {f.name!r})\nexcept OSError:\n"
+                          f" os.remove({f.name!r})\n os.rename({tmp!r}, {f.name!r})")
                 result.copied.append(f.name)
                 log(f"  copied {f.name} ({len(f.data)} bytes)")
             after, _ = board_hashes(link, names)
