@@ -63,7 +63,7 @@
 #   confirms it, or when its LED comes back after a contradicting round:
 #   {"s": <the state before>, "retract": true, "at": <its at>} - it never happened.
 # - When the LED matching the current outage comes back (wan on, power on), the next
-#   round decides: good -> the outage ends at the LED's ms (one round, not up_rounds:
+#   round begun after the LED's ms decides: good -> the outage ends at the LED's ms (one round, not up_rounds:
 #   LED and probe agree; if it came back before any round contradicted an unconfirmed
 #   outage, that outage stays, seen by the LED alone); bad -> the probes decide.
 from micropython import const
@@ -259,7 +259,9 @@ class Detector:
                 elif self._contra >= self.retract_rounds:
                     self._retract(out)
                 return
-        if self._led_end is not None:
+        if self._led_end is not None and r[_T] >= self._led_end:
+            # (a round that began before the LED came back says nothing about after it:
+            # it does not decide, the first round begun after the LED does)
             at = self._led_end
             self._led_end = None
             if cls == UP:

@@ -351,6 +351,21 @@ def test_led_back_but_the_next_round_still_fails():
     eq(summary(out), [("up", t_of(10), t_of(9))])
 
 
+def test_a_round_begun_before_the_led_came_back_does_not_decide():
+    # The lab's 45 s cut: the round at 14 000 was sent while the WAN was still down and
+    # failed; its result arrived after the LED had come back at 14 600. The first round
+    # begun after the LED (16 000) is good: the outage ends at the LED's ms, not at a
+    # probe round up to 2 s later.
+    r = Run()
+    r.rounds("gggiii")                      # to 12 000
+    r.led(13000, "internet", "off")
+    eq(r.led(14600, "internet", "on", now=16100), [])
+    eq(r.rounds("i"), [])                   # 14 000, begun before 14 600: no verdict
+    out = r.rounds("g")                     # 16 000
+    eq(summary(out), [("up", 14600, 14580)])
+    eq(fold(r.recs), [("isp_down", t_of(4), 14600)])
+
+
 def test_led_off_after_probes_already_failed_starts_at_the_first_failure():
     r = Run()
     r.rounds("gggi")                        # round 4 (8 000) failed
