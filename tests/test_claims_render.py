@@ -478,6 +478,71 @@ def test_update_merges_new_msgids_as_untranslated(tmp_path, monkeypatch):
     assert 'msgstr "Berechnung"' in (copy_dir / "de" / "LC_MESSAGES" / "wanwitness.po").read_text(encoding="utf-8")
 
 
+# --- amounts: exactly what the claim computed -----------------------------------------
+
+# How a reader of each language writes 11387.33: (group separator, decimal separator).
+# Written out here, not taken from Babel, so a change in Babel's locale data shows.
+SEPARATORS = {"en": (",", "."), "sw": (",", "."), "de": (".", ","), "hu": (" ", ","),
+              "ru": (" ", ",")}
+# What stands beside the number for each currency: its symbol or its ISO code.
+CURRENCY_MARKS = {"EUR": ("€", "EUR"), "GBP": ("£", "GBP"), "HUF": ("Ft", "HUF"),
+                  "RUB": ("₽", "RUB", "руб."), "KES": ("Ksh", "KES")}
+
+
+def as_written(amount: str, lang: str) -> str:
+    """'11387.33' as a reader of `lang` writes it: '11 387,33' in Hungarian."""
+    group, point = SEPARATORS[lang]
+    whole, _, frac = amount.partition(".")
+    groups = []
+    while whole:
+        groups.insert(0, whole[-3:])
+        whole = whole[:-3]
+    return group.join(groups) + (point + frac if frac else "")
+
+
+def shown_with_currency(text: str, amount: str, lang: str, currency: str) -> bool:
+    """The amount, digit for digit, with the currency's mark on either side and no
+    further digit after it (so '11 387' does not pass for '11 387,33')."""
+    number = re.escape(as_written(amount, lang))
+    marks = "|".join(re.escape(m) for m in CURRENCY_MARKS[currency])
+    return re.search(rf"(?<![\d.,])(?:(?:{marks}) ?{number}|{number} ?(?:{marks}))(?![\d])",
+                     text) is not None
+
+
+def claim_in(currency: str, items: list[str], total: str) -> dict:
+    claim = make_claim()
+    claim.update(currency=currency, total=total, monthly_fee=items[-1])
+    for item, amount in zip(claim["items"], items):
+        item["amount"] = amount
+    return claim
+
+
+@pytest.mark.parametrize("currency", sorted(CURRENCY_MARKS))
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_every_amount_in_the_letter_is_the_claims_amount(lang, currency):
+    """The Hungarian letter once showed '11 387 Ft' for a claim of 11387.33 (Babel 2.19
+    gives HUF no decimals): a letter must never say less, or more, than its evidence."""
+    items, total = ["1198.67", "1198.66", "8990.00"], "11387.33"
+    claim = claim_in(currency, items, total)
+    for fmt in FORMATS:
+        text = visible_text(render(claim, fmt, lang), fmt)
+        for amount in [total, *items]:
+            assert shown_with_currency(text, amount, lang, currency), \
+                f"{fmt} letter in {lang} does not show {amount} {currency}: {text[:2000]}"
+    # A claim written in whole units (a claim file edited by hand) keeps whole units.
+    claim = claim_in(currency, ["600", "600", "1200"], "2400")
+    text = visible_text(render(claim, "md", lang), "md")
+    assert shown_with_currency(text, "2400", lang, currency)
+    assert not shown_with_currency(text, "2400.00", lang, currency)
+
+
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-inf", "12,5"])
+def test_an_amount_that_is_not_a_number_names_itself(claim, amount):
+    claim["total"] = amount
+    with pytest.raises(UserError, match=re.escape(repr(amount))):
+        render(claim, "md", "en")
+
+
 # --- the sample tool -----------------------------------------------------------------
 
 def test_sample_writes_every_language_and_format_with_png_pages(claim, tmp_path, capsys):

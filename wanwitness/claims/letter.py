@@ -8,6 +8,7 @@ formats cannot say different things.
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -15,8 +16,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel import Locale
 from babel.dates import format_date, format_skeleton, get_datetime_format
-from babel.numbers import format_currency
 from babel.units import format_unit
 
 from ..errors import UserError
@@ -159,11 +160,22 @@ class Fmt:
     currency: str
 
     def money(self, amount: Any) -> str:
+        """The amount with exactly the decimals the claim wrote ("11387.33" -> two,
+        "8990" -> none), in the locale's currency pattern. Never the currency's digits
+        from the installed Babel's locale data: those change between releases (Babel
+        2.19 shows HUF with none, 2.17 with two), and a letter must show the same total
+        as the claim's JSON, CSV and evidence bundle."""
         try:
             value = Decimal(str(amount))
         except InvalidOperation:
             raise UserError(f"claim: amount {amount!r} is not a number") from None
-        return format_currency(value, self.currency, locale=self.lang)
+        if not value.is_finite():
+            raise UserError(f"claim: amount {amount!r} is not a number")
+        exponent = value.as_tuple().exponent
+        places = max(0, -exponent) if isinstance(exponent, int) else 0
+        pattern = copy.copy(Locale.parse(self.lang).currency_formats["standard"])
+        pattern.frac_prec = (places, places)
+        return pattern.apply(value, self.lang, currency=self.currency, currency_digits=False)
 
     def day(self, value: date | datetime) -> str:
         """'4 Nov 2026' style: month as a word, so no reader mixes up day and month.
