@@ -54,7 +54,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,18 +62,19 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from bench.cleanup import Cleanup
 
 import sqlalchemy as sa
 
+from bench.cleanup import Cleanup
 from wanwitness import store as s
-from wanwitness import timeline
-from wanwitness.agents import add_agent, board_config, write_board_config
-from wanwitness.build import (AGENT_DIR, BUILD_DIR, VBOARD_BUILD, compile_agent,
-                              compile_virtual_board)
+from wanwitness.boards.build import agent_build_dir, compile_agent, compile_virtual_board, vboard_build_dir
+from wanwitness.collector import timeline
+from wanwitness.collector.agents import add_agent, board_config, write_board_config
 from wanwitness.demo import LED_ACTIVE, LED_DARK, LED_PIN, LoopbackHost
-from wanwitness import virtual
-from wanwitness.virtual import VirtualBoard
+from wanwitness.loopback import free_port
+from wanwitness.resources import agent_dir
+from wanwitness.virtual import supervisor as virtual
+from wanwitness.virtual.supervisor import VirtualBoard
 
 HOST = "127.0.0.1"
 DEFAULT_HEAPS = "48K,56K,64K,80K,96K,128K,192K"
@@ -165,12 +165,6 @@ def heap_bytes(label: str) -> int:
     return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def set_control(path: Path, led: dict, wifi: str = "up") -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"wifi": wifi, "rssi": -58, "ssid": "bench-wifi",
@@ -186,7 +180,7 @@ def wrapper(threshold: int | None = None) -> str:
 def snapshot_agent(dest: Path, vboard_dest: Path) -> dict[str, str]:
     """Copy the compiled agent into dest (first on MICROPYPATH) with the stand-in
     main.py, and the compiled virtual board with run.py into vboard_dest. Then point
-    wanwitness.virtual at these copies instead of compiling before every boot.
+    wanwitness.virtual.supervisor at these copies instead of compiling before every boot.
 
     Two reasons. Every board, and every reboot, runs the same code even if agent/
     changes during the run. And boots are safe from each other: before every boot
@@ -196,17 +190,17 @@ def snapshot_agent(dest: Path, vboard_dest: Path) -> dict[str, str]:
     "main.py returned" and stopped it.
 
     Returns the sha256 (first 16 hex digits) of each file, for the record."""
-    compile_agent(BUILD_DIR)
+    compile_agent()
     run_py = compile_virtual_board()
     sums = {}
-    for src_dir, out in ((BUILD_DIR, dest), (VBOARD_BUILD, vboard_dest)):
+    for src_dir, out in ((agent_build_dir(), dest), (vboard_build_dir(), vboard_dest)):
         out.mkdir(parents=True, exist_ok=True)
         for src in sorted(src_dir.glob("*.mpy")):
             data = src.read_bytes()
             (out / src.name).write_bytes(data)
             sums[f"{src_dir.name}/{src.name}"] = hashlib.sha256(data).hexdigest()[:16]
     shutil.copyfile(run_py, vboard_dest / "run.py")
-    shutil.copyfile(AGENT_DIR / "main.py", dest / "agent_main.py")
+    shutil.copyfile(agent_dir() / "main.py", dest / "agent_main.py")
     (dest / "main.py").write_text(wrapper())
     frozen_run = vboard_dest / "run.py"
     virtual.compile_virtual_board = lambda out_dir=None: frozen_run  # type: ignore[assignment]
@@ -240,7 +234,7 @@ class Collector:
 
     def __init__(self, work: Path, db_url: str):
         self.db_url = db_url
-        self.port = _free_port()
+        self.port = free_port(HOST)
         self.log_path = work / "collector.log"
         self.proc: subprocess.Popen | None = None
 

@@ -38,14 +38,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import sqlalchemy as sa
 
-from tests.brokers import MOSQUITTO_BIN, Mosquitto
-from tests.collectorproc import CollectorProcess
+from bench.cleanup import Cleanup
+from testing.brokers import MOSQUITTO_BIN, Mosquitto
+from testing.collector import CollectorProcess
 from wanwitness import store as s
-from wanwitness.agents import add_agent
 from wanwitness.broker.mosquitto import write_mosquitto_config
 from wanwitness.broker.passwords import hash_password
+from wanwitness.collector.agents import add_agent
 from wanwitness.store import open_store
-from bench.cleanup import Cleanup
 
 HOST = "127.0.0.1"
 PREFIX = "wanwitness"

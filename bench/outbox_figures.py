@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.mpyenv import micropython, mpy_path
+from testing.mpy import micropython, mpy_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "mpy" / "outbox_figures.py"

@@ -28,14 +28,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import Mosquitto, MqttClient
-from tests.collectorproc import CollectorProcess
+from testing.brokers import Mosquitto, MqttClient
+from testing.collector import CollectorProcess
 from wanwitness import store as s
-from wanwitness.agents import add_agent, board_config, write_board_config
 from wanwitness.broker.mosquitto import write_mosquitto_config
 from wanwitness.broker.passwords import hash_password
-from wanwitness.demo import LoopbackHost, _free_port
-from wanwitness.virtual import find_micropython
+from wanwitness.collector.agents import add_agent, board_config, write_board_config
+from wanwitness.demo import LoopbackHost
+from wanwitness.loopback import free_port
+from wanwitness.virtual.supervisor import find_micropython
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = "hwtest"
@@ -160,7 +161,7 @@ def rig(request, tmp_path_factory):
         pytest.exit("give either --port or --virtual", returncode=2)
     work = tmp_path_factory.mktemp("hw")
     db_url = f"sqlite:///{work / 'wanwitness.db'}"
-    broker_port = _free_port()
+    broker_port = free_port()
     store = s.open_store(db_url)
     try:
         password = add_agent(store, AGENT, hb_s=5)

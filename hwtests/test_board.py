@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from wanwitness.boardlink import BoardLink
+from wanwitness.boards.link import BoardLink
 
 from .conftest import AGENT, BRIGHT, DARK, Rig
 
@@ -38,7 +38,7 @@ def test_deploy_copies_the_agent_and_verifies_it(rig: Rig):
 
 
 def test_deploy_refuses_a_wrong_profile_and_pins_that_do_not_fit(rig: Rig, tmp_path):
-    from wanwitness import boards
+    from wanwitness.boards import profiles as boards
     with BoardLink(rig.port) as link:
         link.enter()
         chip = link.info().chip
@@ -162,7 +162,6 @@ def test_the_watchdog_is_running(rig: Rig):
     itself within wdt_s and say WDT_RESET."""
     wdt_s = json.loads(rig.config_path.read_text())["wdt_s"]
     last = max(r["seq"] for r in rig.records())
-    t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "mpremote", "connect", rig.port, "resume", "exec",
                         "import os, json; print(sorted(os.listdir())); "
                         "print(json.load(open('wanwitness.json'))['agent'])"],

@@ -15,7 +15,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from tests.brokers import Mosquitto
+from testing.brokers import Mosquitto
 from wanwitness import store as s
 from wanwitness.broker.mosquitto import write_mosquitto_config
 from wanwitness.broker.passwords import hash_password
@@ -69,7 +69,7 @@ def test_an_outage_driven_through_the_virtual_board_is_recorded_as_isp_down(demo
     assert len(rows) == 1, rows
     got = rows[0]
     assert got["class"] == "isp_down" and got["agent"] == AGENT
-    from wanwitness.timeline import parse_time
+    from wanwitness.collector.timeline import parse_time
     start, end = parse_time(got["start"], option="start"), parse_time(got["end"], option="end")
     assert abs(start - truth.start_ms) <= INTERVAL_MS, (got, truth)
     assert abs(end - truth.end_ms) <= INTERVAL_MS, (got, truth)

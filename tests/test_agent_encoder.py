@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from tests.mpyenv import ROOT, run_mpy
+from testing.mpy import ROOT, run_mpy
 from tests.vectorlib import load
-from wanwitness.protocol import canonical, parse_batch
+from wanwitness.collector.protocol import canonical, parse_batch
 
 
 def test_agent_batches_validate_and_match_the_vectors(tmp_path):

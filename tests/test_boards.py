@@ -18,8 +18,8 @@ from pathlib import Path
 import esptool.targets
 import pytest
 
-from wanwitness import boards
-from wanwitness.boards import check_agent_config, load_profile, profile_names
+from wanwitness.boards import profiles as boards
+from wanwitness.boards.profiles import check_agent_config, load_profile, profile_names
 from wanwitness.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def virtual_board_adc() -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
     """ADC_PINS from the virtual board's source (MicroPython code: read, not imported)."""
-    tree = ast.parse((ROOT / "firmware/boards/virtual/board.py").read_text())
+    tree = ast.parse((ROOT / "wanwitness/firmware/boards/virtual/board.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "ADC_PINS" for t in node.targets):
             return eval(compile(ast.Expression(node.value), "board.py", "eval"),
@@ -76,7 +76,7 @@ def test_chip_tables_agree_with_the_virtual_board_and_esptool():
 
 
 def test_a_profile_by_path(tmp_path):
-    raw = json.loads((boards.BOARDS_DIR / "esp32-devkitc.json").read_text())
+    raw = json.loads((boards.boards_dir() / "esp32-devkitc.json").read_text())
     raw["name"] = "my-devkit"
     raw["sensor_pins"] = [36, 39]
     path = tmp_path / "my-devkit.json"
@@ -111,7 +111,7 @@ def test_an_unknown_profile_lists_the_known_ones():
     (lambda r: r.update(notes="see WIRING.md"), "notes", "expected a list of strings"),
 ])
 def test_a_malformed_profile_names_the_file_and_the_field(tmp_path, change, field, message):
-    raw = json.loads((boards.BOARDS_DIR / "esp32-devkitc.json").read_text())
+    raw = json.loads((boards.boards_dir() / "esp32-devkitc.json").read_text())
     change(raw)
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(raw))
@@ -193,7 +193,7 @@ def test_boards_command_lists_each_profile_with_its_sensor_pins():
 
 def test_the_wiring_guide_pin_table_matches_the_profiles():
     rows = {}
-    for line in (ROOT / "firmware" / "WIRING.md").read_text().splitlines():
+    for line in (ROOT / "wanwitness" / "firmware" / "WIRING.md").read_text().splitlines():
         if line.startswith("| `"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows[cells[0].strip("`")] = cells
@@ -244,21 +244,21 @@ def not_frozen(root: Path) -> list[str]:
 
 
 def test_the_manifest_freezes_every_agent_module_but_main():
-    includes, frozen = run_manifest(ROOT / "firmware" / "manifest.py")
+    includes, frozen = run_manifest(ROOT / "wanwitness" / "firmware" / "manifest.py")
     assert includes[0] == "$(PORT_DIR)/boards/manifest.py"
-    assert not_frozen(ROOT) == []
+    assert not_frozen(ROOT / "wanwitness") == []
     for path in frozen:
         assert path.is_file(), f"the manifest names {path}, which does not exist"
-    assert (ROOT / "agent" / "main.py").resolve() not in frozen
-    assert (ROOT / "firmware" / "boot.py").resolve() in frozen
+    assert (ROOT / "wanwitness" / "agent" / "main.py").resolve() not in frozen
+    assert (ROOT / "wanwitness" / "firmware" / "boot.py").resolve() in frozen
     assert len(frozen) == len(set(frozen))
 
 
 def test_a_new_agent_module_not_in_the_manifest_is_caught(tmp_path):
-    shutil.copytree(ROOT / "agent", tmp_path / "agent")
+    shutil.copytree(ROOT / "wanwitness" / "agent", tmp_path / "agent")
     (tmp_path / "firmware").mkdir()
-    shutil.copy(ROOT / "firmware" / "manifest.py", tmp_path / "firmware" / "manifest.py")
-    shutil.copy(ROOT / "firmware" / "boot.py", tmp_path / "firmware" / "boot.py")
+    shutil.copy(ROOT / "wanwitness" / "firmware" / "manifest.py", tmp_path / "firmware" / "manifest.py")
+    shutil.copy(ROOT / "wanwitness" / "firmware" / "boot.py", tmp_path / "firmware" / "boot.py")
     assert not_frozen(tmp_path) == []
     (tmp_path / "agent" / "sensors2.py").write_text("# a new module\n")
     assert not_frozen(tmp_path) == ["sensors2.py"]

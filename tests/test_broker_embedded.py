@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.brokers import ConnectRefused, MqttClient, free_port, raw_connect
+from testing.brokers import ConnectRefused, MqttClient, free_port, raw_connect
 from wanwitness.broker import embedded
 from wanwitness.broker.embedded import BrokerPortInUse, EmbeddedBroker
 from wanwitness.broker.passwords import check_password, hash_password, new_secret

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import MOSQUITTO_BIN, ConnectRefused, Mosquitto, MqttClient
+from testing.brokers import MOSQUITTO_BIN, ConnectRefused, Mosquitto, MqttClient
 from wanwitness.broker.mosquitto import mosquitto_files, write_mosquitto_config
 from wanwitness.broker.passwords import check_password, hash_password, new_secret
 from wanwitness.errors import UserError

@@ -8,7 +8,7 @@ a LAN fault (local_down), an agent restart (unknown span), and two tickets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,18 +16,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers_records import Board
+from testing.records import Board
 from wanwitness import config as cfg
 from wanwitness import store as s
-from wanwitness.agents import add_agent
 from wanwitness.claims import build as b
+from wanwitness.claims import rules
 from wanwitness.claims import tickets as tk
 from wanwitness.claims.model import Item, Outage, RuleResult, Tariff, money
-from wanwitness.claims import rules
+from wanwitness.collector.agents import add_agent
+from wanwitness.collector.ingest import Ingestor
 from wanwitness.errors import UserError
-from wanwitness.ingest import Ingestor
 
-UTC = timezone.utc
+UTC = UTC
 BERLIN = tk.ZoneInfo("Europe/Berlin")
 FEE = Decimal("39.99")
 

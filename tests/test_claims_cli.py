@@ -316,11 +316,11 @@ def test_claim_config_values_are_normalised(tmp_path):
     path.write_text('[tariff]\nmonthly_fee = 40\ncurrency = "HUF"\ntimezone = "Europe/Budapest"\n'
                     '[claim.options]\npartial_days = true\nexclude = ["4711", 815]\n')
     conf = cfg.load(path, env={"WANWITNESS_TARIFF_PERIOD_START_DAY": "15"})
-    assert conf.get("tariff", "monthly_fee") == "40.00"
-    assert conf.get("tariff", "period_start_day") == 15
-    assert conf.get("claim", "options") == {"partial_days": "true", "exclude": ["4711", "815"]}
+    assert conf.tariff.monthly_fee == "40.00"
+    assert conf.tariff.period_start_day == 15
+    assert conf.claim.options == {"partial_days": "true", "exclude": ["4711", "815"]}
     env = {"WANWITNESS_CLAIM_OPTIONS": "classes=isp_down,dns_down; partial_days=false"}
-    assert cfg.load(path, env=env).get("claim", "options") == {
+    assert cfg.load(path, env=env).claim.options == {
         "classes": "isp_down,dns_down", "partial_days": "false"}
 
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from tests.test_claims_build import NOW, StandIn, october
-from wanwitness import timeline
 from wanwitness.claims import build as b
 from wanwitness.claims import files
 from wanwitness.claims.model import Tariff
 from wanwitness.claims.tickets import to_ms
+from wanwitness.collector import timeline
 from wanwitness.errors import UserError
 
-UTC = timezone.utc
+UTC = UTC
 BERLIN = files.ZoneInfo("Europe/Berlin")
 HEADER = ",".join(timeline.CSV_HEADER)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ from wanwitness.claims import tickets as tk
 from wanwitness.claims.model import Outage, Ticket
 from wanwitness.errors import UserError
 
-UTC = timezone.utc
+UTC = UTC
 BERLIN = tk.ZoneInfo("Europe/Berlin")
 
 

@@ -65,8 +65,8 @@ def test_environment_overrides_the_file(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text('[broker]\nprefix = "fromfile"\n')
     conf = cfg.load(path, env={"WANWITNESS_BROKER_PREFIX": "fromenv"})
-    assert conf.get("broker", "prefix") == "fromenv"
-    assert cfg.load(path, env={}).get("broker", "prefix") == "fromfile"
+    assert conf.broker.prefix == "fromenv"
+    assert cfg.load(path, env={}).broker.prefix == "fromfile"
     with pytest.raises(cfg.ConfigError, match="environment WANWITNESS_BROKER_URL"):
         cfg.load(path, env={"WANWITNESS_BROKER_URL": "http://x"})
 
@@ -144,10 +144,31 @@ def test_wrong_arguments_give_one_clear_line_and_exit_2(tmp_path, args, expected
     assert expected in one_clear_line(proc)
 
 
+@pytest.mark.parametrize("command", [("verify",), ("outages",), ("quarantine", "list"),
+                                     ("ticket", "list")])
+def test_reading_commands_refuse_a_store_that_is_not_there(tmp_path, command):
+    """A mistyped --db path must not become a new, empty store that reports "ok"."""
+    typo = tmp_path / "wanwitnes.db"
+    proc = ww(*command, "--db", f"sqlite:///{typo}")
+    assert proc.returncode == 2
+    line = one_clear_line(proc)
+    assert line.startswith("wanwitness: --db: no store at ") and str(typo) in line
+    assert not typo.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_reading_commands_refuse_an_empty_postgresql_database(pg_url):
+    proc = ww("outages", "--db", pg_url)
+    assert proc.returncode == 2
+    assert "holds no wanwitness store" in one_clear_line(proc)
+    from wanwitness.store import open_store
+    open_store(pg_url).dispose()          # a store made by a writing command ...
+    assert ww("outages", "--db", pg_url).returncode == 0   # ... is then read
+
+
 def test_verify_prints_head_and_count_or_names_the_broken_link(tmp_path):
     from tests.test_ingest import batch
-    from wanwitness.agents import add_agent
-    from wanwitness.ingest import Ingestor, Message
+    from wanwitness.collector.agents import add_agent
+    from wanwitness.collector.ingest import Ingestor, Message
     from wanwitness.store import open_store
     db = f"sqlite:///{tmp_path}/w.db"
     st = open_store(db)

@@ -1,6 +1,6 @@
 """The collector end to end: real brokers, real databases, real process kills.
 
-Five simulated agents (wanwitness.simagent: the agent's delivery contract in
+Five simulated agents (testing.simagent: the agent's delivery contract in
 CPython) stream 10,000 records. Whatever is killed, every record must be stored
 exactly once, the ledger must verify, and no ack may be ahead of the database.
 """
@@ -14,15 +14,15 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from tests.brokers import Mosquitto, free_port
-from tests.collectorproc import CollectorProcess
+from testing.brokers import Mosquitto, free_port
+from testing.collector import CollectorProcess
+from testing.simagent import SimAgent
 from tests.vectorlib import load, payload
-from wanwitness import ledger
 from wanwitness import store as s
-from wanwitness.agents import add_agent
 from wanwitness.broker.mosquitto import write_mosquitto_config
 from wanwitness.broker.passwords import hash_password
-from wanwitness.simagent import SimAgent
+from wanwitness.collector import ledger
+from wanwitness.collector.agents import add_agent
 from wanwitness.store import open_store
 
 AGENTS = [f"agent{i}" for i in range(1, 6)]
@@ -240,7 +240,7 @@ def test_invalid_vectors_over_mqtt_are_quarantined_and_ingest_continues(db_url, 
 
     st = open_store(db_url)
     creds = {"a1": add_agent(st, "a1"), "old": add_agent(st, "old")}
-    from wanwitness.agents import set_enabled
+    from wanwitness.collector.agents import set_enabled
     set_enabled(st, "old", False)
     m = mosquitto_for(creds)
     col = _collector_on(tmp_path, db_url, m)

@@ -123,7 +123,7 @@ def test_virtual_serial_board_needs_a_flash_image(tmp_path):
 
 
 def test_frozen_agent_is_recognised_from_the_boards_module_list():
-    from wanwitness.deploy import frozen_agent
+    from wanwitness.boards.deploy import frozen_agent
 
     class Link:  # what help('modules') prints on a board, stock and with our manifest
         def __init__(self, text):

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from wanwitness.boards import load_profile
-from wanwitness.flash import esptool_commands, parse_chip_info
+from wanwitness.boards.flash import esptool_commands, parse_chip_info
+from wanwitness.boards.profiles import load_profile
 
 FAKE_ESPTOOL = r'''
 import json, os, sys

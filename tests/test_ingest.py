@@ -6,10 +6,10 @@ import pytest
 import sqlalchemy as sa
 
 from tests.vectorlib import REGISTERED, REVOKED, load, payload
-from wanwitness import ledger
 from wanwitness import store as s
-from wanwitness.agents import add_agent, set_enabled
-from wanwitness.ingest import Ingestor, Message
+from wanwitness.collector import ledger
+from wanwitness.collector.agents import add_agent, set_enabled
+from wanwitness.collector.ingest import Ingestor, Message
 
 TOPIC = "wanwitness/a1/rec"
 
@@ -178,8 +178,9 @@ def test_verify_detects_swapped_positions(chained):
 
 def test_migrations_upgrade_a_version_1_store(tmp_path):
     """A store made by version 1 gets agents.max_seq filled in from its records."""
-    from wanwitness.store import MIGRATIONS, migrate, open_store
     import sqlalchemy as sa2
+
+    from wanwitness.store import MIGRATIONS, migrate, open_store
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa2.create_engine(url)
     with engine.begin() as conn:

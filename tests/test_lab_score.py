@@ -416,6 +416,7 @@ def test_led_driver_lag_and_power(tmp_path):
 def test_heartbeat_tap_parses_mqtt_publish():
     import socket as so
     import struct as st
+
     from bench.lab.runner import HeartbeatTap
     tap = HeartbeatTap.__new__(HeartbeatTap)
     tap.src, tap.port, tap.beats = so.inet_aton("192.0.2.20"), 1883, []

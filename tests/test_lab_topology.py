@@ -21,8 +21,18 @@ from pathlib import Path
 import pytest
 
 from bench.lab import dnsd
-from bench.lab.topology import (ANCHORS, DNS_SERVER, GATEWAY, LOCK_DIR, SERVER, Lab, LabError,
-                                cleanup_stale, direction_loss, netns_list)
+from bench.lab.topology import (
+    ANCHORS,
+    DNS_SERVER,
+    GATEWAY,
+    LOCK_DIR,
+    SERVER,
+    Lab,
+    LabError,
+    cleanup_stale,
+    direction_loss,
+    netns_list,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
@@ -231,7 +241,7 @@ def test_no_way_out_of_the_lab(lab):
     assert lab.run("router", ["ip", "route", "show", "default"], capture_output=True,
                    text=True).stdout.startswith("default via 203.0.113.250 dev wan0")
     # Every veth's other end is in a lab namespace, never in the root namespace.
-    for role, name in lab.ns.items():
+    for role, _name in lab.ns.items():
         ids = dict(re.findall(r"nsid (\d+) \(iproute2 netns name: (\S+)\)", lab.run(
             role, ["ip", "netns", "list-id"], capture_output=True, text=True).stdout))
         links = json.loads(lab.run(role, ["ip", "-j", "link"], capture_output=True,

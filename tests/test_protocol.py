@@ -5,8 +5,8 @@ import json
 import pytest
 
 from tests.vectorlib import load, payload
-from wanwitness import protocol
-from wanwitness.protocol import ProtocolError, canonical, parse_batch
+from wanwitness.collector import protocol
+from wanwitness.collector.protocol import ProtocolError, canonical, parse_batch
 
 VALID = load("valid")
 INVALID = load("invalid")

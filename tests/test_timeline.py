@@ -11,13 +11,13 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers_records import HOUR, MIN, T0, Board, hb_message, ingest, rec_message
+from testing.records import HOUR, MIN, T0, Board, hb_message, ingest, rec_message
 from wanwitness import store as s
-from wanwitness import timeline as tl
-from wanwitness.agents import add_agent
+from wanwitness.collector import timeline as tl
+from wanwitness.collector.agents import add_agent
+from wanwitness.collector.ingest import Ingestor
+from wanwitness.collector.timeline import ClockMap, iso
 from wanwitness.errors import UserError
-from wanwitness.ingest import Ingestor
-from wanwitness.timeline import ClockMap, iso
 
 SEC = 1000
 

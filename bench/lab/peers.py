@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wanwitness.timeline import iso
+from wanwitness.collector.timeline import iso
 
 # (kind, target, timeout_s, port) -> round-trip ms, or None when nothing came back in time
 ProbeFn = Callable[[str, str, float, "int | None"], Awaitable["float | None"]]
@@ -477,7 +477,7 @@ async def _wait_or_stop(stop_event: asyncio.Event, seconds: float) -> bool:
     try:
         await asyncio.wait_for(stop_event.wait(), timeout=seconds)
         return True
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
 
 
@@ -596,7 +596,7 @@ class NetProber:
         start = time.monotonic()
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(target, port), timeout_s)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return None
         rtt = (time.monotonic() - start) * 1000
         writer.close()
@@ -655,7 +655,7 @@ class NetProber:
             self._sock.sendto(echo_request(self._ident, self._seq), (target, 0))
             replied = await asyncio.wait_for(fut, timeout_s)
             return (replied - start) * 1000
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return None
         finally:
             self._pending.pop(key, None)
@@ -667,7 +667,7 @@ class NetProber:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), wait + 1)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
             return None

@@ -65,9 +65,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from wanwitness.errors import UserError
 
@@ -422,7 +423,7 @@ class Run:
 
     def setup_files(self) -> None:
         from wanwitness import store as s
-        from wanwitness.agents import add_agent, board_config, write_board_config
+        from wanwitness.collector.agents import add_agent, board_config, write_board_config
         store = s.open_store(self.db_url)
         try:
             password = add_agent(store, AGENT_ID, hb_s=HB_S)
@@ -449,9 +450,9 @@ class Run:
 
     def _mosquitto_files(self) -> str:
         from wanwitness import store as s
-        from wanwitness.agents import password_hashes
         from wanwitness.broker.mosquitto import CONF, write_mosquitto_config
         from wanwitness.broker.passwords import hash_password, new_secret
+        from wanwitness.collector.agents import password_hashes
         if not shutil.which("mosquitto") and not Path("/usr/sbin/mosquitto").exists():
             raise LabError("lab: the scenario switches the broker, which needs Mosquitto: "
                            "apt-get install -y mosquitto")
@@ -516,6 +517,7 @@ class Run:
 
     def _kinds(self) -> set:
         import sqlalchemy as sa
+
         from wanwitness import store as s
         store = s.open_store(self.db_url, migrate_schema=False)
         try:
@@ -611,6 +613,7 @@ class Run:
 
     def _acks(self) -> tuple[int, int]:
         import sqlalchemy as sa
+
         from wanwitness import store as s
         store = s.open_store(self.db_url, migrate_schema=False)
         try:
@@ -679,6 +682,7 @@ class Run:
 
     def collect(self) -> dict[str, Any]:
         import sqlalchemy as sa
+
         from wanwitness import store as s
         p = subprocess.run([sys.executable, "-m", "wanwitness", "--config", str(self.collector_conf),
                             "outages", "--json", "--db", self.db_url, "--agent", AGENT_ID],
@@ -741,7 +745,7 @@ def _children(pid: int) -> list[int]:
 
 
 def check_tools() -> None:
-    from wanwitness.virtual import find_micropython
+    from wanwitness.virtual.supervisor import find_micropython
     try:
         find_micropython()
     except UserError as e:

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from wanwitness.errors import UserError
+from wanwitness.resources import agent_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,7 +129,7 @@ class Span:
     end_ms: int
 
     def to_json(self) -> dict[str, Any]:
-        from wanwitness.timeline import iso
+        from wanwitness.collector.timeline import iso
         return {"class": self.cls, "start": iso(self.start_ms), "end": iso(self.end_ms),
                 "start_ms": self.start_ms, "end_ms": self.end_ms,
                 "duration_s": (self.end_ms - self.start_ms) / 1000}
@@ -141,9 +142,9 @@ def _is_number(v: Any) -> bool:
 
 
 def _agent_config_module():
-    """agent/config.py (MicroPython-compatible, plain Python) loaded from the checkout."""
+    """wanwitness/agent/config.py (MicroPython-compatible, plain Python) loaded from the checkout."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("_ww_agent_config", REPO / "agent" / "config.py")
+    spec = importlib.util.spec_from_file_location("_ww_agent_config", agent_dir() / "config.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -32,8 +32,9 @@ rank).
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 DOWN_CLASSES = ("isp_down", "local_down")
 NOT_OUTAGES = ("unknown",)
@@ -43,7 +44,7 @@ def parse_iso(text: str) -> int:
     """'2026-11-03T09:12:00.123Z' -> UTC ms."""
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return round(dt.timestamp() * 1000)
 
 
@@ -223,7 +224,7 @@ def result(scenario: str, truth: Sequence[dict[str, Any]], found: Sequence[dict[
         sp = score_peer(outs, truth)
         peer_scores[name] = {k: sp[k] for k in ("missed", "false", "start_err_s_median",
                                                 "end_err_s_median")}
-    from wanwitness.timeline import iso
+    from wanwitness.collector.timeline import iso
 
     def fmt(f: dict[str, Any]) -> dict[str, Any]:
         return {"class": f["class"], "start": iso(f["start_ms"]),

@@ -230,14 +230,14 @@ def check_environment() -> None:
 
 # -- cleanup on exit and on signals ------------------------------------------------------
 
-_live: list["Lab"] = []
+_live: list[Lab] = []
 _saved_handlers: dict[int, Any] = {}
 _pending: list[tuple[int, Any]] = []
 _atexit_registered = False
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _register(lab: "Lab") -> None:
+def _register(lab: Lab) -> None:
     global _atexit_registered
     if not _atexit_registered:
         atexit.register(_close_all)
@@ -252,7 +252,7 @@ def _register(lab: "Lab") -> None:
         _live.append(lab)
 
 
-def _unregister(lab: "Lab") -> None:
+def _unregister(lab: Lab) -> None:
     if lab in _live:
         _live.remove(lab)
     if not _live and _saved_handlers and threading.current_thread() is threading.main_thread():
@@ -325,7 +325,7 @@ class Lab:
 
     # -- context manager ----------------------------------------------------------
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,6 +1,6 @@
 # Encode every valid protocol vector the way the agent does (outbox framing, then
 # app.encode_batch) and print the batches for tests/test_agent_encoder.py to check
-# against wanwitness.protocol. Usage: micropython encode_vectors.py VECTOR_DIR WORK_DIR
+# against wanwitness.collector.protocol. Usage: micropython encode_vectors.py VECTOR_DIR WORK_DIR
 import json
 import os
 import sys

@@ -185,7 +185,7 @@ class _Outbox:
 
 
 def _outbox(session: Session) -> _Outbox:
-    box = session.attributes.get(_OUTBOX)
+    box: _Outbox | None = session.attributes.get(_OUTBOX)
     if box is None:
         box = session.attributes[_OUTBOX] = _Outbox()
     return box
@@ -278,7 +278,8 @@ class _Handler(BrokerProtocolHandler):
 
     async def _handle_qos1_message_flow(self, app_message: Any) -> None:
         if app_message.direction != OUTGOING:
-            return await super()._handle_qos1_message_flow(app_message)
+            await super()._handle_qos1_message_flow(app_message)
+            return
         session = self.session
         assert session is not None and app_message.packet_id is not None
         packet_id = app_message.packet_id
@@ -448,7 +449,8 @@ class _Broker(Broker):
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
         # Grant QoS 1 at most: our delivery guarantees are built on QoS 1.
         topic_filter, qos = subscription
-        return await super().add_subscription((topic_filter, min(qos, QOS_1)), session)
+        granted: int = await super().add_subscription((topic_filter, min(qos, QOS_1)), session)
+        return granted
 
     async def _create_server_instance(self, listener_name: Any, listener_type: Any, address: str | None,
                                       port: int, ssl_context: Any) -> Any:

@@ -15,21 +15,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from wanwitness.collector import timeline
+
 from .. import store as s
-from .. import timeline
 from ..config import SCHEMA, Config
 from ..errors import UserError
-from . import files, link, tickets as tk
+from . import files, link
+from . import tickets as tk
 from .model import NEVER_CLAIMABLE, Outage, Period, RuleResult, Tariff, Ticket, iso, money
 
-UTC = timezone.utc
+UTC = UTC
 CLAIM_VERSION = 1
 PARTY_KEYS = {party: tuple(SCHEMA[party]) for party in ("customer", "isp")}  # the config's keys
 # why_not texts: the claim schema's and the rule packs' own (rules/base.py), so that the
@@ -47,7 +49,7 @@ class Pack(Protocol):
 
     def describe(self, options: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
-    def parse_options(self, raw: dict[str, str]) -> dict[str, Any]: ...
+    def parse_options(self, raw: dict[str, str | list[str]]) -> dict[str, Any]: ...
 
     def compute(self, outages: list[Outage], tickets: list[Ticket], tariff: Tariff,
                 period: Period, options: dict[str, Any]) -> RuleResult: ...
@@ -131,18 +133,18 @@ def _in(o: Outage, since: datetime, until: datetime) -> bool:
 # --- from the store ------------------------------------------------------------------------
 
 def tariff_from_config(conf: Config) -> Tariff:
-    fee, currency = conf.get("tariff", "monthly_fee"), conf.get("tariff", "currency")
+    fee, currency = conf.tariff.monthly_fee, conf.tariff.currency
     missing = [k for k, v in (("monthly_fee", fee), ("currency", currency)) if not v]
     if missing:
         raise UserError(f"set [tariff] {' and '.join(missing)} in {conf.path} "
                         "(wanwitness config example shows every key)")
-    return Tariff(Decimal(fee), currency, conf.get("tariff", "period_start_day"),
-                  conf.get("tariff", "timezone"))
+    return Tariff(Decimal(fee), currency, conf.tariff.period_start_day,
+                  conf.tariff.timezone)
 
 
 def _parties(conf: Config) -> tuple[dict[str, str], dict[str, str]]:
-    return ({k: conf.get("customer", k) for k in PARTY_KEYS["customer"]},
-            {k: conf.get("isp", k) for k in PARTY_KEYS["isp"]})
+    return ({k: str(conf.get("customer", k)) for k in PARTY_KEYS["customer"]},
+            {k: str(conf.get("isp", k)) for k in PARTY_KEYS["isp"]})
 
 
 def _check_coverage(conn: sa.Connection, period: Period, where: str) -> None:
@@ -268,7 +270,7 @@ def _why_not(o: Outage, desc: dict[str, Any], result: RuleResult,
         return WHY_UNKNOWN
     given = getattr(result, "why_not", {}).get(o.id)
     if given:
-        return given
+        return str(given)
     classes = (desc.get("options") or {}).get("classes") or desc.get("claimable_classes")
     if isinstance(classes, (list, tuple)) and o.cls not in classes:
         return WHY_CLASS.format(cls=o.cls)

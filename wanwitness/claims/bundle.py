@@ -22,12 +22,14 @@ import shlex
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
-from .. import ledger
+from wanwitness.collector import ledger
+
 from .. import store as s
 from ..errors import UserError
 from . import build as b

@@ -9,7 +9,7 @@ tests compare it with every .po so that a new or changed string cannot go untran
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
@@ -58,7 +58,7 @@ def read_catalog(lang: str) -> Catalog:
         raise UserError(f"letter catalog for {lang!r} not readable: {path}: {e.strerror}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def translations(lang: str) -> NullTranslations:
     """gettext for `lang`: the .po compiled to an in-memory .mo (fuzzy entries skipped)."""
     check_language(lang)

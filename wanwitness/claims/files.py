@@ -25,21 +25,22 @@ import io
 import json
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from wanwitness.collector import protocol, timeline
+
 from .. import config as cfg
-from .. import protocol
-from .. import timeline
 from ..errors import UserError
 from .model import Appointment, Outage, Tariff, Ticket
 from .tickets import check_channel, check_number, local_text, parse_when, to_ms, validate
 
-UTC = timezone.utc
+UTC = UTC
 OUTAGE_CLASSES = frozenset(protocol.OUTAGE_STATES) | {timeline.UNKNOWN}
 OUTAGES_REQUIRED = ("agent", "class", "start", "end")
 TICKETS_REQUIRED = ("number", "opened")

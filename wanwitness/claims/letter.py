@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale
@@ -29,7 +30,7 @@ def N_(msgid: str) -> str:
     return msgid
 
 
-# Words for the claim's codes (wanwitness.timeline classes, ticket channels, rule units).
+# Words for the claim's codes (wanwitness.collector.timeline classes, ticket channels, rule units).
 OUTAGE_CLASSES = {
     "isp_down": N_("complete outage (provider side)"),
     "dns_down": N_("name resolution (DNS) failure"),
@@ -175,7 +176,7 @@ class Fmt:
         places = max(0, -exponent) if isinstance(exponent, int) else 0
         pattern = copy.copy(Locale.parse(self.lang).currency_formats["standard"])
         pattern.frac_prec = (places, places)
-        return pattern.apply(value, self.lang, currency=self.currency, currency_digits=False)
+        return str(pattern.apply(value, self.lang, currency=self.currency, currency_digits=False))
 
     def day(self, value: date | datetime) -> str:
         """'4 Nov 2026' style: month as a word, so no reader mixes up day and month.

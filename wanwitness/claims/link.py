@@ -10,8 +10,8 @@ win over the rule in both directions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Iterable
 
 from .model import NEVER_CLAIMABLE, Outage, Ticket
 from .tickets import Override

@@ -12,16 +12,15 @@ rounded to cents only when an item is made (`money()`), never in between.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-# Outage classes (wanwitness.timeline): which ones a pack may claim is the pack's call,
+# Outage classes (wanwitness.collector.timeline): which ones a pack may claim is the pack's call,
 # but local_down (the user's own equipment) and unknown (no agent reporting) never are.
 CLAIMABLE_ALWAYS = frozenset({"isp_down"})
 NEVER_CLAIMABLE = frozenset({"local_down", "unknown"})
-UTC = timezone.utc
 
 
 def money(x: Decimal) -> Decimal:
@@ -80,7 +79,7 @@ class Tariff:
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def period(self, label: str) -> "Period":
+    def period(self, label: str) -> Period:
         """'2026-11' -> the billing period starting on period_start_day of that month
         (local midnight in the tariff's zone) and ending where the next one starts."""
         try:

@@ -92,7 +92,7 @@ def _column_widths(t: LetterTable, width: float, st: dict[str, ParagraphStyle]) 
     for cells, style in rows:
         for i, text in enumerate(cells):
             def w(s: str) -> float:
-                return pdfmetrics.stringWidth(s, style.fontName, style.fontSize) + pad
+                return float(pdfmetrics.stringWidth(s, style.fontName, style.fontSize)) + pad
             # Only ASCII spaces break a line (letter.py keeps dates whole with NBSP);
             # amounts never break.
             words = [text] if i in t.numeric else _BREAKS.split(text)

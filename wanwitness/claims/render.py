@@ -25,8 +25,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..errors import UserError
-from .catalogs import (CLAIMS_DIR, LANGUAGES, check_language, problems, translations,
-                       update_catalogs, write_template)
+from .catalogs import CLAIMS_DIR, LANGUAGES, check_language, problems, translations, update_catalogs, write_template
 from .letter import Letter, build_letter
 
 FORMATS = ("md", "html", "pdf")

@@ -10,7 +10,7 @@ offset (2026-11-03T09:12+01:00, ...Z) is taken as it is. The store keeps UTC ms.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ from .model import Appointment, Ticket
 CHANNELS = ("phone", "email", "app", "office")
 NUMBER_MAX = 64      # tickets.number column
 OPERATOR_MAX = 200   # tickets.operator column
-UTC = timezone.utc
+UTC = UTC
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIME_HELP = "use e.g. 2026-11-03 09:12 (local time) or 2026-11-03T09:12+01:00"
 

@@ -11,16 +11,15 @@ outage, the seconds counted inside the period and, where none are, why not.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 from ...errors import UserError
-from ..model import (CLAIMABLE_ALWAYS, ITEM_KINDS, Item, Outage, Period,
-                     RuleResult, Tariff, Ticket, iso, money)
-from .days import (Span, clip, fmt_duration, length_s, local_date, merge, outage_span, overlap_s,
-                   total_s, utc)
+from ..model import CLAIMABLE_ALWAYS, ITEM_KINDS, Item, Outage, Period, RuleResult, Tariff, Ticket, iso, money
+from .days import Span, clip, fmt_duration, length_s, local_date, merge, outage_span, overlap_s, total_s, utc
 
 # Why an outage of a class that no pack claims is not claimed (the claim's "why_not").
 NEVER_WHY = {
@@ -183,7 +182,7 @@ class RulePack:
         self.count(run)
         return run.finish()
 
-    def count(self, run: "PackRun") -> None:
+    def count(self, run: PackRun) -> None:
         raise NotImplementedError
 
 

@@ -9,10 +9,10 @@ tariff's zone, which makes DST days 23 h or 25 h long, as they really are.
 from __future__ import annotations
 
 import calendar
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from ..model import UTC, Outage
+from ..model import Outage
 
 Span = tuple[datetime, datetime]
 ONE_DAY = timedelta(days=1)

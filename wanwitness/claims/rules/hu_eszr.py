@@ -31,8 +31,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from .base import EXCLUDE, Option, PackRun, RulePack, classes_option
-from .days import (add_months, clip, fmt_duration, local_date, local_midnight, merge,
-                   month_starts, overlap_s, utc)
+from .days import add_months, clip, fmt_duration, local_date, local_midnight, merge, month_starts, overlap_s, utc
 
 CLASSES = frozenset({"isp_down", "dns_down", "degraded"})
 REPAIR_DEADLINE = timedelta(hours=72)

@@ -22,9 +22,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar
 
+from ..model import Outage
 from .base import EXCLUDE, Option, PackRun, RulePack, classes_option
 from .days import Span, clip, fmt_duration, length_s, merge_traced
-from ..model import Outage
 
 CLASSES = frozenset({"isp_down", "dns_down", "degraded"})
 MIN_OUTAGE = Option(0, "int", "outages shorter than this many seconds are not counted")

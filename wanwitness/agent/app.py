@@ -1,0 +1,420 @@
+# The agent: asyncio tasks wiring clock, LEDs, probes, detector, outbox and MQTT.
+#
+# Tasks: sampler (LEDs, every 20 ms), prober (a round every probe.interval_s), sender
+# (drains the outbox to the broker, resends what the collector has not acked),
+# heartbeat, clock (SNTP), net (Wi-Fi), watchdog. Each task stamps `alive` as it
+# loops; the watchdog task feeds the hardware WDT only while every task stamped
+# within its budget, so one hung task resets the board (and the next `boot` record
+# says WDT_RESET). Safe mode (after a crash loop) runs only what reports: net, MQTT,
+# sender, heartbeat, watchdog.
+import asyncio
+import gc
+import json
+import machine
+import time
+
+import probe
+from clock import Clock, sntp
+from mqtt import Client
+from net import Net
+from outbox import Outbox
+from version import VERSION as FW
+
+SAMPLE_MS = 20
+RESEND_MS = 15000     # a batch PUBACKed but not acked by the collector is sent again
+STATS_MS = 3600000
+NTP_EVERY_MS = 3600000
+CRASH_FILE = "crashes.json"
+CRASH_WINDOW_MS = 600000  # 3 crashes within 10 minutes of uptime -> safe mode
+
+RESET_NAMES = {}
+for _n in ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET",
+           "BROWNOUT_RESET"):
+    if hasattr(machine, _n):
+        RESET_NAMES[getattr(machine, _n)] = _n
+
+
+def reset_cause():
+    try:
+        return RESET_NAMES.get(machine.reset_cause(), "UNKNOWN")
+    except (AttributeError, OSError):
+        return "UNKNOWN"
+
+
+# --- crash bookkeeping (main.py calls these) ------------------------------------------
+
+def read_crashes():
+    try:
+        with open(CRASH_FILE) as f:
+            crashes = json.load(f)
+        return crashes if isinstance(crashes, list) else []
+    except (OSError, ValueError):
+        return []
+
+
+def write_crashes(crashes):
+    try:
+        with open(CRASH_FILE + ".tmp", "w") as f:
+            json.dump(crashes[-5:], f)
+        import os
+        os.rename(CRASH_FILE + ".tmp", CRASH_FILE)
+    except OSError:
+        pass
+
+
+def note_crash(uptime_ms, why):
+    crashes = read_crashes()
+    crashes.append({"up": uptime_ms, "why": why[:120]})
+    write_crashes(crashes)
+
+
+def crash_loop(crashes):
+    # Three crashes whose boots together lasted less than 10 minutes.
+    if len(crashes) < 3:
+        return False
+    return sum(c.get("up", 0) for c in crashes[-3:]) < CRASH_WINDOW_MS
+
+
+def _rtc_uptime(value=None):
+    # RTC memory survives a WDT reset (not a power cut): the uptime at the last stamp.
+    try:
+        rtc = machine.RTC()
+        if value is None:
+            raw = rtc.memory()
+            return int(raw) if raw else None
+        rtc.memory(str(value).encode())
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class App:
+    def __init__(self, cfg, *, safe=False, cause=None, notes=()):
+        self.cfg = cfg
+        self.safe = safe
+        self.clock = Clock()
+        self.id = cfg.get("id") or "unconfigured"
+        self.prefix = cfg.get("prefix")
+        self.outbox = Outbox("ob", max_bytes=cfg.get("outbox.max_bytes"))
+        self.outbox.open()
+        self.boot = self.outbox.boot
+        self.cause = cause or reset_cause()
+        self.alive = {}
+        self.budget = {}
+        self.heap_peak = 0    # gc.mem_alloc() high-water, sampled once a second (watchdog)
+        self.outbox_error = None
+        self.line = "up"
+        self.net = Net(cfg.get("wifi.ssid"), cfg.get("wifi.password"))
+        self.ack_ev = asyncio.Event()
+        self._sent_upto = 0
+        self._sent_at = time.ticks_ms()  # a ticks value (read only once _sent_gen matches)
+        self._sent_gen = -1
+        self._last_probe = {}
+        b = "%s/%s/" % (self.prefix, self.id)
+        self.t_rec, self.t_hb, self.t_ack, self.t_status = b + "rec", b + "hb", b + "ack", b + "status"
+        self.mq = Client(cfg.get("broker.host"), cfg.get("broker.port"), client_id="ww-" + self.id,
+                         user=cfg.get("broker.user") or None,
+                         password=cfg.get("broker.password") or None,
+                         keepalive_s=30, will=(self.t_status, b"offline", True, 1))
+        self.mq.on_message = self._on_message
+        self.mq.on_connect = self._on_connect
+        self.record({"k": "boot", "reset": self.cause, "fw": FW, "safe": safe,
+                     "hb_s": cfg.get("hb_s")})
+        for key, msg in cfg.problems:
+            self.record({"k": "error", "key": key, "msg": "config: " + msg})
+        if self.outbox.corrupt:
+            self.record({"k": "error", "key": "outbox",
+                         "msg": "skipped %d torn or corrupt region(s) at boot" % self.outbox.corrupt})
+        for note in notes:
+            self.record({"k": "error", "msg": note})
+        self.leds = []
+        self.detector = None
+        if not safe:
+            self._setup_sensing()
+
+    # -- records ------------------------------------------------------------------
+
+    def record(self, rec):
+        t = self.clock.now()
+        rec["t"] = t
+        rec["utc"] = self.clock.utc_ms(t)
+        try:
+            seq = self.outbox.append(rec)
+        except OSError as e:  # flash full or failing: keep running, say so in heartbeats
+            self.outbox_error = str(e)
+            print("outbox: cannot write:", e)
+            return None
+        if rec["k"] in ("state", "boot", "error", "gap"):
+            print("record", seq, rec["k"], rec.get("s") or rec.get("reset") or rec.get("msg") or "")
+        return seq
+
+    def _setup_sensing(self):
+        from detector import Detector
+        from led import LedChannel
+        cfg = self.cfg
+        roles = {}
+        for led in cfg.get("leds"):
+            try:
+                adc = machine.ADC(machine.Pin(led["pin"]))
+                if hasattr(adc, "atten") and hasattr(machine.ADC, "ATTN_11DB"):
+                    adc.atten(machine.ADC.ATTN_11DB)
+            except (OSError, ValueError, AttributeError) as e:
+                self.record({"k": "error", "key": "leds", "msg": "pin %d: %s" % (led["pin"], e)})
+                continue
+            role = led["role"]
+            # `wanwitness calibrate` measured the dark/bright levels: start from them
+            self.leds.append((LedChannel(role, adc, levels=led.get("levels")), role))
+            # What the detector reads into this LED (detector.py "LEDS").
+            if role == "power":
+                roles[role] = "power"
+            elif led["down_when_off"]:
+                roles[role] = "wan"
+            else:
+                roles[role] = "evidence"
+        self.detector = Detector(cfg.get("debounce.down"), cfg.get("debounce.up"),
+                                 cfg.get("degraded_loss_pct"), led_roles=roles or None)
+        p = cfg.get("probe")
+        self.targets = {"anchors": p["anchors"]}
+        if p["dns"]:
+            self.targets["dns"] = p["dns"]["server"]
+            self.targets["dns_name"] = p["dns"]["name"]
+        for problem in probe.check_targets(dict(self.targets, gateway=p["gateway"])):
+            self.record({"k": "error", "key": "probe", "msg": problem})
+            self.targets = {"anchors": []}
+            break
+
+    def _states(self, records):
+        for rec in records:
+            self.record(rec)
+            self.line = rec["s"]
+
+    # -- MQTT callbacks -------------------------------------------------------------
+
+    def _on_message(self, topic, payload):
+        if topic != self.t_ack:
+            return
+        try:
+            seq = json.loads(payload)["seq"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if isinstance(seq, int) and seq > self.outbox.acked:
+            self.outbox.ack(seq)  # above last_seq too: a wiped board must not reuse seqs
+            self.ack_ev.set()
+
+    async def _on_connect(self, _session_present):
+        print("mqtt: connected;", self.outbox.depth, "record(s) to send")
+        await self.mq.publish(self.t_status, b"online", 1, True, 10000)
+        self.ack_ev.set()  # wake the sender: drain the outbox after every reconnect
+
+    # -- tasks --------------------------------------------------------------------
+
+    def stamp(self, name):
+        self.alive[name] = time.ticks_ms()
+
+    async def sampler(self):
+        det = self.detector
+        while True:
+            self.stamp("sampler")
+            now = self.clock.now()
+            for ch, role in self.leds:
+                ch.sample(now)
+                tr = ch.transition()
+                if tr is not None:
+                    self.record({"k": "led", "ch": role, "st": tr[0], "at": tr[1]})
+                    self._states(det.led(tr[1], role, tr[0]))
+            await asyncio.sleep_ms(SAMPLE_MS)
+
+    async def prober(self):
+        p = self.cfg.get("probe")
+        interval = int(p["interval_s"] * 1000)
+        while True:
+            self.stamp("prober")
+            start = time.ticks_ms()
+            if self.net.up() and self.targets["anchors"]:
+                targets = self.targets
+                gw = p["gateway"] or self.net.gateway()
+                if gw and gw != "0.0.0.0":
+                    targets = dict(targets, gateway=gw)
+                t = self.clock.now()
+                try:
+                    r = await probe.probe_round(targets, p["timeout_ms"])
+                except (OSError, ValueError) as e:
+                    self.record({"k": "error", "key": "probe", "msg": str(e)})
+                    r = None
+                if r is not None:
+                    self._probe_changes(r["results"])
+                    self._states(self.detector.round(t, r["gateway_ok"], r["anchors_ok"],
+                                                     r["anchors_total"], r["dns_ok"],
+                                                     r["loss_pct"]))
+            # Our own Wi-Fi down: no round at all (blind, not an ISP outage).
+            left = interval - time.ticks_diff(time.ticks_ms(), start)
+            await asyncio.sleep_ms(max(50, left))
+
+    def _probe_changes(self, results):
+        for tg, res in results.items():
+            ok = res["ok"]
+            if self._last_probe.get(tg) != ok:
+                self._last_probe[tg] = ok
+                self.record({"k": "probe", "tg": tg, "ok": ok, "rtt": res.get("rtt"),
+                             "kind": res.get("kind"), "err": res.get("err")})
+
+    async def sender(self):
+        while True:
+            self.stamp("sender")
+            if not self.mq.connected:
+                await asyncio.sleep_ms(200)
+                continue
+            recs = self.outbox.pending(900)
+            if not recs:
+                await self._wait_ack(1000)
+                continue
+            last = _seq_of(recs[-1])
+            fresh = self._sent_gen == self.mq.connects and last <= self._sent_upto
+            if fresh and time.ticks_diff(time.ticks_ms(), self._sent_at) < RESEND_MS:
+                await self._wait_ack(500)  # sent; the collector's ack will remove it
+                continue
+            # Records of an earlier boot go in a batch of their own, with that boot's
+            # id and no send time (our clock means nothing in that boot's time base).
+            boot = self.outbox.pending_boot
+            payload = encode_batch(self.id, boot, self.clock.now() if boot == self.boot else None,
+                                   recs)
+            self.ack_ev.clear()
+            if await self.mq.publish(self.t_rec, payload, 1, False, 15000):
+                self._sent_upto = last
+                self._sent_at = time.ticks_ms()
+                self._sent_gen = self.mq.connects
+            payload = None
+            recs = None
+
+    async def _wait_ack(self, ms):
+        try:
+            await asyncio.wait_for_ms(self.ack_ev.wait(), ms)
+        except asyncio.TimeoutError:
+            pass
+        self.ack_ev.clear()
+
+    async def heartbeat(self):
+        hb_ms = self.cfg.get("hb_s") * 1000
+        while True:
+            self.stamp("heartbeat")
+            free = gc.mem_free()
+            print("heap alloc=%d peak=%d free=%d" % (gc.mem_alloc(), self.heap_peak, free))
+            if self.mq.connected:
+                t = self.clock.now()
+                utc = self.clock.utc_ms(t)
+                msg = ('{"boot":%d,"t":%d,"utc":%s,"s":"%s","heap":%d,"peak":%d,"q":%d,"rssi":%s,'
+                       '"safe":%s}') % (
+                    self.boot, t, "null" if utc is None else str(utc), self.line, free,
+                    self.heap_peak, self.outbox.depth, _js(self.net.rssi()),
+                    "true" if self.safe else "false")
+                await self.mq.publish(self.t_hb, msg.encode(), 0, False)
+            _rtc_uptime(self.clock.now())
+            await asyncio.sleep_ms(hb_ms)
+
+    async def timekeeper(self):
+        ntp = self.cfg.get("probe.ntp")
+        dns = self.cfg.get("probe.dns")
+        while True:
+            self.stamp("clock")
+            wait = 10000
+            if ntp and self.net.up():
+                server = ntp
+                if not _is_ip(ntp) and dns:
+                    addrs = await probe.resolve(dns["server"], ntp, 2000)
+                    server = addrs[0] if addrs else None
+                if server:
+                    got = await sntp(self.clock, server, 2000)
+                    if got:
+                        self.record({"k": "clock", "rtt": got[1]})
+                        wait = NTP_EVERY_MS
+            slept = 0
+            while slept < wait:  # stamp while waiting: an hour is longer than any budget
+                await asyncio.sleep_ms(1000)
+                slept += 1000
+                self.stamp("clock")
+
+    async def stats(self):
+        while True:
+            for _ in range(STATS_MS // 1000):
+                self.stamp("stats")
+                await asyncio.sleep_ms(1000)
+            gc.collect()
+            self.record({"k": "stats", "heap_free": gc.mem_free(), "q": self.outbox.depth,
+                         "wifi_changes": self.net.changes, "mqtt_connects": self.mq.connects})
+            if self.clock.now() > CRASH_WINDOW_MS:
+                write_crashes([])  # a long clean run ends a crash loop
+
+    async def watchdog(self, tasks):
+        try:
+            wdt = machine.WDT(timeout=self.cfg.get("wdt_s") * 1000)
+        except (AttributeError, ValueError, OSError):
+            wdt = None
+        while True:
+            a = gc.mem_alloc()  # a small int: no allocation
+            if a > self.heap_peak:
+                self.heap_peak = a
+            now = time.ticks_ms()
+            healthy = True
+            for name, budget in self.budget.items():
+                last = self.alive.get(name)
+                if last is None or time.ticks_diff(now, last) > budget:
+                    healthy = False
+            for task in tasks:
+                if task.done():
+                    healthy = False
+            if healthy and wdt:
+                wdt.feed()
+            if self.clock.now() > CRASH_WINDOW_MS and read_crashes():
+                write_crashes([])
+            await asyncio.sleep_ms(1000)
+
+    async def main(self):
+        interval = int(self.cfg.get("probe.interval_s") * 1000)
+        self.budget = {"sender": 30000, "heartbeat": self.cfg.get("hb_s") * 1000 + 15000,
+                       "net": 30000, "clock": 30000, "stats": 10000}
+        tasks = [asyncio.create_task(self.mq.run_forever()),
+                 asyncio.create_task(self.net.keep(lambda: self.stamp("net"))),
+                 asyncio.create_task(self.sender()),
+                 asyncio.create_task(self.heartbeat()),
+                 asyncio.create_task(self.timekeeper()),
+                 asyncio.create_task(self.stats())]
+        if not self.safe:
+            self.budget["sampler"] = 5000
+            self.budget["prober"] = interval + self.cfg.get("probe.timeout_ms") + 15000
+            tasks.append(asyncio.create_task(self.sampler()))
+            tasks.append(asyncio.create_task(self.prober()))
+        await self.mq.subscribe(self.t_ack, 1)  # renewed by the client on every connect
+        gc.collect()
+        await self.watchdog(tasks)
+
+
+def encode_batch(agent, boot, t, recs):
+    # A protocol v1 batch around the outbox's record JSON (no re-encoding); t: our ms at
+    # send time, or None for records of an earlier boot.
+    head = b'{"v":1,"agent":"' + agent.encode() + b'","boot":' + str(boot).encode()
+    if t is not None:
+        head += b',"t":' + str(t).encode()
+    return head + b',"recs":[' + b",".join(recs) + b"]}"
+
+
+def _seq_of(frame):
+    # The outbox keeps `seq` first: b'{"seq":123,...'
+    i = 7
+    n = 0
+    while 48 <= frame[i] <= 57:
+        n = n * 10 + frame[i] - 48
+        i += 1
+    return n
+
+
+def _js(v):
+    return "null" if v is None else str(v)
+
+
+def _is_ip(s):
+    parts = s.split(".")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)
+
+
+def run(cfg, *, safe=False, notes=()):
+    app = App(cfg, safe=safe, notes=notes)
+    asyncio.run(app.main())

@@ -1,0 +1,755 @@
+# outbox.py - the agent's record log on flash (MicroPython only).
+#
+# Records wait here until the collector acks them: its retained {"seq": N} says every
+# record <= N is committed (docs/protocol.md "Acknowledgement"); a PUBACK does not.
+#
+# On flash, under `root` (relative to the cwd, which is the filesystem root):
+#   meta   {"seq":S,"acked":A,"boot":B}: the high-water seq, the ack cursor, the boot
+#          counter; written to meta.tmp then renamed over meta (rename is atomic on
+#          littlefs), so a power cut leaves the old or the new one. It carries a
+#          "gap" entry only while a full filesystem forces a drop (see _full()).
+#   <key>  segments, named by a decimal key (the seq of their first record when made);
+#          read in key order they hold strictly increasing seqs. A segment is a run of
+#          frames: u16 length, u32 CRC32 of the JSON (both little-endian), then JSON:
+#          - a record, compact, `seq` and `k` first: {"seq":7,"k":"probe",...}; these
+#            bytes are what pending() returns and the batch carries;
+#          - a boot marker {"boot":B} (no seq, never sent): it starts every segment
+#            and precedes the first record of each boot. Records after it were
+#            written in boot B: their `t` is on that boot's clock, so they go out in
+#            a batch with boot id B even after a reboot (pending_boot).
+#   tmp    a compaction's output before it is renamed over a segment.
+#
+# Invariant the collector's ack depends on (it acks the highest N such that every
+# seq <= N is stored or declared dropped): every seq in (acked, last_seq] is a record
+# in the log or inside a `drop` range of a `gap` record in the log.
+#
+# Crash safety, step by step:
+# - append: one or two frames, one file close (the littlefs commit); a cut before the
+#   commit leaves the file as it was. A torn or corrupt frame found by open() is
+#   counted in `corrupt`, skipped (scanning on for the next valid frame), cut out of
+#   the file, and the seqs it took are declared in a gap record (`lost`).
+# - ack: meta (with the high-water seq) is renamed into place before acked segments
+#   are deleted, so a seq is never reused even when the whole log is gone.
+# - compaction: the gap records are appended first: they are the commit point. Then
+#   the victims' survivors are written in order over the victims, one rename each,
+#   then the remaining victims are deleted. open() drops copies (a seq not above the
+#   highest seen so far) and records inside the drop ranges of the gap records that
+#   end the log, which finishes a compaction a power cut interrupted.
+import binascii
+import json
+import os
+import struct
+from micropython import const
+
+_HDR = const(6)        # u16 length + u32 CRC32
+_MIN = const(9)        # the shortest JSON a frame holds: {"seq":1}
+_MAXLEN = const(65535)
+_ENOSPC = const(28)
+# fields of a segment entry in Outbox._segs
+_KEY = const(0)
+_SIZE = const(1)       # file bytes
+_FIRST = const(2)      # first and last seq in it
+_LAST = const(3)
+_N = const(4)          # records
+_LOWB = const(5)       # bytes of low-value records
+_BOOT = const(6)       # boot of its last marker: the boot its next record belongs to
+
+LOW_VALUE = (b"probe", b"stats", b"led")   # dropped first when the log is full
+_SEQ_HEAD = b'{"seq":'
+_K_HEAD = b',"k":"'
+_BOOT_HEAD = b'{"boot":'
+
+
+def _marker(boot):
+    j = b'{"boot":%d}' % boot
+    return struct.pack("<HI", len(j), binascii.crc32(j) & 0xFFFFFFFF) + j
+
+
+def _frame(buf, off, size):
+    """(seq, kind bytes, end) of a valid frame at buf[off], else None; a boot
+    marker is (0, boot, end)."""
+    if off + _HDR + _MIN > size:
+        return None
+    ln, crc = struct.unpack_from("<HI", buf, off)
+    s = off + _HDR
+    e = s + ln
+    if ln < _MIN or e > size or buf[s] != 0x7B:
+        return None
+    if binascii.crc32(memoryview(buf)[s:e]) & 0xFFFFFFFF != crc:
+        return None
+    # Our own layout: read seq and k in place, no parsing, no allocation but the kind.
+    i = 0
+    while i < 8 and buf[s + i] == _BOOT_HEAD[i]:
+        i += 1
+    if i == 8:
+        i = s + 8
+        boot = 0
+        while i < e and 48 <= buf[i] <= 57:
+            boot = boot * 10 + buf[i] - 48
+            i += 1
+        if i == e - 1 and buf[i] == 0x7D:
+            return 0, boot, e
+        return None
+    i = 0
+    while i < 7 and buf[s + i] == _SEQ_HEAD[i]:
+        i += 1
+    if i == 7:
+        i = s + 7
+        seq = 0
+        while i < e and 48 <= buf[i] <= 57:
+            seq = seq * 10 + buf[i] - 48
+            i += 1
+        if seq > 0 and i < e:
+            if buf[i] == 0x7D:  # }
+                return seq, b"", e
+            j = 0
+            while j < 6 and i + j < e and buf[i + j] == _K_HEAD[j]:
+                j += 1
+            if j == 6:
+                a = i + 6
+                b = a
+                while b < e and buf[b] != 0x22 and buf[b] != 0x5C:
+                    b += 1
+                if b < e and buf[b] == 0x22:
+                    return seq, bytes(memoryview(buf)[a:b]), e
+    # Any other JSON object with a positive integer seq (a hand-made or future frame).
+    try:
+        rec = json.loads(bytes(memoryview(buf)[s:e]))
+    except ValueError:
+        return None
+    if not isinstance(rec, dict):
+        return None
+    seq = rec.get("seq")
+    if type(seq) is not int or seq < 1:
+        return None
+    k = rec.get("k")
+    return seq, (k.encode() if isinstance(k, str) else b""), e
+
+
+def _resync(buf, off, size):
+    """Offset of the next valid frame at or after off (size if none): one corrupt
+    frame must not cost the good ones behind it."""
+    last = size - _HDR - _MIN
+    while off <= last:
+        if buf[off + _HDR] == 0x7B and _frame(buf, off, size) is not None:
+            return off
+        off += 1
+    return size
+
+
+class Outbox:
+    seg_bytes = 4096   # a segment fills at most one 4 KiB littlefs block
+    gap_ranges = 16    # drop ranges per gap record: keeps each gap record small
+    slack = 1024       # a compaction frees this much more than it must: runs rarely
+
+    def __init__(self, root="ob", max_bytes=131072):
+        self.root = root
+        self.max_bytes = max_bytes
+        self._buf = bytearray(self.seg_bytes)
+        self._hdr = bytearray(_HDR)
+        self._segs = []       # [key, size, first, last, n, lowb, boot], oldest first
+        self._total = 0       # bytes in segments
+        self._seal = False    # the next write starts a new segment
+        self._intent = None   # [first, last, n, kinds, t, utc]: a drop committed in meta,
+                              # not yet declared in a gap record (full filesystem)
+        self.boot = 0
+        self.pending_boot = 0  # boot of the records the last pending() returned
+        self.last_seq = 0
+        self.acked = 0
+        self.depth = 0        # records not yet acked
+        self.corrupt = 0      # corrupt or torn regions open() skipped: the app reports them
+        self.lost = []        # [first, last] seq ranges open() found lost (each in a gap record)
+        self.dropped = 0      # records dropped to stay within max_bytes (all in gap records)
+
+    def deinit(self):
+        self._buf = None
+        self._segs = []
+
+    # --- files ---------------------------------------------------------------
+
+    def _path(self, name):
+        return "%s/%s" % (self.root, name)
+
+    def _rm(self, name):
+        try:
+            os.remove(self._path(name))
+        except OSError:
+            pass
+
+    def _load(self, key):
+        p = self._path(key)
+        size = os.stat(p)[6]
+        buf = self._buf if size <= len(self._buf) else bytearray(size)
+        mv = memoryview(buf)
+        got = 0
+        with open(p, "rb") as f:
+            while got < size:
+                n = f.readinto(mv[got:size])
+                if not n:
+                    break
+                got += n
+        return buf, got
+
+    def _save_meta(self):
+        m = {"seq": self.last_seq, "acked": self.acked, "boot": self.boot}
+        if self._intent:
+            m["gap"] = self._intent[:3]  # [first, last, n]: small enough to stay inline
+        tmp = self._path("meta.tmp")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(m, separators=(",", ":")))
+        os.rename(tmp, self._path("meta"))
+
+    def _read_meta(self):
+        try:
+            with open(self._path("meta")) as f:
+                m = json.loads(f.read())
+        except OSError:
+            return {}  # first boot
+        except ValueError:
+            m = None
+        if not isinstance(m, dict):
+            self.corrupt += 1
+            return {}
+        for k in ("seq", "acked", "boot"):
+            if type(m.get(k)) is not int or m[k] < 0:
+                m[k] = 0
+        return m
+
+    # --- records -------------------------------------------------------------
+
+    def _encode(self, rec, seq):
+        # {"seq":N,"k":"kind",<the other fields>}: seq and k first, for _frame().
+        k = rec.pop("k", None)
+        rec.pop("seq", None)
+        try:
+            body = json.dumps(rec, separators=(",", ":"))
+        finally:
+            if k is not None:
+                rec["k"] = k
+            rec["seq"] = seq
+        head = '{"seq":%d' % seq
+        if k is not None:
+            head = head + ',"k":' + json.dumps(k)
+        if len(body) > 2:
+            return (head + "," + body[1:]).encode()
+        return (head + "}").encode()
+
+    def _write(self, data, seq, low):
+        flen = len(data) + _HDR
+        segs = self._segs
+        tail = segs[-1] if segs else None
+        new = tail is None or self._seal or (tail[_SIZE] and tail[_SIZE] + flen > self.seg_bytes)
+        if new:
+            tail = [seq, 0, seq, seq, 0, 0, -1]
+        mark = _marker(self.boot) if tail[_BOOT] != self.boot else None
+        struct.pack_into("<HI", self._hdr, 0, len(data), binascii.crc32(data) & 0xFFFFFFFF)
+        try:
+            with open(self._path(tail[_KEY]), "ab") as f:
+                if mark:
+                    f.write(mark)
+                f.write(self._hdr)
+                f.write(data)
+        except OSError:
+            if new:
+                self._rm(tail[_KEY])
+            raise
+        if new:
+            segs.append(tail)
+            self._seal = False
+        if mark:
+            tail[_SIZE] += len(mark)
+            self._total += len(mark)
+            tail[_BOOT] = self.boot
+        if not tail[_N]:
+            tail[_FIRST] = seq
+        tail[_LAST] = seq
+        tail[_N] += 1
+        tail[_SIZE] += flen
+        if low:
+            tail[_LOWB] += flen
+        self._total += flen
+        self.last_seq = seq
+        self.depth += 1
+
+    def _gap(self, drop, kinds, t, utc):
+        rec = {"k": "gap", "t": t, "utc": utc, "drop": drop, "kinds": kinds}
+        self._write(self._encode(rec, self.last_seq + 1), self.last_seq + 1, False)
+
+    # --- the interface (docs/agent.md) ---------------------------------------
+
+    def open(self):
+        """Scan the log, cut out torn or corrupt frames, finish an interrupted
+        compaction or ack, recover seq and the ack cursor; boot += 1."""
+        self._recover(True)
+
+    def _recover(self, boot):
+        try:
+            os.mkdir(self.root)
+        except OSError:
+            pass  # it exists
+        self._segs = []
+        self._seal = False
+        if boot:
+            self.corrupt = 0
+            self.lost = []
+        lost = []
+        meta = self._read_meta()
+        acked = meta.get("acked", 0)
+        g = meta.get("gap")
+        self._intent = None
+        if isinstance(g, list) and len(g) == 3:
+            # a drop a power cut kept from being declared: its kinds are not known
+            self._intent = [g[0], g[1], g[2], {"?": g[2]}, 0, None]
+        keys = []
+        for name in os.listdir(self.root):
+            if name.isdigit():
+                keys.append(int(name))
+            elif name != "meta":
+                self._rm(name)  # tmp or meta.tmp: a write a power cut interrupted
+        keys.sort()
+        hi = 0          # highest valid seq so far, in log order
+        prev = acked    # last record kept, for lost ranges
+        bad = False     # a corrupt region since the previous good frame
+        trail = []      # drop ranges of the gap records that end the log
+        dirty = []      # (index, hi before it) of segments to rewrite
+        for key in keys:
+            buf, size = self._load(key)
+            seg = [key, size, 0, 0, 0, 0, -1]
+            hi0 = hi
+            fix = False
+            off = 0
+            while off < size:
+                f = _frame(buf, off, size)
+                if f is None:
+                    self.corrupt += 1
+                    bad = fix = True
+                    off = _resync(buf, off + 1, size)
+                    continue
+                seq, kind, end = f
+                if not seq:
+                    seg[_BOOT] = kind
+                elif seq <= hi:
+                    fix = True  # a copy left by an interrupted compaction
+                else:
+                    hi = seq
+                    if bad and seq > max(prev, acked) + 1:
+                        lost.append([max(prev, acked) + 1, seq - 1])
+                    bad = False
+                    prev = seq
+                    if kind == b"gap":
+                        try:
+                            trail.extend(json.loads(bytes(memoryview(buf)[off + _HDR:end]))["drop"])
+                        except (ValueError, KeyError, TypeError):
+                            pass
+                    else:
+                        trail = []
+                    if not seg[_N]:
+                        seg[_FIRST] = seq
+                    seg[_LAST] = seq
+                    seg[_N] += 1
+                    if kind in LOW_VALUE:
+                        seg[_LOWB] += end - off
+                off = end
+            if fix or not seg[_N] or seg[_LAST] <= acked:
+                dirty.append((len(self._segs), hi0))
+            self._segs.append(seg)
+        mseq = meta.get("seq", 0)
+        if mseq > max(hi, acked):
+            # seqs the log once held (meta says so) and no longer does: declare them
+            lost.append([max(hi, acked) + 1, mseq])
+        self.last_seq = max(mseq, hi)
+        self.acked = acked
+        self.boot = meta.get("boot", 0) + (1 if boot else 0)
+        self._save_meta()
+        if self._intent:
+            trail.append(self._intent[:2])
+        # Segments the trailing gap records (or a drop in meta) cut into: a compaction
+        # the power cut interrupted.
+        if trail:
+            trail.sort()
+            marked = [i for i, _ in dirty]
+            hib = 0
+            for i, seg in enumerate(self._segs):
+                if i not in marked and self._touches(seg, trail):
+                    dirty.append((i, hib))
+                hib = max(hib, seg[_LAST])
+            dirty.sort()
+        for i, hi0 in reversed(dirty):
+            seg = self._segs[i]
+            if not seg[_N] or seg[_LAST] <= acked:
+                self._rm(seg[_KEY])
+                del self._segs[i]
+                continue
+            try:
+                self._apply(i, i + 1, trail, hi0)
+            except OSError as e:
+                if e.errno != _ENOSPC:
+                    raise
+                # No block for the rewrite: leave it. pending() skips the copies;
+                # records a gap declared may go out too, which the collector takes.
+                self._rm("tmp")
+        self._total = 0
+        for seg in self._segs:
+            self._total += seg[_SIZE]
+        self.depth = self._count_depth()
+        if self._intent:
+            self._declare()
+        for r in lost:
+            self._gap([r], {"lost": r[1] - r[0] + 1}, 0, None)
+            self.lost.append(r)
+
+    def _touches(self, seg, drops):
+        # does a record of seg lie inside one of the (sorted) drop ranges?
+        for r in drops:
+            if r[0] <= seg[_LAST] and r[1] >= seg[_FIRST]:
+                break
+        else:
+            return False
+        buf, size = self._load(seg[_KEY])
+        off = 0
+        while off < size:
+            f = _frame(buf, off, size)
+            if f is None:
+                off = _resync(buf, off + 1, size)
+                continue
+            for r in drops:
+                if r[0] <= f[0] <= r[1]:
+                    return True
+            off = f[2]
+        return False
+
+    def append(self, rec):
+        """Give rec the next seq, store it framed, return the seq. When the log would
+        pass max_bytes, older records are dropped first, each named in a gap record."""
+        data = self._encode(rec, self.last_seq + 1)
+        if len(data) > _MAXLEN:
+            raise ValueError("record of %d bytes does not fit a frame" % len(data))
+        flen = len(data) + _HDR
+        low = rec.get("k") in ("probe", "stats", "led")
+        try:
+            if self._total + flen > self.max_bytes:
+                self._make_room(self._total + flen - self.max_bytes, rec)
+                if rec["seq"] != self.last_seq + 1:
+                    data = self._encode(rec, self.last_seq + 1)
+            self._write(data, self.last_seq + 1, low)
+        except OSError as e:
+            if e.errno != _ENOSPC:
+                raise
+            # The filesystem is full before our budget is (other files grew): no room
+            # even for a gap record. Re-read what a half-done compaction left, then
+            # drop whole oldest segments, each committed in meta before it goes.
+            self._recover(False)
+            self._full(rec, low)
+        return self.last_seq
+
+    def _full(self, rec, low):
+        """The filesystem has no free block: not even a gap record fits. So whole
+        oldest segments go, each drop first committed in meta (small: it lives in the
+        directory's metadata, no data block), then declared in a gap record; open()
+        declares a drop that meta still holds."""
+        t = rec.get("t", 0)
+        utc = rec.get("utc")
+        while self._segs:
+            self._drop_oldest(t, utc)
+            try:
+                if self._intent:
+                    self._declare()
+                self._write(self._encode(rec, self.last_seq + 1), self.last_seq + 1, low)
+                return
+            except OSError as e:
+                if e.errno != _ENOSPC:
+                    raise
+        raise OSError(_ENOSPC)
+
+    def _drop_oldest(self, t, utc):
+        seg = self._segs[0]
+        acked = self.acked
+        g = self._intent or [acked + 1, acked + 1, 0, {}, t, utc]
+        kinds = g[3]
+        n = 0
+        buf, size = self._load(seg[_KEY])
+        off = 0
+        while off < size:
+            f = _frame(buf, off, size)
+            if f is None:
+                off = _resync(buf, off + 1, size)
+                continue
+            if f[0] > acked:
+                k = f[1].decode() if f[1] else "?"
+                kinds[k] = kinds.get(k, 0) + 1
+                n += 1
+            off = f[2]
+        if n:
+            # From the ack cursor on, so it also covers what dropped gap records declared.
+            g[1] = seg[_LAST]
+            g[2] += n
+            self._intent = g
+            self._save_meta()  # the commit point: open() declares it if we stop here
+        self._rm(seg[_KEY])
+        del self._segs[0]
+        self._total -= seg[_SIZE]
+        self.depth -= n
+        self.dropped += n
+
+    def _declare(self):
+        g = self._intent
+        self._gap([g[:2]], g[3], g[4], g[5])
+        self._intent = None
+        self._save_meta()
+
+    def pending(self, max_bytes=1024, after=0):
+        """JSON bytes of unacked records, oldest first, at most max_bytes in all
+        (the first one always, however large), all from one boot: `pending_boot` is
+        the boot id their batch must carry. after: only seqs above it (the next batch
+        while the previous one waits for its ack)."""
+        out = []
+        total = 0
+        acked = max(self.acked, after)
+        hi = 0
+        self.pending_boot = self.boot
+        for seg in self._segs:
+            if seg[_LAST] <= acked:
+                continue
+            buf, size = self._load(seg[_KEY])
+            cur = 0
+            off = 0
+            while off < size:
+                f = _frame(buf, off, size)
+                if f is None:
+                    off = _resync(buf, off + 1, size)
+                    continue
+                end = f[2]
+                if not f[0]:
+                    cur = f[1]
+                elif f[0] > acked and f[0] > hi:
+                    n = end - off - _HDR
+                    if out and (total + n > max_bytes or cur != self.pending_boot):
+                        return out  # full, or the next record is from another boot
+                    self.pending_boot = cur
+                    out.append(bytes(memoryview(buf)[off + _HDR:end]))
+                    total += n
+                    hi = f[0]
+                off = end
+        return out
+
+    def ack(self, seq):
+        """The collector committed every record <= seq: persist the cursor, then
+        delete the segments it covers whole."""
+        if seq <= self.acked:
+            return
+        if seq > self.last_seq:
+            # The collector holds seqs this log no longer knows (a wiped flash):
+            # never hand those out again, or it would take new records for copies.
+            self.last_seq = seq
+        self.acked = seq
+        self._save_meta()
+        segs = self._segs
+        while segs and segs[0][_LAST] <= seq:
+            s = segs.pop(0)
+            self._rm(s[_KEY])
+            self._total -= s[_SIZE]
+        self.depth = self._count_depth()
+
+    # --- keeping the log bounded ---------------------------------------------
+
+    def _count_depth(self):
+        n = 0
+        acked = self.acked
+        for seg in self._segs:
+            if seg[_FIRST] > acked:
+                n += seg[_N]
+            elif seg[_LAST] > acked:
+                buf, size = self._load(seg[_KEY])
+                off = 0
+                while off < size:
+                    f = _frame(buf, off, size)
+                    if f is None:
+                        off = _resync(buf, off + 1, size)
+                        continue
+                    if f[0] > acked:
+                        n += 1
+                    off = f[2]
+        return n
+
+    def _make_room(self, need, rec):
+        t = rec.get("t", 0)
+        utc = rec.get("utc")
+        # Acked and low-value records first, everywhere; then the oldest of any kind.
+        freed = self._compact(need, t, utc, False)
+        if freed < need:
+            self._compact(need - freed, t, utc, True)
+
+    def _compact(self, need, t, utc, high):
+        """Drop records from a window of segments (never the one being appended to,
+        unless nothing else is left), write the gap records, then rewrite the window.
+        high=False: only acked and low-value records; high=True: the oldest records.
+        Returns the bytes freed net of the gap records written."""
+        segs = self._segs
+        acked = self.acked
+        hi = len(segs) - 1
+        avail = 0   # what the window could free without touching the tail
+        for i in range(hi):
+            avail += segs[i][_SIZE] if high or segs[i][_FIRST] <= acked else segs[i][_LOWB]
+        seal = hi < 1 or avail < need
+        if seal:
+            # Not enough in older segments: the tail joins the window and the next
+            # record starts a new segment.
+            hi = len(segs)
+        a = 0
+        if not high:
+            while a < hi and not segs[a][_LOWB] and segs[a][_FIRST] > acked:
+                a += 1
+            if a == hi:
+                return 0
+            if a and segs[a - 1][_SIZE] < self.seg_bytes // 2:
+                a -= 1  # merge the half-empty leftover of the previous compaction
+        target = need + self.slack
+        groups = []  # type: list  # [drop ranges, {kind: n}] per gap record
+        freed = 0
+        gapb = 0
+        ndrop = 0
+        run = None      # the range being extended
+        b = a
+        while b < hi and freed < target + gapb:
+            buf, size = self._load(segs[b][_KEY])
+            b += 1
+            off = 0
+            while off < size:
+                f = _frame(buf, off, size)
+                if f is None:
+                    off = _resync(buf, off + 1, size)
+                    continue
+                seq, kind, end = f
+                flen = end - off
+                off = end
+                if not seq:
+                    continue  # a boot marker: rewritten where needed
+                if seq <= acked:
+                    freed += flen
+                    continue
+                if high:
+                    if freed >= target + gapb:
+                        run = None
+                        continue
+                    # Oldest first: a single range from the ack cursor, so it also covers
+                    # whatever the dropped gap records had declared.
+                    if not groups:
+                        groups.append([[[acked + 1, seq]], {}])
+                    groups[0][0][0][1] = seq
+                    gapb = 90
+                elif kind in LOW_VALUE:
+                    if run is None:
+                        if not groups or len(groups[-1][0]) >= self.gap_ranges:
+                            groups.append([[], {}])
+                        run = [seq, seq]
+                        groups[-1][0].append(run)
+                        gapb += 30
+                    run[1] = seq
+                else:
+                    run = None
+                    continue
+                k = kind.decode() if kind else "?"
+                kinds = groups[-1][1]
+                kinds[k] = kinds.get(k, 0) + 1
+                freed += flen
+                ndrop += 1
+            if high:
+                run = None
+            gapb = 0
+            for g in groups:
+                gapb += len(self._encode({"k": "gap", "t": t, "utc": utc, "drop": g[0],
+                                          "kinds": g[1]}, self.last_seq + 1)) + _HDR
+        if not freed:
+            return 0
+        if seal:
+            self._seal = True
+        drops = []
+        for g in groups:
+            self._gap(g[0], g[1], t, utc)   # the commit point
+            drops.extend(g[0])
+        self._apply(a, b, drops, 0)
+        self.depth -= ndrop
+        self.dropped += ndrop
+        return freed - gapb
+
+    def _apply(self, a, b, drops, hi):
+        """Rewrite segments a..b-1 without: records <= acked, copies (seq not above the
+        highest seen), records inside the drop ranges. Survivors are packed in order
+        into files named after the victims; output j replaces victim j only once a
+        later victim is being read, i.e. when every survivor of victim j is already in
+        this or an earlier output (so a power cut at any point loses nothing)."""
+        segs = self._segs
+        acked = self.acked
+        cap = self.seg_bytes
+        tmp = self._path("tmp")
+        made = []
+        out = None
+        cur = None
+        j = a
+        ri = 0
+        nr = len(drops)
+        try:
+            for i in range(a, b):
+                buf, size = self._load(segs[i][_KEY])
+                mv = memoryview(buf)
+                vboot = -1
+                off = 0
+                while off < size:
+                    f = _frame(buf, off, size)
+                    if f is None:
+                        off = _resync(buf, off + 1, size)
+                        continue
+                    seq, kind, end = f
+                    start = off
+                    off = end
+                    if not seq:
+                        vboot = kind
+                        continue
+                    keep = seq > hi and seq > acked
+                    if seq > hi:
+                        hi = seq
+                    while ri < nr and drops[ri][1] < seq:
+                        ri += 1
+                    if not keep or (ri < nr and drops[ri][0] <= seq):
+                        continue
+                    flen = end - start
+                    if out is not None and cur[_SIZE] + flen > cap and j < i:
+                        out.close()
+                        out = None
+                        os.rename(tmp, self._path(segs[j][_KEY]))
+                        made.append(cur)
+                        j += 1
+                    if out is None:
+                        out = open(tmp, "wb")
+                        cur = [segs[j][_KEY], 0, seq, seq, 0, 0, -1]
+                    if cur[_BOOT] != vboot and vboot >= 0:
+                        m = _marker(vboot)
+                        out.write(m)
+                        cur[_SIZE] += len(m)
+                        cur[_BOOT] = vboot
+                    out.write(mv[start:end])
+                    cur[_SIZE] += flen
+                    if not cur[_N]:
+                        cur[_FIRST] = seq
+                    cur[_LAST] = seq
+                    cur[_N] += 1
+                    if kind in LOW_VALUE:
+                        cur[_LOWB] += flen
+            if out is not None:
+                out.close()
+                out = None
+                os.rename(tmp, self._path(segs[j][_KEY]))
+                made.append(cur)
+                j += 1
+        finally:
+            if out is not None:
+                out.close()
+        for i in range(j, b):
+            self._rm(segs[i][_KEY])
+        total = self._total
+        for i in range(a, b):
+            total -= segs[i][_SIZE]
+        for seg in made:
+            total += seg[_SIZE]
+        self._total = total
+        segs[a:b] = made

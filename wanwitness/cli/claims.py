@@ -1,0 +1,338 @@
+"""`wanwitness ticket ...` and `wanwitness claim`: support tickets and the refund claim.
+
+Thin wrappers: the work is in wanwitness/claims/ (tickets, link, build, files, bundle,
+csvout, render); see docs/claims.md.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import click
+
+from wanwitness.config import LANGS
+from wanwitness.errors import UserError
+
+if TYPE_CHECKING:
+    from wanwitness.claims.model import Ticket
+    from wanwitness.cli.common import Ctx
+
+FORMATS = ("json", "csv", "md", "html", "pdf")
+
+
+def rule_pack_names() -> list[str]:
+    from wanwitness.claims.rules import names
+    return names()
+
+
+def _db_option(f: Callable) -> Callable:
+    from wanwitness.cli.common import db_option
+    return db_option(f)
+
+
+def _tz(obj: Ctx) -> ZoneInfo:
+    return ZoneInfo(obj.config.tariff.timezone)
+
+
+def _when(text: str, tz: ZoneInfo, option: str) -> datetime:
+    from wanwitness.claims.tickets import parse_when
+    try:
+        return parse_when(text, tz, option)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+# --- ticket ---------------------------------------------------------------------------
+
+@click.group()
+def ticket() -> None:
+    """Fault reports to the ISP: number, time, channel, operator, appointments.
+
+    Times without an offset are local times in [tariff] timezone.
+    """
+
+
+@ticket.command("add")
+@_db_option
+@click.option("--number", required=True, help="The ticket number the ISP gave you.")
+@click.option("--opened", required=True, metavar="WHEN",
+              help='When the ISP received the report, e.g. "2026-11-03 09:12".')
+@click.option("--closed", metavar="WHEN", help="When the ISP closed it (or later: ticket close).")
+@click.option("--channel", metavar="|".join(("phone", "email", "app", "office")),
+              help="How you reported it.")
+@click.option("--operator", metavar="TEXT", help='Who took the report, e.g. "17 / Maria".')
+@click.option("--promised", metavar="WHEN", help="When the ISP promised the fix.")
+@click.option("--appointment", "appointments", multiple=True, metavar="WHEN",
+              help="A technician appointment (repeatable; later: ticket appointment).")
+@click.option("--missed", is_flag=True, help="The technician missed the appointment(s) given.")
+@click.option("--declined-h", metavar="HOURS",
+              help="Hours lost to repair slots you declined (counted against you by some rules).")
+@click.option("--note", metavar="TEXT", help="Anything else worth citing.")
+@click.pass_obj
+def ticket_add(obj: Ctx, db: str | None, number: str, opened: str, closed: str | None,
+               channel: str | None, operator: str | None, promised: str | None,
+               appointments: tuple[str, ...], missed: bool, declined_h: str | None,
+               note: str | None) -> None:
+    """Record a fault report (it is linked to outages by time automatically)."""
+    from wanwitness.claims import tickets as tk
+    tz = _tz(obj)
+    try:
+        declined_s = float(Decimal(declined_h) * 3600) if declined_h else 0.0
+    except InvalidOperation:
+        raise UserError(f"--declined-h {declined_h!r}: expected hours, e.g. 4.5") from None
+    try:
+        t = tk.new_ticket(
+            number, _when(opened, tz, "--opened"), tz=tz,
+            closed=_when(closed, tz, "--closed") if closed else None,
+            channel=tk.check_channel(channel), operator=operator,
+            promised=_when(promised, tz, "--promised") if promised else None,
+            appointments=tuple(_when(a, tz, "--appointment") for a in appointments),
+            missed=missed, note=note, declined_s=declined_s)
+    except ValueError as e:
+        raise UserError(f"ticket {number.strip()}: {e}") from None
+    tk.add(obj.store(db), t)
+    click.echo(f"ticket {t.number} added: opened {tk.local_text(t.opened, tz)} {tz.key}"
+               + (f", closed {tk.local_text(t.closed, tz)}" if t.closed else ", still open"))
+
+
+@ticket.command("close")
+@_db_option
+@click.argument("number")
+@click.option("--at", "at", required=True, metavar="WHEN", help="When the ISP closed the ticket.")
+@click.pass_obj
+def ticket_close(obj: Ctx, db: str | None, number: str, at: str) -> None:
+    """Set when ticket NUMBER was closed (again, to correct it)."""
+    from wanwitness.claims import tickets as tk
+    tz = _tz(obj)
+    when = _when(at, tz, "--at")
+    before = tk.close(obj.store(db), number, when, tz)
+    was = f" (was {tk.local_text(before.closed, tz)})" if before.closed else ""
+    click.echo(f"ticket {before.number} closed at {tk.local_text(when, tz)} {tz.key}{was}")
+
+
+@ticket.command("appointment")
+@_db_option
+@click.argument("number")
+@click.option("--at", "at", required=True, metavar="WHEN", help="When the technician was due.")
+@click.option("--missed", is_flag=True, help="The technician did not come.")
+@click.pass_obj
+def ticket_appointment(obj: Ctx, db: str | None, number: str, at: str, missed: bool) -> None:
+    """Add a technician appointment to ticket NUMBER."""
+    from wanwitness.claims import tickets as tk
+    tz = _tz(obj)
+    when = _when(at, tz, "--at")
+    tk.add_appointment(obj.store(db), number, when, missed)
+    click.echo(f"ticket {number.strip()}: appointment {tk.local_text(when, tz)} {tz.key}"
+               + (" (missed)" if missed else ""))
+
+
+def _linked(store, tickets: list[Ticket]) -> list[Ticket]:
+    from wanwitness.claims import link
+    from wanwitness.claims import tickets as tk
+    from wanwitness.claims.build import outage_from_timeline
+    from wanwitness.collector import timeline
+    outages = [outage_from_timeline(o) for o in timeline.query(store)]
+    return link.link(tickets, outages, tk.overrides(store))
+
+
+@ticket.command("list")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (times in UTC).")
+@click.pass_obj
+def ticket_list(obj: Ctx, db: str | None, as_json: bool) -> None:
+    """List the tickets with the outages each is linked to."""
+    from wanwitness.claims import tickets as tk
+    from wanwitness.claims.build import ticket_dict
+    store = obj.store(db, must_exist=True)
+    tz = _tz(obj)
+    rows = _linked(store, tk.list_all(store))
+    if as_json:
+        click.echo(json.dumps([ticket_dict(t) for t in rows], indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no tickets (wanwitness ticket add --number N --opened WHEN)")
+        return
+    table = [("number", f"opened ({tz.key})", "closed", "channel", "operator", "appointments",
+              "outages")]
+    for t in rows:
+        appts = ", ".join(tk.local_text(a.at, tz) + (" missed" if a.missed else "")
+                          for a in t.appointments)
+        table.append((t.number, tk.local_text(t.opened, tz),
+                      tk.local_text(t.closed, tz) if t.closed else "open", t.channel or "",
+                      t.operator or "", appts, " ".join(t.outage_ids) or "-"))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _set_link(obj: Ctx, db: str | None, number: str, outage: str, linked: bool) -> None:
+    from wanwitness.claims import tickets as tk
+    from wanwitness.collector import timeline
+    agent, sep, when_text = outage.partition("@")
+    if not sep or not agent or not when_text:
+        raise UserError(f"outage {outage!r}: expected AGENT@WHEN, e.g. home@2026-11-03T08:00:00.000Z "
+                        "(the id in the claim, or any time during the outage)")
+    when = _when(when_text, _tz(obj), "outage time")
+    store = obj.store(db)
+    t = tk.get(store, number)
+    at_ms = tk.to_ms(when)
+    found = [o for o in timeline.query(store, agent=agent)
+             if o.cls != timeline.UNKNOWN and o.start_ms <= at_ms
+             and (o.end_ms is None or at_ms < o.end_ms or at_ms == o.start_ms)]
+    if not found:
+        raise UserError(f"no outage of {agent!r} at {outage.partition('@')[2]} "
+                        f"(wanwitness outages --agent {agent})")
+    o = found[-1]
+    tk.set_link(store, t.number, agent, o.evidence["open_seq"], linked)
+    verb = "linked to" if linked else "unlinked from"
+    click.echo(f"ticket {t.number} {verb} outage {agent}@{timeline.iso(o.start_ms)} ({o.cls})")
+
+
+@ticket.command("link")
+@_db_option
+@click.argument("number")
+@click.argument("outage")
+@click.pass_obj
+def ticket_link(obj: Ctx, db: str | None, number: str, outage: str) -> None:
+    """Link ticket NUMBER to OUTAGE (AGENT@WHEN: its id, or a time during it)."""
+    _set_link(obj, db, number, outage, True)
+
+
+@ticket.command("unlink")
+@_db_option
+@click.argument("number")
+@click.argument("outage")
+@click.pass_obj
+def ticket_unlink(obj: Ctx, db: str | None, number: str, outage: str) -> None:
+    """Unlink ticket NUMBER from OUTAGE, even where the times overlap."""
+    _set_link(obj, db, number, outage, False)
+
+
+# --- claim ------------------------------------------------------------------------------
+
+def _pack_and_options(obj: Ctx, rules_name: str | None, option_args: tuple[str, ...]
+                      ) -> tuple[Any, dict[str, Any]]:
+    from wanwitness.claims import build as b
+    conf = obj.config
+    configured = conf.claim.rules
+    name = rules_name or configured
+    if not name:
+        raise UserError(f"no rule pack chosen: pass --rules NAME or set [claim] rules in "
+                        f"{conf.path} (rule packs: {', '.join(b.pack_names())})")
+    pack = b.load_pack(name)
+    # [claim.options] belong to the configured pack; another pack gets only --option.
+    raw: dict[str, str | list[str]] = dict(conf.claim.options) if name == configured else {}
+    raw.update(b.parse_option_args(option_args))
+    return pack, pack.parse_options(raw)
+
+
+def _encode(claim: dict[str, Any], fmt: str, lang: str) -> bytes:
+    from wanwitness.claims.build import to_json
+    if fmt == "json":
+        return to_json(claim).encode()
+    if fmt == "csv":
+        from wanwitness.claims.csvout import to_csv
+        return to_csv(claim).encode()
+    from wanwitness.claims.render import render
+    return render(claim, fmt, lang)
+
+
+def _write(data: bytes, out: Path | None) -> None:
+    if out is not None:
+        try:
+            out.write_bytes(data)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot write it: {e.strerror}") from None
+        return
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+def _file_mode(outages: Path | None, tickets: Path | None, tariff: Path | None,
+               evidence: Path | None) -> bool:
+    """Whether the claim runs from files (no store); refuses half a file mode."""
+    if not (outages or tickets or tariff):
+        return False
+    if not outages:
+        raise UserError("--tickets and --tariff belong to the file mode: add --outages FILE")
+    if not tariff:
+        raise UserError("--outages needs --tariff FILE (in the file mode the tariff comes from it)")
+    if evidence:
+        raise UserError("--evidence needs the store (the bundle carries its ledger records); "
+                        "drop --outages/--tickets/--tariff")
+    return True
+
+
+@click.command()
+@_db_option
+@click.option("--period", metavar="YYYY-MM",
+              help="Billing period (default: the last complete one).")
+@click.option("--rules", "rules_name", metavar="NAME",
+              help=f"Rule pack: {', '.join(rule_pack_names())} (default: [claim] rules).")
+@click.option("--option", "option_args", multiple=True, metavar="KEY=VALUE",
+              help="A rule pack option (repeatable), e.g. partial_days=true.")
+@click.option("--lang", metavar="|".join(LANGS), help="Letter language (default: [claim] lang, else en).")
+@click.option("--format", "fmt", default="json", show_default=True, metavar="|".join(FORMATS),
+              help="Output format: the claim as JSON or CSV, or the letter.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here (default: standard output; pdf needs --out or a redirect).")
+@click.option("--evidence", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the evidence bundle (zip) here.")
+@click.option("--outages", "outages_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File mode, no store: outages as `wanwitness outages --csv` writes them.")
+@click.option("--tickets", "tickets_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File mode: tickets.csv (number,opened,closed,channel,operator,missed_appointments).")
+@click.option("--tariff", "tariff_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File mode: tariff.toml (monthly_fee, currency, period_start_day, timezone).")
+@click.pass_obj
+def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
+          option_args: tuple[str, ...], lang: str | None, fmt: str, out: Path | None,
+          evidence: Path | None, outages_file: Path | None, tickets_file: Path | None,
+          tariff_file: Path | None) -> None:
+    """Compute the refund claim for a billing period and write it (JSON, CSV or a letter)."""
+    from wanwitness.claims import build as b
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt == "pdf" and out is None and sys.stdout.isatty():
+        raise UserError("--format pdf is binary: pass --out FILE (or redirect the output)")
+    lang = lang or obj.config.claim.lang
+    if lang not in LANGS:
+        raise UserError(f"--lang {lang!r}: choose one of {', '.join(LANGS)}")
+    file_mode = _file_mode(outages_file, tickets_file, tariff_file, evidence)
+    pack, options = _pack_and_options(obj, rules_name, option_args)
+    store = None
+    if outages_file and tariff_file:
+        inputs = b.from_files(outages_file, tickets_file, tariff_file, period)
+    else:
+        store = obj.store(db, must_exist=True)
+        inputs = b.from_store(store, obj.config, period)
+    result = b.build(inputs, pack, options, lang)
+    if fmt in ("md", "html", "pdf"):
+        missing = [f"[{p}] name" for p in ("customer", "isp") if not result[p]["name"]]
+        if missing:
+            where = tariff_file if file_mode else obj.config.path
+            raise UserError(f"a letter needs {' and '.join(missing)}: set it in {where}")
+    data = _encode(result, fmt, lang)
+    if evidence is not None and store is not None:
+        # First: it checks the ledger, and a broken one should leave no claim behind.
+        from wanwitness.claims.bundle import write_bundle
+        write_bundle(evidence, store, result, inputs)
+        click.echo(f"evidence bundle written to {evidence} (ledger head link "
+                   f"{result['ledger_head']['pos']}); check it with: python3 verify.py", err=True)
+    _write(data, out)
+    if out is not None:
+        click.echo(f"claim {result['period']['label']} ({result['rules']['name']}): "
+                   f"{result['total']} {result['currency']} in {len(result['items'])} item(s), "
+                   f"written to {out}", err=True)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(ticket)
+    cli.add_command(claim)

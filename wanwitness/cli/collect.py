@@ -1,0 +1,84 @@
+"""`wanwitness collect`: the long-running collector (broker, ingest, ledger)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+
+import click
+
+from wanwitness import __version__
+from wanwitness import config as cfg
+from wanwitness.cli.common import COLLECTOR_USER, Ctx, checked, db_option, safe_url, setup_logging
+
+
+@click.command()
+@db_option
+@click.option("--broker", metavar="URL", help="External broker mqtt://HOST:PORT or mqtts://HOST:PORT "
+              "(default: [broker] url, else the embedded broker).")
+@click.option("--listen", metavar="HOST:PORT", help="Address of the embedded broker "
+              "(default: [broker] listen, 0.0.0.0:1883).")
+@click.option("--prefix", metavar="PREFIX", help="Topic prefix (default: wanwitness).")
+@click.pass_obj
+def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
+            prefix: str | None) -> None:
+    """Receive the agents' records and keep them in the ledger (runs until Ctrl-C)."""
+    from wanwitness.collector.agents import check_agent_password, list_agents
+    from wanwitness.collector.loop import Collector
+
+    conf = obj.config
+    setup_logging(conf.collector.log_level)
+    prefix = checked(cfg._prefix, prefix, "--prefix") if prefix else conf.broker.prefix
+    broker_url = checked(cfg._broker_url, broker, "--broker") if broker else conf.broker.url
+    store = obj.store(db)
+    embedded = None
+    username, password = conf.broker.username, conf.broker.password
+    if not broker_url:
+        from wanwitness.broker.embedded import EmbeddedBroker
+        host, port = checked(cfg._host_port, listen, "--listen") if listen else conf.broker.listen
+        secret = secrets.token_urlsafe(24)
+
+        def authenticate(user: str, pw: str) -> str | None:
+            if user == COLLECTOR_USER:
+                return "collector" if secrets.compare_digest(pw, secret) else None
+            return "agent" if check_agent_password(store, user, pw) else None
+
+        embedded = EmbeddedBroker(host, port, authenticate, prefix=prefix)
+        embedded.start()
+        broker_url = f"mqtt://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+        username, password = COLLECTOR_USER, secret
+    elif not username:
+        username = store.setting("broker.collector_username") or ""
+        password = store.setting("broker.collector_password") or ""
+
+    collector = Collector(store, broker_url, prefix=prefix, username=username, password=password,
+                          client_id=conf.broker.client_id,
+                          ca_file=conf.broker.ca_file,
+                          share_group=conf.broker.share_group,
+                          batch_max=conf.collector.batch_max,
+                          summary_s=conf.collector.summary_s)
+
+    def on_signal(_sig, _frame):
+        collector.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    n_agents = len(list_agents(store))
+    where = f"embedded broker on {embedded.url}" if embedded else f"broker {broker_url}"
+    click.echo(f"wanwitness collector {__version__}: store {safe_url(store.url)}, {where}, "
+               f"prefix {prefix!r}, {n_agents} agent(s) registered. Ctrl-C stops.", err=True)
+    if n_agents == 0:
+        click.echo("No agents yet: add one with `wanwitness agent add NAME`.", err=True)
+    try:
+        collector.connect()
+        if not collector.wait_connected():
+            logging.getLogger("wanwitness.collector").warning(
+                "no connection to %s yet; still trying", broker_url)
+        collector.run()
+    finally:
+        collector.close()
+        if embedded:
+            embedded.stop()
+        click.echo(f"stopped: {collector.stored} record(s) stored, "
+                   f"{collector.quarantined} quarantined this run.", err=True)

@@ -1,0 +1,66 @@
+"""`wanwitness verify`, `outages`, `quarantine`: reading the ledger."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from wanwitness.cli.common import Ctx, db_option
+from wanwitness.errors import UserError
+
+
+@click.command()
+@db_option
+@click.pass_obj
+def verify(obj: Ctx, db: str | None) -> None:
+    """Recompute the ledger's hash chain; exit 1 at the first broken link."""
+    from wanwitness.collector.ledger import verify as run_verify
+    result = run_verify(obj.store(db, must_exist=True))
+    if result.ok:
+        click.echo(f"ok: {result.count} record(s), head {result.head}")
+        return
+    where = f"link {result.broken_pos}" if result.broken_pos else "ledger"
+    click.echo(f"BROKEN at {where}: {result.problem} "
+               f"({result.count} link(s) verified before it)", err=True)
+    sys.exit(1)
+
+
+@click.command()
+@db_option
+@click.option("--agent", metavar="NAME", help="Only this agent.")
+@click.option("--since", metavar="WHEN", help="From this time (ISO 8601; no offset = UTC).")
+@click.option("--until", metavar="WHEN", help="Up to this time (ISO 8601; no offset = UTC).")
+@click.option("--json", "fmt", flag_value="json", help="JSON list of objects.")
+@click.option("--csv", "fmt", flag_value="csv", help="CSV: agent,class,start,end,start_uncertainty_s,evidence.")
+@click.pass_obj
+def outages(obj: Ctx, db: str | None, agent: str | None, since: str | None, until: str | None,
+            fmt: str | None) -> None:
+    """List outages and unknown spans, times in UTC."""
+    from wanwitness.collector import timeline
+    since_ms = timeline.parse_time(since, option="--since") if since else None
+    until_ms = timeline.parse_time(until, option="--until") if until else None
+    if since_ms is not None and until_ms is not None and until_ms <= since_ms:
+        raise UserError("--until must be later than --since")
+    rows = timeline.query(obj.store(db, must_exist=True), agent=agent, since_ms=since_ms, until_ms=until_ms)
+    if fmt == "json":
+        click.echo(timeline.to_json(rows))
+    elif fmt == "csv":
+        click.echo(timeline.to_csv(rows), nl=False)
+    else:
+        click.echo(timeline.to_table(rows))
+
+
+@click.group()
+def quarantine() -> None:
+    """Messages that were refused, with the reason."""
+
+
+@quarantine.command("list")
+@db_option
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
+@click.pass_obj
+def quarantine_list(obj: Ctx, db: str | None, limit: int) -> None:
+    """Show the newest quarantined messages and a count per reason."""
+    from wanwitness.collector.quarantine import summary
+    click.echo(summary(obj.store(db, must_exist=True), limit))

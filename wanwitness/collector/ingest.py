@@ -1,0 +1,309 @@
+"""Ingest: validate, store idempotently on (agent, seq), chain, commit; then ack.
+
+`Ingestor.ingest` is the database half and knows nothing of MQTT: it takes the
+messages received since the last commit, writes them in one transaction (group
+commit: one fsync for many messages) and returns the acks to publish. Only after it
+returns does the MQTT half (collector.py) PUBACK the messages and publish each
+agent's retained `{"seq": N}`, so an ack is never ahead of what is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from wanwitness import store as s
+from wanwitness.collector import ledger, protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    recv_ms: int
+
+
+@dataclass
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    acks: dict[str, int] = field(default_factory=dict)  # agent -> contiguous seq to (re)publish
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _AgentRow:
+    id: str
+    enabled: bool
+    ack_seq: int
+    max_seq: int
+    last_recv_ms: int | None
+    has_gaps: bool = False
+
+
+class Ingestor:
+    def __init__(self, store: s.Store, prefix: str = "wanwitness"):
+        self.store = store
+        self.prefix = prefix
+        self.counters: Counter[str] = Counter()
+
+    # -- classification ------------------------------------------------------
+
+    def _kind(self, topic: str) -> tuple[str, str | None]:
+        head = self.prefix + "/"
+        if not topic.startswith(head):
+            return "other", None
+        parts = topic[len(head):].split("/")
+        if len(parts) != 2:
+            return "other", None
+        return parts[1], parts[0]
+
+    # -- the transaction -----------------------------------------------------
+
+    def ingest(self, messages: list[Message]) -> IngestResult:
+        result = IngestResult()
+        with self.store.engine.begin() as conn:
+            self._ingest(conn, messages, result)
+        for reason in result.reasons:
+            self.counters[reason.split(":")[0]] += 1
+        return result
+
+    def _ingest(self, conn: sa.Connection, messages: list[Message], result: IngestResult) -> None:
+        head_q = sa.select(s.ledger_head.c.pos, s.ledger_head.c.hash).where(s.ledger_head.c.id == 1)
+        if conn.dialect.name == "postgresql":
+            head_q = head_q.with_for_update()
+        head = conn.execute(head_q).one()
+        pos, prev = head.pos, bytes.fromhex(head.hash)
+        agent_rows: dict[str, _AgentRow | None] = {}
+        # (agent, boot) -> [first_recv, last_recv, last_t, first_seq, reset, best clock point]
+        seen: dict[tuple[str, int], list[Any]] = {}
+
+        def agent_row(agent_id: str) -> _AgentRow | None:
+            if agent_id not in agent_rows:
+                A = s.agents
+                row = conn.execute(sa.select(A.c.id, A.c.enabled, A.c.ack_seq, A.c.max_seq,
+                                             A.c.last_recv_ms).where(A.c.id == agent_id)).first()
+                agent_rows[agent_id] = (_AgentRow(row.id, bool(row.enabled), row.ack_seq,
+                                                  row.max_seq, row.last_recv_ms) if row else None)
+            return agent_rows[agent_id]
+
+        def quarantine(msg: Message, agent: str | None, reason: str) -> None:
+            result.quarantined += 1
+            result.reasons.append(reason)
+            conn.execute(s.quarantine.insert().values(
+                recv_ms=msg.recv_ms, topic=msg.topic[:1000], agent=agent[:200] if agent else None,
+                reason=reason, size=len(msg.payload), payload=msg.payload[:protocol.MAX_PAYLOAD]))
+            log.warning("quarantined a message on %s: %s", msg.topic, reason)
+
+        def note(agent: str, boot: int, t: int, recv_ms: int) -> list[Any]:
+            entry = seen.get((agent, boot))
+            if entry is None:
+                entry = seen[(agent, boot)] = [recv_ms, recv_ms, t, None, None, (t, recv_ms)]
+            else:
+                entry[0] = min(entry[0], recv_ms)
+                entry[1] = max(entry[1], recv_ms)
+                entry[2] = max(entry[2], t)
+                # Within one commit the points are milliseconds apart: keep the one with
+                # the least queueing delay (lowest recv - t), which is all the envelope uses.
+                bt, br = entry[5]
+                if recv_ms - t < br - bt:
+                    entry[5] = (t, recv_ms)
+            return entry
+
+        # Pass 1: classify and validate, no writes except quarantine.
+        batches: list[tuple[Message, protocol.Batch]] = []
+        for msg in messages:
+            kind, topic_agent = self._kind(msg.topic)
+            if kind in ("status", "ack"):
+                continue  # `online`/`offline` and our own retained acks: nothing to store
+            if kind not in ("rec", "hb"):
+                quarantine(msg, topic_agent, f"unexpected topic: {msg.topic!r}")
+                continue
+            assert topic_agent is not None
+            row = agent_row(topic_agent) if protocol.valid_agent_id(topic_agent) else None
+            if row is None:
+                quarantine(msg, topic_agent, f"unknown agent: {topic_agent!r} is not registered "
+                                             "(wanwitness agent add NAME)")
+                continue
+            if not row.enabled:
+                quarantine(msg, topic_agent, f"unauthorised agent: {topic_agent!r} is revoked")
+                continue
+            if kind == "hb":
+                try:
+                    boot, t = protocol.parse_heartbeat(msg.payload)
+                except protocol.ProtocolError as e:
+                    quarantine(msg, topic_agent, f"invalid heartbeat: {e}")
+                    continue
+                note(topic_agent, boot, t, msg.recv_ms)
+                continue
+            try:
+                batch = protocol.parse_batch(msg.payload, msg.topic, self.prefix)
+            except protocol.ProtocolError as e:
+                quarantine(msg, topic_agent, f"invalid batch: {e}")
+                continue
+            batches.append((msg, batch))
+
+        # Pass 2: what is already stored, one query per agent and chunk; seqs above the
+        # agent's highest stored one (the usual case) need no lookup.
+        wanted: dict[str, set[int]] = {}
+        for _, batch in batches:
+            ceiling = agent_rows[batch.agent].max_seq  # type: ignore[union-attr]
+            wanted.setdefault(batch.agent, set()).update(
+                r["seq"] for r in batch.recs if r["seq"] <= ceiling)
+        stored: dict[tuple[str, int], str] = {}
+        for agent_id, seqs in wanted.items():
+            ordered = sorted(seqs)
+            for i in range(0, len(ordered), 500):
+                chunk = ordered[i:i + 500]
+                for seq, body in conn.execute(
+                        sa.select(s.records.c.seq, s.records.c.body)
+                        .where(s.records.c.agent == agent_id, s.records.c.seq.in_(chunk))):
+                    stored[(agent_id, seq)] = body
+
+        # Pass 3: chain the new records in arrival order.
+        new_records: list[dict[str, Any]] = []
+        new_ledger: list[dict[str, Any]] = []
+        touched: set[str] = set()
+        resent: set[str] = set()  # agents that sent what we have: they missed an ack
+        fresh: dict[str, set[int]] = {}  # agent -> seqs stored in this commit
+        for msg, batch in batches:
+            entry = note(batch.agent, batch.boot, batch.sent_t, msg.recv_ms)
+            touched.add(batch.agent)
+            for rec in batch.recs:
+                seq = rec["seq"]
+                body = protocol.canonical(rec).decode("utf-8")
+                old = stored.get((batch.agent, seq))
+                if old is not None:
+                    if old == body:
+                        result.duplicates += 1
+                        resent.add(batch.agent)
+                    else:
+                        # Same seq, different content: never overwrite what is stored.
+                        one = protocol.canonical({"v": 1, "agent": batch.agent,
+                                                  "boot": batch.boot, "recs": [rec]})
+                        quarantine(Message(msg.topic, one, msg.recv_ms), batch.agent,
+                                   f"conflicting record: seq {seq} is already stored with "
+                                   "different content")
+                    continue
+                pos += 1
+                prev = ledger.link(prev, batch.agent, batch.boot, body, msg.recv_ms)
+                new_records.append(dict(agent=batch.agent, seq=seq, boot=batch.boot, t=rec["t"],
+                                        utc=rec["utc"], k=rec["k"], body=body,
+                                        recv_ms=msg.recv_ms, pos=pos))
+                new_ledger.append(dict(pos=pos, agent=batch.agent, seq=seq, recv_ms=msg.recv_ms,
+                                       hash=prev.hex()))
+                stored[(batch.agent, seq)] = body
+                fresh.setdefault(batch.agent, set()).add(seq)
+                result.stored += 1
+                entry[3] = seq if entry[3] is None else min(entry[3], seq)
+                if rec["k"] == "boot" and entry[4] is None:
+                    entry[4] = rec["reset"]
+                elif rec["k"] == "gap":
+                    for first, last in rec["drop"]:
+                        self._add_gap(conn, batch.agent, first, last, seq)
+                    agent_rows[batch.agent].has_gaps = True  # type: ignore[union-attr]
+
+        if new_records:
+            conn.execute(s.records.insert(), new_records)
+            conn.execute(s.ledger.insert(), new_ledger)
+            conn.execute(s.ledger_head.update().where(s.ledger_head.c.id == 1)
+                         .values(pos=pos, hash=prev.hex()))
+        last_recv = self._write_seen(conn, seen)
+        for agent_id in sorted(touched | set(last_recv)):  # sorted: one lock order
+            row = agent_rows[agent_id]
+            assert row is not None
+            new_seqs = fresh.get(agent_id, set())
+            values: dict[str, Any] = {}
+            new_ack = self._advance(conn, agent_id, row, new_seqs)
+            if new_seqs and max(new_seqs) > row.max_seq:
+                values["max_seq"] = row.max_seq = max(new_seqs)
+            recv = last_recv.get(agent_id)
+            if recv is not None and (row.last_recv_ms is None or recv > row.last_recv_ms):
+                values["last_recv_ms"] = row.last_recv_ms = recv
+            if new_ack != row.ack_seq:
+                values["ack_seq"] = new_ack
+                result.acks[agent_id] = new_ack
+                row.ack_seq = new_ack
+            elif agent_id in resent:
+                # Our last ack may have been lost (killed after commit, broker restarted
+                # without its retained messages): say it again or the agent resends forever.
+                result.acks[agent_id] = new_ack
+            if values:
+                conn.execute(s.agents.update().where(s.agents.c.id == agent_id).values(**values))
+
+    # -- helpers --------------------------------------------------------------
+
+    def _write_seen(self, conn: sa.Connection,
+                    seen: dict[tuple[str, int], list[Any]]) -> dict[str, int]:
+        """Boot bookkeeping and clock points for everything heard in this commit;
+        returns each agent's newest receive time."""
+        B = s.boots
+        points = []
+        last_recv: dict[str, int] = {}
+        for (agent, boot), (first_recv, recv, t, first_seq, reset, point) in seen.items():
+            points.append(dict(agent=agent, boot=boot, t=point[0], recv_ms=point[1]))
+            last_recv[agent] = max(last_recv.get(agent, 0), recv)
+            row = conn.execute(sa.select(B.c.last_t, B.c.last_recv_ms, B.c.first_seq, B.c.reset)
+                               .where(B.c.agent == agent, B.c.boot == boot)).first()
+            if row is None:
+                conn.execute(B.insert().values(agent=agent, boot=boot, first_recv_ms=first_recv,
+                                               last_recv_ms=recv, last_t=t, first_seq=first_seq,
+                                               reset=reset))
+                continue
+            values: dict[str, Any] = {}
+            if t > row.last_t:
+                values["last_t"] = t
+            if recv > row.last_recv_ms:
+                values["last_recv_ms"] = recv
+            if first_seq is not None and (row.first_seq is None or first_seq < row.first_seq):
+                values["first_seq"] = first_seq
+            if reset is not None and row.reset is None:
+                values["reset"] = reset
+            if values:
+                conn.execute(B.update().where(B.c.agent == agent, B.c.boot == boot).values(**values))
+        if points:
+            conn.execute(s.clock_points.insert(), points)
+        return last_recv
+
+    def _add_gap(self, conn: sa.Connection, agent: str, first: int, last: int, seq: int) -> None:
+        G = s.gaps
+        old = conn.execute(sa.select(G.c.last).where(G.c.agent == agent, G.c.first == first)).first()
+        if old is None:
+            conn.execute(G.insert().values(agent=agent, first=first, last=last, seq=seq))
+        elif old.last < last:
+            conn.execute(G.update().where(G.c.agent == agent, G.c.first == first).values(last=last))
+
+    def _advance(self, conn: sa.Connection, agent: str, row: _AgentRow, new_seqs: set[int]) -> int:
+        """Highest N such that every seq <= N is stored or declared dropped."""
+        ack = row.ack_seq
+        # Fast path, the usual case: this commit's seqs continue the acked run and
+        # nothing was stored above them before (the seq ceiling says so): no queries.
+        while ack + 1 in new_seqs:
+            ack += 1
+        if ack >= row.max_seq and (not new_seqs or ack >= max(new_seqs)) and not row.has_gaps:
+            return ack
+        R, G = s.records, s.gaps
+        while True:
+            nxt = ack + 1
+            gap = conn.execute(sa.select(sa.func.max(G.c.last))
+                               .where(G.c.agent == agent, G.c.first <= nxt, G.c.last >= nxt)).scalar()
+            if gap is not None:
+                ack = gap
+                continue
+            seqs = conn.execute(sa.select(R.c.seq).where(R.c.agent == agent, R.c.seq > ack)
+                                .order_by(R.c.seq).limit(2000)).scalars().all()
+            moved = False
+            for seq in seqs:
+                if seq != ack + 1:
+                    break
+                ack = seq
+                moved = True
+            if not moved:
+                return ack

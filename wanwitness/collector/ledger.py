@@ -1,0 +1,106 @@
+"""The ledger: every accepted record is chained into one hash chain.
+
+    h_0   = 32 zero bytes
+    h_pos = sha256(h_{pos-1} || entry || ascii(recv_ms))
+    entry = canonical JSON of {"agent": id, "boot": boot, "rec": record}
+
+`recv_ms` is the collector's UTC milliseconds when the message arrived. Anyone with
+the records and the head hash can recompute the chain (the evidence bundle ships a
+standalone copy of `verify_rows`); editing, deleting or reordering a record breaks
+the link at that position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from wanwitness import store as s
+
+GENESIS = bytes(32)
+
+
+def entry_bytes(agent: str, boot: int, body: str) -> bytes:
+    """Canonical {"agent","boot","rec"} built around the stored canonical record."""
+    # Keys sort as agent < boot < rec, so this concatenation *is* the canonical form.
+    return (b'{"agent":' + json.dumps(agent, ensure_ascii=False).encode("utf-8")
+            + b',"boot":' + str(boot).encode() + b',"rec":' + body.encode("utf-8") + b"}")
+
+
+def link(prev: bytes, agent: str, boot: int, body: str, recv_ms: int) -> bytes:
+    h = hashlib.sha256(prev)
+    h.update(entry_bytes(agent, boot, body))
+    h.update(str(recv_ms).encode())
+    return h.digest()
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    count: int
+    head: str
+    broken_pos: int | None = None
+    problem: str | None = None
+
+
+def verify_rows(rows: Iterable[tuple]) -> VerifyResult:
+    """rows: (pos, ledger agent, ledger seq, ledger recv, hash, rec agent, rec seq, boot,
+    body, rec recv) in pos order, rec columns None when the record row is missing."""
+    prev = GENESIS
+    expect = 1
+    count = 0
+    for pos, agent, seq, recv, hexhash, r_agent, _r_seq, boot, body, r_recv in rows:
+        where = f"link {pos} ({agent} seq {seq})"
+        if pos != expect:
+            return VerifyResult(False, count, prev.hex(), expect,
+                                f"link {expect} is missing (next link is {pos})")
+        if body is None:
+            return VerifyResult(False, count, prev.hex(), pos, f"{where}: its record is missing")
+        if r_recv != recv:
+            return VerifyResult(False, count, prev.hex(), pos,
+                                f"{where}: record receive time {r_recv} differs from the ledger's {recv}")
+        h = link(prev, r_agent, boot, body, recv)
+        if h.hex() != hexhash:
+            return VerifyResult(False, count, prev.hex(), pos,
+                                f"{where}: hash mismatch (record edited, replaced or reordered)")
+        prev = h
+        expect += 1
+        count += 1
+    return VerifyResult(True, count, prev.hex())
+
+
+def _rows(conn: sa.Connection, batch: int = 5000) -> Iterator[tuple]:
+    L, R = s.ledger, s.records
+    last = 0
+    while True:
+        q = (sa.select(L.c.pos, L.c.agent, L.c.seq, L.c.recv_ms, L.c.hash,
+                       R.c.agent, R.c.seq, R.c.boot, R.c.body, R.c.recv_ms)
+             .select_from(L.outerjoin(R, sa.and_(R.c.agent == L.c.agent, R.c.seq == L.c.seq,
+                                                 R.c.pos == L.c.pos)))
+             .where(L.c.pos > last).order_by(L.c.pos).limit(batch))
+        chunk = conn.execute(q).all()
+        if not chunk:
+            return
+        yield from (tuple(r) for r in chunk)
+        last = chunk[-1][0]
+
+
+def verify(store: s.Store) -> VerifyResult:
+    with store.engine.connect() as conn:
+        result = verify_rows(_rows(conn))
+        if not result.ok:
+            return result
+        head = conn.execute(sa.select(s.ledger_head.c.pos, s.ledger_head.c.hash)).first()
+        n_records = conn.execute(sa.select(sa.func.count()).select_from(s.records)).scalar_one()
+    if head is not None and (head.pos != result.count or head.hash != result.head):
+        return VerifyResult(False, result.count, result.head, result.count + 1,
+                            f"the chain ends at link {result.count} but the head says link "
+                            f"{head.pos}: links after {result.count} were deleted")
+    if n_records != result.count:
+        return VerifyResult(False, result.count, result.head, None,
+                            f"{n_records - result.count} record(s) are not in the ledger")
+    return result

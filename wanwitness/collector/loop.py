@@ -1,0 +1,265 @@
+"""The collector's MQTT half: receive, hand to the ingestor, then PUBACK and ack.
+
+paho-mqtt runs its network loop in its own thread and only queues messages here;
+the writer loop (the caller's thread) takes everything queued, commits it in one
+transaction, and only then sends the PUBACKs and the retained `{"seq": N}` acks.
+The session is persistent (clean_session=False, a fixed client id) and acks are
+manual, so whatever was received but not committed when the process dies is
+redelivered by the broker, and whatever the broker lost is resent by the agent,
+which keeps every record until our ack covers it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+import sqlalchemy as sa
+from paho.mqtt.enums import CallbackAPIVersion
+
+from wanwitness.collector.ingest import Ingestor, Message
+from wanwitness.errors import UserError
+from wanwitness.store import Store
+
+log = logging.getLogger("wanwitness.collector")
+
+CONNECT_TIMEOUT_S = 15
+KEEPALIVE_S = 30
+DB_RETRY_MAX_S = 30
+SUMMARY_S = 600  # one line in the log every 10 minutes: the collector is alive and working
+
+
+@dataclass
+class _Item:
+    message: Message
+    mid: int
+    qos: int
+    generation: int  # which connection it came on: a mid means nothing on another one
+
+
+class Collector:
+    def __init__(self, store: Store, broker_url: str, *, prefix: str = "wanwitness",
+                 client_id: str = "wanwitness-collector", username: str = "",
+                 password: str = "", ca_file: str = "", share_group: str = "",
+                 batch_max: int = 1000, summary_s: float = SUMMARY_S):
+        self.store = store
+        self.prefix = prefix
+        self.batch_max = batch_max
+        self.ingestor = Ingestor(store, prefix)
+        # Bounded: when the store falls behind, paho's thread waits here and TCP pushes
+        # back on the broker, which holds the backlog (instead of our memory).
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max(100, batch_max * 4))
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._republish = threading.Event()
+        self._generation = 0
+        self._gen_lock = threading.Lock()
+        self.stored = 0
+        self.quarantined = 0
+        # What each agent last said on its status topic: "online" after every CONNACK,
+        # "offline" as its last will (docs/protocol.md, "Topics").
+        self.status: dict[str, str] = {}
+        self.summary_s = summary_s
+        self._summary_at = time.monotonic() + summary_s
+        self._summary_from = (0, 0)
+
+        parts = urlsplit(broker_url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        self.broker_url = broker_url
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
+        if username:
+            self.client.username_pw_set(username, password)
+        if parts.scheme == "mqtts":
+            self.client.tls_set(ca_certs=ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        self.client.reconnect_delay_set(1, 30)
+        # A bug in a callback must not kill paho's network thread with a traceback.
+        self.client.suppress_exceptions = True
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        filt = f"{prefix}/+/"
+        share = f"$share/{share_group}/" if share_group else ""
+        self._subscriptions = [(share + filt + "rec", 1), (share + filt + "hb", 0),
+                               (filt + "status", 1)]
+
+    # -- paho callbacks (network thread) ----------------------------------------
+
+    def _on_connect(self, client, _userdata, flags, reason_code, _props):
+        if reason_code.is_failure:
+            log.error("broker %s refused the connection: %s", self.broker_url, reason_code)
+            return
+        with self._gen_lock:
+            self._generation += 1
+        # Subscribe every time: harmless when the session already has them, needed
+        # when the broker lost the session (restarted without persistence).
+        client.subscribe(self._subscriptions)
+        self._republish.set()
+        self._connected.set()
+        log.info("connected to %s (session %s)", self.broker_url,
+                 "resumed" if flags.session_present else "new")
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props):
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("lost the broker %s (%s); reconnecting", self.broker_url, reason_code)
+
+    def _on_message(self, _client, _userdata, msg: mqtt.MQTTMessage):
+        recv_ms = time.time_ns() // 1_000_000
+        if msg.topic.endswith("/status"):
+            self._note_status(msg.topic, bytes(msg.payload), bool(msg.retain))
+        self._queue.put(_Item(Message(msg.topic, bytes(msg.payload), recv_ms), msg.mid, msg.qos,
+                              self._generation))
+
+    def _note_status(self, topic: str, payload: bytes, retained: bool) -> None:
+        """Log an agent coming online or going offline (its last will), once per change."""
+        parts = topic.split("/")
+        if len(parts) != 3 or parts[0] != self.prefix:
+            return
+        agent, state = parts[1], payload.decode("utf-8", "replace").strip()[:20]
+        if state not in ("online", "offline") or self.status.get(agent) == state:
+            return
+        self.status[agent] = state
+        if retained:  # the broker's last word at (re)subscribe: how things stand now
+            log.info("agent %s is %s", agent, state)
+        elif state == "online":
+            log.info("agent %s online", agent)
+        else:
+            log.warning("agent %s offline (its connection to the broker was lost)", agent)
+
+    def _maybe_summary(self) -> None:
+        now = time.monotonic()
+        if now < self._summary_at:
+            return
+        self._summary_at = now + self.summary_s
+        stored, quarantined = self.stored - self._summary_from[0], self.quarantined - self._summary_from[1]
+        self._summary_from = (self.stored, self.quarantined)
+        online = sorted(a for a, st in self.status.items() if st == "online")
+        log.info("last %s: %d record(s) stored, %d quarantined; broker %s; agents online: %s",
+                 _span(self.summary_s), stored, quarantined,
+                 "connected" if self._connected.is_set() else "DISCONNECTED",
+                 ", ".join(online) if online else "none")
+
+    # -- running -------------------------------------------------------------
+
+    def connect(self) -> None:
+        try:
+            self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE_S)
+        except (OSError, ValueError) as e:
+            raise UserError(f"broker {self.broker_url}: {e}") from None
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float = CONNECT_TIMEOUT_S) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+    def run(self) -> None:
+        """The writer loop; returns after stop()."""
+        while not self._stop.is_set():
+            if self._republish.is_set():
+                self._republish_acks()
+            items = self._take()
+            if items:
+                self._commit(items)
+            self._maybe_summary()
+
+    def _take(self) -> list[_Item]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        items = [first]
+        while len(items) < self.batch_max:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _commit(self, items: list[_Item]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                result = self.ingestor.ingest([i.message for i in items])
+                break
+            except sa.exc.OperationalError as e:
+                # The database is away (PostgreSQL restarting, disk full): nothing was
+                # acked, so nothing is lost; keep the messages and try again.
+                reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+                log.error("cannot commit to the store (%s); retrying in %.0f s", reason, delay)
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, DB_RETRY_MAX_S)
+            except Exception as e:  # a bug must not stop ingest: isolate the message
+                if len(items) > 1:
+                    for item in items:
+                        self._commit([item])
+                    return
+                if not self._quarantine_internal(items[0], e):
+                    return  # not acked: the broker redelivers it
+                result = None
+                break
+        if result is not None:
+            self.stored += result.stored
+            self.quarantined += result.quarantined
+        gen = self._generation
+        for item in items:
+            if item.qos > 0 and item.generation == gen:
+                self.client.ack(item.mid, item.qos)
+        if result is not None:
+            for agent, seq in result.acks.items():
+                self._publish_ack(agent, seq)
+
+    def _republish_acks(self) -> None:
+        """After each (re)connect: the broker may have lost its retained acks."""
+        from wanwitness import store as s
+        try:
+            with self.store.engine.connect() as conn:
+                rows = conn.execute(sa.select(s.agents.c.id, s.agents.c.ack_seq)
+                                    .where(s.agents.c.ack_seq > 0)).all()
+        except sa.exc.OperationalError:
+            return  # try again on the next round
+        self._republish.clear()
+        for agent, seq in rows:
+            self._publish_ack(agent, seq)
+
+    def _publish_ack(self, agent: str, seq: int) -> None:
+        self.client.publish(f"{self.prefix}/{agent}/ack",
+                            json.dumps({"seq": seq}, separators=(",", ":")), qos=1, retain=True)
+
+    def _quarantine_internal(self, item: _Item, error: Exception) -> bool:
+        log.error("internal error on a message from %s (%s: %s); quarantined",
+                  item.message.topic, type(error).__name__, error)
+        from wanwitness import store as s
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(s.quarantine.insert().values(
+                    recv_ms=item.message.recv_ms, topic=item.message.topic[:1000], agent=None,
+                    reason=f"internal error: {type(error).__name__}: {error}"[:2000],
+                    size=len(item.message.payload), payload=item.message.payload[:65536]))
+            self.quarantined += 1
+            return True
+        except Exception as e2:
+            log.error("cannot quarantine it either (%s); it will be redelivered", e2)
+            return False
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"

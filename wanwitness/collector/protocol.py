@@ -1,0 +1,271 @@
+"""Wire protocol v1: record batches from agent to collector (see docs/protocol.md).
+
+`parse_batch` turns the bytes of one MQTT message into a `Batch` or raises
+`ProtocolError` whose text says what is wrong and where (a JSON path such as
+`recs[3].s`). `canonical` is the byte form used for hashing: sorted keys, no
+whitespace, UTF-8. Unknown kinds and unknown fields are kept, not rejected, so an
+older collector still stores what a newer agent sends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = 1
+MAX_PAYLOAD = 64 * 1024
+MAX_INT = 2**63 - 1  # BIGINT in the store
+
+AGENT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+STATES = ("up", "isp_down", "dns_down", "degraded", "local_down")
+OUTAGE_STATES = STATES[1:]
+LED_STATES = ("off", "on", "blink")
+KINDS = ("boot", "state", "led", "probe", "stats", "clock", "gap", "error")
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow protocol v1; the text names the place."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    agent: str
+    boot: int
+    recs: list[dict[str, Any]]
+    sent_t: int  # agent ms at send time: the batch's `t`, else the newest record's `t`
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON: sorted keys, no whitespace, UTF-8 (not ASCII-escaped)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def valid_agent_id(name: str) -> bool:
+    """Agent ids become MQTT topic levels and user names: no `/`, `+`, `#`."""
+    return isinstance(name, str) and AGENT_ID_RE.fullmatch(name) is not None
+
+
+def agent_from_topic(topic: str, prefix: str) -> str | None:
+    """`<prefix>/<id>/rec` -> id, anything else -> None."""
+    head = prefix + "/"
+    if not topic.startswith(head) or not topic.endswith("/rec"):
+        return None
+    middle = topic[len(head):-len("/rec")]
+    return middle if middle and "/" not in middle else None
+
+
+# --- decoding -------------------------------------------------------------------
+
+def _reject_constant(name: str) -> Any:
+    raise ProtocolError(f"malformed JSON: {name} is not allowed")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            # Two values for one key would make the stored record ambiguous.
+            raise ProtocolError(f"malformed JSON: key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def decode(payload: bytes) -> Any:
+    if len(payload) > MAX_PAYLOAD:
+        raise ProtocolError(f"payload too large: {len(payload)} bytes (limit {MAX_PAYLOAD})")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProtocolError(f"payload is not UTF-8 (byte {e.start})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys,
+                          parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        raise ProtocolError(f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise ProtocolError("malformed JSON: nested too deeply") from None
+
+
+# --- field checks ---------------------------------------------------------------
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _describe(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a number with a fraction"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    return "an object"
+
+
+def _int(obj: dict, key: str, path: str, *, lo: int = 0, nullable: bool = False) -> int | None:
+    if key not in obj:
+        raise ProtocolError(f"{path}.{key}: missing")
+    v = obj[key]
+    if v is None and nullable:
+        return None
+    if not _is_int(v):
+        want = "an integer or null" if nullable else "an integer"
+        raise ProtocolError(f"{path}.{key}: expected {want}, got {_describe(v)}")
+    if v < lo or v > MAX_INT:
+        raise ProtocolError(f"{path}.{key}: {v} is out of range ({lo}..{MAX_INT})")
+    return int(v)
+
+
+def _str(obj: dict, key: str, path: str, *, choices: tuple[str, ...] | None = None,
+         optional: bool = False) -> str | None:
+    if key not in obj:
+        if optional:
+            return None
+        raise ProtocolError(f"{path}.{key}: missing")
+    v = obj[key]
+    if not isinstance(v, str):
+        raise ProtocolError(f"{path}.{key}: expected a string, got {_describe(v)}")
+    if choices is not None and v not in choices:
+        raise ProtocolError(f"{path}.{key}: {v!r} is not one of {', '.join(choices)}")
+    if not choices and not v:
+        raise ProtocolError(f"{path}.{key}: empty string")
+    return v
+
+
+def _bool(obj: dict, key: str, path: str) -> None:
+    if key in obj and not isinstance(obj[key], bool):
+        raise ProtocolError(f"{path}.{key}: expected true or false, got {_describe(obj[key])}")
+
+
+def _object(obj: dict, key: str, path: str, *, optional: bool = False) -> None:
+    if key not in obj:
+        if optional:
+            return
+        raise ProtocolError(f"{path}.{key}: missing")
+    if not isinstance(obj[key], dict):
+        raise ProtocolError(f"{path}.{key}: expected an object, got {_describe(obj[key])}")
+
+
+def _check_record(rec: Any, path: str) -> None:
+    if not isinstance(rec, dict):
+        raise ProtocolError(f"{path}: expected an object, got {_describe(rec)}")
+    seq = _int(rec, "seq", path, lo=1)
+    t = _int(rec, "t", path)
+    _int(rec, "utc", path, nullable=True)
+    kind = _str(rec, "k", path)
+    assert seq is not None and t is not None
+    if kind == "boot":
+        _str(rec, "reset", path)
+        _bool(rec, "safe", path)
+    elif kind == "state":
+        _str(rec, "s", path, choices=STATES)
+        at = _int(rec, "at", path)
+        assert at is not None
+        if at > t:
+            raise ProtocolError(f"{path}.at: {at} is after the record's t {t}")
+        bound = _int(rec, "bound", path, nullable=True)
+        if bound is not None and bound > at:
+            raise ProtocolError(f"{path}.bound: {bound} is after at {at}")
+        _object(rec, "ev", path)
+        _bool(rec, "retract", path)
+    elif kind == "led":
+        _str(rec, "ch", path)
+        _str(rec, "st", path, choices=LED_STATES)
+        at = _int(rec, "at", path)
+        assert at is not None
+        if at > t:
+            raise ProtocolError(f"{path}.at: {at} is after the record's t {t}")
+    elif kind == "probe":
+        _str(rec, "tg", path)
+        _bool(rec, "ok", path)
+        if "ok" not in rec:
+            raise ProtocolError(f"{path}.ok: missing")
+    elif kind == "clock":
+        _int(rec, "utc", path)
+    elif kind == "gap":
+        drop = rec.get("drop")
+        if drop is None:
+            raise ProtocolError(f"{path}.drop: missing")
+        if not isinstance(drop, list) or not drop:
+            raise ProtocolError(f"{path}.drop: expected a non-empty list of [first, last] seq ranges")
+        for i, r in enumerate(drop):
+            where = f"{path}.drop[{i}]"
+            if not (isinstance(r, list) and len(r) == 2 and all(_is_int(x) for x in r)):
+                raise ProtocolError(f"{where}: expected [first, last] integers")
+            if not 1 <= r[0] <= r[1] < seq:
+                raise ProtocolError(f"{where}: range {r[0]}..{r[1]} must satisfy 1 <= first <= last < seq {seq}")
+        _object(rec, "kinds", path, optional=True)
+    elif kind == "error":
+        _str(rec, "msg", path)
+        _str(rec, "key", path, optional=True)
+    # stats and kinds this collector does not know are kept as they are.
+
+
+def check_batch(doc: Any) -> Batch:
+    if not isinstance(doc, dict):
+        raise ProtocolError(f"batch: expected an object, got {_describe(doc)}")
+    if "v" not in doc:
+        raise ProtocolError("batch.v: missing")
+    if doc["v"] != VERSION or not _is_int(doc["v"]):
+        raise ProtocolError(f"batch.v: unsupported protocol version {doc['v']!r} (this collector speaks {VERSION})")
+    agent = _str(doc, "agent", "batch")
+    assert agent is not None
+    if not valid_agent_id(agent):
+        raise ProtocolError(f"batch.agent: {agent!r} is not a valid agent id")
+    boot = _int(doc, "boot", "batch")
+    assert boot is not None
+    recs = doc.get("recs")
+    if "recs" not in doc:
+        raise ProtocolError("batch.recs: missing")
+    if not isinstance(recs, list):
+        raise ProtocolError(f"batch.recs: expected a list, got {_describe(recs)}")
+    if not recs:
+        raise ProtocolError("batch.recs: empty")
+    seen: set[int] = set()
+    for i, rec in enumerate(recs):
+        _check_record(rec, f"recs[{i}]")
+        if rec["seq"] in seen:
+            raise ProtocolError(f"recs[{i}].seq: {rec['seq']} appears twice in the batch")
+        seen.add(rec["seq"])
+    newest = max(r["t"] for r in recs)
+    sent_t = newest
+    if "t" in doc:
+        sent = _int(doc, "t", "batch")
+        assert sent is not None
+        if sent < newest:
+            raise ProtocolError(f"batch.t: send time {sent} is before a record's t {newest}")
+        sent_t = sent
+    return Batch(agent=agent, boot=boot, recs=recs, sent_t=sent_t)
+
+
+def parse_batch(payload: bytes, topic: str | None = None, prefix: str = "wanwitness") -> Batch:
+    """Validate one `<prefix>/<id>/rec` message. Raises ProtocolError."""
+    topic_agent = None
+    if topic is not None:
+        topic_agent = agent_from_topic(topic, prefix)
+        if topic_agent is None:
+            raise ProtocolError(f"topic {topic!r} is not {prefix}/<agent>/rec")
+    batch = check_batch(decode(payload))
+    if topic_agent is not None and batch.agent != topic_agent:
+        raise ProtocolError(f"batch.agent: {batch.agent!r} does not match the topic's agent {topic_agent!r}")
+    return batch
+
+
+def parse_heartbeat(payload: bytes) -> tuple[int, int]:
+    """`<prefix>/<id>/hb`: returns (boot, t). Other fields are informational."""
+    doc = decode(payload)
+    if not isinstance(doc, dict):
+        raise ProtocolError(f"heartbeat: expected an object, got {_describe(doc)}")
+    boot = _int(doc, "boot", "hb")
+    t = _int(doc, "t", "hb")
+    assert boot is not None and t is not None
+    return boot, t

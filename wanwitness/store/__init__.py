@@ -1,0 +1,34 @@
+"""The store: where the ledger, the agents, the outages and the tickets are kept.
+
+`schema` holds the tables and their migrations, `connect` opens a store by URL
+(SQLite or PostgreSQL). Callers write `from wanwitness import store as s` and use
+`s.records`, `s.open_store(url)`, ...
+"""
+
+from wanwitness.store.connect import Store, default_db_path, default_url, open_store
+from wanwitness.store.schema import (
+                                     MIGRATIONS,
+                                     agents,
+                                     boots,
+                                     clock_points,
+                                     gaps,
+                                     ledger,
+                                     ledger_head,
+                                     metadata,
+                                     migrate,
+                                     migration,
+                                     now_ms,
+                                     outages,
+                                     quarantine,
+                                     records,
+                                     schema_migrations,
+                                     settings,
+                                     ticket_appointments,
+                                     ticket_links,
+                                     tickets,
+)
+
+__all__ = ["MIGRATIONS", "Store", "agents", "boots", "clock_points", "default_db_path",
+           "default_url", "gaps", "ledger", "ledger_head", "metadata", "migrate", "migration",
+           "now_ms", "open_store", "outages", "quarantine", "records", "schema_migrations",
+           "settings", "ticket_appointments", "ticket_links", "tickets"]

@@ -1,0 +1,238 @@
+"""The store's schema (SQLAlchemy Core tables) and its migrations.
+
+Schema changes are migrations: functions registered in order, each applied in its
+own transaction and recorded in `schema_migrations`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+metadata = sa.MetaData()
+
+agents = sa.Table(
+    "agents", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("hb_s", sa.Integer, nullable=False, default=30),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    # Every record with seq <= ack_seq is committed (gaps the agent declared count).
+    sa.Column("ack_seq", sa.BigInteger, nullable=False, default=0),
+    sa.Column("last_recv_ms", sa.BigInteger),
+    # Highest seq stored (migration 2): lets ingest skip lookups for fresh records.
+    sa.Column("max_seq", sa.BigInteger, nullable=False, default=0, server_default="0"),
+)
+
+boots = sa.Table(
+    "boots", metadata,
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("boot", sa.BigInteger, primary_key=True),
+    sa.Column("first_recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_t", sa.BigInteger, nullable=False),  # newest agent ms seen from this boot
+    sa.Column("first_seq", sa.BigInteger),
+    sa.Column("reset", sa.String(64)),
+)
+
+# (t, recv) pairs: the agent's ms at send time and our UTC ms at receipt. The lower
+# envelope of recv - t is this boot's clock offset (timeline.py).
+clock_points = sa.Table(
+    "clock_points", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("agent", sa.String(32), nullable=False),
+    sa.Column("boot", sa.BigInteger, nullable=False),
+    sa.Column("t", sa.BigInteger, nullable=False),
+    sa.Column("recv_ms", sa.BigInteger, nullable=False),
+    sa.Index("ix_clock_points_boot", "agent", "boot", "t"),
+)
+
+records = sa.Table(
+    "records", metadata,
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("boot", sa.BigInteger, nullable=False),
+    sa.Column("t", sa.BigInteger, nullable=False),
+    sa.Column("utc", sa.BigInteger),
+    sa.Column("k", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # canonical JSON of the record
+    sa.Column("recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("pos", sa.BigInteger, nullable=False, unique=True),  # ledger position
+    sa.Index("ix_records_kind", "agent", "k", "seq"),
+)
+
+# h_pos = sha256(h_{pos-1} || canonical {"agent","boot","rec"} || recv_ms), see ledger.py
+ledger = sa.Table(
+    "ledger", metadata,
+    sa.Column("pos", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("agent", sa.String(32), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# One row (id = 1): the chain's head. Ingest locks it first, which serialises
+# writers (several collectors on one PostgreSQL) without deadlocks.
+ledger_head = sa.Table(
+    "ledger_head", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("pos", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# Seq ranges an agent declared dropped (a `gap` record): they count as delivered.
+gaps = sa.Table(
+    "gaps", metadata,
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("first", sa.BigInteger, primary_key=True),
+    sa.Column("last", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+)
+
+quarantine = sa.Table(
+    "quarantine", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("agent", sa.String(200)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),  # first MAX_PAYLOAD bytes
+)
+
+# Derived from state records by timeline.py; rebuilt per agent, never edited by hand.
+outages = sa.Table(
+    "outages", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("agent", sa.String(32), nullable=False),
+    sa.Column("class", sa.String(32), nullable=False),
+    sa.Column("start_ms", sa.BigInteger, nullable=False),
+    sa.Column("end_ms", sa.BigInteger),
+    sa.Column("start_unc_ms", sa.BigInteger),
+    sa.Column("evidence", sa.Text, nullable=False),
+    sa.Index("ix_outages_agent_start", "agent", "start_ms"),
+)
+
+settings = sa.Table(
+    "settings", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+# Support tickets (migration 3): the fault reports a claim counts from (docs/claims.md).
+# Times are UTC ms like everywhere else in the store.
+tickets = sa.Table(
+    "tickets", metadata,
+    sa.Column("number", sa.String(64), primary_key=True),
+    sa.Column("opened_ms", sa.BigInteger, nullable=False),  # when the ISP received the report
+    sa.Column("closed_ms", sa.BigInteger),
+    sa.Column("channel", sa.String(16)),                    # phone | email | app | office
+    sa.Column("operator", sa.String(200)),                  # "17 / Maria"
+    sa.Column("promised_ms", sa.BigInteger),                # the fix the ISP promised
+    sa.Column("note", sa.Text),
+    sa.Column("declined_s", sa.BigInteger, nullable=False, default=0),  # repair slots declined
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+)
+
+ticket_appointments = sa.Table(
+    "ticket_appointments", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("ticket", sa.String(64), sa.ForeignKey("tickets.number"), nullable=False),
+    sa.Column("at_ms", sa.BigInteger, nullable=False),
+    sa.Column("missed", sa.Boolean, nullable=False),
+    sa.Index("ix_ticket_appointments_ticket", "ticket", "at_ms"),
+)
+
+# Manual overrides of the automatic ticket <-> outage linking (claims/link.py). An
+# outage is named by its opening record (agent, seq): unlike its start time, which
+# moves by milliseconds as the clock map learns, that never changes.
+ticket_links = sa.Table(
+    "ticket_links", metadata,
+    sa.Column("ticket", sa.String(64), sa.ForeignKey("tickets.number"), primary_key=True),
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("open_seq", sa.BigInteger, primary_key=True),
+    sa.Column("linked", sa.Boolean, nullable=False),       # True = link, False = unlink
+)
+
+schema_migrations = sa.Table(
+    "schema_migrations", metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("applied_ms", sa.BigInteger, nullable=False),
+)
+
+
+# --- migrations ---------------------------------------------------------------
+
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = []
+
+
+def migration(version: int, name: str):
+    def register(fn: Callable[[Connection], None]):
+        MIGRATIONS.append((version, name, fn))
+        MIGRATIONS.sort(key=lambda m: m[0])
+        return fn
+    return register
+
+
+@migration(1, "initial schema")
+def _m1(conn: Connection) -> None:
+    # The schema as it was at version 1: later migrations change it.
+    m = sa.MetaData()
+    sa.Table("agents", m,
+             sa.Column("id", sa.String(32), primary_key=True),
+             sa.Column("password_hash", sa.String(200), nullable=False),
+             sa.Column("enabled", sa.Boolean, nullable=False),
+             sa.Column("hb_s", sa.Integer, nullable=False),
+             sa.Column("created_ms", sa.BigInteger, nullable=False),
+             sa.Column("ack_seq", sa.BigInteger, nullable=False),
+             sa.Column("last_recv_ms", sa.BigInteger)).create(conn)
+    for table in (boots, clock_points, records, ledger, ledger_head, gaps, quarantine,
+                  outages, settings):
+        table.to_metadata(m).create(conn)
+    conn.execute(ledger_head.insert().values(id=1, pos=0, hash="0" * 64))
+
+
+@migration(2, "agents.max_seq")
+def _m2(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE agents ADD COLUMN max_seq BIGINT NOT NULL DEFAULT 0")
+    conn.exec_driver_sql("UPDATE agents SET max_seq = COALESCE("
+                         "(SELECT MAX(seq) FROM records WHERE records.agent = agents.id), 0)")
+
+
+@migration(3, "tickets, appointments, manual ticket links")
+def _m3(conn: Connection) -> None:
+    m = sa.MetaData()
+    for table in (tickets, ticket_appointments, ticket_links):
+        table.to_metadata(m).create(conn)
+
+
+def migrate(engine: Engine) -> list[int]:
+    """Apply the migrations this store lacks; returns the versions applied."""
+    applied: list[int] = []
+    with engine.begin() as conn:
+        schema_migrations.create(conn, checkfirst=True)
+    for version, name, fn in MIGRATIONS:
+        with engine.begin() as conn:
+            done = conn.execute(sa.select(schema_migrations.c.version)
+                                .where(schema_migrations.c.version == version)).first()
+            if done:
+                continue
+            fn(conn)
+            conn.execute(schema_migrations.insert().values(
+                version=version, name=name, applied_ms=now_ms()))
+            applied.append(version)
+    return applied
