@@ -66,6 +66,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bench.cleanup import Cleanup
+from testing.collector import CollectorProcess
 from wanwitness import store as s
 from wanwitness.boards.build import agent_build_dir, compile_agent, compile_virtual_board, vboard_build_dir
 from wanwitness.collector import timeline
@@ -229,48 +230,6 @@ def vboard_breakdown(work: Path, micropython: str, vboard_dir: Path) -> dict[str
     return out
 
 
-class Collector:
-    """`wanwitness collect` with its embedded broker on a free 127.0.0.1 port."""
-
-    def __init__(self, work: Path, db_url: str):
-        self.db_url = db_url
-        self.port = free_port(HOST)
-        self.log_path = work / "collector.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("WANWITNESS_CONFIG", None)
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "wanwitness", "collect", "--db", self.db_url,
-                 "--listen", f"{HOST}:{self.port}"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True)  # Ctrl-C reaches us only; we stop it in order
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the collector exited:\n{self.log_tail()}")
-            if "connected to" in self.log_path.read_text(errors="replace"):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"the collector did not come up:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-n:]
-
-    def stop(self) -> None:
-        p = self.proc
-        if p is None or p.poll() is not None:
-            return
-        p.terminate()
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-
-
 @dataclass
 class Board:
     label: str
@@ -348,7 +307,8 @@ class Lab:
         self.gateway = LoopbackHost()
         self.anchors = [LoopbackHost(), LoopbackHost()]
         CLEANUP.push("loopback hosts", self._hosts_down)
-        self.collector = Collector(work, self.db_url)
+        self.collector = CollectorProcess(work, self.db_url, listen=(HOST, free_port(HOST)),
+                                          new_session=True)
         self.boards: list[Board] = []
         self.events: list[Event] = []
         self.stop_event = threading.Event()

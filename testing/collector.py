@@ -13,7 +13,10 @@ from pathlib import Path
 class CollectorProcess:
     def __init__(self, workdir: Path, db_url: str, *, broker: str | None = None,
                  listen: tuple[str, int] | None = None, username: str = "", password: str = "",
-                 extra_env: dict[str, str] | None = None, collector_conf: str = ""):
+                 extra_env: dict[str, str] | None = None, collector_conf: str = "",
+                 new_session: bool = False):
+        # new_session: Ctrl-C at the terminal reaches only the harness, which then stops
+        # the collector in order (the benchmarks).
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url
@@ -30,6 +33,7 @@ class CollectorProcess:
         self.env.update(extra_env or {})
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.new_session = new_session
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "wanwitness", "collect", "--db", self.db_url]
@@ -43,7 +47,7 @@ class CollectorProcess:
         log.write(f"--- start {self.starts}\n".encode())
         log.flush()
         self.proc = subprocess.Popen(self.command(), env=self.env, stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, start_new_session=self.new_session)
         log.close()
         if wait:
             self.wait_ready()
@@ -83,3 +87,11 @@ class CollectorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log()[-n:]
+
+    @property
+    def port(self) -> int:
+        assert self.listen is not None
+        return self.listen[1]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -141,3 +143,45 @@ def test_broker_down_for_60_s_while_the_agent_keeps_recording(demo, tmp_path):
     finally:
         d.stop()
         m.stop()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line names `text` (the demo's directory)."""
+    found = []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(proc_dir.name))
+    return found
+
+
+def test_sigterm_to_the_demo_alone_stops_everything_it_started(tmp_path):
+    """A service manager or a terminal closing sends SIGTERM to the demo process only:
+    its collector, agent runner and micropython must go with it."""
+    workdir = tmp_path / "demo"
+    proc = subprocess.Popen([sys.executable, "-m", "wanwitness", "demo", "--dir", str(workdir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "agent online" in line:
+            break
+    else:
+        pytest.fail(f"the demo never got its agent online (exit {proc.wait()})")
+    children = [pid for pid in _processes_mentioning(str(workdir)) if pid != proc.pid]
+    assert len(children) >= 2, children          # the collector and the agent runner at least
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(workdir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(workdir)) == []
+    log = (workdir / "collector.log").read_text()
+    assert "stopped:" in log                       # stopped in order, not killed
+    # The demo waited on the collector's log, not by connecting to its port (the broker
+    # warned about a client that left before CONNECT): no warning until the agent came.
+    start = log[:log.index("agent demo")]
+    assert "WARNING" not in start and "ERROR" not in start, start

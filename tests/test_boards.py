@@ -262,3 +262,33 @@ def test_a_new_agent_module_not_in_the_manifest_is_caught(tmp_path):
     assert not_frozen(tmp_path) == []
     (tmp_path / "agent" / "sensors2.py").write_text("# a new module\n")
     assert not_frozen(tmp_path) == ["sensors2.py"]
+
+
+# --- the board's config.json, checked with the agent's own rules -----------------------
+
+def test_deploy_refuses_what_the_agent_would_complain_about_before_touching_the_port(tmp_path):
+    from wanwitness.boards.deploy import deploy
+    from wanwitness.collector.agents import board_config, write_board_config
+    conf = board_config("kitchen", "pw", broker_host="192.0.2.10", broker_port=1883, hb_s=30,
+                        wifi_ssid="home", wifi_password="x")
+    conf["hb_s"] = 2          # below the agent's minimum
+    conf["led"] = []          # a typo for "leds"
+    path = tmp_path / "kitchen.config.json"
+    write_board_config(path, conf)
+    with pytest.raises(UserError) as e:
+        deploy(str(tmp_path / "no-such-port"), "kitchen", path, log=lambda _line: None)
+    text = str(e.value)
+    assert str(path) in text and "hb_s:" in text and "led: unknown key" in text
+    assert "no-such-port" not in text   # refused before the port was opened
+
+
+def test_a_config_agent_add_writes_has_no_problem():
+    from wanwitness.boards.board_config import problems
+    from wanwitness.collector.agents import board_config
+    conf = board_config("kitchen", "pw", broker_host="192.0.2.10", broker_port=1883, hb_s=30,
+                        wifi_ssid="", wifi_password="")
+    assert problems(conf) == []
+    assert problems({"id": "Kitchen!"}) == [
+        ("id", "not a valid agent id (1-32 of a-z 0-9 - _)"),
+        ("id", "missing: the agent cannot report without its id"),
+        ("broker.host", "missing: the agent cannot report without a broker")]

@@ -14,7 +14,7 @@ from wanwitness.broker import embedded
 from wanwitness.broker.embedded import BrokerPortInUse, EmbeddedBroker
 from wanwitness.broker.passwords import check_password, hash_password, new_secret
 
-PASSWORDS = {"collector": new_secret(), "A": new_secret(), "B": new_secret()}
+PASSWORDS = {"collector": new_secret(), "a": new_secret(), "b": new_secret()}
 HASHES = {user: hash_password(pw) for user, pw in PASSWORDS.items()}
 
 
@@ -52,10 +52,10 @@ def collector(broker, **kw) -> MqttClient:
 
 
 def test_wrong_password_unknown_user_and_anonymous_are_refused(broker):
-    for user, password in (("A", "wrong"), ("nobody", PASSWORDS["A"]), (None, None)):
+    for user, password in (("a", "wrong"), ("nobody", PASSWORDS["a"]), (None, None)):
         with pytest.raises(ConnectRefused, match="[Nn]ot authori[sz]ed"):
             MqttClient(broker.url, "x", username=user, password=password).connect()
-    client(broker, "A").close()
+    client(broker, "a").close()
 
 
 def test_broken_credential_store_refuses_instead_of_crashing():
@@ -66,83 +66,83 @@ def test_broken_credential_store_refuses_instead_of_crashing():
     b.start()
     try:
         with pytest.raises(ConnectRefused):
-            MqttClient(b.url, "x", username="A", password="a").connect()
+            MqttClient(b.url, "x", username="a", password="a").connect()
     finally:
         b.stop()
 
 
 def test_agent_publishes_its_records_and_the_collector_receives_them(broker):
-    with client(broker, "collector") as col, client(broker, "A") as a:
+    with client(broker, "collector") as col, client(broker, "a") as a:
         assert col.subscribe("wanwitness/#", 1) == 1
-        a.publish("wanwitness/A/rec", b'{"seq": 1}', qos=1)
+        a.publish("wanwitness/a/rec", b'{"seq": 1}', qos=1)
         msg = col.get()
-        assert (msg.topic, msg.payload, msg.qos, msg.retain) == ("wanwitness/A/rec", b'{"seq": 1}', 1, False)
+        assert (msg.topic, msg.payload, msg.qos, msg.retain) == ("wanwitness/a/rec", b'{"seq": 1}', 1, False)
 
 
 def test_agent_cannot_publish_as_another_agent(broker):
-    with client(broker, "collector") as col, client(broker, "A") as a:
+    with client(broker, "collector") as col, client(broker, "a") as a:
         col.subscribe("wanwitness/#", 1)
-        a.publish("wanwitness/B/rec", b"forged")
-        a.publish("wanwitness/B/status", b"offline", retain=True)
-        a.publish("wanwitness/A", b"not below A/")
+        a.publish("wanwitness/b/rec", b"forged")
+        a.publish("wanwitness/b/status", b"offline", retain=True)
+        a.publish("wanwitness/a", b"not below a/")
         a.publish("elsewhere/x", b"outside the prefix")
-        a.publish("wanwitness/A/rec", b"barrier")  # same client, so it arrives after the others would
-        got = col.get_until("wanwitness/A/rec")
-        assert [(m.topic, m.payload) for m in got] == [("wanwitness/A/rec", b"barrier")]
+        a.publish("wanwitness/a/rec", b"barrier")  # same client, so it arrives after the others would
+        got = col.get_until("wanwitness/a/rec")
+        assert [(m.topic, m.payload) for m in got] == [("wanwitness/a/rec", b"barrier")]
     # The refused retained publish was not stored either.
     with client(broker, "collector") as col2:
-        col2.subscribe("wanwitness/B/status", 1)
-        col2.subscribe("wanwitness/A/rec", 1)
-        with client(broker, "A") as a:
-            a.publish("wanwitness/A/rec", b"barrier")
-        assert [m.topic for m in col2.get_until("wanwitness/A/rec")] == ["wanwitness/A/rec"]
+        col2.subscribe("wanwitness/b/status", 1)
+        col2.subscribe("wanwitness/a/rec", 1)
+        with client(broker, "a") as a:
+            a.publish("wanwitness/a/rec", b"barrier")
+        assert [m.topic for m in col2.get_until("wanwitness/a/rec")] == ["wanwitness/a/rec"]
 
 
 def test_agent_reads_only_its_own_ack(broker):
-    with client(broker, "collector") as col, client(broker, "A") as a:
-        assert a.subscribe("wanwitness/B/ack", 1) == 0x80
+    with client(broker, "collector") as col, client(broker, "a") as a:
+        assert a.subscribe("wanwitness/b/ack", 1) == 0x80
         assert a.subscribe("wanwitness/+/ack", 1) == 0x80
         assert a.subscribe("wanwitness/#", 1) == 0x80
-        assert a.subscribe("wanwitness/A/ack", 1) == 1
-        col.publish("wanwitness/B/ack", b'{"seq": 7}', retain=True)
-        col.publish("wanwitness/A/ack", b'{"seq": 3}', retain=True)
-        got = a.get_until("wanwitness/A/ack")
-        assert [(m.topic, m.payload) for m in got] == [("wanwitness/A/ack", b'{"seq": 3}')]
+        assert a.subscribe("wanwitness/a/ack", 1) == 1
+        col.publish("wanwitness/b/ack", b'{"seq": 7}', retain=True)
+        col.publish("wanwitness/a/ack", b'{"seq": 3}', retain=True)
+        got = a.get_until("wanwitness/a/ack")
+        assert [(m.topic, m.payload) for m in got] == [("wanwitness/a/ack", b'{"seq": 3}')]
 
 
 def test_retained_ack_reaches_a_later_subscriber_and_nothing_else_does(broker):
     with client(broker, "collector") as col:
         col.subscribe("wanwitness/#", 1)  # amqtt would replay retained messages matching this to everybody
-        col.publish("wanwitness/B/ack", b'{"seq": 9}', retain=True)
-        col.publish("wanwitness/A/ack", b'{"seq": 4}', retain=True)
-        with client(broker, "A", "A-persistent", clean_session=False) as a:
-            assert a.subscribe("wanwitness/A/ack", 1) == 1
+        col.publish("wanwitness/b/ack", b'{"seq": 9}', retain=True)
+        col.publish("wanwitness/a/ack", b'{"seq": 4}', retain=True)
+        with client(broker, "a", "A-persistent", clean_session=False) as a:
+            assert a.subscribe("wanwitness/a/ack", 1) == 1
             msg = a.get()
-            assert (msg.topic, msg.payload, msg.retain) == ("wanwitness/A/ack", b'{"seq": 4}', True)
+            assert (msg.topic, msg.payload, msg.retain) == ("wanwitness/a/ack", b'{"seq": 4}', True)
             # A live ack is delivered as such.
-            col.publish("wanwitness/A/ack", b'{"seq": 5}', retain=True)
+            col.publish("wanwitness/a/ack", b'{"seq": 5}', retain=True)
             msg = a.get()
-            assert (msg.topic, msg.payload, msg.retain) == ("wanwitness/A/ack", b'{"seq": 5}', False)
+            assert (msg.topic, msg.payload, msg.retain) == ("wanwitness/a/ack", b'{"seq": 5}', False)
             assert a.drain() == []
         # Reconnecting to the persistent session does not replay retained messages.
-        with client(broker, "A", "A-persistent", clean_session=False) as a2:
+        with client(broker, "a", "A-persistent", clean_session=False) as a2:
             assert a2.session_present
-            col.publish("wanwitness/A/ack", b'{"seq": 6}', retain=True)
-            assert [(m.topic, m.payload) for m in a2.get_until("wanwitness/A/ack")] == [
-                ("wanwitness/A/ack", b'{"seq": 6}')]
+            col.publish("wanwitness/a/ack", b'{"seq": 6}', retain=True)
+            assert [(m.topic, m.payload) for m in a2.get_until("wanwitness/a/ack")] == [
+                ("wanwitness/a/ack", b'{"seq": 6}')]
 
 
 def test_will_is_published_when_an_agent_vanishes(broker):
     with client(broker, "collector") as col:
         col.subscribe("wanwitness/+/status", 1)
-        a = client(broker, "A", will=("wanwitness/A/status", b"offline", 1, True))
-        a.publish("wanwitness/A/status", b"online", retain=True)
+        a = client(broker, "a", will=("wanwitness/a/status", b"offline", 1, True))
+        a.publish("wanwitness/a/status", b"online", retain=True)
         assert col.get().payload == b"online"
         a.drop()
         msg = col.get()
-        assert (msg.topic, msg.payload) == ("wanwitness/A/status", b"offline")
+        assert (msg.topic, msg.payload) == ("wanwitness/a/status", b"offline")
     with client(broker, "collector") as later:
-        later.subscribe("wanwitness/A/status", 1)
+        later.subscribe("wanwitness/a/status", 1)
         msg = later.get()
         assert (msg.payload, msg.retain) == (b"offline", True)
 
@@ -150,13 +150,13 @@ def test_will_is_published_when_an_agent_vanishes(broker):
 def test_silent_agent_is_dropped_after_its_keepalive_and_its_will_published(broker):
     with client(broker, "collector") as col:
         col.subscribe("wanwitness/+/status", 1)
-        sock, rc = raw_connect(broker.url, "A-silent", username="A", password=PASSWORDS["A"], keepalive=1,
-                               will=("wanwitness/A/status", b"offline", 1, True))
+        sock, rc = raw_connect(broker.url, "A-silent", username="a", password=PASSWORDS["a"], keepalive=1,
+                               will=("wanwitness/a/status", b"offline", 1, True))
         try:
             assert rc == 0
             started = time.monotonic()
             msg = col.get(timeout=5)  # 1.5 x keep-alive, plus slack
-            assert (msg.topic, msg.payload) == ("wanwitness/A/status", b"offline")
+            assert (msg.topic, msg.payload) == ("wanwitness/a/status", b"offline")
             assert time.monotonic() - started >= 1.0
         finally:
             sock.close()
@@ -164,7 +164,7 @@ def test_silent_agent_is_dropped_after_its_keepalive_and_its_will_published(brok
 
 def test_agent_cannot_leave_a_will_on_another_agents_topic(broker):
     with pytest.raises(ConnectRefused):
-        client(broker, "A", will=("wanwitness/B/status", b"offline", 1, True))
+        client(broker, "a", will=("wanwitness/b/status", b"offline", 1, True))
 
 
 # --- persistent sessions and reliable QoS 1 ----------------------------------------------
@@ -173,16 +173,16 @@ def test_agent_cannot_leave_a_will_on_another_agents_topic(broker):
 def test_unacked_messages_are_redelivered_after_the_collector_reconnects(broker):
     col = collector(broker)
     col.subscribe("wanwitness/#", 1)
-    with client(broker, "A") as a:
+    with client(broker, "a") as a:
         for i in range(5):
-            a.publish("wanwitness/A/rec", f"r{i}")
+            a.publish("wanwitness/a/rec", f"r{i}")
         first = [col.get() for _ in range(5)]
         assert [m.payload for m in first] == [f"r{i}".encode() for i in range(5)]
         col.ack(first[0])
         col.ack(first[1])
         col.drop()  # crashed before committing r2..r4
         for i in range(5, 8):
-            a.publish("wanwitness/A/rec", f"r{i}")  # queued while the collector is away
+            a.publish("wanwitness/a/rec", f"r{i}")  # queued while the collector is away
 
     col = collector(broker)  # no new SUBSCRIBE: the session remembers it
     assert col.session_present
@@ -196,9 +196,9 @@ def test_unacked_messages_are_redelivered_after_the_collector_reconnects(broker)
 
     # Once acked, nothing comes back.
     col = collector(broker)
-    with client(broker, "A") as a:
-        a.publish("wanwitness/A/rec", b"next")
-    assert [m.payload for m in col.get_until("wanwitness/A/rec")] == [b"next"]
+    with client(broker, "a") as a:
+        a.publish("wanwitness/a/rec", b"next")
+    assert [m.payload for m in col.get_until("wanwitness/a/rec")] == [b"next"]
     col.close()
 
 
@@ -207,9 +207,9 @@ def test_a_burst_from_an_agent_that_leaves_at_once_is_delivered_in_full(broker):
     col = collector(broker)
     col.subscribe("wanwitness/#", 1)
     count = 300
-    sock, rc = raw_connect(broker.url, "A-burst", username="A", password=PASSWORDS["A"])
+    sock, rc = raw_connect(broker.url, "A-burst", username="a", password=PASSWORDS["a"])
     assert rc == 0
-    topic = b"wanwitness/A/rec"
+    topic = b"wanwitness/a/rec"
     packets = b""
     for i in range(1, count + 1):
         body = struct.pack("!H", len(topic)) + topic + struct.pack("!H", i) + b"r%d" % i
@@ -233,8 +233,8 @@ def test_a_slow_ack_does_not_lose_the_message(broker):
     # amqtt alone forgets a QoS 1 message not acknowledged within 5 s.
     col = collector(broker)
     col.subscribe("wanwitness/#", 1)
-    with client(broker, "A") as a:
-        a.publish("wanwitness/A/rec", b"slow")
+    with client(broker, "a") as a:
+        a.publish("wanwitness/a/rec", b"slow")
     assert col.get().payload == b"slow"
     time.sleep(6)  # the collector is still committing...
     col.drop()
@@ -250,11 +250,11 @@ def test_in_flight_window_is_limited():
     try:
         col = collector(b)
         col.subscribe("wanwitness/#", 1)
-        with client(b, "A") as a:
+        with client(b, "a") as a:
             for i in range(6):
-                a.publish("wanwitness/A/rec", f"r{i}")
+                a.publish("wanwitness/a/rec", f"r{i}")
             window = [col.get() for _ in range(3)]
-            a.publish("wanwitness/A/rec", b"barrier")
+            a.publish("wanwitness/a/rec", b"barrier")
             with pytest.raises(AssertionError):
                 col.get(timeout=0.5)  # the broker waits for acks before sending more
             col.ack(window[0])
@@ -272,11 +272,11 @@ def test_another_user_cannot_take_the_collectors_client_id(broker):
     col = collector(broker)
     col.subscribe("wanwitness/#", 1)
     col.disconnect()
-    with client(broker, "A") as a:
-        a.publish("wanwitness/A/rec", b"queued")
+    with client(broker, "a") as a:
+        a.publish("wanwitness/a/rec", b"queued")
     for clean in (True, False):  # neither wipe (clean) nor take over (persistent) the session
         with pytest.raises(ConnectRefused):
-            client(broker, "A", "collector", clean_session=clean)
+            client(broker, "a", "collector", clean_session=clean)
     col = collector(broker)
     assert col.get().payload == b"queued"
     col.close()
@@ -287,12 +287,12 @@ def test_reconnect_while_the_old_connection_still_looks_alive(broker):
     old = collector(broker)
     old.subscribe("wanwitness/#", 1)
     old.client.loop_stop()  # stops reading and acking, socket left open
-    with client(broker, "A") as a:
-        a.publish("wanwitness/A/rec", b"m1")
+    with client(broker, "a") as a:
+        a.publish("wanwitness/a/rec", b"m1")
         new = collector(broker)
-        a.publish("wanwitness/A/rec", b"m2")
-        got = new.get_until("wanwitness/A/rec")
-        got += new.get_until("wanwitness/A/rec") if got[-1].payload == b"m1" else []
+        a.publish("wanwitness/a/rec", b"m2")
+        got = new.get_until("wanwitness/a/rec")
+        got += new.get_until("wanwitness/a/rec") if got[-1].payload == b"m1" else []
         assert [m.payload for m in got] == [b"m1", b"m2"]
     new.close()
     old.drop()
@@ -332,7 +332,7 @@ def test_stop_frees_the_port_and_url_is_usable():
         b = EmbeddedBroker("127.0.0.1", port, authenticate)
         b.start()
         assert b.url == f"mqtt://127.0.0.1:{port}"
-        client(b, "A").close()
+        client(b, "a").close()
         b.stop()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -345,7 +345,7 @@ def test_stop_frees_the_port_and_url_is_usable():
 def test_throughput_five_publishers_to_a_manual_ack_collector(broker, capsys):
     publishers, per_publisher = 5, 2000
     payload = b"x" * 300
-    agents = {f"T{i}": new_secret() for i in range(publishers)}
+    agents = {f"t{i}": new_secret() for i in range(publishers)}
     HASHES.update({user: hash_password(pw) for user, pw in agents.items()})
     PASSWORDS.update(agents)
     col = collector(broker)

@@ -16,7 +16,7 @@ from wanwitness.errors import UserError
 
 pytestmark = pytest.mark.skipif(not Path(MOSQUITTO_BIN).exists(), reason="mosquitto is not installed")
 
-PASSWORDS = {"collector": new_secret(), "A": new_secret(), "B": new_secret()}
+PASSWORDS = {"collector": new_secret(), "a": new_secret(), "b": new_secret()}
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def broker(tmp_path):
     conf_dir = tmp_path / "wanwitness"
     write_mosquitto_config(
         conf_dir,
-        agents=[("A", hash_password(PASSWORDS["A"])), ("B", hash_password(PASSWORDS["B"]))],
+        agents=[("a", hash_password(PASSWORDS["a"])), ("b", hash_password(PASSWORDS["b"]))],
         collector=("collector", hash_password(PASSWORDS["collector"])),
     )
     m = Mosquitto(tmp_path / "mosquitto", allow_anonymous=False, extra_conf=f"include_dir {conf_dir}")
@@ -72,7 +72,7 @@ def test_new_secret_is_random_and_url_safe():
 
 
 def test_written_files(tmp_path):
-    paths = write_mosquitto_config(tmp_path / "out", [("A", hash_password("a"))], ("collector", hash_password("c")))
+    paths = write_mosquitto_config(tmp_path / "out", [("a", hash_password("a"))], ("collector", hash_password("c")))
     by_name = {p.name: p for p in paths}
     assert set(by_name) == {"passwd", "acl", "wanwitness.conf"}
     assert stat.S_IMODE(by_name["passwd"].stat().st_mode) == 0o600
@@ -83,84 +83,84 @@ def test_written_files(tmp_path):
                  "max_inflight_messages 100"):
         assert line + "\n" in conf
     passwd = by_name["passwd"].read_text()
-    assert passwd.startswith("collector:$7$101$") and "\nA:$7$" in passwd
+    assert passwd.startswith("collector:$7$101$") and "\na:$7$" in passwd
 
 
 def test_bad_names_are_user_errors():
     h = hash_password("x")
-    with pytest.raises(UserError, match="may not contain"):
+    with pytest.raises(UserError, match="not a valid agent id"):
         mosquitto_files([("a/b", h)], ("collector", h))
     with pytest.raises(UserError, match="used twice"):
-        mosquitto_files([("A", h), ("A", h)], ("collector", h))
+        mosquitto_files([("a", h), ("a", h)], ("collector", h))
     with pytest.raises(UserError, match="used twice"):
         mosquitto_files([("collector", h)], ("collector", h))
     with pytest.raises(UserError, match="format"):
-        mosquitto_files([("A", "plaintext")], ("collector", h))
+        mosquitto_files([("a", "plaintext")], ("collector", h))
     with pytest.raises(UserError, match="prefix"):
-        mosquitto_files([("A", h)], ("collector", h), prefix="ww/#")
+        mosquitto_files([("a", h)], ("collector", h), prefix="ww/#")
 
 
 def test_wrong_password_unknown_user_and_anonymous_are_refused(broker):
     with pytest.raises(ConnectRefused):
-        MqttClient(broker.url, "x1", username="A", password="wrong").connect()
+        MqttClient(broker.url, "x1", username="a", password="wrong").connect()
     with pytest.raises(ConnectRefused):
-        MqttClient(broker.url, "x2", username="nobody", password=PASSWORDS["A"]).connect()
+        MqttClient(broker.url, "x2", username="nobody", password=PASSWORDS["a"]).connect()
     with pytest.raises(ConnectRefused):
         MqttClient(broker.url, "x3").connect()
     # ... while the right password (our hash in the password file) is accepted.
-    client(broker, "A").close()
+    client(broker, "a").close()
 
 
 def test_agent_publishes_its_records_and_the_collector_receives_them(broker):
-    with client(broker, "collector") as col, client(broker, "A") as a:
+    with client(broker, "collector") as col, client(broker, "a") as a:
         assert col.subscribe("wanwitness/#", 1) == 1
-        a.publish("wanwitness/A/rec", b'{"seq": 1}', qos=1)
+        a.publish("wanwitness/a/rec", b'{"seq": 1}', qos=1)
         msg = col.get()
-        assert (msg.topic, msg.payload, msg.qos) == ("wanwitness/A/rec", b'{"seq": 1}', 1)
+        assert (msg.topic, msg.payload, msg.qos) == ("wanwitness/a/rec", b'{"seq": 1}', 1)
 
 
 def test_agent_cannot_publish_as_another_agent(broker):
-    with client(broker, "collector") as col, client(broker, "A") as a:
+    with client(broker, "collector") as col, client(broker, "a") as a:
         col.subscribe("wanwitness/#", 1)
-        a.publish("wanwitness/B/rec", b"forged")
-        a.publish("wanwitness/B/status", b"offline", retain=True)
+        a.publish("wanwitness/b/rec", b"forged")
+        a.publish("wanwitness/b/status", b"offline", retain=True)
         a.publish("elsewhere/x", b"outside the prefix")
-        a.publish("wanwitness/A/rec", b"barrier")  # same client, so it arrives after the others would
-        got = col.get_until("wanwitness/A/rec")
-        assert [(m.topic, m.payload) for m in got] == [("wanwitness/A/rec", b"barrier")]
+        a.publish("wanwitness/a/rec", b"barrier")  # same client, so it arrives after the others would
+        got = col.get_until("wanwitness/a/rec")
+        assert [(m.topic, m.payload) for m in got] == [("wanwitness/a/rec", b"barrier")]
 
 
 def test_agent_reads_only_its_own_ack(broker):
-    with client(broker, "collector") as col, client(broker, "A") as a:
-        for topic in ("wanwitness/B/ack", "wanwitness/+/ack", "wanwitness/#", "#"):
+    with client(broker, "collector") as col, client(broker, "a") as a:
+        for topic in ("wanwitness/b/ack", "wanwitness/+/ack", "wanwitness/#", "#"):
             a.subscribe(topic, 1)  # may be granted or refused; what matters is what arrives
-        col.publish("wanwitness/B/ack", b'{"seq": 7}', retain=True)
-        col.publish("wanwitness/B/rec", b"not for A")
-        col.publish("wanwitness/A/ack", b'{"seq": 3}', retain=True)
-        got = a.get_until("wanwitness/A/ack")
-        assert {m.topic for m in got} == {"wanwitness/A/ack"}
+        col.publish("wanwitness/b/ack", b'{"seq": 7}', retain=True)
+        col.publish("wanwitness/b/rec", b"not for A")
+        col.publish("wanwitness/a/ack", b'{"seq": 3}', retain=True)
+        got = a.get_until("wanwitness/a/ack")
+        assert {m.topic for m in got} == {"wanwitness/a/ack"}
         # A later subscriber gets its own retained ack, and only that.
-        with client(broker, "A") as a2:
+        with client(broker, "a") as a2:
             a2.subscribe("wanwitness/+/ack", 1)
-            a2.subscribe("wanwitness/A/ack", 1)
-            got = a2.get_until("wanwitness/A/ack")
-            assert {(m.topic, m.payload) for m in got} == {("wanwitness/A/ack", b'{"seq": 3}')}
+            a2.subscribe("wanwitness/a/ack", 1)
+            got = a2.get_until("wanwitness/a/ack")
+            assert {(m.topic, m.payload) for m in got} == {("wanwitness/a/ack", b'{"seq": 3}')}
 
 
 def test_collector_reads_everything_including_wills(broker):
     with client(broker, "collector") as col:
         col.subscribe("wanwitness/#", 1)
-        a = client(broker, "A", will=("wanwitness/A/status", b"offline", 1, True))
-        with client(broker, "B") as b:
-            a.publish("wanwitness/A/rec", b"a1")
-            b.publish("wanwitness/B/rec", b"b1")
+        a = client(broker, "a", will=("wanwitness/a/status", b"offline", 1, True))
+        with client(broker, "b") as b:
+            a.publish("wanwitness/a/rec", b"a1")
+            b.publish("wanwitness/b/rec", b"b1")
             a.drop()  # vanishes: Mosquitto publishes A's will
-            seen = {(m.topic, m.payload) for m in col.get_until("wanwitness/A/status")}
+            seen = {(m.topic, m.payload) for m in col.get_until("wanwitness/a/status")}
             seen |= {(m.topic, m.payload) for m in col.drain()}
-            if ("wanwitness/B/rec", b"b1") not in seen:
-                seen |= {(m.topic, m.payload) for m in col.get_until("wanwitness/B/rec")}
-        assert {("wanwitness/A/rec", b"a1"), ("wanwitness/B/rec", b"b1"),
-                ("wanwitness/A/status", b"offline")} <= seen
+            if ("wanwitness/b/rec", b"b1") not in seen:
+                seen |= {(m.topic, m.payload) for m in col.get_until("wanwitness/b/rec")}
+        assert {("wanwitness/a/rec", b"a1"), ("wanwitness/b/rec", b"b1"),
+                ("wanwitness/a/status", b"offline")} <= seen
 
 
 def test_queued_records_survive_a_mosquitto_restart(broker):
@@ -169,9 +169,9 @@ def test_queued_records_survive_a_mosquitto_restart(broker):
     col = client(broker, "collector", "collector", clean_session=False, manual_ack=True)
     col.subscribe("wanwitness/#", 1)
     col.disconnect()
-    with client(broker, "A") as a:
+    with client(broker, "a") as a:
         for i in range(3):
-            a.publish("wanwitness/A/rec", f"r{i}")
+            a.publish("wanwitness/a/rec", f"r{i}")
     broker.stop()
     broker.start()
     col = client(broker, "collector", "collector", clean_session=False, manual_ack=True)

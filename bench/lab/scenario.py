@@ -55,8 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wanwitness.boards import board_config
 from wanwitness.errors import UserError
-from wanwitness.resources import agent_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,16 +141,6 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _agent_config_module():
-    """wanwitness/agent/config.py (MicroPython-compatible, plain Python) loaded from the checkout."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("_ww_agent_config", agent_dir() / "config.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def check_agent_overrides(where: str, agent: Any) -> dict[str, Any]:
     if not isinstance(agent, dict):
         raise UserError(f"{where}: \"agent\" must be an object of agent config overrides, "
@@ -170,7 +160,7 @@ def check_agent_overrides(where: str, agent: Any) -> dict[str, Any]:
                                 "override it")
     # The agent's own parser decides what it would accept; anything it would replace by a
     # default is a mistake in the scenario.
-    conf = _agent_config_module().parse(dict(agent, id="lab", broker={"host": "192.0.2.10"}))
+    conf = board_config.agent_rules().parse(dict(agent, id="lab", broker={"host": "192.0.2.10"}))
     if conf.problems:
         key, msg = conf.problems[0]
         raise UserError(f"{where}: agent.{key}: {msg}")

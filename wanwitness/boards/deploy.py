@@ -27,11 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from wanwitness import __version__
+from wanwitness.boards import board_config
 from wanwitness.boards.build import agent_sources, compile_agent
 from wanwitness.boards.link import BoardInfo, BoardLink
 from wanwitness.errors import UserError
 from wanwitness.resources import agent_dir, build_dir, firmware_dir
-from wanwitness.virtual.supervisor import load_config
 
 MANIFEST = "wanwitness.json"
 SPARE_BYTES = 16 * 1024  # leave the outbox room to breathe after the copy
@@ -138,10 +138,11 @@ def choose_profile(info: BoardInfo, board: str | None):
 def deploy(port: str, agent: str, config_path: Path, *, board: str | None = None,
            reset: bool = True, watch_s: float = 0.0,
            log: Callable[[str], None] = print) -> DeployResult:
-    config = load_config(config_path)
+    config = board_config.read(config_path)
     if config.get("id") != agent:
         raise UserError(f"{config_path} is the config of agent {config.get('id')!r}, not "
                         f"{agent!r}: give --config, or create it with `wanwitness agent add {agent}`")
+    board_config.check(config_path, config)
     if not (config.get("wifi") or {}).get("ssid"):
         log(f"note: {config_path} has no wifi.ssid: the board will not get online "
             "(fine on the virtual board)")

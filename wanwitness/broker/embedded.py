@@ -51,6 +51,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import OUTGOING, OutgoingApplicationMessage, Session
 
+from wanwitness.collector.protocol import valid_agent_id
 from wanwitness.errors import UserError
 
 log = logging.getLogger("wanwitness.broker")
@@ -74,11 +75,6 @@ class BrokerPortInUse(UserError):
 
 
 # --- access policy ------------------------------------------------------------------
-
-
-def valid_agent_id(agent_id: str) -> bool:
-    """Agent ids become one topic level: no separators or wildcards."""
-    return bool(agent_id) and not any(c in agent_id for c in "/+#\0")
 
 
 @dataclass(frozen=True)
@@ -134,7 +130,7 @@ class WitnessAuthPlugin(BaseAuthPlugin):
             log.info("MQTT login refused for %r (wrong username or password)", user)
             return False
         if role == ROLE_AGENT and not valid_agent_id(user):
-            log.warning("MQTT login refused for agent %r: agent ids may not contain / + #", user)
+            log.warning("MQTT login refused for agent %r: not a valid agent id (1-32 of a-z 0-9 - _)", user)
             return False
         if role == ROLE_AGENT and session.will_flag and not settings.policy.may_publish(role, user, session.will_topic):
             log.warning("MQTT login refused for agent %r: its last will targets %r", user, session.will_topic)

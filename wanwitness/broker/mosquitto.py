@@ -11,7 +11,7 @@ import os
 import pwd
 from pathlib import Path
 
-from wanwitness.broker.embedded import valid_agent_id
+from wanwitness.collector.protocol import valid_agent_id
 from wanwitness.errors import UserError
 
 DEFAULT_DIRECTORY = Path("/etc/mosquitto/wanwitness")
@@ -39,7 +39,8 @@ def mosquitto_files(
     for agent_id, password_hash in agents:
         _check_username(agent_id, "agent id")
         if not valid_agent_id(agent_id):
-            raise UserError(f"agent id {agent_id!r} may not contain '/', '+' or '#' (it is a topic level)")
+            raise UserError(f"agent id {agent_id!r} is not a valid agent id (1-32 of a-z 0-9 - _, "
+                            "starting with a letter or digit: it is a topic level and a user name)")
         if agent_id in seen:
             raise UserError(f"{agent_id!r} is used twice (agent ids and the collector username must differ)")
         _check_hash(agent_id, password_hash)

@@ -65,9 +65,9 @@ def calibrate_cmd(port: str, agent: str | None, config: Path | None, seconds: fl
     """Show live light readings of each LED sensor while you watch the router, then
     suggest dark/bright levels and write them into the agent's config."""
     from wanwitness.boards import calibrate as cal
+    from wanwitness.boards.board_config import read as load_config
     from wanwitness.boards.deploy import deploy
     from wanwitness.boards.link import BoardLink
-    from wanwitness.virtual.supervisor import load_config
     path = _config_path(agent, config)
     conf = load_config(path)
     leds = conf.get("leds") or []

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from wanwitness import store as s
 from wanwitness.collector import ledger, protocol
+from wanwitness.collector.quarantine import write as quarantine_write
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,8 @@ class Ingestor:
         def quarantine(msg: Message, agent: str | None, reason: str) -> None:
             result.quarantined += 1
             result.reasons.append(reason)
-            conn.execute(s.quarantine.insert().values(
-                recv_ms=msg.recv_ms, topic=msg.topic[:1000], agent=agent[:200] if agent else None,
-                reason=reason, size=len(msg.payload), payload=msg.payload[:protocol.MAX_PAYLOAD]))
+            quarantine_write(conn, recv_ms=msg.recv_ms, topic=msg.topic, payload=msg.payload,
+                             agent=agent, reason=reason)
             log.warning("quarantined a message on %s: %s", msg.topic, reason)
 
         def note(agent: str, boot: int, t: int, recv_ms: int) -> list[Any]:

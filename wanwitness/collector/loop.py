@@ -247,13 +247,12 @@ class Collector:
     def _quarantine_internal(self, item: _Item, error: Exception) -> bool:
         log.error("internal error on a message from %s (%s: %s); quarantined",
                   item.message.topic, type(error).__name__, error)
-        from wanwitness import store as s
+        from wanwitness.collector.quarantine import write
         try:
             with self.store.engine.begin() as conn:
-                conn.execute(s.quarantine.insert().values(
-                    recv_ms=item.message.recv_ms, topic=item.message.topic[:1000], agent=None,
-                    reason=f"internal error: {type(error).__name__}: {error}"[:2000],
-                    size=len(item.message.payload), payload=item.message.payload[:65536]))
+                write(conn, recv_ms=item.message.recv_ms, topic=item.message.topic,
+                      payload=item.message.payload, agent=None,
+                      reason=f"internal error: {type(error).__name__}: {error}")
             self.quarantined += 1
             return True
         except Exception as e2:

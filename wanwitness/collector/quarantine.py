@@ -1,12 +1,23 @@
-"""Quarantine: what was refused and why, for `wanwitness quarantine list`."""
+"""Quarantine: what was refused and why (`write`), for `wanwitness quarantine list`."""
 
 from __future__ import annotations
 
 from datetime import UTC
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from wanwitness import store as s
+from wanwitness.collector.protocol import MAX_PAYLOAD
+
+
+def write(conn: Connection, *, recv_ms: int, topic: str, payload: bytes, agent: str | None,
+          reason: str) -> None:
+    """The one place a refused message is kept: its bytes (up to the largest message
+    accepted), where it came from and why, each cut to its column's size."""
+    conn.execute(s.quarantine.insert().values(
+        recv_ms=recv_ms, topic=topic[:1000], agent=agent[:200] if agent else None,
+        reason=reason[:2000], size=len(payload), payload=payload[:MAX_PAYLOAD]))
 
 
 def counts(store: s.Store) -> list[tuple[str, int]]:

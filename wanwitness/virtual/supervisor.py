@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+from wanwitness.boards import board_config
 from wanwitness.boards.build import agent_build_dir, compile_agent, compile_virtual_board
 from wanwitness.errors import UserError
 from wanwitness.resources import find_tool, firmware_dir
@@ -91,27 +92,6 @@ def vboard_sources() -> Path:
     return firmware_dir() / "boards" / "virtual"
 
 
-def load_config(path: Path) -> dict:
-    """The agent's config.json, checked just enough to fail early with one clear line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"agent config {path} not found: create one with "
-                        "`wanwitness agent add NAME`") from None
-    except IsADirectoryError:
-        raise UserError(f"agent config {path} is a directory, not a JSON file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"agent config {path} cannot be read: {e}") from None
-    try:
-        conf = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"agent config {path} is not valid JSON: {e.msg} at line {e.lineno} "
-                        f"column {e.colno}") from None
-    if not isinstance(conf, dict):
-        raise UserError(f"agent config {path} must hold a JSON object, not {type(conf).__name__}")
-    return conf
-
-
 def check_flash_image(path: Path) -> None:
     if path.exists():
         if not path.is_file():
@@ -145,7 +125,7 @@ class VirtualBoard:
         # No config: the board holds its own (deployed onto the flash, wanwitness/vserial.py)
         self.config_path = Path(config_path).resolve() if config_path is not None else None
         if self.config_path is not None:
-            load_config(self.config_path)
+            board_config.read(self.config_path)
         if flash_image is None:
             if self.config_path is None:
                 raise UserError("a virtual board needs a flash image or a config file")
