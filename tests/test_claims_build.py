@@ -285,7 +285,7 @@ def test_the_default_period_is_the_last_complete_one_in_the_tariff_zone(now, sta
 
 
 def test_a_bad_period_label_is_a_user_error():
-    with pytest.raises(UserError, match="--period: period '2026-13'"):
+    with pytest.raises(UserError, match="^period '2026-13'"):
         b.resolve_period(Tariff(FEE, "EUR"), "2026-13", NOW)
 
 

@@ -71,7 +71,14 @@ _NO_REPLAY = "wanwitness.no_retained_replay"
 
 
 class BrokerPortInUse(UserError):
-    """The address the embedded broker should listen on is taken."""
+    """The address the embedded broker should listen on is taken. `free_alternative` is
+    a port to suggest, `connect_url` the URL of the broker that may be there."""
+
+    def __init__(self, message: str, *, host: str, port: int):
+        super().__init__(message)
+        self.host, self.port = host, port
+        self.free_alternative = _hostport(host, 11883 if port != 11883 else 21883)
+        self.connect_url = f"mqtt://{_hostport(_connect_host(host), port)}"
 
 
 # --- access policy ------------------------------------------------------------------
@@ -582,12 +589,9 @@ def _connect_host(host: str) -> str:
 
 
 def _port_in_use(host: str, port: int) -> BrokerPortInUse:
-    alt = 11883 if port != 11883 else 21883
     return BrokerPortInUse(
-        f"{_hostport(host, port)} is already in use (another MQTT broker, e.g. Mosquitto, may be running there): "
-        f"choose a free port with --listen {_hostport(host, alt)} (config: [broker] listen), "
-        f"or use that broker with --broker mqtt://{_hostport(_connect_host(host), port)}"
-    )
+        f"{_hostport(host, port)} is already in use (another MQTT broker, e.g. Mosquitto, may be "
+        "running there)", host=host, port=port)
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> UserError:
@@ -595,10 +599,10 @@ def _listen_error(host: str, port: int, exc: OSError) -> UserError:
     if exc.errno == errno.EADDRINUSE:
         return _port_in_use(host, port)
     if exc.errno == errno.EADDRNOTAVAIL:
-        return UserError(f"cannot listen on {where}: this machine has no such address (check --listen)")
+        return UserError(f"cannot listen on {where}: this machine has no such address")
     if exc.errno == errno.EACCES:
-        return UserError(f"cannot listen on {where}: permission denied (ports below 1024 need privileges; "
-                         f"choose another with --listen)")
+        return UserError(f"cannot listen on {where}: permission denied (ports below 1024 need "
+                         "privileges; choose another port)")
     if isinstance(exc, socket.gaierror):
         return UserError(f"cannot listen on {where}: unknown host ({exc.strerror})")
     return UserError(f"cannot listen on {where}: {exc.strerror or exc}")

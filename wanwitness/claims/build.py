@@ -66,15 +66,8 @@ def pack_names() -> list[str]:
     return list(rules.names())
 
 
-def parse_option_args(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """`--option key=value` strings -> {key: value}; the pack parses the values."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key.strip():
-            raise UserError(f"--option {pair!r}: expected KEY=VALUE, e.g. partial_days=true")
-        out[key.strip()] = value.strip()
-    return out
+class PeriodError(UserError):
+    """A billing period label that is not one (the CLI names its --period)."""
 
 
 @dataclass
@@ -113,7 +106,7 @@ def resolve_period(tariff: Tariff, label: str | None, now: datetime) -> Period:
     try:
         return tariff.period(label)
     except ValueError as e:
-        raise UserError(f"--period: {e}") from None
+        raise PeriodError(str(e)) from None
 
 
 def _relevant(ticket: Ticket, period: Period) -> bool:

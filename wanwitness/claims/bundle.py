@@ -133,14 +133,14 @@ def _entry(name: str, mode: int = 0o644) -> zipfile.ZipInfo:
 def write_bundle(path: Path, store: s.Store, claim: dict[str, Any], inputs: b.Inputs) -> None:
     """Write the bundle for a claim built from the store (atomically: temp file, rename)."""
     if not claim.get("ledger_head"):
-        raise UserError("--evidence needs a claim from the store (the bundle carries its "
-                        "ledger records); a claim from files has none")
+        raise UserError("an evidence bundle needs a claim from the store (the bundle carries "
+                        "its ledger records); a claim from files has none")
     path = Path(path)
     tz = inputs.tariff.tz
     try:
         fd, tmp = tempfile.mkstemp(prefix=".wanwitness-bundle-", suffix=".zip", dir=path.parent)
     except OSError as e:
-        raise UserError(f"--evidence {path}: cannot write it: {e.strerror}") from None
+        raise UserError(f"evidence bundle {path}: cannot write it: {e.strerror}") from None
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -155,7 +155,7 @@ def write_bundle(path: Path, store: s.Store, claim: dict[str, Any], inputs: b.In
             zf.writestr(_entry("verify.py", 0o755), VERIFY_PY)
         os.replace(tmp, path)
     except OSError as e:
-        raise UserError(f"--evidence {path}: cannot write it: {e.strerror}") from None
+        raise UserError(f"evidence bundle {path}: cannot write it: {e.strerror}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -27,6 +27,17 @@ if TYPE_CHECKING:
 FORMATS = ("json", "csv", "md", "html", "pdf")
 
 
+def parse_option_args(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`--option key=value` strings -> {key: value}; the pack parses the values."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--option {pair!r}: expected KEY=VALUE, e.g. partial_days=true")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def rule_pack_names() -> list[str]:
     from wanwitness.claims.rules import names
     return names()
@@ -229,7 +240,7 @@ def _pack_and_options(obj: Ctx, rules_name: str | None, option_args: tuple[str, 
     pack = b.load_pack(name)
     # [claim.options] belong to the configured pack; another pack gets only --option.
     raw: dict[str, str | list[str]] = dict(conf.claim.options) if name == configured else {}
-    raw.update(b.parse_option_args(option_args))
+    raw.update(parse_option_args(option_args))
     return pack, pack.parse_options(raw)
 
 
@@ -308,11 +319,14 @@ def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
     file_mode = _file_mode(outages_file, tickets_file, tariff_file, evidence)
     pack, options = _pack_and_options(obj, rules_name, option_args)
     store = None
-    if outages_file and tariff_file:
-        inputs = b.from_files(outages_file, tickets_file, tariff_file, period)
-    else:
-        store = obj.store(db, must_exist=True)
-        inputs = b.from_store(store, obj.config, period)
+    try:
+        if outages_file and tariff_file:
+            inputs = b.from_files(outages_file, tickets_file, tariff_file, period)
+        else:
+            store = obj.store(db, must_exist=True)
+            inputs = b.from_store(store, obj.config, period)
+    except b.PeriodError as e:
+        raise UserError(f"--period: {e}") from None
     result = b.build(inputs, pack, options, lang)
     if fmt in ("md", "html", "pdf"):
         missing = [f"[{p}] name" for p in ("customer", "isp") if not result[p]["name"]]

@@ -11,6 +11,7 @@ import click
 from wanwitness import __version__
 from wanwitness import config as cfg
 from wanwitness.cli.common import COLLECTOR_USER, Ctx, checked, db_option, safe_url, setup_logging
+from wanwitness.errors import UserError
 
 
 @click.command()
@@ -35,7 +36,7 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     embedded = None
     username, password = conf.broker.username, conf.broker.password
     if not broker_url:
-        from wanwitness.broker.embedded import EmbeddedBroker
+        from wanwitness.broker.embedded import BrokerPortInUse, EmbeddedBroker
         host, port = checked(cfg._host_port, listen, "--listen") if listen else conf.broker.listen
         secret = secrets.token_urlsafe(24)
 
@@ -45,7 +46,14 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             return "agent" if check_agent_password(store, user, pw) else None
 
         embedded = EmbeddedBroker(host, port, authenticate, prefix=prefix)
-        embedded.start()
+        try:
+            embedded.start()
+        except BrokerPortInUse as e:
+            raise UserError(f"{e}: choose a free port with --listen {e.free_alternative} "
+                            f"(config: [broker] listen), or use that broker with --broker "
+                            f"{e.connect_url}") from None
+        except UserError as e:
+            raise UserError(f"{e} (--listen, config: [broker] listen)") from None
         broker_url = f"mqtt://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
         username, password = COLLECTOR_USER, secret
     elif not username:

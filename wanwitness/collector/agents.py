@@ -41,7 +41,7 @@ def add_agent(store: s.Store, name: str, *, hb_s: int = DEFAULT_HB_S,
         raise UserError(f"agent name {name!r}: use 1-32 characters a-z, 0-9, '-' or '_', "
                         "starting with a letter or digit")
     if not 5 <= hb_s <= 3600:
-        raise UserError(f"--hb {hb_s}: the heartbeat period must be 5..3600 seconds")
+        raise UserError(f"heartbeat period {hb_s} s: must be 5..3600 seconds")
     password = password or new_secret()
     with store.engine.begin() as conn:
         if conn.execute(sa.select(s.agents.c.id).where(s.agents.c.id == name)).first():

@@ -181,7 +181,7 @@ def render_unit(*, exe: Sequence[str], config: Path | None, user_mode: bool, dat
         # variables there (so `$$` would stay doubled).
         raise UserError(f"{exe[0]}: systemd cannot run a program whose path holds '$', "
                         "quotes or backslashes; install wanwitness elsewhere")
-    named = [(config, "--config"), (data_dir, "data dir"), *((w, "writable dir") for w in writable)]
+    named = [(config, "config file"), (data_dir, "data dir"), *((w, "writable dir") for w in writable)]
     for path, what in named:
         if path is not None and not os.path.isabs(path):
             raise UserError(f"service: {what} {path} must be an absolute path")
@@ -220,10 +220,10 @@ def render_unit(*, exe: Sequence[str], config: Path | None, user_mode: bool, dat
         ]
         if config is not None:
             if any(c.isspace() or c in "\"'\\%" for c in str(config)):
-                raise UserError(f"--config {config}: the system service takes the config file "
+                raise UserError(f"config file {config}: the system service takes the config file "
                                 "from a plain path (no spaces, quotes, backslashes or '%'); "
                                 "copy it to e.g. /etc/wanwitness/config.toml")
-            _check_text(str(config), "--config")
+            _check_text(str(config), "config file")
             identity += [
                 "# systemd reads the config as root and hands the service a private copy.",
                 f"LoadCredential={CONFIG_CREDENTIAL}:{config}",
@@ -336,9 +336,9 @@ def _check_config(config: Path | None, user_mode: bool) -> Path | None:
         return None
     path = Path(os.path.abspath(os.path.expanduser(config)))
     if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
+        raise UserError(f"config file {path}: no such file")
     if user_mode and _under(path, PRIVATE_TMP_DIRS):
-        raise UserError(f"--config {path}: the service has a private /tmp and would not see it; "
+        raise UserError(f"config file {path}: the service has a private /tmp and would not see it; "
                         "keep the config elsewhere")
     cfg.load(path, env={})  # a broken file is reported now, not at the service's start
     return path
@@ -376,9 +376,9 @@ def _sqlite_dir(url: str, source: str) -> Path | None:
 
 def _check_db_option(db: str) -> None:
     import sqlalchemy as sa
-    _sqlite_dir(db, "--db")
+    _sqlite_dir(db, "database URL")
     if sa.engine.make_url(db).password:
-        raise UserError("--db: the URL holds a password and unit files are world-readable: "
+        raise UserError("the database URL holds a password and unit files are world-readable: "
                         "put the URL in the config file's [store] url (and pass --config), "
                         "or use ~/.pgpass or peer authentication")
 
@@ -460,7 +460,7 @@ def install(*, user_mode: bool, config: Path | None = None, db: str | None = Non
         _check_db_option(db)
         db_arg: str | None = db
         if configured and configured != db:
-            notes.append(f"--db overrides [store] url of {read_config} for the service")
+            notes.append(f"the database URL given overrides [store] url of {read_config} for the service")
     elif configured:
         db_arg = None
         notes.append(f"the service uses the store of {read_config}: [store] url")
@@ -472,7 +472,7 @@ def install(*, user_mode: bool, config: Path | None = None, db: str | None = Non
         raise UserError(f"{data_dir}: the service has a private /tmp; its data dir must be "
                         "elsewhere")
     writable: list[Path] = []
-    sqlite_dir = _sqlite_dir(store_url, "--db" if db_arg else f"{read_config}: [store] url")
+    sqlite_dir = _sqlite_dir(store_url, "database URL" if db_arg else f"{read_config}: [store] url")
     if sqlite_dir is not None and sqlite_dir != data_dir and data_dir not in sqlite_dir.parents:
         if not user_mode:
             raise UserError(f"{store_url}: the system service can write only to {data_dir}; "
