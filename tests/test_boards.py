@@ -292,3 +292,16 @@ def test_a_config_agent_add_writes_has_no_problem():
         ("id", "not a valid agent id (1-32 of a-z 0-9 - _)"),
         ("id", "missing: the agent cannot report without its id"),
         ("broker.host", "missing: the agent cannot report without a broker")]
+
+
+def test_a_wrong_board_names_the_profile_and_the_cli_names_its_option(tmp_path):
+    from wanwitness.boards.flash import check_image
+    from wanwitness.boards.profiles import WrongBoard
+    image = tmp_path / "c3.bin"
+    head = bytearray(64)
+    head[0], head[12] = 0xE9, 5               # an ESP32-C3 image (chip id 5)
+    image.write_bytes(bytes(head) + bytes(4096))
+    with pytest.raises(WrongBoard) as e:
+        check_image(image, load_profile("esp32-devkitc"))
+    assert "but the profile esp32-devkitc has an ESP32" in str(e.value) and "--" not in str(e.value)
+    assert "but --board esp32-devkitc has an ESP32" in e.value.for_option("--board")

@@ -123,9 +123,10 @@ def choose_profile(info: BoardInfo, board: str | None):
         profile = boards.load_profile(board)
         if profile.chip != info.chip:
             right = [n for n in boards.profile_names() if boards.load_profile(n).chip == info.chip]
-            hint = f"; use --board {right[0]}" if right else ""
-            raise UserError(f"the board on this port is an {info.chip.upper()}, but --board "
-                            f"{profile.name} is for an {profile.chip.upper()}{hint}")
+            raise boards.WrongBoard(f"the board on this port is an {info.chip.upper()}, but "
+                                    f"{boards.WrongBoard.BOARD} is for an {profile.chip.upper()}"
+                                    + (f"; {boards.WrongBoard.ADVICE}" if right else ""),
+                                    profile.name, right[:1])
         return profile
     for name in boards.profile_names():
         profile = boards.load_profile(name)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from wanwitness.boards.profiles import CHIPS, BoardProfile, all_profiles
+from wanwitness.boards.profiles import CHIPS, BoardProfile, WrongBoard, all_profiles
 from wanwitness.errors import UserError
 from wanwitness.resources import cache_dir
 
@@ -219,9 +219,9 @@ def check_image(path: Path, profile: BoardProfile) -> ImageInfo:
     chip = next((name for name, c in CHIPS.items() if c.image_chip_id == chip_id), None)
     if chip != profile.chip:
         built_for = f"the {CHIPS[chip].title}" if chip else f"another chip (image chip id {chip_id})"
-        raise UserError(f"firmware {path} is built for {built_for}, but --board {profile.name} "
-                        f"has an {profile.chip_title}; use the {profile.micropython_board} image "
-                        f"from {where}")
+        raise WrongBoard(f"firmware {path} is built for {built_for}, but {WrongBoard.BOARD} "
+                         f"has an {profile.chip_title}; {WrongBoard.ADVICE}", profile.name,
+                         otherwise=f"use the {profile.micropython_board} image from {where}")
     size_code = head[3] >> 4  # esptool FLASH_SIZES: 0x00 = 1MB ... 0x70 = 128MB
     flash_bytes = (1 << 20) << size_code if size_code <= 7 else None
     if profile.flash_offset + size > profile.min_flash_bytes:
@@ -321,10 +321,10 @@ def check_chip(profile: BoardProfile, port: str, info: ChipInfo, firmware: Path,
                image: ImageInfo) -> None:
     if info.chip != profile.chip:
         matching = [p.name for p in all_profiles() if p.chip == info.chip]
-        advice = (f"use --board {' or --board '.join(matching)}" if matching else
-                  f"no board profile here is for an {info.title} (`wanwitness boards` lists them)")
-        raise UserError(f"{port} has an {info.title} but --board {profile.name} is for an "
-                        f"{profile.chip_title}; {advice}")
+        raise WrongBoard(f"{port} has an {info.title} but {WrongBoard.BOARD} is for an "
+                         f"{profile.chip_title}; {WrongBoard.ADVICE}", profile.name, matching,
+                         f"no board profile here is for an {info.title} (`wanwitness boards` "
+                         "lists them)")
     if info.flash_bytes is None:
         return  # an unusual flash chip esptool cannot size: the checks above are all we have
     if info.flash_bytes < profile.min_flash_bytes:

@@ -17,6 +17,28 @@ from wanwitness.errors import UserError
 from wanwitness.resources import firmware_dir
 
 
+class WrongBoard(UserError):
+    """A board or a firmware image that does not fit the chosen profile. The message
+    says "the profile NAME"; `for_option("--board")` says how the user chose it."""
+
+    BOARD, ADVICE = "\x00board\x00", "\x00advice\x00"
+
+    def __init__(self, template: str, profile: str, suggest: list[str] | None = None,
+                 otherwise: str = ""):
+        # template: the message with BOARD (where the profile is named) and ADVICE
+        self.template, self.profile = template, profile
+        self.suggest, self.otherwise = list(suggest or []), otherwise
+        super().__init__(self._render("the profile "))
+
+    def _render(self, naming: str) -> str:
+        advice = ("use " + " or ".join(naming + name for name in self.suggest)
+                  if self.suggest else self.otherwise)
+        return (self.template.replace(self.BOARD, naming + self.profile)
+                .replace(self.ADVICE, advice))
+
+    def for_option(self, option: str) -> str:
+        return self._render(option + " ")
+
 def boards_dir() -> Path:
     """The shipped board profiles (package data: wanwitness/firmware/boards/*.json)."""
     return firmware_dir() / "boards"

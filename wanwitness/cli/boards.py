@@ -48,8 +48,12 @@ def deploy_cmd(port: str, agent: str, config: Path | None, board: str | None,
     """Copy the agent and its config.json onto the board (only what changed), verify
     every file by its SHA-256, then reset the board so the agent starts."""
     from wanwitness.boards.deploy import deploy
-    deploy(port, agent, _config_path(agent, config), board=board, reset=not no_reset,
-           watch_s=watch_s, log=click.echo)
+    from wanwitness.boards.profiles import WrongBoard
+    try:
+        deploy(port, agent, _config_path(agent, config), board=board, reset=not no_reset,
+               watch_s=watch_s, log=click.echo)
+    except WrongBoard as e:
+        raise UserError(e.for_option("--board")) from None
 
 
 @click.command("calibrate")

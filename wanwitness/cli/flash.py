@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from wanwitness.errors import UserError
+
 
 def register(cli: click.Group) -> None:
     @cli.command("flash")
@@ -22,8 +24,12 @@ def register(cli: click.Group) -> None:
     def flash(port: str, board: str, firmware: Path | None, baud: int | None, dry_run: bool) -> None:
         """Erase a board and write MicroPython onto it (esptool), after checking port, chip and image."""
         from wanwitness.boards.flash import flash_board
-        from wanwitness.boards.profiles import load_profile
-        flash_board(load_profile(board), port, firmware, baud=baud, dry_run=dry_run, echo=click.echo)
+        from wanwitness.boards.profiles import WrongBoard, load_profile
+        try:
+            flash_board(load_profile(board), port, firmware, baud=baud, dry_run=dry_run,
+                        echo=click.echo)
+        except WrongBoard as e:
+            raise UserError(e.for_option("--board")) from None
 
     @cli.command("boards")
     def boards() -> None:
