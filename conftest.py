@@ -23,7 +23,7 @@ INTEGRATION_MODULES = {
     "test_agent_probe_net.py", "test_lab_ci.py", "test_lab_interrupt.py", "test_lab_topology.py",
     "test_lab_peers.py",
     # whole `wanwitness` processes, the wheel, systemd
-    "test_cli.py", "test_claims_cli.py", "test_wheel.py", "test_service.py",
+    "test_wheel.py", "test_service.py",
 }
 PG_FIXTURES = {"pg_admin", "pg_url"}
 

@@ -8,6 +8,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from testing.cli import Cli
 from wanwitness.store import open_store
 
 # tests/mpy holds MicroPython scripts: tests/test_agent_mpy.py runs them under the
@@ -82,3 +83,10 @@ def store(db_url):
     st = open_store(db_url)
     yield st
     st.dispose()
+
+
+@pytest.fixture
+def ww(tmp_path_factory) -> Cli:
+    """`ww(*args)` runs `wanwitness` in-process, `ww.process(*args)` as a process; HOME and
+    the XDG dirs in a directory of their own (not tmp_path: tests list and glob that)."""
+    return Cli(tmp_path_factory.mktemp("home"))

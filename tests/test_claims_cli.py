@@ -1,5 +1,8 @@
-"""`wanwitness ticket ...` and `wanwitness claim` as a user meets them: real processes,
-exit codes, one-line errors naming the file and line."""
+"""`wanwitness ticket ...` and `wanwitness claim` as a user meets them: exit codes,
+one-line errors naming the file and line.
+
+In the test process (testing/cli.py: `main()` under click's CliRunner) unless a test needs
+a separate process; those say why."""
 
 from __future__ import annotations
 
@@ -7,36 +10,20 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 from decimal import Decimal
 
 import pytest
 
+from testing.cli import CliResult, one_clear_line
 from tests.test_claims_build import october, write_config
 from tests.test_claims_files import GOOD_OUTAGES, GOOD_TARIFF, GOOD_TICKETS
-from tests.test_cli import _all_commands, one_clear_line
+from tests.test_cli import _all_commands
 from wanwitness import cli as cli_module
 from wanwitness.store import open_store
 
 
-def ww(*args: str, cwd=None, stdout=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("WANWITNESS_CONFIG", None)
-    env.pop("WANWITNESS_DB", None)
-    return subprocess.run([sys.executable, "-m", "wanwitness", *args], env=env, cwd=cwd,
-                          stdout=stdout if stdout is not None else subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=120)
-
-
-def text(proc) -> subprocess.CompletedProcess:
-    proc.stdout = proc.stdout.decode() if isinstance(proc.stdout, bytes) else (proc.stdout or "")
-    proc.stderr = proc.stderr.decode()
-    return proc
-
-
 @pytest.fixture
-def home(tmp_path):
+def home(tmp_path, ww):
     """A store with October 2026's records and tickets, and a config for it."""
     db = f"sqlite:///{tmp_path / 'w.db'}"
     st = open_store(db)
@@ -44,12 +31,16 @@ def home(tmp_path):
     st.dispose()
     conf = write_config(tmp_path / "config.toml")
 
-    def run(*args: str, **kw) -> subprocess.CompletedProcess:
+    def args_of(args: tuple[str, ...]) -> list[str]:
         command, rest = args[0], args[1:]
         if command == "ticket":
             command, rest = f"ticket {rest[0]}", rest[1:]
-        return text(ww("--config", str(conf), *command.split(), "--db", db, *rest, **kw))
+        return ["--config", str(conf), *command.split(), "--db", db, *rest]
+
+    def run(*args: str) -> CliResult:
+        return ww(*args_of(args))
     run.conf = conf  # type: ignore[attr-defined]
+    run.process = lambda *args, **kw: ww.process(*args_of(args), **kw)  # type: ignore[attr-defined]
     return run
 
 
@@ -63,9 +54,9 @@ def inputs(tmp_path):
     return paths
 
 
-def files_claim(paths, *extra: str) -> subprocess.CompletedProcess:
-    return text(ww("claim", "--outages", str(paths["outages.csv"]), "--tickets",
-                   str(paths["tickets.csv"]), "--tariff", str(paths["tariff.toml"]), *extra))
+def files_claim(ww, paths, *extra: str) -> CliResult:
+    return ww("claim", "--outages", str(paths["outages.csv"]), "--tickets",
+              str(paths["tickets.csv"]), "--tariff", str(paths["tariff.toml"]), *extra)
 
 
 # --- help ------------------------------------------------------------------------------------
@@ -198,22 +189,23 @@ def test_claim_letters_name_the_ticket_operator_and_amount(home, tmp_path):
     assert "10.00 EUR in 1 item(s), written to" in pdf.stderr
 
 
+@pytest.mark.integration
 def test_a_pdf_is_not_written_to_a_terminal_but_to_a_pipe(home):
+    # processes: a real pty and a real pipe on stdout (in-process stdout is a BytesIO)
     import pty
     leader, follower = pty.openpty()
     try:
-        proc = home("claim", "--period", "2026-10", "--rules", "pro-rata", "--format", "pdf",
-                    stdout=follower)
+        proc = home.process("claim", "--period", "2026-10", "--rules", "pro-rata", "--format", "pdf",
+                            stdout=follower)
     finally:
         os.close(follower)
         os.close(leader)
+    proc.stdout = ""  # it went to the pty
     assert proc.returncode == 2
     assert one_clear_line(proc) == ("wanwitness: --format pdf is binary: pass --out FILE "
                                     "(or redirect the output)")
-    piped = subprocess.run([sys.executable, "-m", "wanwitness", "--config", str(home.conf), "claim",
-                            "--db", f"sqlite:///{home.conf.parent / 'w.db'}", "--period",
-                            "2026-10", "--rules", "pro-rata", "--format", "pdf"],
-                           capture_output=True, timeout=120)
+    piped = home.process("claim", "--period", "2026-10", "--rules", "pro-rata", "--format", "pdf",
+                         text=False)
     assert piped.returncode == 0 and piped.stdout.startswith(b"%PDF")
 
 
@@ -225,28 +217,28 @@ def test_a_store_period_with_no_data_is_one_line(home):
 
 # --- claim from files --------------------------------------------------------------------------
 
-def test_a_claim_from_files_touches_no_store(inputs, tmp_path):
-    proc = files_claim(inputs, "--rules", "pro-rata", "--period", "2026-10")
+def test_a_claim_from_files_touches_no_store(ww, inputs, tmp_path):
+    proc = files_claim(ww, inputs, "--rules", "pro-rata", "--period", "2026-10")
     assert proc.returncode == 0, proc.stderr
     claim = json.loads(proc.stdout)
     assert claim["source"] == "files" and claim["ledger_head"] is None
     assert claim["outages"][0]["counted_s"] == 26 * 3600.0
-    assert not list(tmp_path.glob("*.db"))
+    assert not list(tmp_path.glob("*.db")) and not list(ww.home.rglob("*.db"))  # nor the default store
 
 
-def test_bad_input_names_the_file_and_line(inputs):
+def test_bad_input_names_the_file_and_line(ww, inputs):
     tickets = inputs["tickets.csv"]
     tickets.write_text("number,opened,closed,channel,operator,missed_appointments\n"
                        "4711,2026-11-03 09:12,2026-11-02 09:00,phone,17 / Maria,0\n")
-    proc = files_claim(inputs, "--rules", "pro-rata", "--period", "2026-10")
+    proc = files_claim(ww, inputs, "--rules", "pro-rata", "--period", "2026-10")
     assert proc.returncode == 2
     assert one_clear_line(proc) == (f"wanwitness: {tickets} line 2: closed 2026-11-02 09:00 "
                                     "is before opened 2026-11-03 09:12")
 
     outages = inputs["outages.csv"]
     outages.write_text(GOOD_OUTAGES.replace("home,unknown,", "home,unknwn,"))
-    proc = text(ww("claim", "--outages", str(outages), "--tariff", str(inputs["tariff.toml"]),
-                   "--rules", "pro-rata", "--period", "2026-10"))
+    proc = ww("claim", "--outages", str(outages), "--tariff", str(inputs["tariff.toml"]),
+              "--rules", "pro-rata", "--period", "2026-10")
     assert proc.returncode == 2
     assert one_clear_line(proc).startswith(f"wanwitness: {outages} line 3: class 'unknwn'")
 
@@ -264,8 +256,8 @@ def test_bad_input_names_the_file_and_line(inputs):
     (("--rules", "pro-rata", "--lang", "fr"), "wanwitness: --lang 'fr': choose one of en, de, hu, ru, sw"),
     (("--rules", "pro-rata", "--evidence", "x.zip"), "wanwitness: --evidence needs the store"),
 ])
-def test_wrong_claim_arguments_are_one_line_and_exit_2(inputs, extra, expected):
-    proc = files_claim(inputs, *extra)
+def test_wrong_claim_arguments_are_one_line_and_exit_2(ww, inputs, extra, expected):
+    proc = files_claim(ww, inputs, *extra)
     assert proc.returncode == 2
     line = one_clear_line(proc)
     assert line.startswith(expected) if expected.startswith("wanwitness:") else expected in line
@@ -273,17 +265,17 @@ def test_wrong_claim_arguments_are_one_line_and_exit_2(inputs, extra, expected):
         assert "(rule packs: pro-rata, de-tkg58, " in line
 
 
-def test_the_file_mode_needs_outages_and_a_tariff(inputs):
-    proc = text(ww("claim", "--tickets", str(inputs["tickets.csv"]), "--rules", "pro-rata"))
+def test_the_file_mode_needs_outages_and_a_tariff(ww, inputs):
+    proc = ww("claim", "--tickets", str(inputs["tickets.csv"]), "--rules", "pro-rata")
     assert proc.returncode == 2 and "add --outages FILE" in one_clear_line(proc)
-    proc = text(ww("claim", "--outages", str(inputs["outages.csv"]), "--rules", "pro-rata"))
+    proc = ww("claim", "--outages", str(inputs["outages.csv"]), "--rules", "pro-rata")
     assert proc.returncode == 2 and "--outages needs --tariff FILE" in one_clear_line(proc)
 
 
 # --- the config's claim sections ---------------------------------------------------------------
 
-def test_config_example_shows_the_claim_keys():
-    example = text(ww("config", "example")).stdout
+def test_config_example_shows_the_claim_keys(ww):
+    example = ww("config", "example").stdout
     for line in ("[tariff]", '# monthly_fee = ""', "# period_start_day = 1", '# timezone = "UTC"',
                  "[customer]", '# customer_number = ""', "[isp]", "[claim]", '# rules = ""',
                  '# lang = "en"', "# options = {}"):
@@ -300,11 +292,11 @@ def test_config_example_shows_the_claim_keys():
     ("[claim.options]\nclasses = [{a = 1}]\n", "[claim] options: option 'classes': expected a string"),
     ('[customer]\nnmae = "x"\n', "unknown key [customer] nmae"),
 ])
-def test_bad_claim_config_values_are_one_line_naming_the_key(tmp_path, body, expected):
+def test_bad_claim_config_values_are_one_line_naming_the_key(ww, tmp_path, body, expected):
     path = tmp_path / "config.toml"
     path.write_text(body)
-    proc = text(ww("--config", str(path), "claim", "--rules", "pro-rata", "--db",
-                   f"sqlite:///{tmp_path / 'w.db'}"))
+    proc = ww("--config", str(path), "claim", "--rules", "pro-rata", "--db",
+              f"sqlite:///{tmp_path / 'w.db'}")
     assert proc.returncode == 2
     line = one_clear_line(proc)
     assert expected in line and str(path) in line
@@ -324,10 +316,10 @@ def test_claim_config_values_are_normalised(tmp_path):
         "classes": "isp_down,dns_down", "partial_days": "false"}
 
 
-def test_a_letter_needs_the_names_of_customer_and_isp(inputs):
+def test_a_letter_needs_the_names_of_customer_and_isp(ww, inputs):
     inputs["tariff.toml"].write_text('monthly_fee = "39.99"\ncurrency = "EUR"\n[isp]\nname = "X"\n')
-    proc = files_claim(inputs, "--rules", "pro-rata", "--period", "2026-10", "--format", "md")
+    proc = files_claim(ww, inputs, "--rules", "pro-rata", "--period", "2026-10", "--format", "md")
     assert proc.returncode == 2
     assert one_clear_line(proc) == (f"wanwitness: a letter needs [customer] name: set it in "
                                     f"{inputs['tariff.toml']}")
-    assert files_claim(inputs, "--rules", "pro-rata", "--period", "2026-10").returncode == 0
+    assert files_claim(ww, inputs, "--rules", "pro-rata", "--period", "2026-10").returncode == 0

@@ -1,34 +1,24 @@
-"""The command line as a user meets it: real processes, exit codes, one-line errors."""
+"""The command line as a user meets it: exit codes, one-line errors.
+
+In the test process (testing/cli.py: `main()` under click's CliRunner) unless a test needs
+a separate process; those say why."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import stat
-import subprocess
 import sys
 
 import click
 import pytest
 
+from testing.cli import one_clear_line
+from wanwitness import __version__
 from wanwitness import cli as cli_module
 from wanwitness import config as cfg
-
-
-def ww(*args: str, env: dict | None = None, cwd=None, timeout: float = 60):
-    full = dict(os.environ)
-    full.pop("WANWITNESS_CONFIG", None)
-    full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "wanwitness", *args], capture_output=True,
-                          text=True, env=full, cwd=cwd, timeout=timeout)
-
-
-def one_clear_line(proc) -> str:
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def _all_commands(group: click.Group, prefix=()):
@@ -36,6 +26,31 @@ def _all_commands(group: click.Group, prefix=()):
         yield prefix + (name,), command
         if isinstance(command, click.Group):
             yield from _all_commands(command, prefix + (name,))
+
+
+@pytest.mark.integration
+def test_python_m_wanwitness_itself_version_and_a_one_line_error(ww):
+    """A process of its own: `python -m wanwitness` (its __main__, a real exit status), and
+    the in-process runs of the other tests print and exit the same as it does."""
+    version = ww.process("--version")
+    assert (version.returncode, version.stdout, version.stderr) == (0, f"wanwitness, version {__version__}\n", "")
+    inproc = ww("--version")
+    assert (inproc.returncode, inproc.stdout, inproc.stderr) == (0, version.stdout, "")
+    error = ww.process("verify", "--db", "nonsense")
+    assert error.returncode == 2 and error.stdout == ""
+    assert one_clear_line(error).startswith("wanwitness: --db: database URL 'nonsense' is not a database URL")
+    inproc = ww("verify", "--db", "nonsense")
+    assert (inproc.returncode, inproc.stdout, inproc.stderr) == (2, "", error.stderr)
+
+
+def test_an_in_process_run_leaves_no_trace_and_reads_no_user_config(ww, tmp_path):
+    def state():
+        return os.getcwd(), dict(os.environ), sys.stdout, sys.stderr, logging.getLogger().handlers[:]
+    before = state()
+    proc = ww("config", "path", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stdout == f"{ww.home / '.config' / 'wanwitness' / 'config.toml'}\n"
+    assert state() == before
 
 
 def test_every_command_has_help_text():
@@ -52,7 +67,7 @@ def test_every_command_has_help_text():
     ('[store]\nurl = 5\n', "[store] url: expected a string"),
     ("[broker\nurl = 1\n", "config error:"),
 ])
-def test_a_bad_config_file_is_one_line_naming_the_key_and_exit_2(tmp_path, content, expected):
+def test_a_bad_config_file_is_one_line_naming_the_key_and_exit_2(ww, tmp_path, content, expected):
     path = tmp_path / "config.toml"
     path.write_text(content)
     proc = ww("--config", str(path), "verify", "--db", f"sqlite:///{tmp_path}/x.db")
@@ -71,7 +86,7 @@ def test_environment_overrides_the_file(tmp_path):
         cfg.load(path, env={"WANWITNESS_BROKER_URL": "http://x"})
 
 
-def test_config_path_and_example(tmp_path):
+def test_config_path_and_example(ww, tmp_path):
     proc = ww("config", "path", env={"WANWITNESS_CONFIG": str(tmp_path / "c.toml")})
     assert proc.returncode == 0 and proc.stdout.strip() == str(tmp_path / "c.toml")
     proc = ww("config", "path", env={"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg")})
@@ -85,7 +100,7 @@ def test_config_path_and_example(tmp_path):
     cfg.load(tmp_path / "ex.toml", env={})
 
 
-def test_agent_add_writes_the_board_config_and_refuses_duplicates(tmp_path):
+def test_agent_add_writes_the_board_config_and_refuses_duplicates(ww, tmp_path):
     db = f"sqlite:///{tmp_path}/w.db"
     out = tmp_path / "kitchen.json"
     proc = ww("agent", "add", "kitchen", "--db", db, "--out", str(out), "--broker-host",
@@ -104,7 +119,7 @@ def test_agent_add_writes_the_board_config_and_refuses_duplicates(tmp_path):
     assert "kitchen" in listed.stdout and "never" in listed.stdout
 
 
-def test_broker_mosquitto_config_writes_files_for_every_agent(tmp_path):
+def test_broker_mosquitto_config_writes_files_for_every_agent(ww, tmp_path):
     db = f"sqlite:///{tmp_path}/w.db"
     for name in ("a1", "a2"):
         assert ww("agent", "add", name, "--db", db, "--out", str(tmp_path / f"{name}.json")).returncode == 0
@@ -116,12 +131,14 @@ def test_broker_mosquitto_config_writes_files_for_every_agent(tmp_path):
     assert "pattern write wanwitness/%u/#" in acl and "pattern read wanwitness/%u/ack" in acl
 
 
-def test_collect_on_a_busy_port_says_so_and_how_to_choose_another(tmp_path):
+@pytest.mark.integration
+def test_collect_on_a_busy_port_says_so_and_how_to_choose_another(ww, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        proc = ww("collect", "--db", f"sqlite:///{tmp_path}/w.db", "--listen", f"127.0.0.1:{port}")
+        # a process: collect calls logging.basicConfig, binds a port and starts threads
+        proc = ww.process("collect", "--db", f"sqlite:///{tmp_path}/w.db", "--listen", f"127.0.0.1:{port}")
     assert proc.returncode == 2
     line = [x for x in proc.stderr.splitlines() if x.startswith("wanwitness:")][0]
     assert f"127.0.0.1:{port} is already in use" in line and "--listen" in line
@@ -133,20 +150,22 @@ def test_collect_on_a_busy_port_says_so_and_how_to_choose_another(tmp_path):
     (("verify", "--db", "mysql://x/y"), "unsupported database"),
     (("verify", "--db", "postgresql://nobody@127.0.0.1:1/x"), "cannot open the database"),
     (("outages", "--since", "yesterday-ish"), "--since 'yesterday-ish': not a date/time"),
-    (("collect", "--broker", "http://example"), "--broker: expected mqtt://"),
+    pytest.param(("collect", "--broker", "http://example"), "--broker: expected mqtt://",
+                 marks=pytest.mark.integration),  # a process (see below)
     (("agent", "revoke", "ghost"), "no agent named 'ghost'"),
 ])
-def test_wrong_arguments_give_one_clear_line_and_exit_2(tmp_path, args, expected):
+def test_wrong_arguments_give_one_clear_line_and_exit_2(ww, tmp_path, args, expected):
     if "--db" not in args:
         args = args + ("--db", f"sqlite:///{tmp_path}/w.db")
-    proc = ww(*args)
+    # collect calls logging.basicConfig (process-wide) before it checks --broker: a process
+    proc = ww.process(*args) if args[0] == "collect" else ww(*args)
     assert proc.returncode == 2
     assert expected in one_clear_line(proc)
 
 
 @pytest.mark.parametrize("command", [("verify",), ("outages",), ("quarantine", "list"),
                                      ("ticket", "list")])
-def test_reading_commands_refuse_a_store_that_is_not_there(tmp_path, command):
+def test_reading_commands_refuse_a_store_that_is_not_there(ww, tmp_path, command):
     """A mistyped --db path must not become a new, empty store that reports "ok"."""
     typo = tmp_path / "wanwitnes.db"
     proc = ww(*command, "--db", f"sqlite:///{typo}")
@@ -156,7 +175,7 @@ def test_reading_commands_refuse_a_store_that_is_not_there(tmp_path, command):
     assert not typo.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_reading_commands_refuse_an_empty_postgresql_database(pg_url):
+def test_reading_commands_refuse_an_empty_postgresql_database(ww, pg_url):
     proc = ww("outages", "--db", pg_url)
     assert proc.returncode == 2
     assert "holds no wanwitness store" in one_clear_line(proc)
@@ -165,7 +184,7 @@ def test_reading_commands_refuse_an_empty_postgresql_database(pg_url):
     assert ww("outages", "--db", pg_url).returncode == 0   # ... is then read
 
 
-def test_verify_prints_head_and_count_or_names_the_broken_link(tmp_path):
+def test_verify_prints_head_and_count_or_names_the_broken_link(ww, tmp_path):
     from tests.test_ingest import batch
     from wanwitness.collector.agents import add_agent
     from wanwitness.collector.ingest import Ingestor, Message

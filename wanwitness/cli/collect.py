@@ -29,15 +29,17 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     from wanwitness.collector.loop import Collector
 
     conf = obj.config
-    setup_logging(conf.collector.log_level)
+    # Every option is checked before anything process-wide (logging, signals) is set up.
     prefix = checked(cfg._prefix, prefix, "--prefix") if prefix else conf.broker.prefix
     broker_url = checked(cfg._broker_url, broker, "--broker") if broker else conf.broker.url
+    listen_at = checked(cfg._host_port, listen, "--listen") if listen else conf.broker.listen
+    setup_logging(conf.collector.log_level)
     store = obj.store(db)
     embedded = None
     username, password = conf.broker.username, conf.broker.password
     if not broker_url:
         from wanwitness.broker.embedded import BrokerPortInUse, EmbeddedBroker
-        host, port = checked(cfg._host_port, listen, "--listen") if listen else conf.broker.listen
+        host, port = listen_at
         secret = secrets.token_urlsafe(24)
 
         def authenticate(user: str, pw: str) -> str | None:

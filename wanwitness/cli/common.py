@@ -42,10 +42,14 @@ class Ctx:
         conf = self.config  # a broken config file is reported even when --db is given
         url = db or conf.store.url or None
         try:
-            return open_store(url, must_exist=must_exist)
+            store = open_store(url, must_exist=must_exist)
         except UserError as e:
             source = "--db" if db else "[store] url" if conf.store.url else "the default store"
             raise UserError(f"{source}: {e}") from None
+        context = click.get_current_context(silent=True)
+        if context is not None:
+            context.call_on_close(store.dispose)  # its connections close with the command
+        return store
 
 
 db_option = click.option("--db", "db", metavar="URL", envvar="WANWITNESS_DB",
