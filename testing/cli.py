@@ -150,3 +150,11 @@ def one_clear_line(proc) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+def one_line_error(proc) -> str:
+    """A user error as the user sees it: exit 2 and one line `wanwitness: ...`."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    line = one_clear_line(proc)
+    assert line.startswith("wanwitness: "), line
+    return line

@@ -30,20 +30,13 @@ def bare_python() -> str:
     raise AssertionError("no python3 on this machine")
 
 
-def ww(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("WANWITNESS_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "wanwitness", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=120)
-
-
 def verify(folder: Path) -> subprocess.CompletedProcess:
     return subprocess.run([bare_python(), "-I", "verify.py"], cwd=folder, capture_output=True,
                           text=True, timeout=60, env={"PATH": os.environ.get("PATH", "")})
 
 
 @pytest.fixture
-def bundle(db_url, tmp_path):
+def bundle(db_url, tmp_path, ww):
     st = open_store(db_url)
     scenario = october(st)
     st.dispose()
@@ -128,7 +121,7 @@ def test_a_deleted_link_a_forged_head_and_a_wrong_citation_are_caught(bundle):
     assert proc.returncode == 1 and "but claim.json's ledger_head is link" in proc.stdout
 
 
-def test_the_bundle_inputs_recompute_the_same_claim_from_files(bundle):
+def test_the_bundle_inputs_recompute_the_same_claim_from_files(bundle, ww):
     folder, claim, _ = bundle
     readme = (folder / "README.txt").read_text()
     command = next(line.strip() for line in readme.splitlines()
@@ -143,7 +136,7 @@ def test_the_bundle_inputs_recompute_the_same_claim_from_files(bundle):
     assert [t["outages"] for t in again["tickets"]] == [t["outages"] for t in claim["tickets"]]
 
 
-def test_no_bundle_from_a_broken_ledger(tmp_path):
+def test_no_bundle_from_a_broken_ledger(tmp_path, ww):
     db = f"sqlite:///{tmp_path / 'w.db'}"
     st = open_store(db)
     october(st)

@@ -8,24 +8,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
 
-
-def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wanwitness", *args], capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def one_line_error(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("wanwitness: "), r.stderr
-    assert "Traceback" not in r.stderr
-    return lines[0]
+from testing.cli import one_line_error
 
 
 @pytest.fixture
@@ -59,66 +46,66 @@ def silent_pty():
 
 @pytest.mark.parametrize("command", [
     ["deploy", "--agent", "home"], ["calibrate", "--agent", "home"], ["console", "--seconds", "1"]])
-def test_no_such_port(command, config, tmp_path):
+def test_no_such_port(command, config, tmp_path, ww):
     args = [command[0], "--port", str(tmp_path / "ttyUSB9"), *command[1:]]
     if command[0] != "console":
         args += ["--config", str(config)]
-    msg = one_line_error(run(*args))
+    msg = one_line_error(ww(*args))
     assert f"no such port {tmp_path / 'ttyUSB9'}" in msg
 
 
-def test_a_port_that_is_not_a_serial_port(config, tmp_path):
-    msg = one_line_error(run("deploy", "--port", str(config), "--agent", "home",
+def test_a_port_that_is_not_a_serial_port(config, tmp_path, ww):
+    msg = one_line_error(ww("deploy", "--port", str(config), "--agent", "home",
                              "--config", str(config)))
     assert "is not a serial port" in msg
 
 
-def test_port_busy(config, silent_pty):
+def test_port_busy(config, silent_pty, ww):
     # pyserial's exclusive open is a flock(): another program holding one makes the port busy
     fd = os.open(silent_pty, os.O_RDWR | os.O_NOCTTY)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     try:
-        msg = one_line_error(run("deploy", "--port", silent_pty, "--agent", "home",
+        msg = one_line_error(ww("deploy", "--port", silent_pty, "--agent", "home",
                                  "--config", str(config)))
         assert "is in use by another program" in msg
-        msg = one_line_error(run("console", "--port", silent_pty, "--seconds", "1"))
+        msg = one_line_error(ww("console", "--port", silent_pty, "--seconds", "1"))
         assert "is in use by another program" in msg
     finally:
         os.close(fd)
 
 
-def test_no_micropython_on_the_board(config, silent_pty):
-    msg = one_line_error(run("deploy", "--port", silent_pty, "--agent", "home",
+def test_no_micropython_on_the_board(config, silent_pty, ww):
+    msg = one_line_error(ww("deploy", "--port", silent_pty, "--agent", "home",
                              "--config", str(config)))
     assert f"no MicroPython answers on {silent_pty}" in msg
     assert "wanwitness flash" in msg
 
 
-def test_config_of_another_agent(config, silent_pty):
-    msg = one_line_error(run("deploy", "--port", silent_pty, "--agent", "garage",
+def test_config_of_another_agent(config, silent_pty, ww):
+    msg = one_line_error(ww("deploy", "--port", silent_pty, "--agent", "garage",
                              "--config", str(config)))
     assert "is the config of agent 'home', not 'garage'" in msg
 
 
-def test_missing_or_broken_config(tmp_path, silent_pty):
-    msg = one_line_error(run("deploy", "--port", silent_pty, "--agent", "home",
+def test_missing_or_broken_config(tmp_path, silent_pty, ww):
+    msg = one_line_error(ww("deploy", "--port", silent_pty, "--agent", "home",
                              "--config", str(tmp_path / "nope.json")))
     assert "not found" in msg and "wanwitness agent add" in msg
     bad = tmp_path / "bad.json"
     bad.write_text('{"id": "home",')
-    msg = one_line_error(run("deploy", "--port", silent_pty, "--agent", "home", "--config", str(bad)))
+    msg = one_line_error(ww("deploy", "--port", silent_pty, "--agent", "home", "--config", str(bad)))
     assert "is not valid JSON" in msg and "line 1" in msg
 
 
-def test_calibrate_without_sensors(tmp_path, silent_pty):
+def test_calibrate_without_sensors(tmp_path, silent_pty, ww):
     path = tmp_path / "home.config.json"
     path.write_text(json.dumps({"id": "home", "leds": []}))
-    msg = one_line_error(run("calibrate", "--port", silent_pty, "--config", str(path)))
+    msg = one_line_error(ww("calibrate", "--port", silent_pty, "--config", str(path)))
     assert "has no LED sensors" in msg
 
 
-def test_virtual_serial_board_needs_a_flash_image(tmp_path):
-    msg = one_line_error(run("agent", "run", "--virtual", "--serial", str(tmp_path / "tty")))
+def test_virtual_serial_board_needs_a_flash_image(tmp_path, ww):
+    msg = one_line_error(ww("agent", "run", "--virtual", "--serial", str(tmp_path / "tty")))
     assert "--serial needs --flash" in msg
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from testing.cli import one_line_error
 from wanwitness.boards.flash import esptool_commands, parse_chip_info
 from wanwitness.boards.profiles import load_profile
 
@@ -117,15 +118,6 @@ def pty_port():
 def ww(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "wanwitness", *args], capture_output=True,
                           text=True, env=env, timeout=timeout)
-
-
-def one_line_exit_2(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("wanwitness: ")
-    return lines[0]
 
 
 def calls(env: dict) -> list[list[str]]:
@@ -245,7 +237,7 @@ def test_a_failed_write_says_the_board_is_erased(tmp_path, fake_esptool, pty_por
 # --- refusals before anything is erased ------------------------------------------------
 
 def test_an_unknown_board_profile_lists_the_known_ones(env):
-    line = one_line_exit_2(ww("flash", "--port", "/dev/ttyUSB0", "--board", "esp32-devkit", env=env))
+    line = one_line_error(ww("flash", "--port", "/dev/ttyUSB0", "--board", "esp32-devkit", env=env))
     assert "unknown board profile 'esp32-devkit'" in line
     for name in ("esp32-c3-supermini", "esp32-devkitc", "esp32-s3-devkitc"):
         assert name in line
@@ -253,7 +245,7 @@ def test_an_unknown_board_profile_lists_the_known_ones(env):
 
 def test_no_such_port(tmp_path, env):
     missing = str(tmp_path / "ttyUSB9")
-    line = one_line_exit_2(ww("flash", "--port", missing, "--board", "esp32-devkitc", env=env))
+    line = one_line_error(ww("flash", "--port", missing, "--board", "esp32-devkitc", env=env))
     assert line.startswith(f"wanwitness: no such port {missing}; ")
     assert "ports found" in line or "no serial ports found" in line
 
@@ -262,7 +254,7 @@ def test_a_port_locked_by_another_program_is_busy(fake_esptool, pty_port):
     holder = os.open(pty_port, os.O_RDWR | os.O_NOCTTY)
     fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what pyserial's exclusive=True does
     try:
-        line = one_line_exit_2(ww("flash", "--port", pty_port, "--board", "esp32-devkitc",
+        line = one_line_error(ww("flash", "--port", pty_port, "--board", "esp32-devkitc",
                                   env=fake_esptool))
     finally:
         os.close(holder)
@@ -279,7 +271,7 @@ def test_a_port_held_open_without_a_lock_names_the_program(fake_esptool, pty_por
         stdout=subprocess.PIPE, text=True)
     try:
         assert monitor.stdout.readline().strip() == "open"
-        line = one_line_exit_2(ww("flash", "--port", pty_port, "--board", "esp32-devkitc",
+        line = one_line_error(ww("flash", "--port", pty_port, "--board", "esp32-devkitc",
                                   env=fake_esptool))
     finally:
         monitor.kill()
@@ -292,7 +284,7 @@ def test_a_port_where_nothing_answers(tmp_path, env, pty_port):
     fw = tmp_path / "fw.bin"
     fw.write_bytes(esp_image(chip_id=0))
     proc = ww("flash", "--port", pty_port, "--board", "esp32-devkitc", "--firmware", str(fw), env=env)
-    line = one_line_exit_2(proc)  # the real esptool, which gets no answer: no traceback
+    line = one_line_error(proc)  # the real esptool, which gets no answer: no traceback
     assert line.startswith(f"wanwitness: nothing answered on {pty_port}: ")
     assert "Hold BOOT" in line
 
@@ -319,7 +311,7 @@ def test_the_chip_that_answers_must_suit_profile_and_image(tmp_path, fake_esptoo
     fw = tmp_path / "fw.bin"
     fw.write_bytes(image)
     fake_esptool.update(FAKE_CHIP=chip, FAKE_FLASH=flash)
-    line = one_line_exit_2(ww("flash", "--port", pty_port, "--board", board, "--firmware", str(fw),
+    line = one_line_error(ww("flash", "--port", pty_port, "--board", board, "--firmware", str(fw),
                               env=fake_esptool))
     assert line == "wanwitness: " + expected.format(port=pty_port, fw=fw)
     assert steps(fake_esptool) == ["flash-id"]  # asked, and nothing erased
@@ -340,7 +332,7 @@ def test_a_bad_firmware_file_is_refused_before_the_port_is_touched(tmp_path, fak
     fw = tmp_path / "firmware.bin"
     if content is not None:
         fw.write_bytes(content)
-    line = one_line_exit_2(ww("flash", "--port", str(tmp_path / "no-port"), "--board", "esp32-devkitc",
+    line = one_line_error(ww("flash", "--port", str(tmp_path / "no-port"), "--board", "esp32-devkitc",
                               "--firmware", str(fw), env=fake_esptool))
     assert line.startswith(f"wanwitness: firmware {fw}")
     assert expected in line
@@ -360,7 +352,7 @@ def fake_mpflash(tmp_path, env, image: bytes) -> dict:
 def test_without_internet_and_no_image_it_says_where_to_download(tmp_path, fake_esptool, pty_port):
     env = fake_mpflash(tmp_path, fake_esptool, esp_image(chip_id=5))
     env["FAKE_OFFLINE"] = "1"
-    line = one_line_exit_2(ww("flash", "--port", pty_port, "--board", "esp32-c3-supermini", env=env))
+    line = one_line_error(ww("flash", "--port", pty_port, "--board", "esp32-c3-supermini", env=env))
     assert line == ("wanwitness: could not download MicroPython for ESP32_GENERIC_C3 (no internet?): "
                     "download the .bin from https://micropython.org/download/ESP32_GENERIC_C3/ "
                     "and pass --firmware FILE")
