@@ -67,10 +67,18 @@ def stream(creds, host, port, audit, *, pace_s: float = 0.0, during=None, timeou
 
     producing = threading.Event()
     producing.set()
+    # The last records wait until `during` is done: whatever it does (kills, restarts)
+    # happens while the agents are still producing, however slow the machine is.
+    during_done = threading.Event()
+    if during is None:
+        during_done.set()
 
     def produce():
         chunk = 5 if pace_s else 100
-        for _ in range(PER_AGENT // chunk):
+        steps = PER_AGENT // chunk
+        for step in range(steps):
+            if step == steps - 1:
+                during_done.wait(timeout)
             for sim in sims:
                 sim.add_many(chunk)
             if pace_s:
@@ -80,7 +88,10 @@ def stream(creds, host, port, audit, *, pace_s: float = 0.0, during=None, timeou
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     if during:
-        during(producing)
+        try:
+            during(producing)
+        finally:
+            during_done.set()
     producer.join()
     try:
         for sim in sims:
