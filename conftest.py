@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import pytest
 
+# Shared fixtures: `mosquitto` (a private broker on a free port).
+pytest_plugins = ["testing.brokers"]
+
 INTEGRATION_MODULES = {
     # real brokers, collector processes, kills and restarts
     "test_collect_e2e.py", "test_broker_embedded.py", "test_broker_mosquitto.py",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from testing.brokers import MOSQUITTO_BIN, Mosquitto, MqttClient
+from testing.brokers import MqttClient
 from testing.mpy import micropython, mpy_cross_exe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,13 +40,6 @@ def mpy_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def broker(tmp_path):
-    if not Path(MOSQUITTO_BIN).exists():
-        pytest.skip(f"{MOSQUITTO_BIN} is not installed")
-    b = Mosquitto(tmp_path / "mosquitto").start()
-    yield b
-    b.close()
 
 
 class Probe:
@@ -236,13 +229,13 @@ def serve_normally(idx: int, s: socket.socket, b: ScriptedBroker) -> None:
 
 # -- against Mosquitto -------------------------------------------------------------------
 
-def test_connect_subscribe_retained_publish_qos1(broker, mpy_dir):
-    setup = MqttClient(broker.url).connect()
+def test_connect_subscribe_retained_publish_qos1(mosquitto, mpy_dir):
+    setup = MqttClient(mosquitto.url).connect()
     setup.publish("ww/probe/ack", '{"seq": 7}', qos=1, retain=True)
-    watcher = MqttClient(broker.url).connect()
+    watcher = MqttClient(mosquitto.url).connect()
     watcher.subscribe("ww/probe/#", qos=1)
     watcher.get_until("ww/probe/ack")  # its own copy of the retained ack: a barrier
-    with Probe(mpy_dir, mode="basic", port=broker.port, id="probe") as p:
+    with Probe(mpy_dir, mode="basic", port=mosquitto.port, id="probe") as p:
         assert p.expect("connected")["n"] == "1"
         assert p.expect("subscribed")["granted"] == "1"
         msg = p.expect("msg")
@@ -260,7 +253,7 @@ def test_connect_subscribe_retained_publish_qos1(broker, mpy_dir):
         assert got["ww/probe/rec"].payload == b'{"v": 1, "recs": []}'
         assert got["ww/probe/rec"].qos == 1
         assert got["ww/probe/hb"].payload == b'{"up": 1}' and got["ww/probe/hb"].qos == 0
-        late = MqttClient(broker.url).connect()  # the status was published retained
+        late = MqttClient(mosquitto.url).connect()  # the status was published retained
         late.subscribe("ww/probe/status", qos=1)
         msg = late.get(5)
         late.close()
@@ -274,10 +267,10 @@ def test_connect_subscribe_retained_publish_qos1(broker, mpy_dir):
     assert int(sampler["max_late_ms"]) < 200, sampler
 
 
-def test_last_will_offline_when_the_process_is_killed(broker, mpy_dir):
-    watcher = MqttClient(broker.url).connect()
+def test_last_will_offline_when_the_process_is_killed(mosquitto, mpy_dir):
+    watcher = MqttClient(mosquitto.url).connect()
     watcher.subscribe("ww/willy/status", qos=1)
-    with Probe(mpy_dir, mode="basic", port=broker.port, id="willy") as p:
+    with Probe(mpy_dir, mode="basic", port=mosquitto.port, id="willy") as p:
         p.expect("ready")
         assert watcher.get(5).payload == b"online"
         p.kill()  # SIGKILL: no DISCONNECT, the kernel just closes the socket
@@ -286,7 +279,7 @@ def test_last_will_offline_when_the_process_is_killed(broker, mpy_dir):
         assert msg.payload == b"offline"
     watcher.close()
     # and it is retained: a newcomer sees the board as offline
-    late = MqttClient(broker.url).connect()
+    late = MqttClient(mosquitto.url).connect()
     late.subscribe("ww/willy/status", qos=1)
     msg = late.get(5)
     assert (msg.payload, msg.retain) == (b"offline", True)
@@ -294,16 +287,16 @@ def test_last_will_offline_when_the_process_is_killed(broker, mpy_dir):
 
 
 def test_reconnects_after_broker_restart_and_delivers_what_was_published_meanwhile(
-        broker, mpy_dir):
-    with Probe(mpy_dir, mode="reconnect", port=broker.port, id="phoenix") as p:
+        mosquitto, mpy_dir):
+    with Probe(mpy_dir, mode="reconnect", port=mosquitto.port, id="phoenix") as p:
         p.expect("ready")
-        broker.kill()  # a crash: connections reset, nothing saved
+        mosquitto.kill()  # a crash: connections reset, nothing saved
         down = p.expect("down", 10)
         pending = p.expect("published_while_down")
         assert pending["inflight"] == "1" and pending["connected"] == "0"
         time.sleep(max(0.0, 3.0 - (time.monotonic() - down["_at"])))
-        broker.start()
-        watcher = MqttClient(broker.url).connect()
+        mosquitto.start()
+        watcher = MqttClient(mosquitto.url).connect()
         watcher.subscribe("ww/phoenix/echo", qos=1)
         back = p.expect("reconnected", 40)
         ack = p.expect("puback", 10)

@@ -141,7 +141,9 @@ def test_collect_on_a_busy_port_says_so_and_how_to_choose_another(ww, tmp_path):
         proc = ww.process("collect", "--db", f"sqlite:///{tmp_path}/w.db", "--listen", f"127.0.0.1:{port}")
     assert proc.returncode == 2
     line = [x for x in proc.stderr.splitlines() if x.startswith("wanwitness:")][0]
-    assert f"127.0.0.1:{port} is already in use" in line and "--listen" in line
+    assert f"127.0.0.1:{port} is already in use" in line
+    assert "--listen 127.0.0.1:11883" in line and "[broker] listen" in line
+    assert f"--broker mqtt://127.0.0.1:{port}" in line
     assert "Traceback" not in proc.stderr
 
 
