@@ -305,3 +305,18 @@ def test_a_wrong_board_names_the_profile_and_the_cli_names_its_option(tmp_path):
         check_image(image, load_profile("esp32-devkitc"))
     assert "but the profile esp32-devkitc has an ESP32" in str(e.value) and "--" not in str(e.value)
     assert "but --board esp32-devkitc has an ESP32" in e.value.for_option("--board")
+
+
+def test_agent_add_configs_are_found_in_the_data_dir_or_where_earlier_versions_wrote_them(
+        tmp_path, monkeypatch):
+    from wanwitness.collector.agents import board_config_path, find_board_config
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    new = board_config_path("kitchen")
+    assert new == tmp_path / "data" / "wanwitness" / "agents" / "kitchen.config.json"
+    assert find_board_config("kitchen") == new                 # neither exists: the new place
+    (tmp_path / "kitchen.config.json").write_text("{}")
+    assert find_board_config("kitchen").resolve() == tmp_path / "kitchen.config.json"
+    new.parent.mkdir(parents=True)
+    new.write_text("{}")
+    assert find_board_config("kitchen") == new                 # the data dir wins

@@ -203,3 +203,17 @@ def test_verify_prints_head_and_count_or_names_the_broken_link(ww, tmp_path):
     broken = ww("verify", "--db", db)
     assert broken.returncode == 1
     assert "BROKEN at link 2" in broken.stderr and "Traceback" not in broken.stderr
+
+
+def test_every_config_section_has_its_typed_form_with_the_same_keys(tmp_path):
+    """SCHEMA (what the file may hold) and the typed sections (what the code reads) list
+    the same keys: a key added to one and not the other fails here, not at run time."""
+    import dataclasses
+    conf = cfg.Config(tmp_path / "c.toml", {s: {k: d for k, (_c, d, _h) in keys.items()}
+                                             for s, keys in cfg.SCHEMA.items()})
+    assert set(cfg.SECTIONS) == set(cfg.SCHEMA)
+    for section, keys in cfg.SCHEMA.items():
+        typed = getattr(conf, section)
+        assert [f.name for f in dataclasses.fields(typed)] == list(keys), section
+        for key in keys:
+            assert getattr(typed, key) == conf.get(section, key)

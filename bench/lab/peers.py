@@ -361,7 +361,7 @@ class DocsightConnectionMonitor(Peer):
     PROBE_TIMEOUT_S = 2.0       # probe.py PROBE_TIMEOUT_S
     OUTAGE_THRESHOLD = 5        # manifest.json connection_monitor_outage_threshold
     TCP_PORT = 443              # manifest.json connection_monitor_tcp_port
-    max_targets = 2             # collector.py seeds 1.1.1.1 and 8.8.8.8
+    max_targets = 2             # collector.py seeds two public resolvers (Cloudflare, Google)
     policy = ("ICMP (TCP 443 without raw sockets), 1 probe per target every 5 s (2 s "
               "timeout); per target, 5 timeouts in a row are an outage dated from the "
               "first of them, ending at the first answered probe; targets are judged "
