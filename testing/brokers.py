@@ -49,6 +49,7 @@ class Mosquitto:
         acl_file: Path | None = None,
         allow_anonymous: bool | None = None,
         extra_conf: str = "",
+        listener: bool = True,
     ):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -59,6 +60,8 @@ class Mosquitto:
         # With a password file, anonymous access is off unless asked for.
         self.allow_anonymous = (password_file is None) if allow_anonymous is None else allow_anonymous
         self.extra_conf = extra_conf
+        # False: the listener comes from extra_conf (e.g. our generated wanwitness.conf).
+        self.listener = listener
         self.conf_path = self.directory / "mosquitto.conf"
         self.log_path = self.directory / "mosquitto.log"
         self.persistence_path = self.directory / "mosquitto.db"
@@ -73,8 +76,8 @@ class Mosquitto:
         return self.proc is not None and self.proc.poll() is None
 
     def config_text(self) -> str:
-        lines = [
-            f"listener {self.port} {self.host}",
+        lines = [f"listener {self.port} {self.host}"] if self.listener else []
+        lines += [
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
             "persistence true",
             f"persistence_location {self.directory}/",

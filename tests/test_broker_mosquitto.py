@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from testing.brokers import MOSQUITTO_BIN, ConnectRefused, Mosquitto, MqttClient
+from testing.brokers import MOSQUITTO_BIN, ConnectRefused, Mosquitto, MqttClient, free_port
 from wanwitness.broker.mosquitto import mosquitto_files, write_mosquitto_config
 from wanwitness.broker.passwords import check_password, hash_password, new_secret
 from wanwitness.errors import UserError
@@ -23,12 +23,16 @@ PASSWORDS = {"collector": new_secret(), "a": new_secret(), "b": new_secret()}
 def broker(tmp_path):
     """Mosquitto running with our generated files, included the way conf.d is."""
     conf_dir = tmp_path / "wanwitness"
+    port = free_port()
     write_mosquitto_config(
         conf_dir,
         agents=[("a", hash_password(PASSWORDS["a"])), ("b", hash_password(PASSWORDS["b"]))],
         collector=("collector", hash_password(PASSWORDS["collector"])),
+        listen=("127.0.0.1", port),
     )
-    m = Mosquitto(tmp_path / "mosquitto", allow_anonymous=False, extra_conf=f"include_dir {conf_dir}")
+    # The listener and its limits are the generated file's own.
+    m = Mosquitto(tmp_path / "mosquitto", port=port, allow_anonymous=False,
+                  extra_conf=f"include_dir {conf_dir}", listener=False)
     m.start()
     yield m
     m.close()

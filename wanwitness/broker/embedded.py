@@ -37,20 +37,38 @@ import logging
 import math
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig
 from amqtt.errors import MQTTError
+from amqtt.events import MQTTEvents
+from amqtt.mqtt import packet_class
 from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.constants import QOS_0, QOS_1
+from amqtt.mqtt.packet import (
+    CONNECT,
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    MQTTFixedHeader,
+)
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import OUTGOING, OutgoingApplicationMessage, Session
 
+from wanwitness.broker.policy import AGENT_TOPICS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PACKET
 from wanwitness.collector.protocol import valid_agent_id
 from wanwitness.errors import UserError
 
@@ -62,6 +80,8 @@ ROLE_AGENT = "agent"
 Authenticate = Callable[[str, str], "str | None"]
 
 DEFAULT_MAX_INFLIGHT = 100  # same as the Mosquitto config we generate
+CONNECT_TIMEOUT_S = 10   # from accept to a complete CONNECT
+PACKET_TIMEOUT_S = 30    # from a packet's first byte to its last
 
 # Keys in amqtt's Session.attributes (namespaced, as amqtt asks).
 _ROLE = "wanwitness.role"
@@ -93,8 +113,10 @@ class _Policy:
             return True
         if role != ROLE_AGENT or not user or not topic:
             return False
+        # An agent writes its records, heartbeats and status, nothing else: above all
+        # not its own ack, which only the collector may write (docs/protocol.md "Topics").
         own = f"{self.prefix}/{user}/"
-        return topic.startswith(own) and len(topic) > len(own)
+        return topic.startswith(own) and topic[len(own):] in AGENT_TOPICS
 
     def may_read(self, role: str | None, user: str | None, topic: str | None) -> bool:
         # Used for SUBSCRIBE filters and delivered topics alike: an agent's only
@@ -104,11 +126,41 @@ class _Policy:
         return role == ROLE_AGENT and bool(user) and topic == f"{self.prefix}/{user}/ack"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one client, one address or one agent may cost the broker."""
+
+    max_packet: int = DEFAULT_MAX_PACKET
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_address: int = 32
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    # Failed logins: the first `free_failures` in a row cost nothing (typos); after that
+    # each address and each username waits backoff_s, doubling up to backoff_max_s,
+    # and a login tried meanwhile is refused without looking at the password.
+    free_failures: int = 3
+    backoff_s: float = 1.0
+    backoff_max_s: float = 60.0
+    # Retained messages an agent may leave on the broker (its `online`/`offline` is one).
+    retained_per_agent: int = 3
+    retained_bytes_per_agent: int = 4096
+    # How often connected agents' credentials are checked again (revoked -> disconnected).
+    recheck_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_packet", "max_connections", "max_connections_per_address",
+                     "retained_per_agent", "retained_bytes_per_agent"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_packet < 128:
+            raise ValueError("max_packet must be at least 128 bytes")
+
+
 @dataclass
 class _Settings:
     authenticate: Authenticate
     policy: _Policy
     max_inflight: int
+    limits: Limits = Limits()
 
 
 # --- amqtt plugins -------------------------------------------------------------------
@@ -170,6 +222,167 @@ class WitnessTopicPlugin(BaseTopicPlugin):
         return False
 
 
+# --- reading packets --------------------------------------------------------------------
+
+
+class _BadPacket(Exception):
+    """The client broke the protocol or a limit: its connection is closed. The text says why."""
+
+
+class _Frame(ReaderAdapter):
+    """One whole packet, read off the socket before amqtt's parser sees a byte of it.
+
+    amqtt parses straight from the socket: a packet with a bad length or field leaves
+    the stream out of step (the connection hangs), a huge one is read into memory, and a
+    client that stops mid-packet is never timed out. Reading the whole packet first,
+    within a size and a time limit, turns each of these into a closed connection.
+    """
+
+    def __init__(self, first: int, length: int, head: bytes, body: bytes) -> None:
+        self.packet_type, self.flags = first >> 4, first & 0x0F
+        self.header = MQTTFixedHeader(self.packet_type, self.flags, length)
+        self.body = head + body  # read from the start, amqtt parses the fixed header too
+        self.head = len(head)
+        self.pos = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        end = len(self.body) if n < 0 else min(len(self.body), self.pos + n)
+        out, self.pos = self.body[self.pos:end], end
+        return out
+
+    def feed_eof(self) -> None:
+        pass
+
+    async def parse(self) -> Any:
+        """The amqtt packet; raises _BadPacket when it is malformed."""
+        self.pos = self.head
+        try:
+            packet = await packet_class(self.header).from_stream(self, fixed_header=self.header)
+        except Exception as exc:  # amqtt raises MQTTError, NoDataError, ValueError, ...
+            raise _BadPacket(f"malformed {_PACKET_NAMES.get(self.packet_type, 'packet')}: "
+                             f"{exc or type(exc).__name__}") from None
+        if self.pos != len(self.body):
+            raise _BadPacket(f"malformed {_PACKET_NAMES.get(self.packet_type, 'packet')}: "
+                             f"{len(self.body) - self.pos} byte(s) after its end")
+        return packet
+
+
+_PACKET_NAMES = {CONNECT: "CONNECT", PUBLISH: "PUBLISH", PUBACK: "PUBACK", PUBREC: "PUBREC",
+                 PUBREL: "PUBREL", PUBCOMP: "PUBCOMP", SUBSCRIBE: "SUBSCRIBE",
+                 UNSUBSCRIBE: "UNSUBSCRIBE", PINGREQ: "PINGREQ", DISCONNECT: "DISCONNECT"}
+# What a client may send once connected, and the handler method for each.
+_CLIENT_PACKETS = {PUBLISH: "handle_publish", PUBACK: "handle_puback", PUBREC: "handle_pubrec",
+                   PUBREL: "handle_pubrel", PUBCOMP: "handle_pubcomp", SUBSCRIBE: "handle_subscribe",
+                   UNSUBSCRIBE: "handle_unsubscribe", PINGREQ: "handle_pingreq",
+                   DISCONNECT: "handle_disconnect"}
+
+
+async def _read_exactly(reader: ReaderAdapter, n: int) -> bytes | None:
+    try:
+        data = await reader.read(n)
+    except (asyncio.IncompleteReadError, ConnectionError, OSError):
+        return None
+    return data if len(data) == n else None
+
+
+async def _read_frame(reader: ReaderAdapter, max_packet: int, first_timeout: float | None) -> _Frame | None:
+    """The next whole packet; None at the end of the stream (or when the peer vanished).
+
+    Waits up to `first_timeout` for its first byte (TimeoutError), then PACKET_TIMEOUT_S
+    for the rest; raises _BadPacket for a bad length or one above `max_packet`.
+    """
+    first = await asyncio.wait_for(_read_exactly(reader, 1), first_timeout)
+    if first is None:
+        return None
+    return await asyncio.wait_for(_read_rest(reader, first[0], max_packet), PACKET_TIMEOUT_S)
+
+
+async def _read_rest(reader: ReaderAdapter, first: int, max_packet: int) -> _Frame | None:
+    length, size = 0, 0
+    head = bytearray((first,))
+    while True:  # [MQTT-2.2.3] remaining length: 7 bits a byte, at most 4 bytes
+        byte = await _read_exactly(reader, 1)
+        if byte is None:
+            return None
+        head += byte
+        length |= (byte[0] & 0x7F) << (7 * size)
+        size += 1
+        if not byte[0] & 0x80:
+            break
+        if size == 4:
+            raise _BadPacket("malformed packet: its length field runs over 4 bytes")
+    if 1 + size + length > max_packet:
+        raise _BadPacket(f"{_PACKET_NAMES.get(first >> 4, 'packet')} of {1 + size + length} bytes "
+                         f"refused (limit {max_packet})")
+    body = await _read_exactly(reader, length) if length else b""
+    if body is None:
+        return None
+    return _Frame(first, length, bytes(head), body)
+
+
+def _abort(writer: Any) -> None:
+    """Close a client's socket now, without waiting for its send buffer to drain."""
+    transport = getattr(getattr(writer, "_writer", None), "transport", None)
+    if transport is not None:
+        transport.abort()
+
+
+# --- failed logins ----------------------------------------------------------------------
+
+
+class _Backoff:
+    """Failed logins per address and per username, and how long each must wait.
+
+    A username's wait does not apply to an address it logged in from before: someone
+    guessing an agent's password elsewhere on the LAN does not lock the agent out.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.fails: dict[tuple[str, str], tuple[int, float]] = {}  # ("addr"|"user", key) -> (n, until)
+        self.known: dict[str, set[str]] = {}  # username -> addresses it logged in from
+        self._said: dict[str, float] = {}
+
+    def _wait(self, key: tuple[str, str], now: float) -> float:
+        n, until = self.fails.get(key, (0, 0.0))
+        return max(0.0, until - now)
+
+    def waiting(self, address: str, user: str) -> float:
+        now = time.monotonic()
+        wait = self._wait(("addr", address), now)
+        if user and address not in self.known.get(user, ()):
+            wait = max(wait, self._wait(("user", user), now))
+        return wait
+
+    def failed(self, address: str, user: str) -> None:
+        now, limits = time.monotonic(), self.limits
+        for key in (("addr", address), ("user", user)) if user else (("addr", address),):
+            n = self.fails.get(key, (0, 0.0))[0] + 1
+            over = n - limits.free_failures
+            until = now + min(limits.backoff_s * 2 ** (over - 1), limits.backoff_max_s) if over > 0 else 0.0
+            self.fails[key] = (n, until)
+        if len(self.fails) > 10000:  # bounded: forget the oldest entries
+            for key in list(self.fails)[:5000]:
+                del self.fails[key]
+
+    def succeeded(self, address: str, user: str) -> None:
+        self.fails.pop(("addr", address), None)
+        if user:
+            self.fails.pop(("user", user), None)
+            addresses = self.known.setdefault(user, set())
+            if len(addresses) < 16:
+                addresses.add(address)
+
+    def note_refused(self, what: str, address: str, limit: int) -> None:
+        # One log line per address and minute, not one per refused connection.
+        now = time.monotonic()
+        if now - self._said.get(address, -60.0) >= 60:
+            self._said[address] = now
+            log.warning("MQTT connection from %s refused: %s (%d) reached", address, what, limit)
+            if len(self._said) > 1000:
+                self._said.clear()
+
+
 # --- reliable delivery ----------------------------------------------------------------
 
 
@@ -210,6 +423,7 @@ class _Handler(BrokerProtocolHandler):
     """One client connection; QoS 1 delivery that is paced and never gives up."""
 
     max_inflight = DEFAULT_MAX_INFLIGHT
+    max_packet = DEFAULT_MAX_PACKET
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -320,16 +534,50 @@ class _Handler(BrokerProtocolHandler):
         if session is not None and session.inflight_out.pop(packet_id, None) is not None:
             _outbox(session).wake.set()
 
-    def handle_read_timeout(self) -> None:
-        # [MQTT-3.1.2-24] nothing heard for 1.5 x keep-alive: drop the client (its will
-        # is published). amqtt ignores this, so a vanished agent would stay "online".
-        log.info("MQTT client %r timed out (keep-alive)", self.session.client_id if self.session else None)
-        transport = getattr(getattr(self.writer, "_writer", None), "transport", None)
-        if transport is not None:
-            transport.abort()
-        task = asyncio.current_task()
-        if task is not None:
-            task.cancel()  # we run inside the reader loop; this ends it
+    async def _reader_loop(self) -> None:
+        # Ours instead of amqtt's: each packet is read whole (size and time bounded, see
+        # _Frame) and checked before it is handled; any breach closes the connection.
+        session = self.session
+        assert session is not None and self._reader_ready is not None
+        keepalive = session.keep_alive if session.keep_alive > 0 else None
+        tasks: deque[asyncio.Task[Any]] = deque()
+        why = ""
+        try:
+            self._reader_ready.set()
+            while True:
+                while tasks and tasks[0].done():
+                    tasks.popleft()
+                try:
+                    frame = await _read_frame(self.reader, self.max_packet, keepalive)
+                except TimeoutError:
+                    # [MQTT-3.1.2-24] nothing heard for 1.5 x keep-alive (or a packet left
+                    # half sent): drop the client, its will is published.
+                    why = "silent for longer than its keep-alive allows"
+                    break
+                if frame is None:
+                    break
+                name = _CLIENT_PACKETS.get(frame.packet_type)
+                if name is None:
+                    why = f"sent a packet a client may not send (type {frame.packet_type})"
+                    break
+                packet = await frame.parse()
+                await self.plugins_manager.fire_event(MQTTEvents.PACKET_RECEIVED, packet=packet,
+                                                      session=session)
+                tasks.append(asyncio.create_task(getattr(self, name)(packet)))
+        except _BadPacket as exc:
+            why = str(exc)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if why:
+                log.warning("MQTT client %r (%s) disconnected: %s", session.client_id,
+                            session.remote_address, why)
+                _abort(self.writer)
+            while tasks:
+                tasks.popleft().cancel()
+            await self.handle_connection_closed()
+            self._reader_stopped.set()
+            await self.stop()
 
 
 class _Broker(Broker):
@@ -337,20 +585,78 @@ class _Broker(Broker):
 
     def __init__(self, config: BrokerConfig, settings: _Settings, loop: asyncio.AbstractEventLoop) -> None:
         self._settings = settings
+        self._limits = settings.limits
+        self._open: dict[str, int] = {}  # remote address -> open connections
+        self._failures = _Backoff(settings.limits)
         super().__init__(config, loop=loop)
+
+    async def _client_connected(self, listener_name: str, reader: Any, writer: Any) -> None:
+        peer = writer.get_peer_info()
+        address = peer[0] if peer else "?"
+        limits = self._limits
+        if sum(self._open.values()) >= limits.max_connections:
+            self._failures.note_refused("connection limit", address, limits.max_connections)
+            _abort(writer)
+            return
+        if self._open.get(address, 0) >= limits.max_connections_per_address:
+            self._failures.note_refused("per-address connection limit", address,
+                                        limits.max_connections_per_address)
+            _abort(writer)
+            return
+        self._open[address] = self._open.get(address, 0) + 1
+        try:
+            await super()._client_connected(listener_name, reader, writer)
+        finally:
+            # amqtt leaves the socket open when a client goes away before or during its
+            # CONNECT (CLOSE-WAIT for minutes): whatever happened, it is closed here.
+            _abort(writer)
+            left = self._open[address] - 1
+            if left:
+                self._open[address] = left
+            else:
+                del self._open[address]
 
     async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: str,
                                          remote_port: int) -> tuple[BrokerProtocolHandler, Session]:
+        limits = self._limits
         try:
-            handler, incoming = await _Handler.init_from_connect(reader, writer, self.plugins_manager)
-        except MQTTError:
-            await writer.close()  # a malformed CONNECT: hang up (amqtt does the same)
-            raise
+            frame = await asyncio.wait_for(_read_frame(reader, limits.max_packet, None),
+                                           limits.connect_timeout_s)
+            if frame is None:
+                raise _BadPacket("closed before its CONNECT")
+            if frame.packet_type != CONNECT:
+                raise _BadPacket(f"sent packet type {frame.packet_type} before CONNECT [MQTT-3.1.0-1]")
+            handler, incoming = await _Handler.init_from_connect(frame, writer, self.plugins_manager)
+        except TimeoutError:
+            log.info("MQTT connection from %s closed: no CONNECT within %g s", remote_address,
+                     limits.connect_timeout_s)
+            raise MQTTError("no CONNECT in time") from None
+        except _BadPacket as exc:
+            # A port scan or health check just connects and leaves: not worth a line.
+            log.log(logging.DEBUG if "before its CONNECT" in str(exc) else logging.INFO,
+                    "MQTT connection from %s closed: %s", remote_address, exc)
+            raise MQTTError(str(exc)) from None
+        except Exception as exc:  # a malformed CONNECT (amqtt's own checks)
+            log.info("MQTT connection from %s closed: malformed CONNECT: %s", remote_address,
+                     exc or type(exc).__name__)
+            raise MQTTError(str(exc)) from None
         handler.max_inflight = self._settings.max_inflight
-        # Check credentials before touching the stored session of the claimed client id.
-        if not await super()._authenticate(incoming, None):
+        handler.max_packet = limits.max_packet
+        # Guessing passwords: an address or username that keeps failing waits, and a
+        # login tried meanwhile is refused without its password being looked at.
+        user = incoming.username or ""
+        wait = self._failures.waiting(remote_address, user)
+        if wait:
+            log.info("MQTT login of %r from %s refused: too many failed logins (next try in %.0f s)",
+                     user, remote_address, wait)
             incoming.attributes[_REFUSAL] = NOT_AUTHORIZED
             return handler, incoming
+        # Check credentials before touching the stored session of the claimed client id.
+        if not await super()._authenticate(incoming, None):
+            self._failures.failed(remote_address, user)
+            incoming.attributes[_REFUSAL] = NOT_AUTHORIZED
+            return handler, incoming
+        self._failures.succeeded(remote_address, user)
         client_id = incoming.client_id
         stored = self._sessions.get(client_id) if client_id else None
         if stored is not None and stored[0].clean_session and not stored[0].transitions.is_connected():
@@ -383,6 +689,53 @@ class _Broker(Broker):
         if session.keep_alive > 0:
             session.keep_alive = math.ceil(session.keep_alive * 1.5)  # [MQTT-3.1.2-24]
         return handler, session
+
+    async def start(self) -> None:
+        await super().start()
+        self._recheck = asyncio.create_task(self._recheck_agents())
+
+    async def shutdown(self) -> None:
+        recheck = getattr(self, "_recheck", None)
+        if recheck is not None:
+            recheck.cancel()
+        await super().shutdown()
+
+    async def _recheck_agents(self) -> None:
+        """Disconnect agents whose credentials stopped being valid (revoked, new password)."""
+        loop = asyncio.get_running_loop()
+        authenticate = self._settings.authenticate
+        while True:
+            await asyncio.sleep(self._limits.recheck_s)
+            for session, handler in list(self._sessions.values()):
+                if session.attributes.get(_ROLE) != ROLE_AGENT or not session.transitions.is_connected():
+                    continue
+                try:
+                    role = await loop.run_in_executor(None, authenticate, session.username or "",
+                                                      session.password or "")
+                except Exception as exc:  # the store is away: not the agent's fault
+                    log.debug("re-checking agent %r: %s", session.username, exc)
+                    continue
+                if role != ROLE_AGENT:
+                    log.warning("MQTT agent %r disconnected: its credentials are no longer valid "
+                                "(revoked or given a new password)", session.username)
+                    _abort(handler.writer)
+
+    async def retain_message(self, source_session: Session | None, topic_name: str | None,
+                             data: bytes | bytearray | None, qos: int | None = None) -> None:
+        # An agent may keep a few small retained messages (its status), no more: 400
+        # retained 256 KiB messages would otherwise all be kept, in memory.
+        limits = self._limits
+        if data and topic_name and source_session is not None \
+                and source_session.attributes.get(_ROLE) == ROLE_AGENT:
+            own = f"{self._settings.policy.prefix}/{source_session.username}/"
+            mine = [m for t, m in self._retained_messages.items() if t.startswith(own) and t != topic_name]
+            size = sum(len(m.data) for m in mine) + len(data)
+            if len(mine) >= limits.retained_per_agent or size > limits.retained_bytes_per_agent:
+                log.warning("MQTT agent %r: retained message on %r not kept (limit %d messages, %d bytes "
+                            "per agent)", source_session.username, topic_name, limits.retained_per_agent,
+                            limits.retained_bytes_per_agent)
+                return
+        await super().retain_message(source_session, topic_name, data, qos)
 
     async def _end_connection(self, session: Session, handler: BrokerProtocolHandler) -> None:
         """Close a client id's current connection before a new one takes over its session."""
@@ -473,13 +826,14 @@ class EmbeddedBroker:
     """
 
     def __init__(self, host: str, port: int, authenticate: Authenticate, prefix: str = "wanwitness", *,
-                 max_inflight: int = DEFAULT_MAX_INFLIGHT, log_level: int | None = None) -> None:
+                 max_inflight: int = DEFAULT_MAX_INFLIGHT, limits: Limits | None = None,
+                 log_level: int | None = None) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
         self.host = host
         self.port = port
         self.prefix = prefix
-        self._settings = _Settings(authenticate, _Policy(prefix), max_inflight)
+        self._settings = _Settings(authenticate, _Policy(prefix), max_inflight, limits or Limits())
         self._log_level = log_level
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -643,6 +997,8 @@ class _NoTracebacks(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.getMessage() == "Broker startup failed":
             return False  # we raise a UserError saying why
+        if record.getMessage().startswith("Failed to initialize client session"):
+            return False  # we log why, once, at the right level
         if record.exc_info and not logging.getLogger("amqtt").isEnabledFor(logging.DEBUG):
             record.exc_info = None
             record.exc_text = None

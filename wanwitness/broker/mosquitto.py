@@ -1,8 +1,8 @@
 """Configuration for an external Mosquitto 2.x broker: password file, ACL and a conf.d snippet.
 
-The rules match the embedded broker's: the collector reads and writes everything under
-the prefix; an agent (username = agent id) may publish below `<prefix>/<id>/` and read
-only `<prefix>/<id>/ack`.
+The rules match the embedded broker's (`policy.py`): the collector reads and writes
+everything under the prefix; an agent (username = agent id) may publish only its `rec`,
+`hb` and `status` topics and read only `<prefix>/<id>/ack`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import pwd
 from pathlib import Path
 
+from wanwitness.broker.policy import AGENT_TOPICS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PACKET
 from wanwitness.collector.protocol import valid_agent_id
 from wanwitness.errors import UserError
 
@@ -24,14 +25,22 @@ def mosquitto_files(
     prefix: str = "wanwitness",
     *,
     directory: Path | str = DEFAULT_DIRECTORY,
+    listen: tuple[str, int] = ("", 1883),
 ) -> dict[str, str]:
     """Contents of "passwd", "acl" and "wanwitness.conf".
+
+    `listen` (host, port) is the listener the snippet defines, with its limits; host ""
+    means every interface.
 
     agents: (agent_id, password_hash); collector: (username, password_hash); hashes in
     Mosquitto's format (see `passwords.hash_password`). `directory` is where passwd and acl
     will live: the snippet names them by absolute path.
     """
     _check_prefix(prefix)
+    host, port = listen
+    if not 0 < port < 65536 or any(c.isspace() for c in host):
+        raise UserError(f"cannot listen on {host or '*'}:{port}: not a usable address")
+    host = "" if host in ("0.0.0.0", "*") else host
     collector_name, collector_hash = collector
     _check_username(collector_name, "collector username")
     _check_hash(collector_name, collector_hash)
@@ -51,12 +60,12 @@ def mosquitto_files(
     acl = (
         "# wanwitness access rules for Mosquitto 2.x. Generated: regenerate rather than edit.\n"
         "#\n"
-        "# Agents log in with their agent id as username (%u). Each may publish only below\n"
-        f"# {prefix}/<its id>/ and read only its own ack topic, so a subscription to\n"
-        f"# {prefix}/+/ack or {prefix}/# never shows it another agent's messages.\n"
+        "# Agents log in with their agent id as username (%u). Each may publish only its\n"
+        f"# records, heartbeats and status ({prefix}/<its id>/rec, hb, status) and read only\n"
+        "# its own ack topic: it can neither forge its acks nor see another agent's messages.\n"
         "# (Pattern lines apply to every user; %u is the user's own name.)\n"
-        f"pattern write {prefix}/%u/#\n"
-        f"pattern read {prefix}/%u/ack\n"
+        + "".join(f"pattern write {prefix}/%u/{topic}\n" for topic in AGENT_TOPICS)
+        + f"pattern read {prefix}/%u/ack\n"
         "\n"
         "# The collector reads every agent's messages and publishes their acks.\n"
         f"user {collector_name}\n"
@@ -80,9 +89,17 @@ def mosquitto_files(
         "# Unacknowledged QoS 1 messages in flight to each client (the collector acks after its\n"
         "# database commit, so a window larger than the default 20 keeps it busy).\n"
         "max_inflight_messages 100\n"
-        "# Mosquitto 2.x listens on localhost only until a listener is configured. If the agents\n"
-        "# reach this machine over the network and no other file defines port 1883, uncomment:\n"
-        "#listener 1883\n"
+        "# The largest packet a client may send: the protocol's largest message (64 KiB) plus\n"
+        "# its topic and headers. Larger ones disconnect the client before they fill memory.\n"
+        f"max_packet_size {DEFAULT_MAX_PACKET}\n"
+        "# The agents' listener (Mosquitto 2.x listens on localhost only until one is defined).\n"
+        f"# If another file already defines port {port}, remove it there or here.\n"
+        f"listener {port}{' ' + host if host else ''}\n"
+        "# Connections at most on this listener, whoever they are from.\n"
+        f"max_connections {DEFAULT_MAX_CONNECTIONS}\n"
+        "# A client id is its username: nobody can log in with the collector's client id and\n"
+        "# push the collector off the broker (or take over its queued messages).\n"
+        "use_username_as_clientid true\n"
     )
     return {PASSWD: passwd, ACL: acl, CONF: conf}
 
@@ -92,10 +109,12 @@ def write_mosquitto_config(
     agents: list[tuple[str, str]],
     collector: tuple[str, str],
     prefix: str = "wanwitness",
+    *,
+    listen: tuple[str, int] = ("", 1883),
 ) -> list[Path]:
     """Write passwd (mode 0600), acl and wanwitness.conf into out_dir; return their paths."""
     out_dir = Path(out_dir).absolute()
-    files = mosquitto_files(agents, collector, prefix, directory=out_dir)
+    files = mosquitto_files(agents, collector, prefix, directory=out_dir, listen=listen)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []

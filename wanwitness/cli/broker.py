@@ -36,9 +36,10 @@ def broker_mosquitto_config(obj: Ctx, db: str | None, out: Path | None,
     store.set_setting("broker.collector_password", password)
     out = out or conf.path.parent / "mosquitto"
     written = write_mosquitto_config(out, password_hashes(store), (user, hash_password(password)),
-                                     prefix=conf.broker.prefix)
+                                     prefix=conf.broker.prefix, listen=conf.broker.listen)
     for path in written:
         click.echo(f"wrote {path}")
     conf_file = next((p for p in written if p.name.endswith(".conf")), None)
     click.echo(f"Include {conf_file} from mosquitto.conf (e.g. copy it to /etc/mosquitto/conf.d/), "
-               "restart Mosquitto, then run: wanwitness collect --broker mqtt://HOST:1883")
+               f"restart Mosquitto, then run: wanwitness collect --broker mqtt://HOST:{conf.broker.listen[1]} "
+               "(its listener is [broker] listen)")
