@@ -90,6 +90,8 @@ class Inputs:
     now: datetime
     trace: Trace | None = None
     notes: list[str] = field(default_factory=list)
+    # For the user, not the letter: spans the timeline had to leave out (timeline.query).
+    warnings: list[str] = field(default_factory=list)
 
 
 # --- the period -------------------------------------------------------------------------
@@ -197,15 +199,17 @@ def from_store(store: s.Store, conf: Config, label: str | None, *,
         _check_coverage(conn, period, f"store {store.url}")
     ticket_list = tk.list_all(store)
     since = _around(period, ticket_list)
+    warnings: list[str] = []
     rows = timeline.query(store, since_ms=tk.to_ms(since), until_ms=tk.to_ms(period.end),
-                          now_ms=tk.to_ms(now))
+                          now_ms=tk.to_ms(now), notes=warnings)
     outages = [outage_from_timeline(o) for o in rows]
     with store.engine.connect() as conn:
         # Read after the timeline: every record it used is at or below this head.
         trace = _trace(conn, outages)
     customer, isp = _parties(conf)
     return Inputs("store", tariff, period, outages,
-                  link.link(ticket_list, outages, tk.overrides(store)), customer, isp, now, trace)
+                  link.link(ticket_list, outages, tk.overrides(store)), customer, isp, now, trace,
+                  warnings=warnings)
 
 
 # --- from files ------------------------------------------------------------------------------

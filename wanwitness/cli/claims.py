@@ -327,6 +327,8 @@ def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
             inputs = b.from_store(store, obj.config, period)
     except b.PeriodError as e:
         raise UserError(f"--period: {e}") from None
+    for warning in inputs.warnings:
+        click.echo(f"note: {warning}", err=True)
     result = b.build(inputs, pack, options, lang)
     if fmt in ("md", "html", "pdf"):
         missing = [f"[{p}] name" for p in ("customer", "isp") if not result[p]["name"]]

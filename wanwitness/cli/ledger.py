@@ -42,13 +42,17 @@ def outages(obj: Ctx, db: str | None, agent: str | None, since: str | None, unti
     until_ms = timeline.parse_time(until, option="--until") if until else None
     if since_ms is not None and until_ms is not None and until_ms <= since_ms:
         raise UserError("--until must be later than --since")
-    rows = timeline.query(obj.store(db, must_exist=True), agent=agent, since_ms=since_ms, until_ms=until_ms)
+    notes: list[str] = []
+    rows = timeline.query(obj.store(db, must_exist=True), agent=agent, since_ms=since_ms,
+                          until_ms=until_ms, notes=notes)
     if fmt == "json":
         click.echo(timeline.to_json(rows))
     elif fmt == "csv":
         click.echo(timeline.to_csv(rows), nl=False)
     else:
         click.echo(timeline.to_table(rows))
+    for note in notes:  # on stderr: the output stays valid JSON or CSV
+        click.echo(f"note: {note}", err=True)
 
 
 @click.group()

@@ -16,7 +16,24 @@ from typing import Any
 
 VERSION = 1
 MAX_PAYLOAD = 64 * 1024
-MAX_INT = 2**63 - 1  # BIGINT in the store
+
+# Plausibility bounds (docs/protocol.md, "Bounds"). A value outside them is not a
+# measurement but a bug or an attack, and would overflow the store's BIGINT or the
+# timeline's dates; each bound is far beyond anything a working agent writes.
+MAX_SEQ = 2**53 - 1                 # seq: exact in an IEEE double, so any JSON reader keeps it
+MAX_BOOT = 2**32 - 1                # boot: one start a second for 136 years
+MAX_T = 36525 * 86_400_000          # t, at, bound: 100 years (of 365.25 days) since boot, in ms
+UTC_MIN = 1_577_836_800_000         # utc: 2020-01-01T00:00:00Z ...
+UTC_MAX = 4_102_444_800_000         # ... to 2100-01-01T00:00:00Z
+MAX_INT_DIGITS = 20                 # any integer anywhere: 2^63 has 19 digits
+MAX_DEPTH = 32                      # nesting of lists and objects; a batch needs 5
+MAX_KIND = 32                       # `k`: the store's column is that wide
+MAX_RESET = 64                      # a boot record's `reset`: likewise
+
+_T_RANGE = (0, MAX_T, "at most 100 years since boot")
+_SEQ_RANGE = (1, MAX_SEQ, "at most 2^53-1")
+_BOOT_RANGE = (0, MAX_BOOT, "at most 2^32-1")
+_UTC_RANGE = (UTC_MIN, UTC_MAX, "2020-01-01..2100-01-01 UTC")
 
 AGENT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 STATES = ("up", "isp_down", "dns_down", "degraded", "local_down")
@@ -35,6 +52,7 @@ class Batch:
     boot: int
     recs: list[dict[str, Any]]
     sent_t: int  # agent ms at send time: the batch's `t`, else the newest record's `t`
+    ob: str = ""  # the agent's outbox id; "" = none (the legacy stream)
 
 
 def canonical(obj: Any) -> bytes:
@@ -63,6 +81,52 @@ def _reject_constant(name: str) -> Any:
     raise ProtocolError(f"malformed JSON: {name} is not allowed")
 
 
+def _parse_int(text: str) -> int:
+    # Checked before int(): Python refuses over 4300 digits with a plain ValueError,
+    # and anything over 20 digits is beyond every column and bound anyway.
+    digits = len(text) - (text[0] == "-")
+    if digits > MAX_INT_DIGITS:
+        raise ProtocolError(f"number too long: an integer of {digits} digits "
+                            f"(at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e999: JSON allows it, floats do not
+        shown = text if len(text) <= 24 else text[:20] + "..."
+        raise ProtocolError(f"number out of range: {shown} is beyond a 64-bit float")
+    return value
+
+
+def _check_tree(doc: Any) -> None:
+    """Depth and text checks over the decoded document, without recursion."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            _check_text(node)
+        elif isinstance(node, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise ProtocolError(f"malformed JSON: nested deeper than {MAX_DEPTH} levels")
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    _check_text(key)
+                    stack.append((value, depth + 1))
+            else:
+                stack.extend((value, depth + 1) for value in node)
+
+
+def _check_text(text: str) -> None:
+    # A \ud800 escape decodes to a lone surrogate: not Unicode, so no UTF-8 (canonical
+    # form) exists for it. Valid UTF-8 input cannot hold one otherwise.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ProtocolError(f"malformed JSON: a string holds a lone surrogate "
+                            f"\\u{ord(text[e.start]):04x} (not Unicode text)") from None
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -81,12 +145,20 @@ def decode(payload: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise ProtocolError(f"payload is not UTF-8 (byte {e.start})") from None
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys,
-                          parse_constant=_reject_constant)
+        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys,
+                         parse_constant=_reject_constant, parse_int=_parse_int,
+                         parse_float=_parse_float)
+    except ProtocolError:
+        raise
     except json.JSONDecodeError as e:
         raise ProtocolError(f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:
-        raise ProtocolError("malformed JSON: nested too deeply") from None
+        raise ProtocolError(f"malformed JSON: nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, OverflowError, MemoryError) as e:
+        # Whatever else the decoder refuses is a bad message, never an internal error.
+        raise ProtocolError(f"malformed JSON: {type(e).__name__}: {e}"[:300]) from None
+    _check_tree(doc)
+    return doc
 
 
 # --- field checks ---------------------------------------------------------------
@@ -111,7 +183,8 @@ def _describe(v: Any) -> str:
     return "an object"
 
 
-def _int(obj: dict, key: str, path: str, *, lo: int = 0, nullable: bool = False) -> int | None:
+def _int(obj: dict, key: str, path: str, bounds: tuple[int, int, str], *,
+         nullable: bool = False) -> int | None:
     if key not in obj:
         raise ProtocolError(f"{path}.{key}: missing")
     v = obj[key]
@@ -120,13 +193,14 @@ def _int(obj: dict, key: str, path: str, *, lo: int = 0, nullable: bool = False)
     if not _is_int(v):
         want = "an integer or null" if nullable else "an integer"
         raise ProtocolError(f"{path}.{key}: expected {want}, got {_describe(v)}")
-    if v < lo or v > MAX_INT:
-        raise ProtocolError(f"{path}.{key}: {v} is out of range ({lo}..{MAX_INT})")
+    lo, hi, note = bounds
+    if v < lo or v > hi:
+        raise ProtocolError(f"{path}.{key}: {v} is out of range ({lo}..{hi}: {note})")
     return int(v)
 
 
 def _str(obj: dict, key: str, path: str, *, choices: tuple[str, ...] | None = None,
-         optional: bool = False) -> str | None:
+         optional: bool = False, max_len: int = 0) -> str | None:
     if key not in obj:
         if optional:
             return None
@@ -138,6 +212,12 @@ def _str(obj: dict, key: str, path: str, *, choices: tuple[str, ...] | None = No
         raise ProtocolError(f"{path}.{key}: {v!r} is not one of {', '.join(choices)}")
     if not choices and not v:
         raise ProtocolError(f"{path}.{key}: empty string")
+    if max_len:
+        # Kept in a column of its own as well as in the record: plain text of that width.
+        if len(v) > max_len:
+            raise ProtocolError(f"{path}.{key}: {len(v)} characters (at most {max_len})")
+        if not v.isprintable():
+            raise ProtocolError(f"{path}.{key}: {v!r} holds control characters")
     return v
 
 
@@ -158,21 +238,21 @@ def _object(obj: dict, key: str, path: str, *, optional: bool = False) -> None:
 def _check_record(rec: Any, path: str) -> None:
     if not isinstance(rec, dict):
         raise ProtocolError(f"{path}: expected an object, got {_describe(rec)}")
-    seq = _int(rec, "seq", path, lo=1)
-    t = _int(rec, "t", path)
-    _int(rec, "utc", path, nullable=True)
-    kind = _str(rec, "k", path)
+    seq = _int(rec, "seq", path, _SEQ_RANGE)
+    t = _int(rec, "t", path, _T_RANGE)
+    _int(rec, "utc", path, _UTC_RANGE, nullable=True)
+    kind = _str(rec, "k", path, max_len=MAX_KIND)
     assert seq is not None and t is not None
     if kind == "boot":
-        _str(rec, "reset", path)
+        _str(rec, "reset", path, max_len=MAX_RESET)
         _bool(rec, "safe", path)
     elif kind == "state":
         _str(rec, "s", path, choices=STATES)
-        at = _int(rec, "at", path)
+        at = _int(rec, "at", path, _T_RANGE)
         assert at is not None
         if at > t:
             raise ProtocolError(f"{path}.at: {at} is after the record's t {t}")
-        bound = _int(rec, "bound", path, nullable=True)
+        bound = _int(rec, "bound", path, _T_RANGE, nullable=True)
         if bound is not None and bound > at:
             raise ProtocolError(f"{path}.bound: {bound} is after at {at}")
         _object(rec, "ev", path)
@@ -180,7 +260,7 @@ def _check_record(rec: Any, path: str) -> None:
     elif kind == "led":
         _str(rec, "ch", path)
         _str(rec, "st", path, choices=LED_STATES)
-        at = _int(rec, "at", path)
+        at = _int(rec, "at", path, _T_RANGE)
         assert at is not None
         if at > t:
             raise ProtocolError(f"{path}.at: {at} is after the record's t {t}")
@@ -190,7 +270,7 @@ def _check_record(rec: Any, path: str) -> None:
         if "ok" not in rec:
             raise ProtocolError(f"{path}.ok: missing")
     elif kind == "clock":
-        _int(rec, "utc", path)
+        _int(rec, "utc", path, _UTC_RANGE)
     elif kind == "gap":
         drop = rec.get("drop")
         if drop is None:
@@ -221,7 +301,7 @@ def check_batch(doc: Any) -> Batch:
     assert agent is not None
     if not valid_agent_id(agent):
         raise ProtocolError(f"batch.agent: {agent!r} is not a valid agent id")
-    boot = _int(doc, "boot", "batch")
+    boot = _int(doc, "boot", "batch", _BOOT_RANGE)
     assert boot is not None
     recs = doc.get("recs")
     if "recs" not in doc:
@@ -239,12 +319,26 @@ def check_batch(doc: Any) -> Batch:
     newest = max(r["t"] for r in recs)
     sent_t = newest
     if "t" in doc:
-        sent = _int(doc, "t", "batch")
+        sent = _int(doc, "t", "batch", _T_RANGE)
         assert sent is not None
         if sent < newest:
             raise ProtocolError(f"batch.t: send time {sent} is before a record's t {newest}")
         sent_t = sent
-    return Batch(agent=agent, boot=boot, recs=recs, sent_t=sent_t)
+    return Batch(agent=agent, boot=boot, recs=recs, sent_t=sent_t, ob=_ob(doc, "batch"))
+
+
+OB_RE = re.compile(r"[0-9a-f]{8}")
+
+
+def _ob(doc: dict, path: str) -> str:
+    """The optional outbox id: 8 lowercase hex digits; "" when absent."""
+    if "ob" not in doc:
+        return ""
+    v = doc["ob"]
+    if not isinstance(v, str) or OB_RE.fullmatch(v) is None:
+        shown = repr(v) if isinstance(v, str) and len(v) <= 20 else _describe(v)
+        raise ProtocolError(f"{path}.ob: {shown} is not an outbox id (8 lowercase hex digits)")
+    return v
 
 
 def parse_batch(payload: bytes, topic: str | None = None, prefix: str = "wanwitness") -> Batch:
@@ -265,7 +359,14 @@ def parse_heartbeat(payload: bytes) -> tuple[int, int]:
     doc = decode(payload)
     if not isinstance(doc, dict):
         raise ProtocolError(f"heartbeat: expected an object, got {_describe(doc)}")
-    boot = _int(doc, "boot", "hb")
-    t = _int(doc, "t", "hb")
+    boot = _int(doc, "boot", "hb", _BOOT_RANGE)
+    t = _int(doc, "t", "hb", _T_RANGE)
     assert boot is not None and t is not None
     return boot, t
+
+
+def parse_heartbeat_ob(payload: bytes) -> tuple[int, int, str]:
+    """`<prefix>/<id>/hb`: (boot, t, outbox id or ""). Heartbeats are small and come
+    every `hb_s` seconds: decoding one twice costs nothing worth a second parser."""
+    boot, t = parse_heartbeat(payload)
+    return boot, t, _ob(decode(payload), "hb")

@@ -23,6 +23,11 @@ Unknown spans are periods without a witness: between two boots' coverage, or aft
 the last coverage when the agent has not been heard from for UNKNOWN_AFTER_HB
 heartbeat periods. Unknown is neither up nor down.
 
+Impossible values. The protocol bounds `t`, `at` and `bound` (docs/protocol.md,
+"Bounds"), but a store may hold records from before it did. A span whose times fall
+outside 2020..2100 or whose start uncertainty exceeds those bounds is left out with a
+note naming it (`notes`), so one bad boot never hides another agent's outages.
+
 All arithmetic is on integer ms, so SQLite and PostgreSQL give byte-identical output.
 """
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,6 +48,8 @@ import sqlalchemy as sa
 from wanwitness import store as s
 from wanwitness.collector import protocol
 from wanwitness.errors import UserError
+
+log = logging.getLogger(__name__)
 
 MAX_PPM = 200          # extrapolation slope clamp; crystals are tens of ppm off
 UNKNOWN_AFTER_HB = 3   # heartbeat periods without contact before time counts as unknown
@@ -180,8 +188,38 @@ def _load_boots(conn: sa.Connection, agent: str) -> dict[int, _Boot]:
     return boots
 
 
+def _plausible(o: Outage) -> str | None:
+    """Why a derived span cannot be real, or None when it can."""
+    lo, hi = protocol.UTC_MIN, protocol.UTC_MAX
+    for name, ms in (("start", o.start_ms), ("end", o.end_ms)):
+        if ms is not None and not lo <= ms <= hi:
+            return f"its {name} {ms} ms is not a time between 2020 and 2100"
+    unc = o.start_uncertainty_ms
+    if unc is not None and not 0 <= unc <= protocol.MAX_T:
+        return f"its start uncertainty {unc} ms is over 100 years"
+    return None
+
+
+def _tell(notes: list[str] | None, note: str) -> None:
+    # To the caller's list when it keeps one (the CLI prints them), else to the log.
+    if notes is None:
+        log.warning("%s", note)
+    else:
+        notes.append(note)
+
+
+def _skip_note(o: Outage, why: str) -> str:
+    ev = o.evidence
+    if o.cls == UNKNOWN:
+        what = f"unknown span after boot {ev.get('prev_boot')}"
+    else:
+        what = f"{o.cls} outage opened by record seq {ev.get('open_seq')} (boot {ev.get('boot')})"
+    return (f"agent {o.agent!r}: {what} left out: {why} (the agent's records or clock points "
+            "hold values beyond the protocol's bounds, stored before they were checked)")
+
+
 def _derive(conn: sa.Connection, agent: str, now_ms: int, include_retracted: bool,
-            *, lock: bool = False) -> list[Outage]:
+            *, lock: bool = False, notes: list[str] | None = None) -> list[Outage]:
     A, R = s.agents, s.records
     q = sa.select(A.c.hb_s, A.c.last_recv_ms).where(A.c.id == agent)
     if lock:
@@ -265,20 +303,31 @@ def _derive(conn: sa.Connection, agent: str, now_ms: int, include_retracted: boo
             "reason": "agent not heard from", "prev_boot": reach_boot.boot,
             "prev_last_t": reach_boot.last_t, "last_recv_ms": last_contact}))
 
-    out.sort(key=lambda o: (o.start_ms, o.cls))
-    return out
+    kept = []
+    for o in out:
+        why = _plausible(o)
+        if why is None:
+            kept.append(o)
+            continue
+        _tell(notes, _skip_note(o, why))
+    kept.sort(key=lambda o: (o.start_ms, o.cls))
+    return kept
 
 
 def derive(store: s.Store, agent: str, *, now_ms: int | None = None,
-           include_retracted: bool = False) -> list[Outage]:
-    """Outages and unknown spans of one agent, computed from its records."""
+           include_retracted: bool = False, notes: list[str] | None = None) -> list[Outage]:
+    """Outages and unknown spans of one agent, computed from its records; what had to
+    be left out is described in `notes`."""
     now = s.now_ms() if now_ms is None else now_ms
     with store.engine.connect() as conn:
-        return _derive(conn, agent, now, include_retracted)
+        return _derive(conn, agent, now, include_retracted, notes=notes)
 
 
-def rebuild(store: s.Store, agent: str | None = None, *, now_ms: int | None = None) -> int:
-    """Recompute the `outages` rows of one agent (or all); returns how many were written."""
+def rebuild(store: s.Store, agent: str | None = None, *, now_ms: int | None = None,
+            notes: list[str] | None = None) -> int:
+    """Recompute the `outages` rows of one agent (or all); returns how many were written.
+    An agent whose records cannot be read as a timeline gets no rows and a note; the
+    others are not affected."""
     now = s.now_ms() if now_ms is None else now_ms
     if agent is None:
         with store.engine.connect() as conn:
@@ -289,7 +338,12 @@ def rebuild(store: s.Store, agent: str | None = None, *, now_ms: int | None = No
     total = 0
     for name in names:
         with store.engine.begin() as conn:
-            found = _derive(conn, name, now, False, lock=True)
+            try:
+                found = _derive(conn, name, now, False, lock=True, notes=notes)
+            except (ArithmeticError, ValueError, KeyError, TypeError) as e:
+                # Stored data this code cannot read (never written by today's ingest).
+                _tell(notes, f"agent {name!r}: no outages computed: {type(e).__name__}: {e}")
+                found = []
             conn.execute(tbl.delete().where(tbl.c.agent == name))
             if found:
                 conn.execute(tbl.insert(), [
@@ -301,9 +355,11 @@ def rebuild(store: s.Store, agent: str | None = None, *, now_ms: int | None = No
 
 
 def query(store: s.Store, *, agent: str | None = None, since_ms: int | None = None,
-          until_ms: int | None = None, now_ms: int | None = None) -> list[Outage]:
-    """Rebuild, then the outages and unknown spans overlapping [since, until)."""
-    rebuild(store, agent, now_ms=now_ms)
+          until_ms: int | None = None, now_ms: int | None = None,
+          notes: list[str] | None = None) -> list[Outage]:
+    """Rebuild, then the outages and unknown spans overlapping [since, until); what had
+    to be left out is described in `notes`."""
+    rebuild(store, agent, now_ms=now_ms, notes=notes)
     tbl = s.outages
     q = sa.select(tbl.c.id, tbl.c.agent, tbl.c["class"], tbl.c.start_ms, tbl.c.end_ms, tbl.c.start_unc_ms,
                   tbl.c.evidence)
