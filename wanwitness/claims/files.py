@@ -34,6 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from wanwitness.collector import protocol, timeline
+from wanwitness.csvsafe import restore, text
 
 from .. import config as cfg
 from ..errors import UserError
@@ -106,7 +107,7 @@ def _utc_time(text: str, what: str) -> datetime:
 
 
 def _outage(row: dict[str, str]) -> Outage:
-    agent, cls = row["agent"].strip(), row["class"].strip()
+    agent, cls = restore(row["agent"].strip()), restore(row["class"].strip())
     if not agent:
         raise ValueError("agent is empty")
     if cls not in OUTAGE_CLASSES:
@@ -125,7 +126,7 @@ def _outage(row: dict[str, str]) -> Outage:
         if not unc >= 0:  # also catches nan
             raise ValueError(f"start_uncertainty_s {unc_text!r}: expected seconds >= 0")
     evidence: dict[str, Any] = {}
-    ev_text = row.get("evidence", "").strip()
+    ev_text = restore(row.get("evidence", "").strip())
     if ev_text:
         try:
             evidence = json.loads(ev_text)
@@ -173,7 +174,7 @@ def _ticket(row: dict[str, str], tz: ZoneInfo) -> tuple[Ticket, bool]:
         text = row.get(name, "").strip()
         return parse_when(text, tz, name) if text else None
 
-    number = check_number(row["number"])
+    number = check_number(restore(row["number"]))
     opened = when("opened")
     if opened is None:
         raise ValueError("opened is empty")
@@ -183,11 +184,12 @@ def _ticket(row: dict[str, str], tz: ZoneInfo) -> tuple[Ticket, bool]:
         declined_s = float(Decimal(declined) * 3600) if declined else 0.0
     except ArithmeticError:
         raise ValueError(f"declined_h {declined!r}: expected hours, e.g. 4.5") from None
-    ids = tuple(i.strip() for i in row.get("outages", "").split(";") if i.strip())
+    ids = tuple(restore(i.strip()) for i in row.get("outages", "").split(";") if i.strip())
     ticket = Ticket(number=number, opened=opened, closed=when("closed"),
-                    channel=check_channel(row.get("channel", "").strip()),
-                    operator=row.get("operator", "").strip() or None, promised=when("promised"),
-                    appointments=appointments, note=row.get("note", "").strip() or None,
+                    channel=check_channel(restore(row.get("channel", "").strip())),
+                    operator=restore(row.get("operator", "").strip()) or None,
+                    promised=when("promised"), appointments=appointments,
+                    note=restore(row.get("note", "").strip()) or None,
                     outage_ids=ids, declined_s=declined_s)
     validate(ticket, tz)
     return ticket, undated
@@ -228,10 +230,12 @@ def write_tickets(tickets: list[Ticket], tz: ZoneInfo) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(TICKETS_COLUMNS)
     for t in tickets:
-        w.writerow([t.number, when(t.opened), when(t.closed), t.channel or "", t.operator or "",
+        # Text cells neutralised against spreadsheet formulas (csvsafe); _ticket restores them.
+        w.writerow([text(t.number), when(t.opened), when(t.closed), text(t.channel or ""),
+                    text(t.operator or ""),
                     ";".join(when(a.at) for a in t.appointments if a.missed), when(t.promised),
-                    t.note or "", repr(t.declined_s / 3600) if t.declined_s else "",
-                    ";".join(t.outage_ids)])
+                    text(t.note or ""), repr(t.declined_s / 3600) if t.declined_s else "",
+                    ";".join(text(i) for i in t.outage_ids)])
     return buf.getvalue()
 
 

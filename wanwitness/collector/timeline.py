@@ -47,6 +47,7 @@ import sqlalchemy as sa
 
 from wanwitness import store as s
 from wanwitness.collector import protocol
+from wanwitness.csvsafe import text
 from wanwitness.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -418,14 +419,17 @@ CSV_HEADER = ("agent", "class", "start", "end", "start_uncertainty_s", "evidence
 
 
 def to_csv(outages: list[Outage]) -> str:
-    """CSV with a header line; `end` is empty while ongoing; lines end in \\n."""
+    """CSV with a header line; `end` is empty while ongoing; lines end in \\n. Text
+    cells are neutralised against spreadsheet formulas (csvsafe; agent ids from the
+    store never need it, an outages file read in file mode may)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_HEADER)
     for o in outages:
         unc = _seconds(o.start_uncertainty_ms)
-        w.writerow([o.agent, o.cls, iso(o.start_ms), "" if o.end_ms is None else iso(o.end_ms),
-                    "" if unc is None else repr(unc), _compact(o.evidence)])
+        w.writerow([text(o.agent), text(o.cls), iso(o.start_ms),
+                    "" if o.end_ms is None else iso(o.end_ms),
+                    "" if unc is None else repr(unc), text(_compact(o.evidence))])
     return buf.getvalue()
 
 
