@@ -24,7 +24,8 @@ def test_agent_batches_validate_and_match_the_vectors(tmp_path):
         vec = vectors[name]
         assert len(payload) <= 1024, f"{name}: a batch must fit in 1 KiB"
         batch = parse_batch(payload, vec["topic"])  # raises with the reason if invalid
-        assert (batch.agent, batch.boot) == (vec["payload"]["agent"], vec["payload"]["boot"])
+        assert (batch.agent, batch.boot, batch.ob) == (vec["payload"]["agent"], vec["payload"]["boot"],
+                                                       vec["payload"].get("ob", ""))
         # Byte for byte the same records once in canonical form.
         assert canonical(batch.recs) == canonical(vec["payload"]["recs"]), name
         assert json.loads(payload)["v"] == 1

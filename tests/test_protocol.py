@@ -62,3 +62,19 @@ def test_heartbeat():
     assert protocol.parse_heartbeat(b'{"boot":4,"t":120000,"heap":30000}') == (4, 120000)
     with pytest.raises(ProtocolError, match=r"hb.t: missing"):
         protocol.parse_heartbeat(b'{"boot":4}')
+
+
+@pytest.mark.parametrize("ob,shown", [('"0a1b2c3"', "'0a1b2c3'"), ('"0a1b2c3d4"', "'0a1b2c3d4'"),
+                                      ('"0a1b2c3g"', "'0a1b2c3g'"), ('""', "''"),
+                                      ("12345678", "an integer"), ("null", "null")])
+def test_an_outbox_id_is_8_lowercase_hex_digits(ob, shown):
+    body = '"boot":1,"recs":[{"seq":1,"t":1,"utc":null,"k":"stats"}]'
+    assert parse_batch(b'{"v":1,"agent":"a1",' + body.encode() + b"}").ob == ""  # none: legacy
+    assert parse_batch(('{"v":1,"agent":"a1","ob":"0a1b2c3d",' + body + "}").encode()).ob == "0a1b2c3d"
+    with pytest.raises(ProtocolError) as err:
+        parse_batch(('{"v":1,"agent":"a1","ob":' + ob + "," + body + "}").encode())
+    assert str(err.value) == f"batch.ob: {shown} is not an outbox id (8 lowercase hex digits)"
+    with pytest.raises(ProtocolError, match=r"^hb\.ob: "):
+        protocol.parse_heartbeat_ob(('{"boot":1,"t":5,"ob":' + ob + "}").encode())
+    assert protocol.parse_heartbeat_ob(b'{"boot":1,"t":5,"ob":"0a1b2c3d"}') == (1, 5, "0a1b2c3d")
+    assert protocol.parse_heartbeat_ob(b'{"boot":1,"t":5}') == (1, 5, "")

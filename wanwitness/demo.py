@@ -151,27 +151,46 @@ class Demo:
         if not getattr(self, "agent_password", None):
             self.setup()
         self.say(f"ledger {self.workdir / 'wanwitness.db'}; logs in {self.workdir}")
-        if self.external:
-            self._spawn(["collect", "--db", self.db_url, "--broker",
-                         f"mqtt://127.0.0.1:{self.broker_port}"], "collector.log",
-                        env={"WANWITNESS_BROKER_USERNAME": self.external[0],
-                             "WANWITNESS_BROKER_PASSWORD": self.external[1]})
-        else:
-            self._spawn(["collect", "--db", self.db_url, "--listen",
-                         f"127.0.0.1:{self.broker_port}"], "collector.log")
-        # Its log, not a probe of the port: a bare TCP connect would be logged by the
-        # broker as a client that went away before CONNECT.
-        self._wait_log("collector.log", "connected to", 30)
+        self.start_collector()
         self.say(f"collector up; broker on 127.0.0.1:{self.broker_port}")
         self.start_agent()
         self.say("agent started on the virtual board; waiting for its boot record")
         self.wait_records(lambda n_boot, n_state: n_boot >= 1, 60, "the agent's boot record")
+
+    def start_collector(self) -> subprocess.Popen:
+        logged = (self.workdir / "collector.log").read_text(errors="replace") \
+            if (self.workdir / "collector.log").exists() else ""
+        if self.external:
+            self.collector_proc = self._spawn(
+                ["collect", "--db", self.db_url, "--broker", f"mqtt://127.0.0.1:{self.broker_port}"],
+                "collector.log", env={"WANWITNESS_BROKER_USERNAME": self.external[0],
+                                      "WANWITNESS_BROKER_PASSWORD": self.external[1]})
+        else:
+            self.collector_proc = self._spawn(["collect", "--db", self.db_url, "--listen",
+                                               f"127.0.0.1:{self.broker_port}"], "collector.log")
+        # Its log, not a probe of the port: a bare TCP connect would be logged by the
+        # broker as a client that went away before CONNECT.
+        self._wait_log("collector.log", "connected to", 30, after=len(logged))
+        return self.collector_proc
 
     def start_agent(self) -> subprocess.Popen:
         self.agent_proc = self._spawn(["agent", "run", "--virtual", "--config",
                                        str(self.board_config), "--flash", str(self.flash),
                                        "--control", str(self.control)], "agent.log")
         return self.agent_proc
+
+    def stop_collector(self) -> None:
+        self._end(self.collector_proc)
+
+    def stop_agent(self) -> None:
+        """Like pulling the board's power (the runner kills MicroPython): its flash keeps
+        what was written."""
+        self._end(self.agent_proc)
+
+    def _end(self, proc: subprocess.Popen) -> None:
+        proc.terminate()
+        proc.wait(20)
+        self.procs.remove(proc)
 
     def last_state(self) -> tuple[int, str | None]:
         """(seq, s) of the agent's newest stored state record."""
@@ -185,11 +204,11 @@ class Demo:
             store.dispose()
         return (row.seq, json.loads(row.body)["s"]) if row else (0, None)
 
-    def _wait_log(self, name: str, text: str, timeout: float) -> None:
+    def _wait_log(self, name: str, text: str, timeout: float, after: int = 0) -> None:
         deadline = time.monotonic() + timeout
         path = self.workdir / name
         while time.monotonic() < deadline:
-            if path.exists() and text in path.read_text(errors="replace"):
+            if path.exists() and text in path.read_text(errors="replace")[after:]:
                 return
             if any(p.poll() is not None for p in self.procs):
                 raise UserError(f"demo: a process exited early; see {self.workdir}/*.log")

@@ -21,13 +21,14 @@ for name in sorted(os.listdir(vdir)):
     ob = Outbox("ob")
     ob.open()
     ob.last_seq = batch["recs"][0]["seq"] - 1  # start where the vector's seqs start
+    ob.ob = batch.get("ob", "")                # the vector's outbox id (a fresh one is random)
     for rec in batch["recs"]:
         rec = dict(rec)
         rec.pop("seq")
         ob.append(rec)
     recs = ob.pending(100000)
     t = batch.get("t", max(r["t"] for r in batch["recs"]))
-    out = app.encode_batch(batch["agent"], batch["boot"], t, recs)
+    out = app.encode_batch(batch["agent"], batch["boot"], t, recs, ob.ob)
     print("BATCH", name, out.hex() if hasattr(out, "hex") else "".join("%02x" % b for b in out))
     ob.deinit()
     os.chdir(work)

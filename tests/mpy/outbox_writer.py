@@ -67,7 +67,7 @@ def main():
             # enough that the log fills and compacts
             a = ob.last_seq if r < 30 else random.randint(ob.acked + 1, ob.last_seq)
             print("a", a)
-            ob.ack(a)
+            ob.ack(a, ob.ob)
             print("A", a)
 
 

@@ -97,6 +97,8 @@ class App:
         self.outbox = Outbox("ob", max_bytes=cfg.get("outbox.max_bytes"))
         self.outbox.open()
         self.boot = self.outbox.boot
+        # The heartbeat's boot is in this outbox's numbering too: name the outbox.
+        self._hb_ob = ',"ob":"%s"' % self.outbox.ob if self.outbox.ob else ""
         self.cause = cause or reset_cause()
         self.alive = {}
         self.budget = {}
@@ -193,11 +195,19 @@ class App:
         if topic != self.t_ack:
             return
         try:
-            seq = json.loads(payload)["seq"]
-        except (ValueError, KeyError, TypeError):
+            ack = json.loads(payload)
+            seq = ack["seq"]
+            ob = ack.get("ob")
+        except (ValueError, KeyError, TypeError, AttributeError):
             return
-        if isinstance(seq, int) and seq > self.outbox.acked:
-            self.outbox.ack(seq)  # above last_seq too: a wiped board must not reuse seqs
+        if not isinstance(seq, int) or not (ob is None or isinstance(ob, str)):
+            return
+        before = self.outbox.acked
+        why = self.outbox.ack(seq, ob)
+        if why:
+            # Not ours to take (another outbox, or seqs we never wrote): say so once.
+            print("ack", seq, "ignored:", why)
+        elif seq > before:
             self.ack_ev.set()
 
     async def _on_connect(self, _session_present):
@@ -276,7 +286,7 @@ class App:
             # id and no send time (our clock means nothing in that boot's time base).
             boot = self.outbox.pending_boot
             payload = encode_batch(self.id, boot, self.clock.now() if boot == self.boot else None,
-                                   recs)
+                                   recs, self.outbox.ob)
             self.ack_ev.clear()
             if await self.mq.publish(self.t_rec, payload, 1, False, 15000):
                 self._sent_upto = last
@@ -302,10 +312,10 @@ class App:
                 t = self.clock.now()
                 utc = self.clock.utc_ms(t)
                 msg = ('{"boot":%d,"t":%d,"utc":%s,"s":"%s","heap":%d,"peak":%d,"q":%d,"rssi":%s,'
-                       '"safe":%s}') % (
+                       '"safe":%s%s}') % (
                     self.boot, t, "null" if utc is None else str(utc), self.line, free,
                     self.heap_peak, self.outbox.depth, _js(self.net.rssi()),
-                    "true" if self.safe else "false")
+                    "true" if self.safe else "false", self._hb_ob)
                 await self.mq.publish(self.t_hb, msg.encode(), 0, False)
             _rtc_uptime(self.clock.now())
             await asyncio.sleep_ms(hb_ms)
@@ -387,10 +397,13 @@ class App:
         await self.watchdog(tasks)
 
 
-def encode_batch(agent, boot, t, recs):
+def encode_batch(agent, boot, t, recs, ob=""):
     # A protocol v1 batch around the outbox's record JSON (no re-encoding); t: our ms at
-    # send time, or None for records of an earlier boot.
-    head = b'{"v":1,"agent":"' + agent.encode() + b'","boot":' + str(boot).encode()
+    # send time, or None for records of an earlier boot; ob: the outbox id ("" = none).
+    head = b'{"v":1,"agent":"' + agent.encode() + b'"'
+    if ob:
+        head += b',"ob":"' + ob.encode() + b'"'
+    head += b',"boot":' + str(boot).encode()
     if t is not None:
         head += b',"t":' + str(t).encode()
     return head + b',"recs":[' + b",".join(recs) + b"]}"

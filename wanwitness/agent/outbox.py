@@ -1,13 +1,19 @@
 # outbox.py - the agent's record log on flash (MicroPython only).
 #
-# Records wait here until the collector acks them: its retained {"seq": N} says every
-# record <= N is committed (docs/protocol.md "Acknowledgement"); a PUBACK does not.
+# Records wait here until the collector acks them: its retained {"seq":N,"ob":O} says
+# every record <= N is committed (docs/protocol.md "Acknowledgement"); a PUBACK does not.
+# An ack is taken only for this log's own outbox id and never above its own last seq:
+# it must not delete or skip a record this log has not written.
 #
 # On flash, under `root` (relative to the cwd, which is the filesystem root):
-#   meta   {"seq":S,"acked":A,"boot":B}: the high-water seq, the ack cursor, the boot
-#          counter; written to meta.tmp then renamed over meta (rename is atomic on
-#          littlefs), so a power cut leaves the old or the new one. It carries a
-#          "gap" entry only while a full filesystem forces a drop (see _full()).
+#   meta   {"seq":S,"acked":A,"boot":B,"ob":O}: the high-water seq, the ack cursor, the
+#          boot counter, the outbox id; written to meta.tmp then renamed over meta
+#          (rename is atomic on littlefs), so a power cut leaves the old or the new one.
+#          It carries a "gap" entry only while a full filesystem forces a drop (see
+#          _full()). The outbox id (8 random lowercase hex digits) is made when there is
+#          no meta (an empty flash): it names this run of seqs and boots, so the
+#          collector tells a re-flashed board from copies. A meta of older firmware has
+#          none and keeps "": its seqs continue the collector's legacy stream.
 #   <key>  segments, named by a decimal key (the seq of their first record when made);
 #          read in key order they hold strictly increasing seqs. A segment is a run of
 #          frames: u16 length, u32 CRC32 of the JSON (both little-endian), then JSON:
@@ -126,6 +132,16 @@ def _frame(buf, off, size):
     return seq, (k.encode() if isinstance(k, str) else b""), e
 
 
+def _valid_ob(ob):
+    # "" (older firmware's meta) or 8 lowercase hex digits
+    if not isinstance(ob, str) or (ob and len(ob) != 8):
+        return False
+    for c in ob:
+        if c not in "0123456789abcdef":
+            return False
+    return True
+
+
 def _resync(buf, off, size):
     """Offset of the next valid frame at or after off (size if none): one corrupt
     frame must not cost the good ones behind it."""
@@ -153,6 +169,7 @@ class Outbox:
         self._intent = None   # [first, last, n, kinds, t, utc]: a drop committed in meta,
                               # not yet declared in a gap record (full filesystem)
         self.boot = 0
+        self.ob = ""           # outbox id; "" = the legacy stream of older firmware
         self.pending_boot = 0  # boot of the records the last pending() returned
         self.last_seq = 0
         self.acked = 0
@@ -191,7 +208,7 @@ class Outbox:
         return buf, got
 
     def _save_meta(self):
-        m = {"seq": self.last_seq, "acked": self.acked, "boot": self.boot}
+        m = {"seq": self.last_seq, "acked": self.acked, "boot": self.boot, "ob": self.ob}
         if self._intent:
             m["gap"] = self._intent[:3]  # [first, last, n]: small enough to stay inline
         tmp = self._path("meta.tmp")
@@ -294,6 +311,11 @@ class Outbox:
             self.lost = []
         lost = []
         meta = self._read_meta()
+        ob = meta.get("ob", "") if meta else None
+        if ob is None or not _valid_ob(ob):
+            # No meta (an empty flash, or a meta beyond repair): a new stream of seqs.
+            ob = binascii.hexlify(os.urandom(4)).decode()
+        self.ob = ob
         acked = meta.get("acked", 0)
         g = meta.get("gap")
         self._intent = None
@@ -532,15 +554,19 @@ class Outbox:
                 off = end
         return out
 
-    def ack(self, seq):
-        """The collector committed every record <= seq: persist the cursor, then
-        delete the segments it covers whole."""
-        if seq <= self.acked:
-            return
+    def ack(self, seq, ob=None):
+        """The collector committed every record <= seq of outbox `ob` (None: the ack
+        named none): persist the cursor, then delete the segments it covers whole.
+        Returns why an ack was refused (it changes nothing), else None."""
+        if ob != self.ob and (ob is not None or self.ob):
+            # Another outbox's ack (one retained from this board's previous flash), or
+            # one naming no outbox while we have one: its seqs are not ours.
+            return "for outbox %s, not %s" % (ob or "(none)", self.ob or "(none)")
         if seq > self.last_seq:
-            # The collector holds seqs this log no longer knows (a wiped flash):
-            # never hand those out again, or it would take new records for copies.
-            self.last_seq = seq
+            # We never wrote that seq: taking it would delete records never stored.
+            return "above the last seq %d" % self.last_seq
+        if seq <= self.acked:
+            return None
         self.acked = seq
         self._save_meta()
         segs = self._segs

@@ -9,9 +9,10 @@ agent's retained `{"seq": N}`, so an ack is never ahead of what is committed.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,6 +37,9 @@ class IngestResult:
     duplicates: int = 0
     quarantined: int = 0
     acks: dict[str, int] = field(default_factory=dict)  # agent -> contiguous seq to (re)publish
+    # agent -> (outbox id, seq_base) of its current stream, for every agent in `acks`
+    # whose batches carry an outbox id: the ack goes out in that outbox's own numbering.
+    streams: dict[str, tuple[str, int]] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
 
 
@@ -47,6 +51,27 @@ class _AgentRow:
     max_seq: int
     last_recv_ms: int | None
     has_gaps: bool = False
+    ob: str | None = None  # the current stream's outbox id; None: none yet (legacy)
+    took_over: bool = False  # a new outbox became current in this commit
+
+
+@dataclass
+class _Stream:
+    """One outbox of an agent (schema.streams): stored = base + the agent's own number."""
+    ob: str
+    seq_base: int
+    boot_base: int
+    seq_end: int | None = None  # set once a newer outbox took over: stored seqs and
+    boot_end: int | None = None  # boots of this one may not pass them
+
+
+def ack_payload(seq: int, stream: tuple[str, int] | None) -> str:
+    """The retained ack for stored ack seq `seq`: in the current outbox's own numbering
+    with its id, or `{"seq":N}` for an agent whose batches carry no outbox id."""
+    if stream is None:
+        return json.dumps({"seq": seq}, separators=(",", ":"))
+    ob, base = stream
+    return json.dumps({"seq": seq - base, "ob": ob}, separators=(",", ":"))
 
 
 class Ingestor:
@@ -90,9 +115,11 @@ class Ingestor:
             if agent_id not in agent_rows:
                 A = s.agents
                 row = conn.execute(sa.select(A.c.id, A.c.enabled, A.c.ack_seq, A.c.max_seq,
-                                             A.c.last_recv_ms).where(A.c.id == agent_id)).first()
+                                             A.c.last_recv_ms, A.c.ob)
+                                   .where(A.c.id == agent_id)).first()
                 agent_rows[agent_id] = (_AgentRow(row.id, bool(row.enabled), row.ack_seq,
-                                                  row.max_seq, row.last_recv_ms) if row else None)
+                                                  row.max_seq, row.last_recv_ms, ob=row.ob)
+                                        if row else None)
             return agent_rows[agent_id]
 
         def quarantine(msg: Message, agent: str | None, reason: str) -> None:
@@ -119,6 +146,7 @@ class Ingestor:
 
         # Pass 1: classify and validate, no writes except quarantine.
         batches: list[tuple[Message, protocol.Batch]] = []
+        beats: list[tuple[str, str, int, int, int]] = []  # (agent, ob, boot, t, recv_ms)
         for msg in messages:
             kind, topic_agent = self._kind(msg.topic)
             if kind in ("status", "ack"):
@@ -137,11 +165,11 @@ class Ingestor:
                 continue
             if kind == "hb":
                 try:
-                    boot, t = protocol.parse_heartbeat(msg.payload)
+                    boot, t, hb_ob = protocol.parse_heartbeat_ob(msg.payload)
                 except protocol.ProtocolError as e:
                     quarantine(msg, topic_agent, f"invalid heartbeat: {e}")
                     continue
-                note(topic_agent, boot, t, msg.recv_ms)
+                beats.append((topic_agent, hb_ob, boot, t, msg.recv_ms))  # boot: the outbox's
                 continue
             try:
                 batch = protocol.parse_batch(msg.payload, msg.topic, self.prefix)
@@ -149,6 +177,45 @@ class Ingestor:
                 quarantine(msg, topic_agent, f"invalid batch: {e}")
                 continue
             batches.append((msg, batch))
+
+        # Pass 1b: each outbox's numbers -> stored numbers (schema.streams). Batches in
+        # arrival order, so a re-flashed board's stream starts after everything before it.
+        streams = _Streams(conn, agent_rows)
+        mapped: list[tuple[Message, protocol.Batch]] = []
+        for msg, batch in batches:
+            st = streams.get(batch.agent, batch.ob, msg.recv_ms)
+            boot = st.boot_base + batch.boot
+            if st.boot_end is not None and boot > st.boot_end:
+                quarantine(msg, batch.agent, _replaced(st, f"boot {batch.boot}"))
+                continue
+            recs = []
+            for rec in batch.recs:
+                seq = st.seq_base + rec["seq"]
+                if st.seq_end is not None and seq > st.seq_end:
+                    one = protocol.canonical({"v": 1, "agent": batch.agent, "boot": batch.boot,
+                                              "recs": [rec], **({"ob": batch.ob} if batch.ob else {})})
+                    quarantine(Message(msg.topic, one, msg.recv_ms), batch.agent,
+                               _replaced(st, f"seq {rec['seq']}"))
+                    continue
+                if st.seq_base or st.boot_base:
+                    # Stored in the agent's numbering past its earlier outboxes; the body
+                    # names the outbox it came from.
+                    rec = dict(rec, seq=seq, ob=st.ob)
+                    if rec["k"] == "gap":
+                        rec["drop"] = [[a + st.seq_base, b + st.seq_base] for a, b in rec["drop"]]
+                recs.append(rec)
+                streams.saw(batch.agent, seq, boot)
+            if recs:
+                mapped.append((msg, replace(batch, boot=boot, recs=recs)))
+        batches = mapped
+        for agent_id, ob, boot, t, recv_ms in beats:
+            st = streams.get(agent_id, ob, recv_ms)
+            boot += st.boot_base
+            if st.boot_end is not None and boot > st.boot_end:
+                log.debug("heartbeat of replaced outbox %r of %s ignored", ob, agent_id)
+                continue
+            streams.saw(agent_id, 0, boot)
+            note(agent_id, boot, t, recv_ms)
 
         # Pass 2: what is already stored, one query per agent and chunk; seqs above the
         # agent's highest stored one (the usual case) need no lookup.
@@ -227,7 +294,14 @@ class Ingestor:
             recv = last_recv.get(agent_id)
             if recv is not None and (row.last_recv_ms is None or recv > row.last_recv_ms):
                 values["last_recv_ms"] = row.last_recv_ms = recv
-            if new_ack != row.ack_seq:
+            if row.took_over:
+                # Acked up to the new stream's base: the new outbox's own ack starts at 0,
+                # and that ack replaces the retained one of the outbox before.
+                values["ob"] = row.ob
+                values["ack_seq"] = new_ack
+                result.acks[agent_id] = new_ack
+                row.ack_seq = new_ack
+            elif new_ack != row.ack_seq:
                 values["ack_seq"] = new_ack
                 result.acks[agent_id] = new_ack
                 row.ack_seq = new_ack
@@ -237,6 +311,8 @@ class Ingestor:
                 result.acks[agent_id] = new_ack
             if values:
                 conn.execute(s.agents.update().where(s.agents.c.id == agent_id).values(**values))
+            if agent_id in result.acks and row.ob is not None:
+                result.streams[agent_id] = (row.ob, streams.get(agent_id, row.ob, 0).seq_base)
 
     # -- helpers --------------------------------------------------------------
 
@@ -307,3 +383,68 @@ class Ingestor:
                 moved = True
             if not moved:
                 return ack
+
+
+def _replaced(st: _Stream, what: str) -> str:
+    name = repr(st.ob) if st.ob else "(none: batches without an outbox id)"
+    return (f"replaced outbox: {what} of outbox {name} lies past where a newer outbox of this "
+            "agent took over (another board with this agent's credentials, or older firmware?)")
+
+
+class _Streams:
+    """The streams (outboxes) of the agents in one commit: found, or started."""
+
+    def __init__(self, conn: sa.Connection, agent_rows: dict[str, _AgentRow | None]):
+        self.conn = conn
+        self.agent_rows = agent_rows
+        self.cache: dict[tuple[str, str], _Stream] = {}
+        self.high: dict[str, list[int]] = {}  # agent -> [seq, boot]: the highest stored
+        #                                       numbers seen in this commit so far
+
+    def saw(self, agent: str, seq: int, boot: int) -> None:
+        hi = self.high.setdefault(agent, [0, 0])
+        hi[0] = max(hi[0], seq)
+        hi[1] = max(hi[1], boot)
+
+    def get(self, agent: str, ob: str, recv_ms: int) -> _Stream:
+        key = (agent, ob)
+        st = self.cache.get(key)
+        if st is not None:
+            return st
+        S = s.streams
+        row = self.conn.execute(sa.select(S.c.seq_base, S.c.boot_base, S.c.seq_end, S.c.boot_end)
+                                .where(S.c.agent == agent, S.c.ob == ob)).first()
+        if row is not None:
+            st = self.cache[key] = _Stream(ob, row.seq_base, row.boot_base, row.seq_end,
+                                           row.boot_end)
+            return st
+        arow = self.agent_rows[agent]
+        assert arow is not None
+        if ob == "":
+            # Batches without an outbox id (older firmware): the numbering is the agent's.
+            st = _Stream("", 0, 0)
+        else:
+            # A new outbox (an erased flash, or the agent's first): it starts after all the
+            # agent has, and the outbox it replaces may not pass that point from now on.
+            hi = self.high.get(agent, [0, 0])
+            boot = self.conn.execute(sa.select(sa.func.max(s.boots.c.boot))
+                                     .where(s.boots.c.agent == agent)).scalar() or 0
+            st = _Stream(ob, max(arow.max_seq, hi[0]), max(boot, hi[1]))
+            self._close(agent, arow.ob or "", st, recv_ms)
+            arow.ob = ob
+            arow.took_over = True
+            arow.ack_seq = max(arow.ack_seq, st.seq_base)
+            log.info("agent %s: new outbox %s, stored from seq %d and boot %d on",
+                     agent, ob, st.seq_base + 1, st.boot_base + 1)
+        self.conn.execute(S.insert().values(agent=agent, ob=ob, seq_base=st.seq_base,
+                                            boot_base=st.boot_base, first_recv_ms=recv_ms))
+        self.cache[key] = st
+        return st
+
+    def _close(self, agent: str, ob: str, new: _Stream, recv_ms: int) -> None:
+        S = s.streams
+        old = self.get(agent, ob, recv_ms)  # the legacy stream "" is made here if need be
+        if old.seq_end is None:
+            old.seq_end, old.boot_end = new.seq_base, new.boot_base
+            self.conn.execute(S.update().where(S.c.agent == agent, S.c.ob == ob)
+                              .values(seq_end=new.seq_base, boot_end=new.boot_base))

@@ -11,7 +11,6 @@ which keeps every record until our ack covers it.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import ssl
@@ -24,7 +23,7 @@ import paho.mqtt.client as mqtt
 import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
-from wanwitness.collector.ingest import Ingestor, Message
+from wanwitness.collector.ingest import Ingestor, Message, ack_payload
 from wanwitness.errors import UserError
 from wanwitness.store import Store
 
@@ -225,24 +224,29 @@ class Collector:
                 self.client.ack(item.mid, item.qos)
         if result is not None:
             for agent, seq in result.acks.items():
-                self._publish_ack(agent, seq)
+                self._publish_ack(agent, seq, result.streams.get(agent))
 
     def _republish_acks(self) -> None:
         """After each (re)connect: the broker may have lost its retained acks."""
         from wanwitness import store as s
         try:
             with self.store.engine.connect() as conn:
-                rows = conn.execute(sa.select(s.agents.c.id, s.agents.c.ack_seq)
-                                    .where(s.agents.c.ack_seq > 0)).all()
+                A, S = s.agents, s.streams
+                rows = conn.execute(
+                    sa.select(A.c.id, A.c.ack_seq, A.c.ob, S.c.seq_base)
+                    .select_from(A.outerjoin(S, sa.and_(S.c.agent == A.c.id, S.c.ob == A.c.ob)))
+                    .where(A.c.ack_seq > 0)).all()
         except sa.exc.OperationalError:
             return  # try again on the next round
         self._republish.clear()
-        for agent, seq in rows:
-            self._publish_ack(agent, seq)
+        for agent, seq, ob, base in rows:
+            self._publish_ack(agent, seq, None if ob is None else (ob, base or 0))
 
-    def _publish_ack(self, agent: str, seq: int) -> None:
-        self.client.publish(f"{self.prefix}/{agent}/ack",
-                            json.dumps({"seq": seq}, separators=(",", ":")), qos=1, retain=True)
+    def _publish_ack(self, agent: str, seq: int, stream: tuple[str, int] | None) -> None:
+        # In the agent's own numbering and naming its outbox (ingest.ack_payload): the
+        # agent takes no ack for another outbox or above its own last seq.
+        self.client.publish(f"{self.prefix}/{agent}/ack", ack_payload(seq, stream), qos=1,
+                            retain=True)
 
     def _quarantine_internal(self, item: _Item, error: Exception) -> bool:
         log.error("internal error on a message from %s (%s: %s); quarantined",

@@ -23,6 +23,7 @@ from wanwitness.store.schema import (
                                      records,
                                      schema_migrations,
                                      settings,
+                                     streams,
                                      ticket_appointments,
                                      ticket_links,
                                      tickets,
@@ -31,4 +32,4 @@ from wanwitness.store.schema import (
 __all__ = ["MIGRATIONS", "Store", "agents", "boots", "clock_points", "default_db_path",
            "default_url", "gaps", "ledger", "ledger_head", "metadata", "migrate", "migration",
            "now_ms", "open_store", "outages", "quarantine", "records", "schema_migrations",
-           "settings", "ticket_appointments", "ticket_links", "tickets"]
+           "settings", "streams", "ticket_appointments", "ticket_links", "tickets"]

@@ -31,6 +31,26 @@ agents = sa.Table(
     sa.Column("last_recv_ms", sa.BigInteger),
     # Highest seq stored (migration 2): lets ingest skip lookups for fresh records.
     sa.Column("max_seq", sa.BigInteger, nullable=False, default=0, server_default="0"),
+    # The outbox id of the agent's current stream (migration 5); NULL: none yet, its
+    # batches carry no outbox id (the legacy stream).
+    sa.Column("ob", sa.String(8)),
+)
+
+# Each outbox an agent has sent from (migration 5): a board whose flash is erased starts
+# a new outbox id with seq 1 and boot 1. The collector stores that stream's records
+# shifted past everything the agent had (seq + seq_base, boot + boot_base), so stored
+# (agent, seq) and (agent, boot) stay unique and in order. ob "" is the legacy stream
+# (batches without an outbox id), always at base 0. seq_end / boot_end: set when a newer
+# outbox took over; the stream's stored seqs and boots may not pass them.
+streams = sa.Table(
+    "streams", metadata,
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("ob", sa.String(8), primary_key=True),
+    sa.Column("seq_base", sa.BigInteger, nullable=False),
+    sa.Column("boot_base", sa.BigInteger, nullable=False),
+    sa.Column("first_recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("seq_end", sa.BigInteger),
+    sa.Column("boot_end", sa.BigInteger),
 )
 
 boots = sa.Table(
@@ -218,6 +238,12 @@ def _m3(conn: Connection) -> None:
     m = sa.MetaData()
     for table in (tickets, ticket_appointments, ticket_links):
         table.to_metadata(m).create(conn)
+
+
+@migration(5, "outbox streams: agents.ob, streams")
+def _m5(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE agents ADD COLUMN ob VARCHAR(8)")
+    streams.to_metadata(sa.MetaData()).create(conn)
 
 
 def migrate(engine: Engine) -> list[int]:
