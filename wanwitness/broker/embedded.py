@@ -40,7 +40,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter
@@ -81,7 +82,7 @@ Authenticate = Callable[[str, str], "str | None"]
 
 DEFAULT_MAX_INFLIGHT = 100  # same as the Mosquitto config we generate
 CONNECT_TIMEOUT_S = 10   # from accept to a complete CONNECT
-PACKET_TIMEOUT_S = 30    # from a packet's first byte to its last
+PACKET_TIMEOUT_S = 10    # from a packet's first byte to its last
 
 # Keys in amqtt's Session.attributes (namespaced, as amqtt asks).
 _ROLE = "wanwitness.role"
@@ -264,6 +265,9 @@ class _Frame(ReaderAdapter):
         if self.pos != len(self.body):
             raise _BadPacket(f"malformed {_PACKET_NAMES.get(self.packet_type, 'packet')}: "
                              f"{len(self.body) - self.pos} byte(s) after its end")
+        if self.packet_type in (SUBSCRIBE, UNSUBSCRIBE) and not getattr(packet.payload, "topics", None):
+            # [MQTT-3.8.3-3], [MQTT-3.10.3-2]; amqtt also stops quietly at a topic cut short.
+            raise _BadPacket(f"malformed {_PACKET_NAMES[self.packet_type]}: no complete topic filter")
         return packet
 
 
@@ -827,12 +831,18 @@ class EmbeddedBroker:
 
     def __init__(self, host: str, port: int, authenticate: Authenticate, prefix: str = "wanwitness", *,
                  max_inflight: int = DEFAULT_MAX_INFLIGHT, limits: Limits | None = None,
-                 log_level: int | None = None) -> None:
+                 log_level: int | None = None, tls: TlsListener | None = None) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
         self.host = host
         self.port = port
         self.prefix = prefix
+        # A second listener serving MQTT over TLS (the agents' on a LAN); the plain one
+        # stays, e.g. on loopback for the collector.
+        self.tls = tls
+        if tls is not None:
+            from wanwitness.broker.tls import check_server_files
+            check_server_files(tls.cert, tls.key, "the MQTT broker's TLS certificate")
         self._settings = _Settings(authenticate, _Policy(prefix), max_inflight, limits or Limits())
         self._log_level = log_level
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -844,6 +854,27 @@ class EmbeddedBroker:
     def url(self) -> str:
         """mqtt://host:port to connect to (127.0.0.1 when listening on all interfaces)."""
         return f"mqtt://{_hostport(_connect_host(self.host), self.port)}"
+
+    @property
+    def tls_url(self) -> str | None:
+        """mqtts://host:port of the TLS listener, None without one."""
+        if self.tls is None:
+            return None
+        return f"mqtts://{_hostport(_connect_host(self.tls.host), self.tls.port)}"
+
+    @property
+    def listening(self) -> list[tuple[str, str]]:
+        """("mqtt" or "mqtts", "host:port") of every socket listening now, as bound."""
+        broker = self._broker
+        if broker is None:
+            return []
+        found = []
+        for name, scheme in (("default", "mqtt"), ("tls", "mqtts")):
+            server = broker._servers.get(name)
+            for sock in server.instance.sockets if server is not None else ():
+                host, port = sock.getsockname()[:2]
+                found.append((scheme, _hostport(host, port)))
+        return found
 
     @property
     def running(self) -> bool:
@@ -915,8 +946,15 @@ class EmbeddedBroker:
 
     async def _serve(self) -> None:
         plugin = f"{__name__}.Witness"
+        listeners = {"default": ListenerConfig(bind=f"{_hostport(self.host, self.port)}")}
+        tls = self.tls
+        if tls is not None:
+            problem = _tls_listen_problem(tls)
+            if problem is not None:
+                raise problem  # outside an except block: its own message, not the plain port's
+            listeners["tls"] = _tls_listener_config(tls)
         config = BrokerConfig(
-            listeners={"default": ListenerConfig(bind=f"{_hostport(self.host, self.port)}")},
+            listeners=listeners,
             plugins={plugin + "AuthPlugin": {"settings": self._settings},
                      plugin + "TopicPlugin": {"settings": self._settings}},
         )
@@ -925,6 +963,9 @@ class EmbeddedBroker:
         if not self.port:  # port 0: the OS chose one
             server = self._broker._servers["default"].instance
             self.port = server.sockets[0].getsockname()[1]
+        if tls is not None and not tls.port:
+            server = self._broker._servers["tls"].instance
+            self.tls = replace(tls, port=server.sockets[0].getsockname()[1])
 
     async def _shutdown(self) -> None:
         if self._broker is not None and self._broker.transitions.state == "started":
@@ -1033,3 +1074,38 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(loop.shutdown_default_executor())
     finally:
         loop.close()
+
+
+# --- TLS listener ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """Where and with which certificate the embedded broker serves MQTT over TLS.
+    port 0: the OS chooses one (see EmbeddedBroker.tls after start)."""
+
+    host: str
+    port: int
+    cert: Path
+    key: Path
+
+
+class TlsListenError(UserError):
+    """The TLS listener's address cannot be used (taken, not on this machine, ...)."""
+
+
+def _tls_listen_problem(tls: TlsListener) -> TlsListenError | None:
+    if not tls.port:
+        return None
+    try:
+        _check_can_listen(tls.host, tls.port)
+    except UserError as exc:
+        return TlsListenError(f"TLS listener: {exc}")
+    return None
+
+
+def _tls_listener_config(tls: TlsListener) -> ListenerConfig:
+    # amqtt builds the server context: TLS 1.2 or later (Python's default), and it asks
+    # for an optional client certificate that our agents do not send.
+    return ListenerConfig(bind=_hostport(tls.host, tls.port), ssl=True,
+                          certfile=str(tls.cert), keyfile=str(tls.key))
