@@ -8,6 +8,7 @@ writes, listener included.
 
 from __future__ import annotations
 
+import signal
 import socket
 import struct
 import threading
@@ -437,3 +438,25 @@ def _can_login(broker) -> bool:
         return True
     except (ConnectRefused, OSError, TimeoutError):
         return False
+
+
+def test_mosquitto_disconnects_a_revoked_agent_when_reloaded_with_regenerated_files(tmp_path):
+    """What `agent revoke` tells a Mosquitto user to do: regenerate, reload."""
+    conf_dir, port = tmp_path / "wanwitness", free_port()
+    collector = ("collector", HASHES["collector"])
+    write_mosquitto_config(conf_dir, [("a", HASHES["a"])], collector, listen=("127.0.0.1", port))
+    broker = Mosquitto(tmp_path / "mosquitto", port=port, allow_anonymous=False,
+                       extra_conf=f"include_dir {conf_dir}", listener=False).start()
+    try:
+        gone = threading.Event()
+        agent = MqttClient(broker.url, "a", username="a", password=PASSWORDS["a"])
+        agent.client.on_disconnect = lambda *args: gone.set()
+        agent.connect()
+        write_mosquitto_config(conf_dir, [], collector, listen=("127.0.0.1", port))  # a revoked
+        broker.proc.send_signal(signal.SIGHUP)
+        assert gone.wait(10), "Mosquitto kept a revoked agent connected after its reload"
+        agent.close()
+        with pytest.raises(ConnectRefused):
+            login(broker, "a")
+    finally:
+        broker.close()

@@ -217,3 +217,15 @@ def test_every_config_section_has_its_typed_form_with_the_same_keys(tmp_path):
         assert [f.name for f in dataclasses.fields(typed)] == list(keys), section
         for key in keys:
             assert getattr(typed, key) == conf.get(section, key)
+
+
+def test_agent_revoke_tells_a_mosquitto_user_how_to_disconnect_it(ww, tmp_path):
+    db = f"sqlite:///{tmp_path}/w.db"
+    assert ww("agent", "add", "porch", "--db", db, "--out", str(tmp_path / "p.json")).returncode == 0
+    embedded = ww("agent", "revoke", "porch", "--db", db)
+    assert embedded.returncode == 0 and "mosquitto" not in embedded.stdout.lower()
+    conf = tmp_path / "c.toml"
+    conf.write_text('[broker]\nurl = "mqtt://192.0.2.5:1883"\n')
+    external = ww("agent", "revoke", "porch", "--db", db, env={"WANWITNESS_CONFIG": str(conf)})
+    assert external.returncode == 0
+    assert "wanwitness broker mosquitto-config" in external.stdout and "reload" in external.stdout

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import click
 
 from wanwitness.cli.common import Ctx, db_option
+from wanwitness.config import Config
 from wanwitness.errors import UserError
 
 
@@ -47,21 +48,24 @@ def agent_add(obj: Ctx, db: str | None, name: str, out: Path | None, broker_host
     )
     conf = obj.config
     url = conf.broker.url
-    tls = url.startswith("mqtts://")
-    if broker_port is None:
-        broker_port = (urlsplit(url).port or (8883 if tls else 1883)) if url else conf.broker.listen[1]
     host = broker_host or conf.agents.broker_host or default_broker_host()
+    tls, port, ca = _broker_tls(conf, host)
+    if broker_port is None:
+        broker_port = port
     out = out or board_config_path(name)
     sensors = _parse_leds(leds)
     store = obj.store(db)
     password = add_agent(store, name, hb_s=hb_s)
     board = board_config(name, password, broker_host=host, broker_port=broker_port, tls=tls,
-                         prefix=conf.broker.prefix, hb_s=hb_s, wifi_ssid=wifi_ssid,
+                         ca=ca, prefix=conf.broker.prefix, hb_s=hb_s, wifi_ssid=wifi_ssid,
                          wifi_password=wifi_password)
     if sensors:
         board["leds"] = sensors
     write_board_config(out, board)
     click.echo(f"agent {name!r} added; its config.json (with its password) is {out}")
+    click.echo(f"  it connects to {host}:{broker_port} "
+               + ("over TLS, trusting only the broker's CA" if tls else
+                  "in plain MQTT (`wanwitness broker tls init` sets up TLS)"))
     if not wifi_ssid:
         click.echo("  fill in wifi.ssid and wifi.password before deploying it to the board")
     if not sensors:
@@ -133,6 +137,11 @@ def agent_revoke(obj: Ctx, db: str | None, name: str) -> None:
     from wanwitness.collector.agents import set_enabled
     set_enabled(obj.store(db), name, False)
     click.echo(f"agent {name!r} revoked")
+    if obj.config.broker.url:
+        # The embedded broker disconnects it within seconds; Mosquitto does when its
+        # password file no longer has it and it reloads.
+        click.echo("With Mosquitto: `wanwitness broker mosquitto-config`, then reload Mosquitto "
+                   "(systemctl reload mosquitto): that disconnects it.")
 
 
 @agent.command("reset-password")
@@ -159,6 +168,35 @@ def agent_reset_password(obj: Ctx, db: str | None, name: str, out: Path | None) 
     board["id"] = name
     write_board_config(out, board)
     click.echo(f"new password for {name!r} written to {out}")
+
+
+def _broker_tls(conf: Config, host: str) -> tuple[bool, int, str | None]:
+    """(tls, port, CA PEM) for a new board: TLS when the broker speaks it, that is when
+    [broker] url is mqtts:// or the broker has the certificate of `broker tls init` (the
+    embedded broker's TLS listener, or the one in `broker mosquitto-config`'s snippet)."""
+    from wanwitness.broker.tls import configured_ca, configured_server, read_ca_pem, san_names
+    url = conf.broker.url
+    if url.startswith("mqtts://"):
+        ca_path = Path(conf.broker.ca_file) if conf.broker.ca_file else configured_ca(conf.broker, conf.path)
+        if ca_path is None:
+            raise UserError(f"[broker] url {url} is mqtts://: the board needs the CA certificate "
+                            "that signed the broker's: set [broker] ca_file (or tls_ca)")
+        return True, urlsplit(url).port or 8883, read_ca_pem(ca_path, "the broker's CA certificate")
+    tls_at = conf.broker.tls_listen
+    server = configured_server(conf.broker, conf.path) if tls_at else None
+    if tls_at is None or server is None:
+        return False, (urlsplit(url).port or 1883) if url else conf.broker.listen[1], None
+    ca_path = configured_ca(conf.broker, conf.path)
+    if ca_path is None:
+        raise UserError(f"the embedded broker serves TLS with {server[0]}, but no CA certificate "
+                        "is known for the boards: set [broker] tls_ca")
+    ca = read_ca_pem(ca_path, "[broker] tls_ca")
+    names = san_names(server[0])
+    if host.lower() not in [n.lower() for n in names]:
+        raise UserError(f"the broker's certificate {server[0]} is not valid for {host!r} (only for "
+                        f"{', '.join(names)}), so the board would refuse it: give --broker-host one "
+                        f"of those, or add it: wanwitness broker tls init --force --host {host}")
+    return True, tls_at[1], ca
 
 
 LED_ROLES = ("internet", "wan", "power", "lan", "wifi")  # agent/config.py LED_ROLES
