@@ -198,6 +198,10 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
         "batch_max": (_int_range(1, 10000), 1000, "most messages per commit"),
         "log_level": (_level, "info", "debug, info, warning or error"),
         "summary_s": (_int_range(1, 86400), 600, "seconds between one-line summaries in the log"),
+        "quarantine_max_rows": (_int_range(0, 10**9), 1000,
+                                "refused messages kept per agent (the rest are counted only)"),
+        "quarantine_max_bytes": (_int_range(0, 2**40), 4 * 1024 * 1024,
+                                 "payload bytes of refused messages kept per agent"),
     },
     "agents": {
         "broker_host": (_str, "", "host name the boards use to reach the broker"),
@@ -255,6 +259,8 @@ class CollectorSection:
     batch_max: int
     log_level: str
     summary_s: int
+    quarantine_max_rows: int
+    quarantine_max_bytes: int
 
 
 @dataclass(frozen=True)

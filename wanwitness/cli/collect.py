@@ -27,6 +27,7 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     """Receive the agents' records and keep them in the ledger (runs until Ctrl-C)."""
     from wanwitness.collector.agents import check_agent_password, list_agents
     from wanwitness.collector.loop import Collector
+    from wanwitness.collector.quarantine import Quota
 
     conf = obj.config
     # Every option is checked before anything process-wide (logging, signals) is set up.
@@ -67,7 +68,9 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
                           ca_file=conf.broker.ca_file,
                           share_group=conf.broker.share_group,
                           batch_max=conf.collector.batch_max,
-                          summary_s=conf.collector.summary_s)
+                          summary_s=conf.collector.summary_s,
+                          quota=Quota(conf.collector.quarantine_max_rows,
+                                      conf.collector.quarantine_max_bytes))
 
     def on_signal(_sig, _frame):
         collector.stop()

@@ -45,7 +45,7 @@ class Ctx:
             store = open_store(url, must_exist=must_exist)
         except UserError as e:
             source = "--db" if db else "[store] url" if conf.store.url else "the default store"
-            raise UserError(f"{source}: {e}") from None
+            raise UserError(f"{source}: {e}", exit_code=e.exit_code) from None
         context = click.get_current_context(silent=True)
         if context is not None:
             context.call_on_close(store.dispose)  # its connections close with the command

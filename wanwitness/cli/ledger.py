@@ -65,6 +65,21 @@ def quarantine() -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
 @click.pass_obj
 def quarantine_list(obj: Ctx, db: str | None, limit: int) -> None:
-    """Show the newest quarantined messages and a count per reason."""
+    """Show the newest quarantined messages, counts per agent and per reason."""
     from wanwitness.collector.quarantine import summary
     click.echo(summary(obj.store(db, must_exist=True), limit))
+
+
+@quarantine.command("prune")
+@db_option
+@click.option("--before", required=True, metavar="WHEN",
+              help="Delete what was last received before this time (ISO 8601; no offset = UTC).")
+@click.pass_obj
+def quarantine_prune(obj: Ctx, db: str | None, before: str) -> None:
+    """Delete quarantined messages last seen before WHEN, and old over-quota counts."""
+    from wanwitness.collector.quarantine import prune
+    from wanwitness.collector.timeline import iso, parse_time
+    before_ms = parse_time(before, option="--before")
+    rows, copies = prune(obj.store(db, must_exist=True), before_ms)
+    click.echo(f"pruned {rows} quarantine row(s) standing for {copies} refused message(s), "
+               f"last seen before {iso(before_ms)}")

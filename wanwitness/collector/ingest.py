@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import sqlalchemy as sa
 
 from wanwitness import store as s
 from wanwitness.collector import ledger, protocol
+from wanwitness.collector.quarantine import DROPPED, KEPT, Quota
 from wanwitness.collector.quarantine import write as quarantine_write
+from wanwitness.store.errors import is_message_error
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +77,12 @@ def ack_payload(seq: int, stream: tuple[str, int] | None) -> str:
 
 
 class Ingestor:
-    def __init__(self, store: s.Store, prefix: str = "wanwitness"):
+    def __init__(self, store: s.Store, prefix: str = "wanwitness", quota: Quota | None = None):
         self.store = store
         self.prefix = prefix
+        self.quota = quota or Quota()
         self.counters: Counter[str] = Counter()
+        self._full: set[str] = set()  # quarantine buckets whose full quota was logged
 
     # -- classification ------------------------------------------------------
 
@@ -94,12 +98,71 @@ class Ingestor:
     # -- the transaction -----------------------------------------------------
 
     def ingest(self, messages: list[Message]) -> IngestResult:
-        result = IngestResult()
+        """One transaction for all `messages`. A message whose data the store refuses
+        (or that meets a bug) is quarantined and the others commit: the group is
+        retried in the same transaction with a savepoint per message. Any other
+        database error (disk full, read-only, corrupt, connection lost) is raised:
+        then nothing was stored and nothing may be acked (loop.py retries)."""
         with self.store.engine.begin() as conn:
-            self._ingest(conn, messages, result)
+            result = IngestResult()
+            try:
+                with conn.begin_nested():
+                    self._ingest(conn, messages, result)
+            except Exception as e:
+                if not is_message_error(e):
+                    raise
+                log.warning("a message in a group of %d failed (%s: %s); isolating it",
+                            len(messages), type(e).__name__, e)
+                result = self._one_by_one(conn, messages)
         for reason in result.reasons:
             self.counters[reason.split(":")[0]] += 1
         return result
+
+    def _one_by_one(self, conn: sa.Connection, messages: list[Message]) -> IngestResult:
+        """Each message in a savepoint of its own, within the caller's transaction."""
+        total = IngestResult()
+        for msg in messages:
+            part = IngestResult()
+            try:
+                with conn.begin_nested():
+                    self._ingest(conn, [msg], part)
+            except Exception as e:
+                if not is_message_error(e):
+                    raise
+                part = IngestResult()
+                kind, agent = self._kind(msg.topic)
+                registered = (agent is not None and protocol.valid_agent_id(agent) and conn.execute(
+                    sa.select(s.agents.c.id).where(s.agents.c.id == agent)).first() is not None)
+                self._refuse(conn, msg, agent, f"internal error: {type(e).__name__}: {e}", part,
+                             registered)
+            for f in fields(IngestResult):  # counts add up, lists extend, dicts update:
+                mine, theirs = getattr(total, f.name), getattr(part, f.name)
+                if isinstance(mine, dict):
+                    mine.update(theirs)  # later parts saw the earlier ones: theirs are newer
+                elif isinstance(mine, list):
+                    mine.extend(theirs)
+                else:
+                    setattr(total, f.name, mine + theirs)
+        return total
+
+    def _refuse(self, conn: sa.Connection, msg: Message, agent: str | None, reason: str,
+                result: IngestResult, registered: bool) -> None:
+        """Quarantine one message (within the quota; repeats counted on their row)."""
+        result.quarantined += 1
+        result.reasons.append(reason)
+        status = quarantine_write(conn, recv_ms=msg.recv_ms, topic=msg.topic, payload=msg.payload,
+                                  agent=agent, reason=reason, registered=registered,
+                                  quota=self.quota)
+        if status == KEPT:
+            log.warning("quarantined a message on %s: %s", msg.topic, reason)
+        elif status == DROPPED:
+            bucket = agent if registered and agent else ""
+            if bucket not in self._full:
+                self._full.add(bucket)
+                log.warning("the quarantine of %s is full (%d messages or %d bytes): further "
+                            "refused messages are counted, not kept (wanwitness quarantine list, "
+                            "wanwitness quarantine prune)", repr(bucket) if bucket else
+                            "unknown senders", self.quota.max_rows, self.quota.max_bytes)
 
     def _ingest(self, conn: sa.Connection, messages: list[Message], result: IngestResult) -> None:
         head_q = sa.select(s.ledger_head.c.pos, s.ledger_head.c.hash).where(s.ledger_head.c.id == 1)
@@ -123,11 +186,9 @@ class Ingestor:
             return agent_rows[agent_id]
 
         def quarantine(msg: Message, agent: str | None, reason: str) -> None:
-            result.quarantined += 1
-            result.reasons.append(reason)
-            quarantine_write(conn, recv_ms=msg.recv_ms, topic=msg.topic, payload=msg.payload,
-                             agent=agent, reason=reason)
-            log.warning("quarantined a message on %s: %s", msg.topic, reason)
+            registered = (agent is not None and protocol.valid_agent_id(agent)
+                          and agent_row(agent) is not None)
+            self._refuse(conn, msg, agent, reason, result, registered)
 
         def note(agent: str, boot: int, t: int, recv_ms: int) -> list[Any]:
             entry = seen.get((agent, boot))

@@ -24,8 +24,11 @@ import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
 from wanwitness.collector.ingest import Ingestor, Message, ack_payload
+from wanwitness.collector.quarantine import Quota
 from wanwitness.errors import UserError
 from wanwitness.store import Store
+from wanwitness.store.errors import is_corrupt
+from wanwitness.store.errors import reason as db_reason
 
 log = logging.getLogger("wanwitness.collector")
 
@@ -47,11 +50,11 @@ class Collector:
     def __init__(self, store: Store, broker_url: str, *, prefix: str = "wanwitness",
                  client_id: str = "wanwitness-collector", username: str = "",
                  password: str = "", ca_file: str = "", share_group: str = "",
-                 batch_max: int = 1000, summary_s: float = SUMMARY_S):
+                 batch_max: int = 1000, summary_s: float = SUMMARY_S, quota: Quota | None = None):
         self.store = store
         self.prefix = prefix
         self.batch_max = batch_max
-        self.ingestor = Ingestor(store, prefix)
+        self.ingestor = Ingestor(store, prefix, quota)
         # Bounded: when the store falls behind, paho's thread waits here and TCP pushes
         # back on the broker, which holds the backlog (instead of our memory).
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max(100, batch_max * 4))
@@ -198,33 +201,27 @@ class Collector:
             try:
                 result = self.ingestor.ingest([i.message for i in items])
                 break
-            except sa.exc.OperationalError as e:
-                # The database is away (PostgreSQL restarting, disk full): nothing was
-                # acked, so nothing is lost; keep the messages and try again.
-                reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-                log.error("cannot commit to the store (%s); retrying in %.0f s", reason, delay)
+            except Exception as e:
+                # A message the store refuses is quarantined inside ingest (a savepoint
+                # each): what is raised here is the store's condition, never one message's.
+                if is_corrupt(e):
+                    raise StoreCorrupt(self.store.url, db_reason(e), len(items)) from None
+                # Away (PostgreSQL restarting, connection lost), disk full, read-only, or
+                # a bug: nothing was committed and nothing is acked, so the broker keeps
+                # the messages; try the same ones again.
+                log.error("cannot commit to the store (%s: %s); nothing is acknowledged; "
+                          "retrying in %.0f s", type(e).__name__, db_reason(e), delay)
                 if self._stop.wait(delay):
                     return
                 delay = min(delay * 2, DB_RETRY_MAX_S)
-            except Exception as e:  # a bug must not stop ingest: isolate the message
-                if len(items) > 1:
-                    for item in items:
-                        self._commit([item])
-                    return
-                if not self._quarantine_internal(items[0], e):
-                    return  # not acked: the broker redelivers it
-                result = None
-                break
-        if result is not None:
-            self.stored += result.stored
-            self.quarantined += result.quarantined
+        self.stored += result.stored
+        self.quarantined += result.quarantined
         gen = self._generation
         for item in items:
             if item.qos > 0 and item.generation == gen:
                 self.client.ack(item.mid, item.qos)
-        if result is not None:
-            for agent, seq in result.acks.items():
-                self._publish_ack(agent, seq, result.streams.get(agent))
+        for agent, seq in result.acks.items():
+            self._publish_ack(agent, seq, result.streams.get(agent))
 
     def _republish_acks(self) -> None:
         """After each (re)connect: the broker may have lost its retained acks."""
@@ -236,8 +233,10 @@ class Collector:
                     sa.select(A.c.id, A.c.ack_seq, A.c.ob, S.c.seq_base)
                     .select_from(A.outerjoin(S, sa.and_(S.c.agent == A.c.id, S.c.ob == A.c.ob)))
                     .where(A.c.ack_seq > 0)).all()
-        except sa.exc.OperationalError:
-            return  # try again on the next round
+        except sa.exc.SQLAlchemyError as e:
+            if is_corrupt(e):
+                raise StoreCorrupt(self.store.url, db_reason(e), 0) from None
+            return  # the store is away: try again on the next round
         self._republish.clear()
         for agent, seq, ob, base in rows:
             self._publish_ack(agent, seq, None if ob is None else (ob, base or 0))
@@ -248,20 +247,21 @@ class Collector:
         self.client.publish(f"{self.prefix}/{agent}/ack", ack_payload(seq, stream), qos=1,
                             retain=True)
 
-    def _quarantine_internal(self, item: _Item, error: Exception) -> bool:
-        log.error("internal error on a message from %s (%s: %s); quarantined",
-                  item.message.topic, type(error).__name__, error)
-        from wanwitness.collector.quarantine import write
-        try:
-            with self.store.engine.begin() as conn:
-                write(conn, recv_ms=item.message.recv_ms, topic=item.message.topic,
-                      payload=item.message.payload, agent=None,
-                      reason=f"internal error: {type(error).__name__}: {error}")
-            self.quarantined += 1
-            return True
-        except Exception as e2:
-            log.error("cannot quarantine it either (%s); it will be redelivered", e2)
-            return False
+
+
+class StoreCorrupt(UserError):
+    """The SQLite file is damaged: ingest stops (exit status 3) rather than spin, and
+    nothing received meanwhile is acked, so the broker and the agents keep it."""
+
+    exit_code = 3
+
+    def __init__(self, url: str, why: str, pending: int):
+        path = sa.engine.make_url(url).database or url
+        super().__init__(
+            f"the store {path} is corrupt ({why}): ingest stopped; the {pending} message(s) "
+            "of the failed commit were not acknowledged: the broker and the agents keep them. "
+            "Restore the file from a backup (or check it: wanwitness verify --db "
+            f"{url}), then start the collector again")
 
 
 def _span(seconds: float) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from wanwitness.errors import UserError
 from wanwitness.resources import data_dir
+from wanwitness.store.errors import is_corrupt
 from wanwitness.store.schema import migrate, schema_migrations, settings
 
 # --- opening ------------------------------------------------------------------
@@ -119,8 +120,12 @@ def open_store(url: str | None = None, *, migrate_schema: bool = True,
         else:
             with engine.connect():
                 pass
-    except sa.exc.OperationalError as e:
+    except sa.exc.DBAPIError as e:
         engine.dispose()
         reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+        if is_corrupt(e):
+            # Exit status 3, as when the collector finds it corrupt while running.
+            raise UserError(f"store {shown}: the database file is corrupt ({reason}): restore "
+                            "it from a backup", exit_code=3) from None
         raise UserError(f"store {shown}: cannot open the database: {reason}") from None
     return Store(engine, url)

@@ -129,6 +129,25 @@ quarantine = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("size", sa.Integer, nullable=False),
     sa.Column("payload", sa.LargeBinary, nullable=False),  # first MAX_PAYLOAD bytes
+    # Migration 4: one row per distinct refusal (agent, reason, payload hash): `count`
+    # copies, the last one received at `last_recv_ms`.
+    sa.Column("count", sa.BigInteger, nullable=False, default=1, server_default="1"),
+    sa.Column("last_recv_ms", sa.BigInteger),
+    sa.Column("sha256", sa.String(64)),
+    sa.Index("ix_quarantine_sha256", "sha256"),
+)
+
+# Per agent (bucket "" for unknown and unnamed senders, who could otherwise make up
+# any number of buckets): what the quarantine keeps of it and what it dropped once
+# the quota was full (migration 4, quarantine.py).
+quarantine_quota = sa.Table(
+    "quarantine_quota", metadata,
+    sa.Column("bucket", sa.String(32), primary_key=True),
+    sa.Column("kept_rows", sa.BigInteger, nullable=False),
+    sa.Column("kept_bytes", sa.BigInteger, nullable=False),       # payload bytes kept
+    sa.Column("dropped", sa.BigInteger, nullable=False),          # messages not kept
+    sa.Column("dropped_bytes", sa.BigInteger, nullable=False),
+    sa.Column("last_dropped_ms", sa.BigInteger),
 )
 
 # Derived from state records by timeline.py; rebuilt per agent, never edited by hand.
@@ -220,8 +239,16 @@ def _m1(conn: Connection) -> None:
              sa.Column("created_ms", sa.BigInteger, nullable=False),
              sa.Column("ack_seq", sa.BigInteger, nullable=False),
              sa.Column("last_recv_ms", sa.BigInteger)).create(conn)
-    for table in (boots, clock_points, records, ledger, ledger_head, gaps, quarantine,
-                  outages, settings):
+    sa.Table("quarantine", m,
+             sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                       autoincrement=True),
+             sa.Column("recv_ms", sa.BigInteger, nullable=False),
+             sa.Column("topic", sa.Text, nullable=False),
+             sa.Column("agent", sa.String(200)),
+             sa.Column("reason", sa.Text, nullable=False),
+             sa.Column("size", sa.Integer, nullable=False),
+             sa.Column("payload", sa.LargeBinary, nullable=False)).create(conn)
+    for table in (boots, clock_points, records, ledger, ledger_head, gaps, outages, settings):
         table.to_metadata(m).create(conn)
     conn.execute(ledger_head.insert().values(id=1, pos=0, hash="0" * 64))
 
@@ -238,6 +265,35 @@ def _m3(conn: Connection) -> None:
     m = sa.MetaData()
     for table in (tickets, ticket_appointments, ticket_links):
         table.to_metadata(m).create(conn)
+
+
+@migration(4, "quarantine: repeats counted, per-agent quota")
+def _m4(conn: Connection) -> None:
+    import hashlib
+    conn.exec_driver_sql("ALTER TABLE quarantine ADD COLUMN count BIGINT NOT NULL DEFAULT 1")
+    conn.exec_driver_sql("ALTER TABLE quarantine ADD COLUMN last_recv_ms BIGINT")
+    conn.exec_driver_sql("ALTER TABLE quarantine ADD COLUMN sha256 VARCHAR(64)")
+    conn.exec_driver_sql("UPDATE quarantine SET last_recv_ms = recv_ms")
+    Q = sa.table("quarantine", sa.column("id"), sa.column("payload"), sa.column("sha256"),
+                 sa.column("agent"))
+    last = 0
+    while True:  # in chunks: an old quarantine can be large
+        rows = conn.execute(sa.select(Q.c.id, Q.c.payload).where(Q.c.id > last)
+                            .order_by(Q.c.id).limit(500)).all()
+        if not rows:
+            break
+        for row_id, payload in rows:
+            conn.execute(Q.update().where(Q.c.id == row_id)
+                         .values(sha256=hashlib.sha256(bytes(payload)).hexdigest()))
+        last = rows[-1][0]
+    conn.exec_driver_sql("CREATE INDEX ix_quarantine_sha256 ON quarantine (sha256)")
+    quarantine_quota.to_metadata(sa.MetaData()).create(conn)
+    # What is already kept counts against each quota (registered agents; the rest is "").
+    conn.exec_driver_sql(
+        "INSERT INTO quarantine_quota (bucket, kept_rows, kept_bytes, dropped, dropped_bytes) "
+        "SELECT b, COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), 0, 0 FROM ("
+        " SELECT CASE WHEN quarantine.agent IN (SELECT id FROM agents) THEN quarantine.agent"
+        " ELSE '' END AS b, payload FROM quarantine) AS q GROUP BY b")
 
 
 @migration(5, "outbox streams: agents.ob, streams")
