@@ -109,8 +109,20 @@ def counts(db_url: str) -> tuple[dict[str, int], int, dict[str, int]]:
 
 @pytest.fixture
 def setup(tmp_path):
-    db_path = tmp_path / "wanwitness.db"
-    db_url = f"sqlite:///{db_path}"
+    made = []
+
+    def make(db_url: str):
+        made.append(_setup(tmp_path, db_url))
+        return made[-1][:3]
+    yield make
+    for col, broker, agents in ((m[1], m[3], m[2]) for m in made):
+        for a in agents:
+            a.close()
+        col.stop()
+        broker.stop()
+
+
+def _setup(tmp_path, db_url: str):
     st = open_store(db_url)
     creds = {name: add_agent(st, name) for name in AGENTS}
     st.dispose()
@@ -124,15 +136,12 @@ def setup(tmp_path):
     col = CollectorProcess(tmp_path / "collector", db_url, broker=f"mqtt://127.0.0.1:{broker.port}",
                            username=COLLECTOR[0], password=COLLECTOR[1])
     agents = [Agent(n, creds[n], broker.port) for n in AGENTS]
-    yield db_path, db_url, col, agents
-    for a in agents:
-        a.close()
-    col.stop()
-    broker.stop()
+    return db_url, col, agents, broker
 
 
 def test_a_corrupt_sqlite_file_stops_the_collector_and_nothing_is_acked(setup, tmp_path):
-    db_path, db_url, col, agents = setup
+    db_path = tmp_path / "wanwitness.db"
+    db_url, col, agents = setup(f"sqlite:///{db_path}")
     # A first run: 20 records per agent, stored and acked.
     col.start()
     for a in agents:
@@ -181,3 +190,40 @@ def test_collect_on_a_file_that_is_not_a_database_says_so_and_exits_3(tmp_path, 
     assert proc.stderr.strip() == (
         f"wanwitness: --db: store sqlite:///{bad}: the database file is corrupt (file is not a "
         "database): restore it from a backup")
+
+
+def test_a_read_only_or_lost_postgresql_is_retried_and_nothing_is_acked_meanwhile(setup, pg_url,
+                                                                                 pg_admin):
+    db_url, col, agents = setup(pg_url)
+    name = sa.engine.make_url(pg_url).database
+
+    def switch(read_only: bool) -> None:
+        # New sessions take the setting; ending the collector's current ones is also a
+        # lost connection in the middle of its work.
+        with pg_admin.connect() as c:
+            c.exec_driver_sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = '
+                              f"{'on' if read_only else 'off'}")
+            c.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+
+    col.start()
+    for a in agents:
+        a.send(1, 10)
+    assert wait_for(lambda: all(a.newest_ack() == 10 for a in agents))
+    switch(read_only=True)
+    try:
+        for a in agents:
+            a.send(11, 30)
+        assert wait_for(lambda: "read-only transaction); nothing is acknowledged; retrying"
+                        in col.log())
+        time.sleep(1.0)
+        assert [a.newest_ack() for a in agents] == [10, 10]
+    finally:
+        switch(read_only=False)
+    assert wait_for(lambda: all(a.newest_ack() == 30 for a in agents), 60), col.log_tail()
+    assert col.stop() == 0
+    per_agent, quarantined, acks = counts(db_url)
+    assert per_agent == {"a1": 30, "a2": 30} and quarantined == 0
+    assert acks == {"a1": 30, "a2": 30}
+    log = col.log()
+    assert "Traceback" not in log and "quarantined a message" not in log
