@@ -210,7 +210,7 @@ class Collector:
                 # a bug: nothing was committed and nothing is acked, so the broker keeps
                 # the messages; try the same ones again.
                 log.error("cannot commit to the store (%s: %s); nothing is acknowledged; "
-                          "retrying in %.0f s", type(e).__name__, db_reason(e), delay)
+                          "retrying in %g s", type(e).__name__, db_reason(e), delay)
                 if self._stop.wait(delay):
                     return
                 delay = min(delay * 2, DB_RETRY_MAX_S)
