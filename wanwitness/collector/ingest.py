@@ -22,6 +22,7 @@ from wanwitness.collector import ledger, protocol
 from wanwitness.collector.quarantine import DROPPED, KEPT, Quota
 from wanwitness.collector.quarantine import write as quarantine_write
 from wanwitness.store.errors import is_message_error
+from wanwitness.store.errors import reason as db_reason
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ class Ingestor:
     def ingest(self, messages: list[Message]) -> IngestResult:
         """One transaction for all `messages`. A message whose data the store refuses
         (or that meets a bug) is quarantined and the others commit: the group is
-        retried in the same transaction with a savepoint per message. Any other
+        bisected in the same transaction, a savepoint per part, down to that
+        message (about 2 log2 n parts; never a commit per message). Any other
         database error (disk full, read-only, corrupt, connection lost) is raised:
         then nothing was stored and nothing may be acked (loop.py retries)."""
         with self.store.engine.begin() as conn:
@@ -112,29 +114,40 @@ class Ingestor:
                 if not is_message_error(e):
                     raise
                 log.warning("a message in a group of %d failed (%s: %s); isolating it",
-                            len(messages), type(e).__name__, e)
-                result = self._one_by_one(conn, messages)
+                            len(messages), type(e).__name__, db_reason(e))
+                result = self._isolate(conn, messages)
         for reason in result.reasons:
             self.counters[reason.split(":")[0]] += 1
         return result
 
-    def _one_by_one(self, conn: sa.Connection, messages: list[Message]) -> IngestResult:
-        """Each message in a savepoint of its own, within the caller's transaction."""
+    def _isolate(self, conn: sa.Connection, messages: list[Message]) -> IngestResult:
+        """`messages` failed together: each half in a savepoint of its own, a failing
+        half split again, a failing single message quarantined; in arrival order."""
         total = IngestResult()
-        for msg in messages:
+        if len(messages) == 1:
+            parts = [messages]
+        else:
+            mid = len(messages) // 2
+            parts = [messages[:mid], messages[mid:]]
+        for group in parts:
             part = IngestResult()
             try:
                 with conn.begin_nested():
-                    self._ingest(conn, [msg], part)
+                    self._ingest(conn, group, part)
             except Exception as e:
                 if not is_message_error(e):
                     raise
-                part = IngestResult()
-                kind, agent = self._kind(msg.topic)
-                registered = (agent is not None and protocol.valid_agent_id(agent) and conn.execute(
-                    sa.select(s.agents.c.id).where(s.agents.c.id == agent)).first() is not None)
-                self._refuse(conn, msg, agent, f"internal error: {type(e).__name__}: {e}", part,
-                             registered)
+                if len(group) > 1:
+                    part = self._isolate(conn, group)
+                else:
+                    part = IngestResult()
+                    msg = group[0]
+                    _, agent = self._kind(msg.topic)
+                    registered = (agent is not None and protocol.valid_agent_id(agent)
+                                  and conn.execute(sa.select(s.agents.c.id)
+                                                   .where(s.agents.c.id == agent)).first() is not None)
+                    self._refuse(conn, msg, agent, f"internal error: {type(e).__name__}: "
+                                 f"{db_reason(e)}", part, registered)
             for f in fields(IngestResult):  # counts add up, lists extend, dicts update:
                 mine, theirs = getattr(total, f.name), getattr(part, f.name)
                 if isinstance(mine, dict):
