@@ -65,6 +65,16 @@ def _host_port(v: Any) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _host_port_or_off(v: Any) -> tuple[str, int] | None:
+    """HOST:PORT, or "off" (also "") for none."""
+    if isinstance(v, str) and v.strip().lower() in ("", "off"):
+        return None
+    try:
+        return _host_port(v)
+    except ValueError:
+        raise ValueError(f"expected HOST:PORT such as 0.0.0.0:8883, or \"off\", got {v!r}") from None
+
+
 def _broker_url(v: Any) -> str:
     text = _str(v).strip()
     if not text:
@@ -191,8 +201,18 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
         "username": (_str, "", "collector user name at an external broker"),
         "password": (_str, "", "collector password at an external broker"),
         "ca_file": (_path, "", "CA certificate for mqtts:// (default: system CAs)"),
+        "tls_listen": (_host_port_or_off, ("0.0.0.0", 8883), "embedded broker's MQTT over TLS "
+                       "HOST:PORT, served when its certificate exists; \"off\" = none"),
+        "tls_cert": (_path, "", "server certificate (PEM) for TLS; default: tls/server.crt beside "
+                     "this file (wanwitness broker tls init)"),
+        "tls_key": (_path, "", "its private key; default: tls/server.key beside this file"),
+        "tls_ca": (_path, "", "CA certificate `agent add` writes into the boards' config; "
+                   "default: tls/ca.crt beside this file"),
         "client_id": (_str, "wanwitness-collector", "MQTT client id (persistent session)"),
         "share_group": (_str, "", "shared-subscription group for several collectors"),
+        "max_packet": (_int_range(1024 + 128, 256 * 1024 * 1024), 64 * 1024 + 1024,
+                       "largest MQTT packet a client may send, bytes (both brokers)"),
+        "max_connections": (_int_range(1, 100000), 256, "most client connections (both brokers)"),
     },
     "collector": {
         "batch_max": (_int_range(1, 10000), 1000, "most messages per commit"),
@@ -250,8 +270,14 @@ class BrokerSection:
     username: str
     password: str
     ca_file: str
+    tls_listen: tuple[str, int] | None
+    tls_cert: str
+    tls_key: str
+    tls_ca: str
     client_id: str
     share_group: str
+    max_packet: int
+    max_connections: int
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 
 import probe
 from clock import Clock, sntp
-from mqtt import Client
+from mqtt import Client, tls_context
 from net import Net
 from outbox import Outbox
 from version import VERSION as FW
@@ -116,7 +116,8 @@ class App:
         self.mq = Client(cfg.get("broker.host"), cfg.get("broker.port"), client_id="ww-" + self.id,
                          user=cfg.get("broker.user") or None,
                          password=cfg.get("broker.password") or None,
-                         keepalive_s=30, will=(self.t_status, b"offline", True, 1))
+                         keepalive_s=30, will=(self.t_status, b"offline", True, 1),
+                         tls=_tls(cfg))
         self.mq.on_message = self._on_message
         self.mq.on_connect = self._on_connect
         self.record({"k": "boot", "reset": self.cause, "fw": FW, "safe": safe,
@@ -395,6 +396,22 @@ class App:
         await self.mq.subscribe(self.t_ack, 1)  # renewed by the client on every connect
         gc.collect()
         await self.watchdog(tasks)
+
+
+def _tls(cfg):
+    # The MQTT client's tls argument. Fails closed: without a usable CA the client never
+    # connects (the reason is its connect error), so the password never goes to a
+    # broker nobody verified.
+    if not cfg.get("broker.tls"):
+        return None
+    der = cfg.get("broker.ca")
+    if der is None:
+        return "TLS is on but broker.ca is missing or invalid in config.json: not connecting"
+    cfg.values["broker"]["ca"] = None  # mbedTLS keeps its own parsed copy
+    try:
+        return tls_context(der)
+    except (ValueError, OSError) as e:
+        return "TLS: broker.ca is not a certificate mbedTLS accepts (%s): not connecting" % e
 
 
 def encode_batch(agent, boot, t, recs, ob=""):

@@ -1,13 +1,15 @@
 # config.json -> settings on safe defaults, with a list of what was wrong.
 # A bad value never stops the agent: it is replaced by its default and reported
 # (the app publishes one `error` record per problem, naming the key).
+import binascii
 import json
 
 DEFAULTS = {
     "id": "",
     "prefix": "wanwitness",
     "wifi": {"ssid": "", "password": ""},
-    "broker": {"host": "", "port": 1883, "user": "", "password": "", "tls": False},
+    # ca: the broker's CA certificate, PEM text in config.json, DER bytes once parsed.
+    "broker": {"host": "", "port": 1883, "user": "", "password": "", "tls": False, "ca": None},
     "hb_s": 30,
     "wdt_s": 20,
     "probe": {
@@ -101,6 +103,56 @@ def _bool(cfg, raw, key, target, name):
         target[name] = v
 
 
+_BEGIN = "-----BEGIN CERTIFICATE-----"
+_END = "-----END CERTIFICATE-----"
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n \t"
+
+
+def pem_der(text):
+    # The DER bytes of one PEM certificate (RFC 7468), or None if text is not exactly
+    # one. DER is what SSLContext.load_verify_locations(cadata=) takes on every port.
+    i = text.find(_BEGIN)
+    j = text.find(_END)
+    if i < 0 or j < i or text.find(_BEGIN, i + 1) >= 0:
+        return None
+    body = text[i + len(_BEGIN):j]
+    for c in body:
+        if c not in _B64:  # binascii skips what is not base64; a typo must not pass
+            return None
+    try:
+        der = binascii.a2b_base64(body)
+    except ValueError:
+        return None
+    # A certificate is one DER SEQUENCE (X.690 8.1.3): 0x30, its length, nothing after.
+    if len(der) < 4 or der[0] != 0x30:
+        return None
+    n = der[1]
+    h = 2
+    if n & 0x80:
+        k = n & 0x7F
+        if not 1 <= k <= 3:
+            return None
+        n = 0
+        for b in der[2:2 + k]:
+            n = n << 8 | b
+        h = 2 + k
+    return der if h + n == len(der) else None
+
+
+def _ca(cfg, raw, target):
+    # Reads broker.ca into target; False when it is not given at all.
+    v = raw.get("ca")
+    if v is None or v == "":
+        return False
+    der = pem_der(v) if isinstance(v, str) else None
+    if der is None:
+        cfg.problem("broker.ca", "expected the broker's CA certificate as PEM text "
+                    "(-----BEGIN CERTIFICATE----- ...), got " + _type_name(v))
+    else:
+        target["ca"] = der
+    return True
+
+
 def _section(cfg, raw, name):
     if name not in raw:
         return {}
@@ -147,6 +199,11 @@ def parse(raw):
     _str(cfg, b, "broker.user", v["broker"], "user")
     _str(cfg, b, "broker.password", v["broker"], "password")
     _bool(cfg, b, "broker.tls", v["broker"], "tls")
+    if not _ca(cfg, b, v["broker"]) and v["broker"]["tls"]:
+        # Fail closed: without the CA the broker cannot be verified, and the password
+        # must not go to whoever answers.
+        cfg.problem("broker.ca", "missing: broker.tls needs the broker's CA certificate "
+                    "(wanwitness agent add writes it); not connecting until it is given")
 
     p = _section(cfg, raw, "probe")
     vp = v["probe"]

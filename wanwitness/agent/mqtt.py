@@ -345,6 +345,18 @@ def _why(e):
     return "%s: %s" % (type(e).__name__, e)
 
 
+def tls_context(ca_der):
+    # A TLS client context that trusts only the broker's CA (DER bytes: config.json's
+    # broker.ca, parsed) and checks the broker's name; made once, used for every
+    # connection. ssl is imported here only: a plain agent never loads it.
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # The default for a client context (modtls_mbedtls.c), said anyway: verifying is the point.
+    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # missing from the ESP32 stubs
+    ctx.load_verify_locations(cadata=ca_der)
+    return ctx
+
+
 def _wait_writable(s):
     # Parks the task on the asyncio poller until s is writable (a finished connect);
     # the same mechanism asyncio.open_connection uses, which resolves names itself.
@@ -368,9 +380,13 @@ class Client:
     addr_retries = 3  # failed connects to a cached address before resolving again
 
     def __init__(self, host, port=1883, client_id="", user=None, password=None,
-                 keepalive_s=30, will=None, clean=True):
+                 keepalive_s=30, will=None, clean=True, tls=None):
+        # tls: None (plain MQTT), an ssl.SSLContext from tls_context(), or a string
+        # saying why TLS is wanted but impossible: then no connection is ever opened.
         self.host = host
         self.port = port
+        self.tls = tls
+        self._raw = None  # the TCP socket under the TLS one
         self.keepalive_s = keepalive_s
         if will:
             wt, wm, wr, wq = will  # (topic, message, retain, qos)
@@ -586,6 +602,9 @@ class Client:
     # -- connection ---------------------------------------------------------------
 
     async def _handshake(self):
+        tls = self.tls
+        if isinstance(tls, str):
+            raise OSError(tls)
         if self._addr is None:
             # Blocks while a name is resolved (lwip_getaddrinfo, ports/esp32/modsocket.c): only here, result cached.
             try:
@@ -602,9 +621,22 @@ class Client:
             if e.errno != EINPROGRESS:
                 raise
         await _wait_writable(s)
+        if tls is not None:
+            self._raw = s
+            s = tls.wrap_socket(s, server_hostname=self.host, do_handshake_on_connect=False)
+            self._sock = s
         self._stream = asyncio.StreamReader(s)
-        # The first packet on the connection is CONNECT [MQTT-3.1.0-1].
-        await self._write(self._cpkt, len(self._cpkt), self._gen, True)
+        # The first packet on the connection is CONNECT [MQTT-3.1.0-1]. Over TLS the
+        # handshake runs inside this write: CONNECT (with the password) is encrypted and
+        # sent only after the broker's certificate and name have been verified.
+        try:
+            await self._write(self._cpkt, len(self._cpkt), self._gen, True)
+        except ValueError as e:  # mbedTLS: "\nThe certificate is not correctly signed ...\n"
+            raise OSError("TLS: the broker's certificate is refused: " + " ".join(str(e).split()))
+        except OSError as e:
+            if tls is None or (e.args and isinstance(e.args[0], int) and e.args[0] >= 0):
+                raise  # not TLS's doing (refused, reset, unreachable)
+            raise OSError("TLS handshake with %s:%d failed: %s" % (self.host, self.port, _why(e)))
         hdr, n = await read_packet(self._stream, self._rx)
         if hdr != _CONNACK:
             raise MQTTError("expected CONNACK, got packet type 0x%02x (3.2)" % hdr)
@@ -612,11 +644,18 @@ class Client:
 
     def _close_sock(self):
         s = self._sock
+        r = self._raw  # a failed TLS handshake leaves it open under the TLS socket
         self._sock = None
+        self._raw = None
         self._stream = None
         if s is not None:
             try:
                 s.close()
+            except OSError:
+                pass
+        if r is not None:
+            try:
+                r.close()
             except OSError:
                 pass
 

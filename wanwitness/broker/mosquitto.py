@@ -26,11 +26,16 @@ def mosquitto_files(
     *,
     directory: Path | str = DEFAULT_DIRECTORY,
     listen: tuple[str, int] = ("", 1883),
+    tls_files: tuple[Path, Path, Path] | None = None,
+    tls_listen: tuple[str, int] = ("", 8883),
+    max_packet: int = DEFAULT_MAX_PACKET,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> dict[str, str]:
     """Contents of "passwd", "acl" and "wanwitness.conf".
 
     `listen` (host, port) is the listener the snippet defines, with its limits; host ""
-    means every interface.
+    means every interface. `tls_files` (CA, certificate, key: `wanwitness broker tls init`)
+    adds a second listener, MQTT over TLS at `tls_listen`.
 
     agents: (agent_id, password_hash); collector: (username, password_hash); hashes in
     Mosquitto's format (see `passwords.hash_password`). `directory` is where passwd and acl
@@ -91,17 +96,42 @@ def mosquitto_files(
         "max_inflight_messages 100\n"
         "# The largest packet a client may send: the protocol's largest message (64 KiB) plus\n"
         "# its topic and headers. Larger ones disconnect the client before they fill memory.\n"
-        f"max_packet_size {DEFAULT_MAX_PACKET}\n"
+        f"max_packet_size {max_packet}\n"
         "# The agents' listener (Mosquitto 2.x listens on localhost only until one is defined).\n"
         f"# If another file already defines port {port}, remove it there or here.\n"
         f"listener {port}{' ' + host if host else ''}\n"
         "# Connections at most on this listener, whoever they are from.\n"
-        f"max_connections {DEFAULT_MAX_CONNECTIONS}\n"
+        f"max_connections {max_connections}\n"
         "# A client id is its username: nobody can log in with the collector's client id and\n"
         "# push the collector off the broker (or take over its queued messages).\n"
         "use_username_as_clientid true\n"
     )
+    if tls_files is not None:
+        conf += _tls_listener_conf(tls_listen, *tls_files, max_connections=max_connections)
     return {PASSWD: passwd, ACL: acl, CONF: conf}
+
+
+def _tls_listener_conf(listen: tuple[str, int], ca: Path, cert: Path, key: Path, *,
+                       max_connections: int) -> str:
+    host, port = listen
+    if not 0 < port < 65536 or any(c.isspace() for c in host):
+        raise UserError(f"cannot listen on {host or '*'}:{port} (TLS): not a usable address")
+    host = "" if host in ("0.0.0.0", "*") else host
+    for path in (ca, cert, key):
+        if any(c in str(path) for c in "\n\r"):
+            raise UserError(f"{path!r}: a file name with a line break cannot go into mosquitto.conf")
+    return (
+        "# MQTT over TLS for the agents: the files of `wanwitness broker tls init`. Mosquitto\n"
+        "# reads them as user mosquitto: the key must be readable by it.\n"
+        f"listener {port}{' ' + host if host else ''}\n"
+        f"max_connections {max_connections}\n"
+        "use_username_as_clientid true\n"
+        f"cafile {Path(ca).absolute()}\n"
+        f"certfile {Path(cert).absolute()}\n"
+        f"keyfile {Path(key).absolute()}\n"
+        "# Agents prove who they are with their password, not with a client certificate.\n"
+        "require_certificate false\n"
+    )
 
 
 def write_mosquitto_config(
@@ -111,10 +141,16 @@ def write_mosquitto_config(
     prefix: str = "wanwitness",
     *,
     listen: tuple[str, int] = ("", 1883),
+    tls_files: tuple[Path, Path, Path] | None = None,
+    tls_listen: tuple[str, int] = ("", 8883),
+    max_packet: int = DEFAULT_MAX_PACKET,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> list[Path]:
     """Write passwd (mode 0600), acl and wanwitness.conf into out_dir; return their paths."""
     out_dir = Path(out_dir).absolute()
-    files = mosquitto_files(agents, collector, prefix, directory=out_dir, listen=listen)
+    files = mosquitto_files(agents, collector, prefix, directory=out_dir, listen=listen,
+                            tls_files=tls_files, tls_listen=tls_listen, max_packet=max_packet,
+                            max_connections=max_connections)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import signal
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,6 +15,9 @@ from wanwitness import config as cfg
 from wanwitness.cli.common import COLLECTOR_USER, Ctx, checked, db_option, safe_url, setup_logging
 from wanwitness.errors import UserError
 
+if TYPE_CHECKING:
+    from wanwitness.broker.embedded import TlsListener
+
 
 @click.command()
 @db_option
@@ -20,10 +25,13 @@ from wanwitness.errors import UserError
               "(default: [broker] url, else the embedded broker).")
 @click.option("--listen", metavar="HOST:PORT", help="Address of the embedded broker "
               "(default: [broker] listen, 0.0.0.0:1883).")
+@click.option("--tls-listen", metavar="HOST:PORT|off", help="MQTT over TLS address of the embedded "
+              "broker (default: [broker] tls_listen, 0.0.0.0:8883, served once `wanwitness broker "
+              "tls init` has made its certificate).")
 @click.option("--prefix", metavar="PREFIX", help="Topic prefix (default: wanwitness).")
 @click.pass_obj
 def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
-            prefix: str | None) -> None:
+            tls_listen: str | None, prefix: str | None) -> None:
     """Receive the agents' records and keep them in the ledger (runs until Ctrl-C)."""
     from wanwitness.collector.agents import check_agent_password, list_agents
     from wanwitness.collector.loop import Collector
@@ -34,13 +42,16 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     prefix = checked(cfg._prefix, prefix, "--prefix") if prefix else conf.broker.prefix
     broker_url = checked(cfg._broker_url, broker, "--broker") if broker else conf.broker.url
     listen_at = checked(cfg._host_port, listen, "--listen") if listen else conf.broker.listen
+    tls_at = (checked(cfg._host_port_or_off, tls_listen, "--tls-listen") if tls_listen is not None
+              else conf.broker.tls_listen)
     setup_logging(conf.collector.log_level)
     store = obj.store(db)
     embedded = None
     username, password = conf.broker.username, conf.broker.password
     if not broker_url:
-        from wanwitness.broker.embedded import BrokerPortInUse, EmbeddedBroker
+        from wanwitness.broker.embedded import BrokerPortInUse, EmbeddedBroker, Limits, TlsListenError
         host, port = listen_at
+        tls = _tls_listener(conf, tls_at, explicit=tls_listen is not None)
         secret = secrets.token_urlsafe(24)
 
         def authenticate(user: str, pw: str) -> str | None:
@@ -48,13 +59,16 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
                 return "collector" if secrets.compare_digest(pw, secret) else None
             return "agent" if check_agent_password(store, user, pw) else None
 
-        embedded = EmbeddedBroker(host, port, authenticate, prefix=prefix)
+        limits = Limits(max_packet=conf.broker.max_packet, max_connections=conf.broker.max_connections)
+        embedded = EmbeddedBroker(host, port, authenticate, prefix=prefix, tls=tls, limits=limits)
         try:
             embedded.start()
         except BrokerPortInUse as e:
             raise UserError(f"{e}: choose a free port with --listen {e.free_alternative} "
                             f"(config: [broker] listen), or use that broker with --broker "
                             f"{e.connect_url}") from None
+        except TlsListenError as e:
+            raise UserError(f"{e} (--tls-listen, config: [broker] tls_listen)") from None
         except UserError as e:
             raise UserError(f"{e} (--listen, config: [broker] listen)") from None
         broker_url = f"mqtt://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
@@ -78,9 +92,16 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     n_agents = len(list_agents(store))
-    where = f"embedded broker on {embedded.url}" if embedded else f"broker {broker_url}"
+    if embedded:
+        where = "embedded broker listening on " + ", ".join(
+            f"{scheme}://{address}" for scheme, address in embedded.listening)
+    else:
+        where = f"broker {broker_url}"
     click.echo(f"wanwitness collector {__version__}: store {safe_url(store.url)}, {where}, "
                f"prefix {prefix!r}, {n_agents} agent(s) registered. Ctrl-C stops.", err=True)
+    if embedded:
+        for warning in plain_mqtt_warnings(embedded.listening, tls=embedded.tls is not None):
+            click.echo(warning, err=True)
     if n_agents == 0:
         click.echo("No agents yet: add one with `wanwitness agent add NAME`.", err=True)
     try:
@@ -95,3 +116,38 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             embedded.stop()
         click.echo(f"stopped: {collector.stored} record(s) stored, "
                    f"{collector.quarantined} quarantined this run.", err=True)
+
+
+def _tls_listener(conf: cfg.Config, tls_at: tuple[str, int] | None, *, explicit: bool) -> TlsListener | None:
+    """The embedded broker's TLS listener: where, and the certificate `broker tls init` made
+    (or [broker] tls_cert/tls_key name); None when it is "off" or there is no certificate."""
+    from wanwitness.broker.embedded import TlsListener
+    from wanwitness.broker.tls import configured_server
+    if tls_at is None:
+        return None
+    server = configured_server(conf.broker, conf.path)
+    if server is None:
+        if explicit:
+            raise UserError("--tls-listen: the broker has no certificate yet: run `wanwitness "
+                            "broker tls init` (or set [broker] tls_cert and tls_key)")
+        return None
+    return TlsListener(tls_at[0], tls_at[1], *server)
+
+
+def plain_mqtt_warnings(listening: list[tuple[str, str]], *, tls: bool) -> list[str]:
+    """A warning for every plain MQTT socket another machine can reach."""
+    advice = ("once every agent uses TLS, set [broker] listen = \"127.0.0.1:1883\"" if tls
+              else "use TLS: wanwitness broker tls init")
+    warnings = []
+    for scheme, address in listening:
+        host = address.rpartition(":")[0].strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        if scheme != "mqtt" or ip.is_loopback:
+            continue
+        where = f"{address} (every interface)" if ip.is_unspecified else address
+        warnings.append(f"WARNING: plain MQTT on {where}: agents' passwords and records cross the "
+                        f"network in clear; {advice}")
+    return warnings

@@ -32,6 +32,8 @@ def config_show(obj: Ctx) -> None:
                 value = "********"
             if isinstance(value, tuple):
                 value = f"{value[0]}:{value[1]}"
+            elif value is None:  # a listener that is "off"
+                value = "off"
             click.echo(f"{key} = {value!r}")
         click.echo()
 

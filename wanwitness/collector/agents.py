@@ -96,15 +96,20 @@ def check_agent_password(store: s.Store, name: str, password: str) -> bool:
 
 
 def board_config(name: str, password: str, *, broker_host: str, broker_port: int,
-                 tls: bool = False, prefix: str = "wanwitness", hb_s: int = DEFAULT_HB_S,
-                 wifi_ssid: str = "", wifi_password: str = "") -> dict[str, Any]:
-    """The agent's config.json (the agent fills anything missing with its defaults)."""
+                 tls: bool = False, ca: str | None = None, prefix: str = "wanwitness",
+                 hb_s: int = DEFAULT_HB_S, wifi_ssid: str = "",
+                 wifi_password: str = "") -> dict[str, Any]:
+    """The agent's config.json (the agent fills anything missing with its defaults).
+    ca: the broker's CA certificate as PEM text; with tls the agent trusts only it."""
+    broker: dict[str, Any] = {"host": broker_host, "port": broker_port, "user": name,
+                              "password": password, "tls": tls}
+    if ca is not None:
+        broker["ca"] = ca
     return {
         "id": name,
         "prefix": prefix,
         "wifi": {"ssid": wifi_ssid, "password": wifi_password},
-        "broker": {"host": broker_host, "port": broker_port, "user": name,
-                   "password": password, "tls": tls},
+        "broker": broker,
         "hb_s": hb_s,
         "probe": {"interval_s": 2, "gateway": None, "anchors": DEFAULT_ANCHORS,
                   "dns": DEFAULT_DNS},
