@@ -370,3 +370,31 @@ def test_the_agent_reports_over_tls_to_mosquitto_with_the_same_certificates(ww, 
     finally:
         d.stop()
         m.stop()
+
+
+@pytest.mark.integration
+def test_the_agent_on_its_board_refuses_the_embedded_broker_with_another_cas_certificate(
+        ww, tmp_path, demo, monkeypatch):
+    served = tls_init(ww, "--dir", str(tmp_path / "served"))
+    trusted = tls_init(ww, "--dir", str(tmp_path / "trusted"))  # another CA, made the same way
+    tls_port = free_port()
+    monkeypatch.setenv("WANWITNESS_BROKER_TLS_LISTEN", f"127.0.0.1:{tls_port}")
+    monkeypatch.setenv("WANWITNESS_BROKER_TLS_CERT", str(served.cert))
+    monkeypatch.setenv("WANWITNESS_BROKER_TLS_KEY", str(served.key))
+    d = demo()
+    d.setup()
+    tls_board(d, tls_port, trusted.ca_cert)
+    d.start_collector()
+    d.start_agent()
+    agent_log = d.workdir / "agent.log"
+    reason = ("mqtt: cannot connect: OSError: TLS: the broker's certificate is refused: "
+              "The certificate is not correctly signed by the trusted CA")
+    deadline = time.monotonic() + 60
+    while reason not in (agent_log.read_text() if agent_log.exists() else ""):
+        assert time.monotonic() < deadline, agent_log.read_text() if agent_log.exists() else "no agent log"
+        time.sleep(0.25)
+    time.sleep(5)  # a few more attempts
+    log = (d.workdir / "collector.log").read_text()
+    assert "agent demo online" not in log and "login" not in log.lower(), log  # no CONNECT came
+    assert "record 1 boot" in agent_log.read_text()  # it records on, into its outbox
+    assert d.counts() == (0, 0)
