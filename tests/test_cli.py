@@ -128,7 +128,9 @@ def test_broker_mosquitto_config_writes_files_for_every_agent(ww, tmp_path):
     passwd = (tmp_path / "mq" / "passwd").read_text()
     assert passwd.count("$7$") == 3  # two agents and the collector
     acl = (tmp_path / "mq" / "acl").read_text()
-    assert "pattern write wanwitness/%u/#" in acl and "pattern read wanwitness/%u/ack" in acl
+    writes = sorted(line for line in acl.splitlines() if line.startswith("pattern write"))
+    assert writes == [f"pattern write wanwitness/%u/{t}" for t in ("hb", "rec", "status")]
+    assert "pattern read wanwitness/%u/ack" in acl and "/%u/#" not in acl
 
 
 @pytest.mark.integration
@@ -229,3 +231,19 @@ def test_agent_revoke_tells_a_mosquitto_user_how_to_disconnect_it(ww, tmp_path):
     external = ww("agent", "revoke", "porch", "--db", db, env={"WANWITNESS_CONFIG": str(conf)})
     assert external.returncode == 0
     assert "wanwitness broker mosquitto-config" in external.stdout and "reload" in external.stdout
+
+
+def test_broker_limits_from_the_config_reach_the_mosquitto_config(ww, tmp_path):
+    db = f"sqlite:///{tmp_path}/w.db"
+    conf = tmp_path / "c.toml"
+    conf.write_text('[broker]\nlisten = "127.0.0.1:1884"\nmax_packet = 5000\nmax_connections = 10\n')
+    env = {"WANWITNESS_CONFIG": str(conf)}
+    proc = ww("broker", "mosquitto-config", "--db", db, "--out", str(tmp_path / "mq"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "mq" / "wanwitness.conf").read_text()
+    assert "max_packet_size 5000\n" in text and "listener 1884 127.0.0.1\n" in text
+    assert "max_connections 10\n" in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[broker]\nmax_packet = 10\n")
+    refused = ww("broker", "mosquitto-config", "--db", db, env={"WANWITNESS_CONFIG": str(bad)})
+    assert refused.returncode == 2 and "[broker] max_packet" in one_clear_line(refused)
