@@ -95,14 +95,15 @@ def corrupt_pages(path, tables: tuple[str, ...]) -> None:
             f.write(bytes([0x5A, 0xA5]) * (size // 2))
 
 
-def counts(db_url: str) -> tuple[dict[str, int], int, dict[str, int]]:
+def counts(db_url: str, *, verify: bool = False) -> tuple[dict[str, int], int, dict[str, int]]:
     st = open_store(db_url)
     with st.engine.connect() as c:
         per_agent = dict(c.execute(sa.select(s.records.c.agent, sa.func.count())
                                    .group_by(s.records.c.agent)).all())
         quarantined = c.execute(sa.select(sa.func.count()).select_from(s.quarantine)).scalar()
         acks = dict(c.execute(sa.select(s.agents.c.id, s.agents.c.ack_seq)).all())
-    assert ledger.verify(st).ok
+    if verify:  # only once the collector has stopped: a commit may land between its reads
+        assert ledger.verify(st).ok
     st.dispose()
     return per_agent, quarantined, acks
 
@@ -176,7 +177,7 @@ def test_a_corrupt_sqlite_file_stops_the_collector_and_nothing_is_acked(setup, t
     col.start()
     assert wait_for(lambda: counts(db_url)[0] == {"a1": 50, "a2": 50}), col.log_tail()
     assert col.stop() == 0
-    per_agent, quarantined, acks = counts(db_url)
+    per_agent, quarantined, acks = counts(db_url, verify=True)
     assert quarantined == 0 and acks == {"a1": 50, "a2": 50}
     assert "Traceback" not in col.log()
 
@@ -222,7 +223,7 @@ def test_a_read_only_or_lost_postgresql_is_retried_and_nothing_is_acked_meanwhil
         switch(read_only=False)
     assert wait_for(lambda: all(a.newest_ack() == 30 for a in agents), 60), col.log_tail()
     assert col.stop() == 0
-    per_agent, quarantined, acks = counts(db_url)
+    per_agent, quarantined, acks = counts(db_url, verify=True)
     assert per_agent == {"a1": 30, "a2": 30} and quarantined == 0
     assert acks == {"a1": 30, "a2": 30}
     log = col.log()
