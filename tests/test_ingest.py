@@ -176,6 +176,36 @@ def test_verify_detects_swapped_positions(chained):
     assert not r.ok and r.broken_pos == 2
 
 
+def test_verify_detects_a_record_added_without_its_link(chained):
+    with chained.engine.begin() as c:
+        row = c.execute(sa.select(s.records).where(s.records.c.seq == 10)).one()._asdict()
+        c.execute(s.records.insert().values({**row, "seq": 11, "pos": 11,
+                                             "body": row["body"].replace('"seq":10', '"seq":11')}))
+    r = ledger.verify(chained)
+    assert not r.ok and "1 record(s) are not in the ledger" in r.problem
+
+
+def test_verify_of_a_live_store_never_reports_it_broken(ing, store):
+    """verify while the collector commits: the chain grows under it, it is never broken."""
+    import threading
+    done = threading.Event()
+
+    def collect():
+        for i in range(150):
+            ing.ingest([Message(TOPIC, batch([2 * i + 1, 2 * i + 2]), 1000 + i)])
+        done.set()
+
+    writer = threading.Thread(target=collect)
+    writer.start()
+    results = []
+    while not done.is_set():
+        results.append(ledger.verify(store))
+    writer.join()
+    results.append(ledger.verify(store))
+    assert [r.problem for r in results if not r.ok] == []
+    assert len(results) > 1 and results[-1].count == 300
+
+
 def test_migrations_upgrade_a_version_1_store(tmp_path):
     """A store made by version 1 gets agents.max_seq filled in from its records."""
     import sqlalchemy as sa2

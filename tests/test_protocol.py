@@ -78,3 +78,15 @@ def test_an_outbox_id_is_8_lowercase_hex_digits(ob, shown):
         protocol.parse_heartbeat_ob(('{"boot":1,"t":5,"ob":' + ob + "}").encode())
     assert protocol.parse_heartbeat_ob(b'{"boot":1,"t":5,"ob":"0a1b2c3d"}') == (1, 5, "0a1b2c3d")
     assert protocol.parse_heartbeat_ob(b'{"boot":1,"t":5}') == (1, 5, "")
+
+
+def test_the_agents_sntp_bounds_are_the_collectors_utc_bounds():
+    """An SNTP answer the agent accepts must give records a utc the collector accepts, or
+    a broken time server would hold up every later record (tests/mpy/test_clock.py
+    checks the agent refuses answers outside them)."""
+    import re
+
+    from wanwitness.resources import agent_dir
+    source = (agent_dir() / "clock.py").read_text()
+    found = {name: int(value) for name, value in re.findall(r"^(UTC_MIN|UTC_MAX) = (\d+)$", source, re.M)}
+    assert found == {"UTC_MIN": protocol.UTC_MIN, "UTC_MAX": protocol.UTC_MAX}

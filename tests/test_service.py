@@ -352,6 +352,10 @@ def test_system_unit_settings(tmp_path):
                 "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6"}
     assert {k: one(unit, "Service", k) for k in expected} == expected
     assert "RestartSec" in s
+    # A corrupt store stops the collector with status 3 (collector/loop.py StoreCorrupt):
+    # restarting it every few seconds would only fill the journal.
+    from wanwitness.collector.loop import StoreCorrupt
+    assert one(unit, "Service", "RestartPreventExitStatus") == str(StoreCorrupt.exit_code) == "3"
     assert "ReadWritePaths" not in s  # StateDirectory= is the one writable place
     assert one(unit, "Unit", "After") == one(unit, "Unit", "Wants") == "network-online.target"
     assert one(unit, "Install", "WantedBy") == "multi-user.target"

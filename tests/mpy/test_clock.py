@@ -183,6 +183,10 @@ def test_sntp_rejections():
         ("stratum 16", reply(t2, t2, stratum=16)),
         ("leap indicator 3", reply(t2, t2, li=3)),
         ("transmit before receive", reply(t2, t2 - 5)),
+        # a router's clock after a power cut, and one far ahead: outside what the
+        # collector accepts as utc
+        ("server time outside 2020..2100", reply(946684800000, 946684800000)),
+        ("server time outside 2020..2100", reply(4102444800000, 4102444800000)),
     ]
     zero = reply(t2, t2)
     zero[40:48] = b"\x00" * 8
@@ -193,6 +197,9 @@ def test_sntp_rejections():
     # version 3 servers are accepted, a 68-byte reply (with a MAC) too
     clock.sntp_parse(reply(t2, t2, vn=3), 48, XMT, 0, 10)
     clock.sntp_parse(reply(t2, t2) + bytes(20), 68, XMT, 0, 10)
+    # the edges match the collector's bounds (wanwitness/collector/protocol.py)
+    assert (clock.UTC_MIN, clock.UTC_MAX) == (1577836800000, 4102444800000)
+    clock.sntp_parse(reply(1577836800000, 1577836800000), 48, XMT, 0, 10)
 
 
 def test_nonce_uses_utc_when_synced():

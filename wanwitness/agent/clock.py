@@ -16,6 +16,9 @@ from micropython import const
 from errno import EAGAIN as _EAGAIN
 from os import urandom
 
+# utc the collector accepts (docs/protocol.md "Bounds"): 2020-01-01 .. 2100-01-01 UTC
+UTC_MIN = 1577836800000
+UTC_MAX = 4102444800000
 _NTP_LEN = const(48)
 _NTP_PORT = const(123)
 _NTP_RX = const(68)                  # 48 + room for a key id and MAC we ignore
@@ -134,6 +137,10 @@ def sntp_parse(pkt, n, xmt, t1, t4):
     t3 = ntp_to_ms(pkt, 40)
     if t3 < t2:
         raise ValueError("transmit before receive")
+    if t3 < UTC_MIN or t3 >= UTC_MAX:
+        # A router serving 2000-01-01 after a power cut: records stamped with it would
+        # be refused by the collector (docs/protocol.md "Bounds") and hold up the rest.
+        raise ValueError("server time outside 2020..2100")
     offset = ((t2 - t1) + (t3 - t4)) // 2
     delay = (t4 - t1) - (t3 - t2)
     if delay < 0:  # ms rounding on a fast LAN

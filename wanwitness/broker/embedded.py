@@ -265,6 +265,12 @@ class _Frame(ReaderAdapter):
         if self.pos != len(self.body):
             raise _BadPacket(f"malformed {_PACKET_NAMES.get(self.packet_type, 'packet')}: "
                              f"{len(self.body) - self.pos} byte(s) after its end")
+        if self.packet_type == PUBLISH:
+            topic = getattr(packet.variable_header, "topic_name", None)
+            # [MQTT-4.7.3-1] not empty, [MQTT-3.3.2-2] no wildcards; and no `$` topics
+            # (reserved for the broker). amqtt would leave the loop without the will.
+            if not topic or "+" in topic or "#" in topic or topic.startswith("$") or "\0" in topic:
+                raise _BadPacket(f"PUBLISH to a topic a client may not publish to: {topic!r}")
         if self.packet_type in (SUBSCRIBE, UNSUBSCRIBE) and not getattr(packet.payload, "topics", None):
             # [MQTT-3.8.3-3], [MQTT-3.10.3-2]; amqtt also stops quietly at a topic cut short.
             raise _BadPacket(f"malformed {_PACKET_NAMES[self.packet_type]}: no complete topic filter")

@@ -73,7 +73,7 @@ def verify_rows(rows: Iterable[tuple]) -> VerifyResult:
     return VerifyResult(True, count, prev.hex())
 
 
-def _rows(conn: sa.Connection, batch: int = 5000) -> Iterator[tuple]:
+def _rows(conn: sa.Connection, upto: int | None = None, batch: int = 5000) -> Iterator[tuple]:
     L, R = s.ledger, s.records
     last = 0
     while True:
@@ -82,6 +82,8 @@ def _rows(conn: sa.Connection, batch: int = 5000) -> Iterator[tuple]:
              .select_from(L.outerjoin(R, sa.and_(R.c.agent == L.c.agent, R.c.seq == L.c.seq,
                                                  R.c.pos == L.c.pos)))
              .where(L.c.pos > last).order_by(L.c.pos).limit(batch))
+        if upto is not None:
+            q = q.where(L.c.pos <= upto)
         chunk = conn.execute(q).all()
         if not chunk:
             return
@@ -90,17 +92,24 @@ def _rows(conn: sa.Connection, batch: int = 5000) -> Iterator[tuple]:
 
 
 def verify(store: s.Store) -> VerifyResult:
+    # The head is read first and the chain walked up to it: a collector committing
+    # meanwhile only adds links after it (ingest writes records, links and the head in
+    # one transaction), so a live store never looks broken.
+    L, R = s.ledger, s.records
     with store.engine.connect() as conn:
-        result = verify_rows(_rows(conn))
+        head = conn.execute(sa.select(s.ledger_head.c.pos, s.ledger_head.c.hash)).first()
+        result = verify_rows(_rows(conn, head.pos if head is not None else None))
         if not result.ok:
             return result
-        head = conn.execute(sa.select(s.ledger_head.c.pos, s.ledger_head.c.hash)).first()
-        n_records = conn.execute(sa.select(sa.func.count()).select_from(s.records)).scalar_one()
+        # Records without their link, whenever they were written.
+        orphans = conn.execute(sa.select(sa.func.count()).select_from(
+            R.outerjoin(L, sa.and_(L.c.pos == R.c.pos, L.c.agent == R.c.agent, L.c.seq == R.c.seq)))
+            .where(L.c.pos.is_(None))).scalar_one()
     if head is not None and (head.pos != result.count or head.hash != result.head):
         return VerifyResult(False, result.count, result.head, result.count + 1,
                             f"the chain ends at link {result.count} but the head says link "
                             f"{head.pos}: links after {result.count} were deleted")
-    if n_records != result.count:
+    if orphans:
         return VerifyResult(False, result.count, result.head, None,
-                            f"{n_records - result.count} record(s) are not in the ledger")
+                            f"{orphans} record(s) are not in the ledger")
     return result

@@ -283,6 +283,8 @@ def render_unit(*, exe: Sequence[str], config: Path | None, user_mode: bool, dat
         f"ExecStart={_exec_line(argv)}",
         "Restart=on-failure",
         f"RestartSec={RESTART_SEC}s",
+        "# Exit status 3: the store is corrupt; restarting cannot help (the log says what to do).",
+        "RestartPreventExitStatus=3",
         "Environment=" + " ".join(_value(f"{k}={v}", "environment") for k, v in env.items()),
         f"SyslogIdentifier={SERVICE}",
         "UMask=0077",
