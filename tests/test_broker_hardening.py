@@ -8,9 +8,12 @@ writes, listener included.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,10 +21,12 @@ from pathlib import Path
 import pytest
 
 from testing.brokers import ConnectRefused, Mosquitto, MqttClient, free_port, raw_connect
+from testing.mpy import micropython, mpy_cross_exe
 from wanwitness.broker.embedded import EmbeddedBroker, Limits
 from wanwitness.broker.mosquitto import write_mosquitto_config
 from wanwitness.broker.passwords import check_password, hash_password, new_secret
 from wanwitness.broker.policy import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PACKET
+from wanwitness.resources import agent_dir
 
 PASSWORDS = {"collector": new_secret(), "a": new_secret(), "b": new_secret()}
 HASHES = {user: hash_password(pw) for user, pw in PASSWORDS.items()}
@@ -171,7 +176,7 @@ def malformed_inputs() -> list[tuple[str, bytes, bool]]:
     return out[:100]
 
 
-def test_a_flood_of_abandoned_and_malformed_connections_leaves_no_socket_behind():
+def test_a_flood_of_abandoned_and_malformed_connections_leaves_no_socket_behind(tmp_path):
     """1000 connect-and-close clients and 100 malformed packets: the broker's sockets are
     back at baseline within 15 s and an agent still connects and delivers."""
     # All from 127.0.0.1, the malformed ones left open together: no per-address limit here.
@@ -201,11 +206,25 @@ def test_a_flood_of_abandoned_and_malformed_connections_leaves_no_socket_behind(
             assert not not_closed, f"the broker kept these connections open: {sorted(set(not_closed))}"
             assert wait_until(lambda: server_sockets(broker.port) == baseline, 15), \
                 f"{server_sockets(broker.port)} broker-side sockets left (baseline {baseline})"
-            with login(broker, "a") as agent:
-                agent.publish("wanwitness/a/rec", b'{"after":"flood"}', qos=1)
-            assert col.get().payload == b'{"after":"flood"}'
+            # The agent's own MQTT client, on MicroPython, logs in and delivers.
+            out = agent_publishes_once(broker.port, tmp_path)
+            assert re.search(r"^EV puback .*ok=True", out, re.M), out
+            assert col.get().payload == b"m1"
     finally:
         broker.stop()
+
+
+def agent_publishes_once(port: int, tmp_path: Path) -> str:
+    """agent/mqtt.py on MicroPython (compiled, 64 KiB heap, as on the ESP32) logs in as
+    agent a and publishes one QoS 1 record; its event lines."""
+    probe = Path(__file__).parent / "mpy" / "mqtt_client_probe.py"
+    subprocess.run([mpy_cross_exe(), str(agent_dir() / "mqtt.py"), "-o", str(tmp_path / "mqtt.mpy")],
+                   check=True)
+    env = dict(os.environ, MICROPYPATH=f"{tmp_path}:{probe.parent}")
+    proc = subprocess.run([micropython(), "-X", "heapsize=64K", str(probe), "mode=pub1", f"port={port}",
+                           "id=ww-a", "user=a", f"pw={PASSWORDS['a']}", "topic=wanwitness/a/rec"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    return proc.stdout + proc.stderr
 
 
 def rss_kib() -> int:

@@ -3,7 +3,7 @@
 # reads its output: one event per line, "EV <name> key=value ...".
 #
 # usage: micropython mqtt_client_probe.py mode=<basic|reconnect|pub1|idle> port=N
-#        [id=...] [prefix=...] [ka=seconds] [retry=ms] [secs=N]
+#        [id=...] [prefix=...] [ka=seconds] [retry=ms] [secs=N] [user=... pw=...] [topic=...]
 #   basic      will + retained subscribe + QoS 1 publishes + heap figures, then idles
 #   reconnect  waits for the broker to vanish, publishes QoS 1 while it is gone, and
 #              reports the reconnect and the PUBACK
@@ -61,7 +61,8 @@ async def sampler():
 
 
 def make_client(will=None):
-    c = Probe("127.0.0.1", int(ARGS["port"]), ARGS["id"], None, None, int(ARGS["ka"]), will)
+    c = Probe("127.0.0.1", int(ARGS["port"]), ARGS["id"], ARGS.get("user"), ARGS.get("pw"),
+              int(ARGS["ka"]), will)
     c.retry_ms = int(ARGS["retry"])
     c.on_message = lambda t, m: ev("msg", "topic=" + t, "hex=" + "".join("%02x" % x for x in m))
     c.on_connect = lambda sp: ev("connected", "n=%d" % (c.connects), "sp=%d" % sp)
@@ -146,7 +147,7 @@ async def pub1():
     asyncio.create_task(c.run_forever())
     await c.wait_connected()
     t = ticks_ms()
-    ok = await c.publish("t/1", b"m1", 1, False, 20000)
+    ok = await c.publish(ARGS.get("topic", "t/1"), b"m1", 1, False, 20000)
     ev("puback", "ok=%s" % ok, "after_ms=%d" % ticks_diff(ticks_ms(), t), "connects=%d" % c.connects)
     ev("done")
 
