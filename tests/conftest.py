@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh store on SQLite and on the real PostgreSQL."""
+"""Shared fixtures: a fresh store on SQLite and on the real PostgreSQL; hypothesis profiles."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
 
 from testing.cli import Cli
 from wanwitness.store import open_store
@@ -14,6 +15,16 @@ from wanwitness.store import open_store
 # tests/mpy holds MicroPython scripts: tests/test_agent_mpy.py runs them under the
 # micropython binary; CPython must not import them.
 collect_ignore_glob = ["mpy/*"]
+
+# The fuzz tests (tests/test_fuzz_*.py): the suite runs the same examples every time
+# (derandomize), few enough to stay in the fast tier, and no example database (a run
+# depends on nothing left on this machine). `pytest --hypothesis-profile=fuzz` is a
+# campaign: 100 times the examples, new ones each run.
+_FUZZ_COMMON = {"deadline": None, "database": None,
+                "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+settings.register_profile("suite", max_examples=200, derandomize=True, **_FUZZ_COMMON)
+settings.register_profile("fuzz", max_examples=20000, derandomize=False, print_blob=True, **_FUZZ_COMMON)
+settings.load_profile("suite")  # the plugin's --hypothesis-profile, read later, overrides it
 
 PG_ADMIN_URL = os.environ.get("WANWITNESS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
