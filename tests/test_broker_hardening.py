@@ -8,6 +8,7 @@ writes, listener included.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from amqtt.contexts import Action
 
 from testing.brokers import ConnectRefused, Mosquitto, MqttClient, free_port, raw_connect
 from testing.mpy import micropython, mpy_cross_exe
@@ -479,3 +481,36 @@ def test_mosquitto_disconnects_a_revoked_agent_when_reloaded_with_regenerated_fi
             login(broker, "a")
     finally:
         broker.close()
+
+
+def test_no_message_is_lost_while_another_client_subscribes(embedded):
+    """amqtt routed a message over its live subscription table across an await (the ACL
+    check): a client subscribing or leaving meanwhile made it drop the message for the
+    remaining subscribers, though the agent had its PUBACK. Found by
+    tests/test_fuzz_broker.py under load; here an ACL check made slow opens the window."""
+    broker = embedded._broker
+    real = broker._topic_filtering
+    slow = threading.Event()
+    in_check = threading.Event()
+
+    async def filtering(session, topic, action):
+        if action == Action.RECEIVE and slow.is_set():
+            slow.clear()
+            in_check.set()
+            await asyncio.sleep(1)  # as if the ACL asked a busy database
+        return await real(session, topic, action)
+
+    broker._topic_filtering = filtering
+    with login(embedded, "collector", "col-1") as col1, login(embedded, "collector", "col-2") as col2:
+        col1.subscribe("wanwitness/+/rec", 1)
+        col2.subscribe("wanwitness/a/rec", 1)  # another filter: the next entry of the table
+        with login(embedded, "a") as agent:
+            slow.set()
+            agent.publish("wanwitness/a/rec", b"m1", qos=1)
+            assert in_check.wait(5)
+            # Meanwhile a client comes with a filter of its own.
+            with login(embedded, "collector", "col-3") as col3:
+                col3.subscribe("wanwitness/b/#", 1)
+                agent.publish("wanwitness/a/rec", b"m2", qos=1)
+                assert [col1.get(5).payload, col1.get(5).payload] == [b"m1", b"m2"]
+                assert [col2.get(5).payload, col2.get(5).payload] == [b"m1", b"m2"]

@@ -812,6 +812,28 @@ class _Broker(Broker):
                 qos = min(granted, retained.qos if retained.qos is not None else granted)
                 await handler.mqtt_publish(topic, retained.data, qos, retain=True)
 
+    async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
+        # amqtt walks its live subscription dict and lists across an await (the ACL
+        # check): a client subscribing or leaving meanwhile raised "dictionary changed
+        # size during iteration" and the message was lost for every subscriber (PUBACKed
+        # to the publisher all the same), wills included. Ours walks a snapshot.
+        broadcast = await self._broadcast_queue.get()
+        topic = broadcast["topic"]
+        targets = [(session, qos) for topic_filter, subscriptions in list(self._subscriptions.items())
+                   if self._matches(topic, topic_filter) for session, qos in list(subscriptions)]
+        for target_session, sub_qos in targets:
+            qos = broadcast.get("qos", sub_qos)
+            if not await self._topic_filtering(target_session, topic=topic, action=Action.RECEIVE):
+                continue
+            connected = target_session.transitions.state == "connected"
+            if not connected and not target_session.clean_session and qos in (QOS_1, 2):
+                await self._retain_broadcast_message(broadcast, qos, target_session)  # its offline queue
+                continue
+            handler = self._get_handler(target_session) if connected else None
+            if handler is not None:
+                running_tasks.append(asyncio.ensure_future(
+                    handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)))
+
     async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
         # Grant QoS 1 at most: our delivery guarantees are built on QoS 1.
         topic_filter, qos = subscription
