@@ -24,7 +24,16 @@ and `_Handler` below replace the parts that lose or leak messages:
   disconnects is dropped; ours routes it first;
 - a reconnect while the old connection still looks alive leaves the session marked
   offline; ours closes the old connection first;
-- subscriptions are granted QoS 1 at most.
+- subscriptions are granted QoS 1 at most;
+- a message is routed over amqtt's live subscription table across an await, so a client
+  subscribing meanwhile loses it for the others; ours routes over a snapshot;
+- packets are parsed straight off the socket: a malformed one leaves the connection
+  hanging out of step, a huge one is read into memory, and a client that leaves before
+  or during its CONNECT keeps its socket open (CLOSE-WAIT); ours reads each packet whole,
+  within a size and a time limit, and closes the connection on any breach;
+- no limits: ours caps connections (in all and per address), retained messages per
+  agent, and failed logins (back-off per address and user), and disconnects an agent
+  whose credentials were revoked.
 
 The broker keeps everything in memory: a restart forgets sessions, queues and retained messages.
 """
