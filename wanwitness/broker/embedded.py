@@ -1,7 +1,8 @@
 """The embedded MQTT broker: amqtt in a background thread, for installs without Mosquitto.
 
 Access control is ours: a login callback decides who is the collector and who is an
-agent, and an agent may only publish below `<prefix>/<id>/` and only read `<prefix>/<id>/ack`.
+agent, and an agent may only publish its `rec`, `hb` and `status` topics (policy.py) and
+only read `<prefix>/<id>/ack`.
 
 amqtt 0.12.1 alone is not fit for the collector's at-least-once delivery, so `_Broker`
 and `_Handler` below replace the parts that lose or leak messages:
