@@ -385,6 +385,84 @@ def test_power_led_off_switches_isp_down_to_local_down():
     eq(fold(r.recs), [("isp_down", t_of(3), 11345), ("local_down", 11345, None)])
 
 
+def test_a_retraction_names_the_rounds_that_contradicted_it():
+    r = Run()
+    r.rounds("ggggg")
+    r.led(10530, "internet", "off", now=11000)
+    out = r.rounds("ggg")
+    eq(out[0]["ev"]["contra"], [[t_of(6), "up"], [t_of(7), "up"], [t_of(8), "up"]])
+    r = Run()
+    r.rounds("ggggg")
+    r.led(10530, "internet", "off")
+    r.rounds("g")                           # 12 000, while the LED still said down
+    out = r.led(12500, "internet", "on")
+    eq((out[0]["retract"], out[0]["ev"]["contra"], out[0]["ev"]["led_back"]),
+       (True, [[12000, "up"]], ["internet", 12500]))
+
+
+# --- the router switched off: both LEDs dark, the access point gone -----------------
+
+def router_off(link_calls):
+    """Rounds good to 10 000; at 10 500 both LEDs go dark and (link_calls) the agent's
+    Wi-Fi goes with the access point; no round for 15 s; the router comes back at
+    25 500: the link first, a good round at 26 000 handled before the power LED's
+    report (an LED reports up to 1.5 s after its ms), the internet LED 8 s later."""
+    r = Run()
+    r.rounds("ggggg")
+    r.led(10500, "internet", "off", now=11900)
+    r.led(10500, "power", "off", now=11900)
+    if link_calls:
+        out = r.check(r.d.link(10600, False), 11900)
+        eq([(x["s"], x["at"], x["ev"]["by"], x["ev"]["confirmed"]) for x in out],
+           [("local_down", 10500, "led+link", True)])
+        eq(r.check(r.d.link(25700, True), 25700), [])
+    r.t = 24000
+    out = r.rounds("g")                     # 26 000: the router and the line are fine
+    out += r.led(25500, "power", "on", now=26500)
+    out += r.led(33500, "internet", "on", now=34000)
+    out += r.rounds("ggg")
+    return r, out
+
+
+def test_a_router_switched_off_is_local_down_until_its_power_led_comes_back():
+    for link_calls in (False, True):
+        r, out = router_off(link_calls)
+        eq([x.get("retract") for x in r.recs], [None] * len(r.recs), link_calls)
+        # (the internet LED's isp_down at the same ms is replaced at once: the
+        # collector's timeline keeps no zero-length piece of it)
+        eq([o for o in fold(r.recs) if o[1] != o[2]], [("local_down", 10500, 25500)], link_calls)
+        eq([x["s"] for x in out], ["up"], link_calls)
+        eq(out[0]["ev"]["by"], "led+probe")
+
+
+def test_losing_the_access_point_while_the_leds_are_lit_is_no_outage():
+    r = Run()
+    r.rounds("ggggg")
+    r.led(9000, "power", "on")
+    r.led(9000, "internet", "on")
+    eq(r.d.link(10500, False), [])          # our own Wi-Fi: blind, not down
+    eq(r.d.link(30500, True), [])
+    r.t = 30000
+    eq(r.rounds("gggg"), [])
+    eq(fold(r.recs), [])
+
+
+def test_the_access_point_lost_before_the_power_leds_report_confirms_it():
+    r = Run()
+    r.rounds("ggggg")
+    eq(r.d.link(10520, False), [])          # the link goes first ...
+    out = r.led(10500, "power", "off", now=11900)   # ... then the LED's report comes in
+    eq([(x["s"], x["at"], x["ev"].get("confirmed")) for x in out],
+       [("local_down", 10500, None), ("local_down", 10500, True)])
+    eq(out[1]["ev"]["link_down"], 10520)
+    # Confirmed: good rounds while the LED stays dark (a sensor fault?) end it the
+    # ordinary way, from the probes; nothing is retracted.
+    r.d.link(12000, True)
+    r.t = 12000
+    out = r.rounds("gg")
+    eq([(x["s"], x["at"], x.get("retract")) for x in out], [("up", 14000, None)])
+
+
 def test_alarm_led_and_unknown_roles():
     r = Run(led_roles={"los": "alarm", "lan": "info"})
     r.rounds("ggggg")

@@ -106,6 +106,7 @@ class App:
         self.outbox_error = None
         self.line = "up"
         self.net = Net(cfg.get("wifi.ssid"), cfg.get("wifi.password"))
+        self.net.on_change = self._link_changed
         self.ack_ev = asyncio.Event()
         self._sent_upto = 0
         self._sent_at = time.ticks_ms()  # a ticks value (read only once _sent_gen matches)
@@ -189,6 +190,13 @@ class App:
         for rec in records:
             self.record(rec)
             self.line = rec["s"]
+
+    def _link_changed(self, up):
+        # Our own Wi-Fi: evidence, never an ISP fault (docs/protocol.md, kind "link");
+        # with the power LED dark it confirms the router is off (detector.py).
+        t = self.clock.now()
+        self.record({"k": "link", "up": up})
+        self._states(self.detector.link(t, up))
 
     # -- MQTT callbacks -------------------------------------------------------------
 

@@ -66,6 +66,14 @@
 #   round begun after the LED's ms decides: good -> the outage ends at the LED's ms (one round, not up_rounds:
 #   LED and probe agree; if it came back before any round contradicted an unconfirmed
 #   outage, that outage stays, seen by the LED alone); bad -> the probes decide.
+#   Only rounds begun before the LED's ms contradict: its report comes up to a window
+#   after that ms, when a good round begun after it may already be in.
+# - A retraction names what contradicted it: ev.contra [[round ms, class], ...] and,
+#   if its LED came back after them, ev.led_back [role, ms].
+# LINK. link(t, up) is the board's own Wi-Fi. Down means no rounds (blind, never an
+# outage by itself); down while an unconfirmed local_down is open (power LED dark), or a
+# power LED going dark while it is down, confirms the local_down: ev.by "led+link".
+# An outage ends only on rounds begun after its `at`.
 from micropython import const
 
 UP = "up"
@@ -120,6 +128,9 @@ class Detector:
         self._led_end = None       # ms the current outage's LED came back (pending end)
         self._unconf = False       # opened by an LED, not yet confirmed by a probe
         self._contra = 0           # rounds that contradicted it so far
+        self._contra_t = []        # ... (ms, class) of each
+        self._link = True          # the board's Wi-Fi link (link())
+        self._link_down_t = None   # ms it was last lost
         self._prior = None         # (state, since, bound, by) before it, for a retraction
         self._isp_run = 0
         self._isp_best = 0
@@ -144,10 +155,51 @@ class Detector:
                 self._open_by_led(t, role, cls, out)
         elif s == cls:
             if self._unconf and self._contra:
-                self._retract(out)
+                self._led_back(t, role, out)
             else:
                 self._led_end = t
         return out
+
+    def _led_back(self, t, role, out):
+        # The LED of an unconfirmed outage came back after rounds that did not confirm
+        # it. Only a round begun while the LED still said "down" contradicts it: an LED
+        # report arrives up to a window after its ms, so rounds begun after the LED came
+        # back may already be in (the router is back, the line fine: they agree with it).
+        before = [c for c in self._contra_t if c[0] < t]
+        if before:
+            self._retract(out, led=(role, t))
+            return
+        after = [r for r in self._hist if r[_T] >= t]
+        if after and all(r[_C] == UP for r in after):
+            self._end(t, None, out, True)       # the LED saw it, and nothing contradicts it
+        else:
+            self._unconf = False                # the probes decide from here
+            self._led_end = t
+
+    # --- the agent's own link --------------------------------------------------------
+
+    def link(self, t, up):
+        # The board's Wi-Fi link went down or up at ms t -> state records. No link means
+        # no probe round: the agent is blind, which is never an ISP fault. But losing the
+        # access point while the "power" LED is dark says the router is off: that
+        # confirms a local_down the LED opened, so later rounds cannot retract it.
+        self._link = up
+        out = []
+        if not up:
+            self._link_down_t = t
+            if self.state == LOCAL and self._unconf:
+                self._confirm(out, "led+link")
+        return out
+
+    def _confirm(self, out, by):
+        self._unconf = False
+        self._led_end = None
+        ev = {"by": by, "confirmed": True}
+        if by != "led+link":
+            self._evidence(ev, len(self._hist) - 1)
+        else:
+            ev["link_down"] = self._link_down_t
+        out.append(self._rec(self.state, self.since, self._bound, ev))
 
     def _open_by_led(self, t, role, cls, out):
         if not self._unconf:
@@ -175,17 +227,25 @@ class Detector:
             for r in hist:          # rounds already seen after the LED's ms: all good
                 if r[_T] >= t:
                     self._contra += 1
-            if self._contra >= self.retract_rounds:
+                    self._contra_t.append((r[_T], r[_C]))
+            if cls == LOCAL and not self._link:
+                self._confirm(out, "led+link")  # the access point went with it
+            elif self._contra >= self.retract_rounds:
                 self._retract(out)
 
-    def _retract(self, out, s=None, ev=None):
+    def _retract(self, out, s=None, ev=None, led=None):
         # Withdraw the current outage: the line was `s` from its `at` on. Without s:
-        # an LED-opened outage that probes contradicted, back to the state before it.
+        # an LED-opened outage that probes contradicted, back to the state before it;
+        # the record names the contradicting rounds (their ms and class) and, when its
+        # LED came back after them, the LED (role, ms).
         restore = s is None
         by = "probe"
         if restore:
             s, psince, pbound, by = self._prior
-            ev = {"by": "probe", "rounds": self._contra}
+            ev = {"by": "probe", "rounds": self._contra,
+                  "contra": [list(c) for c in self._contra_t[:self.retract_rounds]]}
+            if led is not None:
+                ev["led_back"] = list(led)
         rec = self._rec(s, self.since, self._bound, ev)
         rec["retract"] = True
         out.append(rec)
@@ -245,13 +305,10 @@ class Detector:
         s = self.state
         if self._unconf:
             if cls in _CONFIRMS[s]:
-                self._unconf = False
-                self._led_end = None
-                ev = {"by": "led+probe", "confirmed": True}
-                self._evidence(ev, len(hist) - 1)
-                out.append(self._rec(s, self.since, self._bound, ev))
+                self._confirm(out, "led+probe")
             else:
                 self._contra += 1
+                self._contra_t.append((r[_T], cls))
                 if self._led_end is not None:
                     # The LED came back before any round contradicted it and the
                     # probes are fine now: a short outage only the LED saw.
@@ -304,6 +361,11 @@ class Detector:
                     self._retract(out, DEG, ev)
                     return
         k = self._tail((UP,))
+        # Only rounds begun after the outage did can end it: one an LED or the link
+        # opened and confirmed had no failed round, and the good rounds before it say
+        # nothing about now.
+        while k and hist[len(hist) - k][_T] < self.since:
+            k -= 1
         if k >= self.up_rounds and not (s == DEG and r[_LOSSY]):
             i = len(hist) - k
             while s == DEG and i > 0 and hist[i - 1][_LOSS] < self.degraded_loss_pct and \
@@ -458,6 +520,7 @@ class Detector:
         self._unconf = False
         self._led_end = None
         self._contra = 0
+        self._contra_t = []
         self._isp_run = 0           # all-failed rounds in a row during an isp_down
         self._isp_best = 0          # ... the longest such run
 

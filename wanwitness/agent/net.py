@@ -17,6 +17,7 @@ class Net:
         self.wlan = network.WLAN(network.STA_IF)
         self.changes = 0  # link up/down transitions, for stats
         self._was_up = False
+        self.on_change = None  # called with True/False at each link transition
 
     def up(self):
         try:
@@ -47,6 +48,8 @@ class Net:
                 self._was_up = now_up
                 # The console log (`wanwitness console`): events only, never per loop
                 print("wifi: up, gateway", self.gateway()) if now_up else print("wifi: down")
+                if self.on_change is not None:
+                    self.on_change(now_up)
             if now_up:
                 retry = 1000
                 await asyncio.sleep_ms(1000)

@@ -39,7 +39,7 @@ AGENT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 STATES = ("up", "isp_down", "dns_down", "degraded", "local_down")
 OUTAGE_STATES = STATES[1:]
 LED_STATES = ("off", "on", "blink")
-KINDS = ("boot", "state", "led", "probe", "stats", "clock", "gap", "error")
+KINDS = ("boot", "state", "led", "probe", "stats", "clock", "gap", "error", "link")
 
 
 class ProtocolError(ValueError):
@@ -287,6 +287,10 @@ def _check_record(rec: Any, path: str) -> None:
     elif kind == "error":
         _str(rec, "msg", path)
         _str(rec, "key", path, optional=True)
+    elif kind == "link":
+        _bool(rec, "up", path)
+        if "up" not in rec:
+            raise ProtocolError(f"{path}.up: missing")
     # stats and kinds this collector does not know are kept as they are.
 
 
