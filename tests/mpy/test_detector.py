@@ -239,6 +239,25 @@ def test_eighty_percent_loss_is_degraded():
         eq(r.d.state, "up")
 
 
+def test_eighty_percent_loss_is_called_within_fifteen_seconds():
+    # The CUSUM (detector.py "FAST DEGRADED"): over 20 seeds the median call comes 7
+    # rounds (14 s) after the onset; the window alone needed 13-17 rounds.
+    called = []
+    for seed in range(1, 21):
+        r = Run()
+        rand = Rand(seed)
+        lossy(r, rand, 0, 30)
+        n = 0
+        while n < 40 and not any(x["s"] == "degraded" for x in r.recs):
+            lossy(r, rand, 80, 1)
+            n += 1
+        called.append(n)
+        deg = [x for x in r.recs if x["s"] == "degraded"][0]
+        eq(t_of(31) <= deg["at"] <= t_of(34), True, "seed %d at %d" % (seed, deg["at"]))
+    called.sort()
+    eq(called[len(called) // 2] <= 7, True, called)
+
+
 def test_onset_dead_rounds_are_reclassified_degraded():
     # Seed 3 starts its lossy stretch with three dead rounds: isp_down at first, then
     # withdrawn in hindsight as the start of the degraded stretch.
