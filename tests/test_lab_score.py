@@ -89,6 +89,7 @@ def test_unknown_key_names_entry_and_keys():
     ("agent_power", "up", "agent_power must be set to on or off"),
     ("dns", True, "dns must be set to up or down"),
     ("wifi", "Down", "wifi must be set to up or down"),
+    ("power_led", "off", "power_led must be set to lit or dark, not 'off'"),
     ("broker", 0, "broker must be set to up or down"),
     ("collector", "restart", "collector must be set to up or down"),
     ("loss", 101, "loss must be an integer percentage 0..100, not 101"),
@@ -130,6 +131,8 @@ def test_no_op_entry():
 def test_left_faulty_at_the_end():
     m = err(sc([entry(10, "collector", "down")]))
     assert "leaves collector 'down' at the end (since entry 0)" in m and "'up'" in m
+    m = err(sc([entry(10, "power_led", "dark")]))
+    assert "leaves power_led 'dark' at the end (since entry 0)" in m and "back to 'lit'" in m
     assert "leaves loss 30" in err(sc([entry(10, "loss", 30)]))
 
 
@@ -169,10 +172,41 @@ def test_load_dir_duplicate_names(tmp_path):
 
 
 def test_shipped_scenarios_are_valid():
-    all_ = scn.load_dir(SCENARIOS)
-    assert len(all_) >= 12
+    all_ = scn.load_dir(SCENARIOS)  # every file, validated as `python -m bench.lab` would
+    assert len(all_) >= 23
     ci = scn.load_dir(SCENARIOS / "ci")
     assert sum(s.duration_s for s in ci) <= 330
+
+
+def shipped(name):
+    s = scn.load(SCENARIOS / f"{name}.json")
+    assert s.name == name
+    return [(x.cls, x.start_ms / 1000, x.end_ms / 1000) for x in scn.truth(s, s.planned_times_ms())]
+
+
+def test_shipped_router_and_own_chain_scenarios():
+    assert shipped("router-off-5s") == [("local_down", 20, 25)]
+    assert shipped("router-off-15s") == [("local_down", 20, 35)]
+    assert shipped("router-off-wan-down") == [("isp_down", 10, 20), ("local_down", 20, 35),
+                                              ("isp_down", 35, 50)]
+    # Our own chain's faults: any outage found in them is a false one.
+    assert shipped("wifi-alone-20s") == []
+    assert shipped("power-led-dark") == []
+    s = scn.load(SCENARIOS / "power-led-dark.json")
+    dark = scn.fault_spans(s, s.planned_times_ms(), 1_000_000)
+    assert [(f.cls, f.end_ms - f.start_ms) for f in dark] == [("power_led", 180_000)]
+
+
+def test_shipped_short_and_noisy_scenarios():
+    assert shipped("dns-only-5s") == [("dns_down", 20, 25)]
+    flaps = shipped("flapping-2s")
+    assert len(flaps) == 15 and {e - b for _, b, e in flaps} == {2}
+    assert flaps[0][1] == 10 and flaps[-1][2] == 68           # a minute of flapping
+    assert {flaps[i + 1][1] - flaps[i][2] for i in range(14)} == {2}
+    # The cut is the only truth: 30 % loss stays below degraded_loss_pct (50).
+    assert shipped("cut-3s-loss-30") == [("isp_down", 100, 103)]
+    s = scn.load(SCENARIOS / "cut-3s-loss-30.json")
+    assert [(e.at, e.value) for e in s.timeline if e.key == "loss"] == [(10, 30), (190, 0)]
 
 
 def test_cli_check_exit_2(tmp_path):
@@ -228,14 +262,17 @@ def test_truth_wan_beats_dns_beats_loss():
 def test_faults_make_no_truth():
     data = [entry(10, "wifi", "down"), entry(12, "collector", "down"),
             entry(14, "agent_power", "off"), entry(16, "broker", "down"),
+            entry(18, "power_led", "dark"),
             entry(20, "broker", "up"), entry(22, "agent_power", "on"),
-            entry(24, "collector", "up"), entry(26, "wifi", "up"), entry(30, "led_lag_s", 3)]
+            entry(24, "collector", "up"), entry(26, "wifi", "up"), entry(28, "power_led", "lit"),
+            entry(30, "led_lag_s", 3)]
     assert spans(data) == []
     s = scn.parse(sc(data, duration=200))
     f = scn.fault_spans(s, s.planned_times_ms(), 200_000)
     assert [(x.cls, x.start_ms, x.end_ms) for x in f] == [
         ("wifi", 10_000, 26_000), ("collector", 12_000, 24_000),
-        ("agent_power", 14_000, 22_000), ("broker", 16_000, 20_000)]
+        ("agent_power", 14_000, 22_000), ("broker", 16_000, 20_000),
+        ("power_led", 18_000, 28_000)]
 
 
 def test_truth_uses_actual_times():
@@ -269,7 +306,7 @@ def test_missed_and_false():
 
 def test_wrong_class_is_misclassified_not_false():
     r = score.score_found(T, [f("local_down", 12_000, 13_000)], {})
-    assert r["missed"] == 1 and r["false"] == 0
+    assert r["missed"] == 1 and r["false"] == 0 and r["misclassified"] == 1
     assert r["found"][0]["verdict"] == "misclassified"
 
 
@@ -325,7 +362,7 @@ def test_result_shape():
     res = score.result("s", T, [f("isp_down", 10_250, 21_500, 9)], {9: 12_000}, [1, 2, 3, 5],
                        [], 0, {"gatus": [(70_000, 200_000)], "docsight": [(12_000, 25_000)]})
     assert list(res) == ["scenario", "truth", "found", "matched", "missed", "false",
-                         "records_lost", "records_duplicated", "peers"]
+                         "misclassified", "records_lost", "records_duplicated", "peers"]
     assert res["records_lost"] == 1
     assert res["matched"] == [{"class": "isp_down", "start_err_s": 0.25, "end_err_s": 1.5,
                                "detect_latency_s": 2.0}]
@@ -411,6 +448,21 @@ def test_led_driver_lag_and_power(tmp_path):
     assert d.desired(113_000) == (True, True, False)
     d.set_lag(0)
     assert d.desired(110_000) == (True, True, False)
+
+
+def test_led_driver_power_led_sensor_fault(tmp_path):
+    from bench.lab.runner import LED_DARK, LED_STEADY, LedDriver
+    path = tmp_path / "control.json"
+    d = LedDriver(path, FakeLab())
+    d.set_power_led(False)  # the router works on: internet LED and Wi-Fi untouched
+    c = json.loads(path.read_text())
+    assert c["adc"]["35"] == LED_DARK and c["adc"]["34"]["pattern"] == "flicker"
+    assert c["wifi"] == "up"
+    assert [(w, v) for _, w, v in d.changes] == [("internet_led", "on"), ("power_led", "off"),
+                                                 ("board_wifi", "on")]
+    d.set_power_led(True)
+    assert json.loads(path.read_text())["adc"]["35"] == LED_STEADY
+    assert d.changes[-1][1:] == ("power_led", "on")
 
 
 def test_heartbeat_tap_parses_mqtt_publish():

@@ -26,11 +26,13 @@ from bench.lab.topology import (
     DNS_SERVER,
     GATEWAY,
     LOCK_DIR,
+    LOSS_SLOTS,
     SERVER,
     Lab,
     LabError,
     cleanup_stale,
     direction_loss,
+    drop_slots,
     netns_list,
 )
 
@@ -161,16 +163,40 @@ def test_wan_down_cuts_the_internet_only(lab):
     assert [e[1:] for e in lab.events[-2:]] == [("wan", False), ("wan", True)]
 
 
-def test_loss_is_random_and_roughly_as_set(lab):
+def predicted_lost(seed: int, pct: int, pings: int) -> list[int]:
+    """The icmp_seq numbers a ping stream loses: each nft rule counts its own packets."""
+    drop_out, drop_in = set(drop_slots(seed, pct, "out")), set(drop_slots(seed, pct, "in"))
+    n_in, lost = 0, []
+    for i in range(pings):
+        if i % LOSS_SLOTS in drop_out:
+            lost.append(i + 1)
+            continue
+        if n_in % LOSS_SLOTS in drop_in:
+            lost.append(i + 1)
+        n_in += 1
+    return lost
+
+
+def lost_seqs(lab: Lab, pings: int) -> list[int]:
+    out = lab.run("agent", ["ping", "-n", f"-c{pings}", "-i0.002", "-W1", ANCHORS[0]],
+                  capture_output=True, text=True).stdout
+    answered = {int(m) for m in re.findall(r"icmp_seq=(\d+)", out)}
+    return [i for i in range(1, pings + 1) if i not in answered]
+
+
+def test_loss_drops_the_seeded_packets_as_set(lab):
     assert round(direction_loss(30) * 10000) == 1633  # (1 - 0.1633)^2 = 0.70
     with pytest.raises(ValueError):
         lab.set_loss(101)
     lab.set_loss(30)
     assert lab.router_state()["loss"] == 30
-    out = lab.run("agent", ["ping", "-q", "-c200", "-i0.002", "-W1", ANCHORS[0]],
-                  capture_output=True, text=True).stdout
-    loss = float(re.search(r"([\d.]+)% packet loss", out)[1])
-    assert 15 <= loss <= 45, out
+    want = predicted_lost(lab.seed, 30, 200)
+    assert 15 <= len(want) / 2 <= 45
+    assert lost_seqs(lab, 200) == want
+    # Set again (the rules, and their counters, made afresh): the same packets again.
+    lab.set_loss(0)
+    lab.set_loss(30)
+    assert lost_seqs(lab, 200) == want
     # Only the WAN path: the LAN is untouched.
     out = lab.run("agent", ["ping", "-q", "-c100", "-i0.002", "-W1", GATEWAY],
                   capture_output=True, text=True).stdout

@@ -1,12 +1,16 @@
 """`python -m bench.lab`: the outage lab's command line (as root).
 
-    python -m bench.lab run SCENARIO.json [--json OUT] [--keep] [--workdir DIR]
-    python -m bench.lab suite DIR [--json OUT] [--markdown OUT]
+    python -m bench.lab run SCENARIO.json [--json OUT] [--keep] [--workdir DIR] [--seed N]
+    python -m bench.lab suite DIR [--json OUT] [--markdown OUT] [--seed N]
     python -m bench.lab check FILE_OR_DIR ...
 
 `run` plays one scenario and prints its result (JSON on stdout, or to --json OUT);
 `suite` runs every scenario in DIR, each in a fresh lab, and prints the table;
-`check` only validates scenario files. Exit status: 0 when the lab ran (whatever the
+`check` only validates scenario files. `--seed N` fixes the run's random choices (the
+probe phase the timeline starts at, the packets `loss` drops); without it a run picks
+a random seed. Every run logs its seed and stores it in its result (`seed`); a suite
+gives all its scenarios the same seed, so `run FILE --seed N` repeats one of them.
+Exit status: 0 when the lab ran (whatever the
 score), 2 for a bad scenario file or argument, 1 when the lab itself could not run,
 130 when interrupted. Namespaces, nftables rules and processes are removed in every
 case (see bench/lab/topology.py).
@@ -27,7 +31,7 @@ from wanwitness.errors import UserError
 from . import scenario as scn
 from . import score
 from .runner import DRAIN_TIMEOUT_S, SETTLE_S, Terminated, describe, log, run_scenario
-from .topology import LabError, cleanup_stale
+from .topology import LabError, cleanup_stale, new_seed
 
 
 def _write(path: Path | None, data) -> None:
@@ -42,7 +46,7 @@ def _write(path: Path | None, data) -> None:
 def cmd_run(args) -> int:
     sc = scn.load(args.scenario)
     res = run_scenario(sc, workdir=args.workdir, keep=args.keep, settle_s=args.settle,
-                       drain_timeout_s=args.drain_timeout)
+                       drain_timeout_s=args.drain_timeout, seed=args.seed)
     print(describe(res), file=sys.stderr)
     _write(args.json_out, res)
     return 0
@@ -56,29 +60,31 @@ def cmd_suite(args) -> int:
         if not scenarios:
             raise UserError(f"--only {args.only}: no such scenario in {args.directory}")
     total = sum(s.duration_s for s in scenarios)
+    seed = new_seed() if args.seed is None else args.seed
     log(f"suite: {len(scenarios)} scenario(s), {total / 60:.0f} min of timelines "
-        "(plus set-up and delivery)")
+        f"(plus set-up and delivery), seed {seed}")
     results, failed = [], []
     started = time.monotonic()
     for sc in scenarios:
         try:
             res = run_scenario(sc, keep=args.keep, settle_s=args.settle,
-                               drain_timeout_s=args.drain_timeout)
+                               drain_timeout_s=args.drain_timeout, seed=seed)
         except LabError as e:
             log(f"suite: {sc.name}: the lab could not run: {e}")
-            failed.append({"scenario": sc.name, "error": str(e)})
+            failed.append({"scenario": sc.name, "seed": seed, "error": str(e)})
             continue
         print(describe(res), file=sys.stderr)
         results.append(res)
         if args.json_out:  # partial results survive an interrupted suite
-            _write(args.json_out, {"results": results, "failed": failed,
+            _write(args.json_out, {"seed": seed, "results": results, "failed": failed,
                                    "summary": score.summarize(results)})
     summary = score.summarize(results)
     text = score.table(summary)
     print(text)
-    log(f"suite: done in {(time.monotonic() - started) / 60:.1f} min")
+    log(f"suite: done in {(time.monotonic() - started) / 60:.1f} min (seed {seed})")
     if args.json_out:
-        _write(args.json_out, {"results": results, "failed": failed, "summary": summary})
+        _write(args.json_out, {"seed": seed, "results": results, "failed": failed,
+                               "summary": summary})
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(text + "\n")
@@ -93,6 +99,16 @@ def cmd_check(args) -> int:
             print(f"{sc.path}: ok ({sc.name}, {sc.duration_s:g} s, {len(sc.timeline)} entries, "
                   f"truth {[(s.cls, s.start_ms / 1000, s.end_ms / 1000) for s in scn.truth(sc, sc.planned_times_ms())]})")
     return 0
+
+
+def seed_arg(text: str) -> int:
+    """--seed: a whole number 0..2**63-1 (argparse turns the ValueError into exit 2)."""
+    if not text.strip().isdigit() or int(text) >= 1 << 63:
+        raise ValueError(text)
+    return int(text)
+
+
+seed_arg.__name__ = "seed (a whole number >= 0)"  # argparse's error names the type
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT_S,
                        help=f"seconds to wait for the agent to deliver after the timeline "
                             f"(default {DRAIN_TIMEOUT_S:g})")
+        p.add_argument("--seed", type=seed_arg, metavar="N",
+                       help="seed for the lab's random choices (probe phase, which packets "
+                            "loss drops); default: a random one, printed")
 
     p = sub.add_parser("run", help="run one scenario")
     p.add_argument("scenario", type=Path)

@@ -1,6 +1,6 @@
 """Run one outage-lab scenario end to end and score it.
 
-    python -m bench.lab run bench/scenarios/cut-10s.json [--json OUT] [--keep]
+    python -m bench.lab run bench/scenarios/cut-10s.json [--json OUT] [--keep] [--seed N]
 
 What a run does (every process in a lab namespace, every address RFC 5737):
 
@@ -22,6 +22,13 @@ What a run does (every process in a lab namespace, every address RFC 5737):
    seen blinking), let it settle (settle_s plus a random part of one probe interval,
    so that the timeline starts at a random phase of the agent's probe rounds), then
    play the timeline in real time.
+
+The run's random choices, that phase and the packets `loss` drops (topology.drop_slots),
+come from its seed (`--seed N`; without it a random one): the run logs it when it
+starts and stores it in its result (`seed`), so a result can be reproduced with the
+same seed. The phase is then the same to the microsecond, and the n-th packet through
+the WAN each way is dropped or not alike; which packet is n-th can still differ
+between runs when the agent's and the peers' packets interleave differently.
 7. After duration_s, wait for the agent to deliver: every seq up to the highest
    stored one committed (agents.ack_seq = max_seq), and a heartbeat sent after that
    saying q = 0 and s = up. Heartbeats are not stored, so the lab reads them off the
@@ -37,6 +44,7 @@ The switches:
 | wan, loss, dns | Lab.set_wan / set_loss / set_dns; truth times are when the command returned |
 | router | Lab.set_router; the board's control file gets "wifi": "down" (the access point is the router) and both LEDs go dark at once; on: power LED at once, internet LED after the lag |
 | wifi | down: control file "wifi": "down" first, then Lab.set_wifi(False); up: the link first, then the control file |
+| power_led | dark: the power LED (GPIO 35) reads dark while the router, its Wi-Fi and the line work on (a sensor fault); lit: back to the router's state |
 | broker | only with an external Mosquitto (started for scenarios that use the key): down = SIGKILL Mosquitto (a crash: sessions, queued messages and retained acks since its start are gone); up = start it again on the same config |
 | collector | down = SIGKILL the collector's process group (with the embedded broker, the broker goes with it); up = start it again on the same store |
 | agent_power | off = SIGKILL the board's supervisor and the MicroPython process (the power is gone, nothing restarts it); on = start `wanwitness agent run --virtual` again on the same flash image and state file (the boot says PWRON_RESET) |
@@ -45,7 +53,8 @@ The switches:
 The router's LEDs (`LedDriver`): the internet LED (GPIO 34) flickers with activity
 (5 pulses a second, wanwitness.demo.LED_ACTIVE) while the router is on and its WAN was
 up `led_lag_s` ago, and is dark (LED_DARK) otherwise; the power LED (GPIO 35) is
-steadily lit while the router is on. Loss and DNS do not change them.
+steadily lit while the router is on and the `power_led` switch is lit. Loss and DNS do
+not change them.
 """
 
 from __future__ import annotations
@@ -74,7 +83,7 @@ from wanwitness.errors import UserError
 
 from . import scenario as scn
 from . import score
-from .topology import AGENT, GATEWAY, IF_SERVER, REPO, SERVER, Lab, LabError, now_ms
+from .topology import AGENT, GATEWAY, IF_SERVER, REPO, SERVER, Lab, LabError, new_seed, now_ms
 
 AGENT_ID = "lab"
 BROKER_PORT = 1883
@@ -106,6 +115,11 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def probe_phase(seed: int, interval_s: float) -> float:
+    """Seconds (0..interval_s) the timeline starts after the settling time, by the seed."""
+    return random.Random(f"wwlab-phase-{seed}").uniform(0, interval_s)
+
+
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -126,6 +140,7 @@ class LedDriver:
         self.lab = lab
         self.lag_s = lag_s
         self.wifi_switch = True            # the board's own link (the `wifi` key)
+        self.power_led_switch = True       # the power LED's sensor (the `power_led` key)
         self.power = True
         self._wan: list[tuple[int, bool]] = [(0, True)]   # (ms, router on and WAN up)
         self._lock = threading.RLock()
@@ -161,6 +176,11 @@ class LedDriver:
             self.wifi_switch = up
             self.apply()
 
+    def set_power_led(self, lit: bool) -> None:
+        with self._lock:
+            self.power_led_switch = lit
+            self.apply()
+
     def _wan_at(self, t_ms: float) -> bool:
         value = True
         for t, v in self._wan:
@@ -172,7 +192,7 @@ class LedDriver:
 
     def desired(self, now: int) -> tuple[bool, bool, bool]:
         internet = self.power and self._wan_at(now - self.lag_s * 1000)
-        return internet, self.power, self.wifi_switch and self.power
+        return internet, self.power and self.power_led_switch, self.wifi_switch and self.power
 
     def apply(self) -> None:
         with self._lock:
@@ -296,8 +316,9 @@ class Run:
     """One scenario in one lab: start(), play(), drain(), stop(), collect()."""
 
     def __init__(self, sc: scn.Scenario, workdir: Path, *, settle_s: float = SETTLE_S,
-                 drain_timeout_s: float = DRAIN_TIMEOUT_S):
+                 drain_timeout_s: float = DRAIN_TIMEOUT_S, seed: int | None = None):
         self.sc = sc
+        self.seed = new_seed() if seed is None else seed
         self.dir = workdir
         self.settle_s = settle_s
         self.drain_timeout_s = drain_timeout_s
@@ -310,7 +331,7 @@ class Run:
         self.peers_json = workdir / "peers.json"
         self.mosquitto_dir = workdir / "mosquitto"
         self.external_broker = sc.uses("broker")
-        self.lab = Lab(logdir=workdir / "lab")
+        self.lab = Lab(logdir=workdir / "lab", seed=self.seed)
         self.env = _child_env()
         self.collector: subprocess.Popen | None = None
         self.mosquitto: subprocess.Popen | None = None
@@ -476,7 +497,7 @@ class Run:
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        log(f"{self.sc.name}: building the lab; work directory {self.dir}")
+        log(f"{self.sc.name}: seed {self.seed}; building the lab; work directory {self.dir}")
         self.lab.up()
         self.setup_files()
         self.tap = HeartbeatTap(self.lab.ns["server"])
@@ -497,7 +518,7 @@ class Run:
         # The agent's probe rounds tick every interval_s from its boot; without a random
         # offset every scenario would start at nearly the same phase of that tick, and
         # the probe-timed errors would all be the same fraction of an interval.
-        self.phase_s = random.uniform(0, self.probe_interval_s)
+        self.phase_s = probe_phase(self.seed, self.probe_interval_s)
         log(f"{self.sc.name}: agent online; settling {self.settle_s + self.phase_s:.2f} s")
         time.sleep(self.settle_s + self.phase_s)
 
@@ -557,6 +578,9 @@ class Run:
             else:
                 t = lab.set_wifi(True)
                 leds.set_wifi(True)
+        elif k == "power_led":
+            leds.set_power_led(v == "lit")
+            t = now_ms()
         elif k == "led_lag_s":
             leds.set_lag(float(v))
             t = now_ms()
@@ -715,6 +739,7 @@ class Run:
         res = score.result(self.sc.name, truth, found, {r.seq: r.recv_ms for r in recs},
                            [r.seq for r in recs], [(g.first, g.last) for g in gaps],
                            int(conflicts), peers)
+        res["seed"] = self.seed
         extras = {
             "t0": self.t0_ms, "applied": [
                 {"at": e.at, "set": e.key, "to": e.value, "ms": t, "offset_s": (t - self.t0_ms) / 1000}
@@ -753,9 +778,10 @@ def check_tools() -> None:
 
 
 def run_scenario(sc: scn.Scenario, *, workdir: Path | None = None, keep: bool = False,
-                 settle_s: float = SETTLE_S,
-                 drain_timeout_s: float = DRAIN_TIMEOUT_S) -> dict[str, Any]:
-    """Run one validated scenario in a fresh lab; the scored result (score.result's shape).
+                 settle_s: float = SETTLE_S, drain_timeout_s: float = DRAIN_TIMEOUT_S,
+                 seed: int | None = None) -> dict[str, Any]:
+    """Run one validated scenario in a fresh lab; the scored result (score.result's shape,
+    plus `seed`: the seed it ran with, a random one if none was given).
 
     Raises LabError (or UserError) when the lab itself could not run.
     """
@@ -764,7 +790,7 @@ def run_scenario(sc: scn.Scenario, *, workdir: Path | None = None, keep: bool = 
     wd = Path(tempfile.mkdtemp(prefix=f"wwlab-{re.sub(r'[^a-z0-9-]', '', sc.name.lower())[:20]}-")) \
         if workdir is None else Path(workdir)
     wd = wd.resolve()
-    run = Run(sc, wd, settle_s=settle_s, drain_timeout_s=drain_timeout_s)
+    run = Run(sc, wd, settle_s=settle_s, drain_timeout_s=drain_timeout_s, seed=seed)
     ok = interrupted = False
     try:
         run.start()
@@ -782,12 +808,14 @@ def run_scenario(sc: scn.Scenario, *, workdir: Path | None = None, keep: bool = 
         if made and (ok or interrupted) and not keep:
             shutil.rmtree(wd, ignore_errors=True)
         elif not ok and not interrupted:
-            log(f"{sc.name}: the run failed; its files are in {wd}")
+            log(f"{sc.name}: the run (seed {run.seed}) failed; its files are in {wd}")
 
 
 def describe(res: dict[str, Any]) -> str:
-    lines = [f"scenario {res['scenario']}: {len(res['truth'])} true outage(s), "
-             f"{len(res['found'])} found, {res['missed']} missed, {res['false']} false, "
+    lines = [f"scenario {res['scenario']} (seed {res.get('seed', '?')}): "
+             f"{len(res['truth'])} true outage(s), {len(res['found'])} found, "
+             f"{res['missed']} missed, {res['false']} false, "
+             f"{res.get('misclassified', 0)} misclassified, "
              f"records lost {res['records_lost']}, duplicated {res['records_duplicated']}"]
     for m in res["matched"]:
         lines.append(f"  {m['class']:<10} start {m['start_err_s']:+} s  end "

@@ -10,8 +10,8 @@ A scenario is a JSON object:
 `at` is seconds from the start of the scenario (after the agent has settled);
 entries run in file order, and their `at` may not go backwards (equal is allowed:
 the entries are applied one after another, in file order). Every switch must be back
-at its normal value by the end (wan up, loss 0, dns up, router on, wifi up, broker up,
-collector up, agent_power on), so that every true outage has an end and the agent can
+at its normal value by the end (wan up, loss 0, dns up, router on, wifi up, power_led
+lit, broker up, collector up, agent_power on), so that every true outage has an end and the agent can
 deliver everything before the lab scores it.
 
 Keys (what the runner does with them is in bench/lab/runner.py):
@@ -23,6 +23,7 @@ Keys (what the runner does with them is in bench/lab/runner.py):
 | dns         | up, down      | up     |
 | router      | on, off       | on     |
 | wifi        | up, down      | up     |
+| power_led   | lit, dark     | lit    |
 | broker      | up, down      | up     |
 | collector   | up, down      | up     |
 | agent_power | on, off       | on     |
@@ -39,9 +40,11 @@ Ground truth (`truth()`): at every moment the line is in the first of these that
 so router off wins over wan down, which wins over dns down, which wins over loss (the
 agent's own order of severity). Each maximal run of one class other than `up` is one
 true outage; a class change in the middle (wan down, then the router off and on again)
-splits it into consecutive outages. wifi, broker, collector and agent_power are
-faults of our own chain, not of the line: they make no truth, and an outage found
-during them that overlaps no true outage is a false one.
+splits it into consecutive outages. wifi, power_led, broker, collector and agent_power
+are faults of our own chain, not of the line: they make no truth, and an outage found
+during them that overlaps no true outage is a false one. (power_led dark is a sensor
+fault: the router's power LED, or the agent's sensor on it, goes dark while the router
+and the line work on.)
 
 Every problem is a `UserError` naming the file and the entry, raised before the lab
 builds anything.
@@ -62,21 +65,24 @@ REPO = Path(__file__).resolve().parents[2]
 
 ONOFF = ("on", "off")
 UPDOWN = ("up", "down")
+LITDARK = ("lit", "dark")
 KEYS: dict[str, tuple[str, ...] | str] = {
     "wan": UPDOWN,
     "loss": "percent",
     "dns": UPDOWN,
     "router": ONOFF,
     "wifi": UPDOWN,
+    "power_led": LITDARK,
     "broker": UPDOWN,
     "collector": UPDOWN,
     "agent_power": ONOFF,
     "led_lag_s": "seconds",
 }
 NORMAL: dict[str, Any] = {"wan": "up", "loss": 0, "dns": "up", "router": "on", "wifi": "up",
-                          "broker": "up", "collector": "up", "agent_power": "on"}
+                          "power_led": "lit", "broker": "up", "collector": "up",
+                          "agent_power": "on"}
 # Switches of our own chain: no outage may be reported for them, no record lost.
-FAULT_KEYS = ("wifi", "broker", "collector", "agent_power")
+FAULT_KEYS = ("wifi", "power_led", "broker", "collector", "agent_power")
 LINE_CLASSES = ("local_down", "isp_down", "dns_down", "degraded")
 MAX_LED_LAG_S = 600
 DEFAULT_LED_LAG_S = 0.2
@@ -332,7 +338,8 @@ def truth(sc: Scenario, times_ms: list[int]) -> list[Span]:
 
 
 def fault_spans(sc: Scenario, times_ms: list[int], end_ms: int) -> list[Span]:
-    """Spans of our own chain's faults (wifi down, broker/collector down, agent off)."""
+    """Spans of our own chain's faults (wifi down, power LED dark, broker/collector down,
+    agent off)."""
     spans: list[Span] = []
     opened: dict[str, int] = {}
     for e, t in zip(sc.timeline, times_ms):

@@ -91,7 +91,8 @@ def score_found(truth: Sequence[dict[str, Any]], found: Sequence[dict[str, Any]]
 
     truth: [{"class", "start_ms", "end_ms"}]; found: [{"class", "start_ms", "end_ms"
     (None: open), "open_seq"}]; recv_ms: seq -> when the collector received it.
-    Returns {"matched": [...], "missed": n, "false": n, "found": [found + verdict]}.
+    Returns {"matched": [...], "missed": n, "false": n, "misclassified": n,
+    "found": [found + verdict]}.
     """
     owner: list[int | None] = []
     for f in found:
@@ -122,7 +123,7 @@ def score_found(truth: Sequence[dict[str, Any]], found: Sequence[dict[str, Any]]
             "detect_latency_s": None if recv is None else _sec(recv - t["start_ms"]),
             "pieces": len(pieces),
         })
-    false = 0
+    false = misclassified = 0
     verdicts = []
     for f, o in zip(found, owner):
         if o is not None:
@@ -130,11 +131,13 @@ def score_found(truth: Sequence[dict[str, Any]], found: Sequence[dict[str, Any]]
         elif any(overlaps(f["start_ms"], f["end_ms"], t["start_ms"], t["end_ms"])
                  for t in truth):
             verdict = "misclassified"
+            misclassified += 1
         else:
             verdict = "false"
             false += 1
         verdicts.append(dict(f, verdict=verdict))
-    return {"matched": matched, "missed": missed, "false": false, "found": verdicts}
+    return {"matched": matched, "missed": missed, "false": false,
+            "misclassified": misclassified, "found": verdicts}
 
 
 def records_lost(seqs: Iterable[int], gaps: Iterable[tuple[int, int]]) -> int:
@@ -240,6 +243,7 @@ def result(scenario: str, truth: Sequence[dict[str, Any]], found: Sequence[dict[
                     for m in ours["matched"]],
         "missed": ours["missed"],
         "false": ours["false"],
+        "misclassified": ours["misclassified"],
         "records_lost": records_lost(seqs, gaps),
         "records_duplicated": conflicts,
         "peers": peer_scores,
@@ -274,6 +278,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "truth": n_truth, "found": sum(len(r["found"]) for r in rs),
             "recall": None if not n_truth else round(len(matched) / n_truth, 3),
             "missed": sum(r["missed"] for r in rs), "false": sum(r["false"] for r in rs),
+            "misclassified": sum(r.get("misclassified", 0) for r in rs),
             "start_median": median(start), "start_p95": p95(start),
             "end_median": median(end), "end_p95": p95(end),
             "latency_median": median(lat), "latency_p95": p95(lat),
@@ -295,12 +300,12 @@ def _f(v: float | None, digits: int = 2) -> str:
 def table(summary: dict[str, Any]) -> str:
     """Two Markdown tables: ours, then the peers', per scenario and overall."""
     rows = list(summary["scenarios"].items()) + [("**overall**", summary["overall"])]
-    out = ["| scenario | truth | recall | false | start err med / p95 (s) | "
+    out = ["| scenario | truth | recall | false | misclassified | start err med / p95 (s) | "
            "end err med / p95 (s) | detection med / p95 (s) | lost | dup |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, f in rows:
         recall = "-" if f["recall"] is None else f"{f['recall']:.0%}"
-        out.append(f"| {name} | {f['truth']} | {recall} | {f['false']} | "
+        out.append(f"| {name} | {f['truth']} | {recall} | {f['false']} | {f['misclassified']} | "
                    f"{_f(f['start_median'])} / {_f(f['start_p95'])} | "
                    f"{_f(f['end_median'])} / {_f(f['end_p95'])} | "
                    f"{_f(f['latency_median'])} / {_f(f['latency_p95'])} | "

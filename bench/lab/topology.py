@@ -23,7 +23,7 @@ is at most that much earlier):
 | switch | what it does | what a probe from the agent sees |
 |---|---|---|
 | set_wan(False) | router nft (inet wwlab): drop all iif/oif wan0 (forward, input, output) | anchors and DNS time out; gateway, server fine |
-| set_loss(N) | router nft: `numgen random mod 10000 < K drop` on iif and oif wan0, K per direction so that N % of round trips fail | N % of anchor/DNS probes lost; LAN clean |
+| set_loss(N) | router nft: `numgen inc mod 10000 @drop_in drop` on iif wan0 (`@drop_out` on oif), each set K slots of 10000 chosen by the lab's seed, K per direction so that N % of round trips fail | N % of anchor/DNS probes lost; whether the n-th packet each way is dropped depends on the seed alone; LAN clean |
 | set_dns(False) | isp nft: drop udp/tcp dport 53 to 198.51.100.53 | DNS times out; anchors answer |
 | set_router(False) | router: br-lan, wifi0, lan1, wan0 set down (routes through wan0 go with it) | nothing answers, not even the gateway |
 | set_router(True) | links up, default route back, agent/server ARP caches flushed | all back at once |
@@ -50,6 +50,7 @@ import atexit
 import fcntl
 import math
 import os
+import random
 import re
 import secrets
 import select
@@ -97,6 +98,10 @@ IF_UPLINK = "up0"       # isp side of the WAN link
 IF_SERVER = "eth0"
 
 NFT_TABLE = "wwlab"     # the one nftables table (family inet) in the router and isp namespaces
+# Loss drops the packets whose number (counted per rule, per direction, from the rule's
+# creation) falls in a seeded set of slots of this cycle: the same seed drops the same
+# packets, where the kernel's `numgen random` could not be seeded.
+LOSS_SLOTS = 10000
 READY_TIMEOUT_S = 10
 
 
@@ -116,6 +121,41 @@ def direction_loss(pct: int) -> float:
     figure, the one the agent measures (its degraded_loss_pct).
     """
     return 1 - math.sqrt(1 - pct / 100)
+
+
+def new_seed() -> int:
+    """A fresh seed for a run that was given none (printed, so it can be given next time)."""
+    return secrets.randbelow(1_000_000)
+
+
+def drop_slots(seed: int, pct: int, direction: str) -> list[int]:
+    """The packet slots (0..LOSS_SLOTS-1, sorted) dropped in one direction at `pct` % loss.
+
+    round(direction_loss(pct) * LOSS_SLOTS) of them, chosen by an RNG seeded with the seed,
+    the percentage and the direction ("in" or "out"), so the two directions drop
+    independently and a given seed and percentage always give the same slots (a str seed
+    is hashed with SHA-512: no PYTHONHASHSEED in it).
+    """
+    k = round(direction_loss(pct) * LOSS_SLOTS)
+    rng = random.Random(f"wwlab-loss-{seed}-{pct}-{direction}")
+    return sorted(rng.sample(range(LOSS_SLOTS), k))
+
+
+def loss_rules(seed: int, pct: int) -> tuple[dict[str, list[int]], str, str]:
+    """nftables for `pct` % seeded loss: the named sets of drop slots, and the rule tails
+    for packets in through the WAN and out through it."""
+    sets: dict[str, list[int]] = {}
+    tails = []
+    for d in ("in", "out"):
+        slots = drop_slots(seed, pct, d)
+        if len(slots) == LOSS_SLOTS:
+            tails.append("drop")
+        elif slots:
+            sets[f"drop_{d}"] = slots
+            tails.append(f"numgen inc mod {LOSS_SLOTS} @drop_{d} drop")
+        else:
+            tails.append("")
+    return sets, tails[0], tails[1]
 
 
 # -- small helpers -------------------------------------------------------------------
@@ -294,8 +334,10 @@ class Lab:
     (their links, routes and nftables tables go with them).
     """
 
-    def __init__(self, run_id: str | None = None, *, logdir: str | Path | None = None):
+    def __init__(self, run_id: str | None = None, *, logdir: str | Path | None = None,
+                 seed: int | None = None):
         self.pid = os.getpid()
+        self.seed = new_seed() if seed is None else seed  # the loss pattern's (drop_slots)
         self.run_id = run_id or secrets.token_hex(2)
         if not re.fullmatch(r"[a-z0-9]{1,8}", self.run_id):
             raise LabError(f"lab: run id {self.run_id!r}: use 1-8 characters a-z, 0-9")
@@ -560,13 +602,19 @@ class Lab:
         """Every switch as last set: power, wan, loss, dns, wifi."""
         return dict(self._state)
 
-    def _nft(self, ns: str, chains: dict[str, tuple[str, list[str]]]) -> None:
+    def _nft(self, ns: str, chains: dict[str, tuple[str, list[str]]],
+             sets: dict[str, list[int]] | None = None) -> None:
         # One atomic transaction: (create +) delete the table, then recreate it with the
-        # rules the switches call for; no rules at all -> no table.
+        # rules the switches call for; no rules at all -> no table. (Recreating the loss
+        # rules restarts their packet counters: the pattern starts afresh, seeded all
+        # the same.)
         text = f"table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n"
         chains = {name: c for name, c in chains.items() if c[1]}
         if chains:
             text += f"table inet {NFT_TABLE} {{\n"
+            for name, slots in (sets or {}).items():
+                text += (f"  set {name} {{ typeof numgen inc mod {LOSS_SLOTS}; flags constant; "
+                         f"elements = {{ {', '.join(map(str, slots))} }} }}\n")
             for name, (hook, rules) in chains.items():
                 text += (f"  chain {name} {{\n"
                          f"    type filter hook {hook} priority 0; policy accept;\n"
@@ -575,18 +623,19 @@ class Lab:
         _cmd(["ip", "netns", "exec", self.ns[ns], "nft", "-f", "-"], input=text)
 
     def _apply_router_nft(self) -> None:
+        sets: dict[str, list[int]] = {}
         if not self._state["wan"]:
-            tail = "drop"
+            tail_in = tail_out = "drop"
         elif self._state["loss"]:
-            n = round(direction_loss(int(self._state["loss"])) * 10000)
-            tail = f"numgen random mod 10000 < {n} drop"
+            sets, tail_in, tail_out = loss_rules(self.seed, int(self._state["loss"]))
         else:
-            tail = ""
+            tail_in = tail_out = ""
         # ARP is not in the inet family: the neighbour stays resolved, drops stay silent.
-        i, o = (f'iifname "{IF_WAN}" {tail}', f'oifname "{IF_WAN}" {tail}') if tail else ("", "")
+        i = f'iifname "{IF_WAN}" {tail_in}' if tail_in else ""
+        o = f'oifname "{IF_WAN}" {tail_out}' if tail_out else ""
         self._nft("router", {"forward": ("forward", [r for r in (i, o) if r]),
                              "input": ("input", [i] if i else []),
-                             "output": ("output", [o] if o else [])})
+                             "output": ("output", [o] if o else [])}, sets)
 
     def _apply_isp_nft(self) -> None:
         rules = [] if self._state["dns"] else [f"ip daddr {DNS_SERVER} udp dport 53 drop",
