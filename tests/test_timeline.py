@@ -265,6 +265,107 @@ def test_retract_can_hand_over_to_a_confirmed_class(store, board):
         ("dns_down", HOUR + 30 * SEC, HOUR + 5 * MIN)]
 
 
+def test_a_switch_at_the_same_instant_leaves_no_empty_outage(store, board):
+    # The router switched off: the internet LED and the power LED go dark in one sample.
+    board.state("isp_down", T0 + HOUR, ev={"by": "led", "role": "internet"})
+    local = board.state("local_down", T0 + HOUR, ev={"by": "led", "role": "power"})
+    board.state("up", T0 + HOUR + 15 * SEC)
+    board.hb(NOW)
+    [out] = tl.derive(store, "home", now_ms=NOW)
+    assert spans([out]) == [("local_down", HOUR, HOUR + 15 * SEC)]
+    assert out.evidence["open_seq"] == local
+    assert [o.cls for o in tl.query(store, agent="home", now_ms=NOW)] == ["local_down"]
+
+
+def test_retracting_back_to_the_outage_before_restores_it_from_its_own_start(store, board):
+    isp = board.state("isp_down", T0 + HOUR, ev={"by": "led", "role": "internet"})
+    local = board.state("local_down", T0 + HOUR + 10 * SEC, ev={"by": "led", "role": "power"})
+    back = board.state("isp_down", T0 + HOUR + 10 * SEC, t=T0 + HOUR + 16 * SEC, retract=True)
+    up = board.state("up", T0 + HOUR + MIN)
+    board.hb(NOW)
+    [out] = tl.derive(store, "home", now_ms=NOW)
+    # one isp_down, not a piece up to the power LED and a new one after the retraction
+    assert spans([out]) == [("isp_down", HOUR, HOUR + MIN)]
+    assert (out.evidence["open_seq"], out.evidence["cont_seqs"], out.evidence["close_seq"]) == (
+        isp, [back], up)
+    assert out.evidence["withdrawn"] == [
+        {"class": "local_down", "open_seq": local, "retract_seq": back}]
+    # The withdrawn one is listed on request, for as long as the agent held it.
+    listed = tl.derive(store, "home", now_ms=NOW, include_retracted=True)
+    assert spans(listed) == [("isp_down", HOUR, HOUR + MIN),
+                             ("local_down", HOUR + 10 * SEC, HOUR + 16 * SEC)]
+    assert listed[1].evidence["retracted"] is True
+
+
+def test_retracting_a_same_instant_switch_restores_the_first_outage(store, board):
+    isp = board.state("isp_down", T0 + HOUR)
+    board.state("local_down", T0 + HOUR)
+    board.state("isp_down", T0 + HOUR, retract=True)
+    board.hb(NOW)
+    [out] = tl.derive(store, "home", now_ms=NOW)
+    assert spans([out]) == [("isp_down", HOUR, None)]
+    assert out.evidence["open_seq"] == isp
+
+
+def test_retracting_a_same_instant_switch_back_to_up_leaves_nothing(store, board):
+    """The lab's router switched off for 15 s: both LEDs dark at one instant, and the
+    power LED's outage retracted back to up: no zero-length isp_down is left behind."""
+    board.state("isp_down", T0 + HOUR)
+    board.state("local_down", T0 + HOUR)
+    board.state("up", T0 + HOUR, t=T0 + HOUR + 17 * SEC, retract=True)
+    board.hb(NOW)
+    assert tl.derive(store, "home", now_ms=NOW) == []
+    listed = tl.derive(store, "home", now_ms=NOW, include_retracted=True)
+    assert spans(listed) == [("local_down", HOUR, HOUR + 17 * SEC)]
+    assert listed[0].evidence["retracted"] is True
+
+
+def test_retractions_nest(store, board):
+    board.state("degraded", T0 + HOUR)
+    board.state("isp_down", T0 + HOUR + MIN)
+    board.state("local_down", T0 + HOUR + 2 * MIN)
+    board.state("isp_down", T0 + HOUR + 2 * MIN, retract=True)   # the power LED was wrong
+    board.state("degraded", T0 + HOUR + 2 * MIN, retract=True)   # so were the dead rounds
+    board.state("up", T0 + 2 * HOUR)
+    board.hb(NOW)
+    [out] = tl.derive(store, "home", now_ms=NOW)
+    assert spans([out]) == [("degraded", HOUR, 2 * HOUR)]
+    assert [w["class"] for w in out.evidence["withdrawn"]] == ["isp_down"]
+
+
+def test_a_retraction_to_another_class_keeps_the_outage_before(store, board):
+    board.state("dns_down", T0 + HOUR)
+    board.state("isp_down", T0 + HOUR + MIN)
+    board.state("degraded", T0 + HOUR + MIN, retract=True)  # hindsight: a lossy line
+    board.state("up", T0 + 2 * HOUR)
+    board.hb(NOW)
+    assert spans(tl.derive(store, "home", now_ms=NOW)) == [
+        ("dns_down", HOUR, HOUR + MIN), ("degraded", HOUR + MIN, 2 * HOUR)]
+
+
+def test_an_up_that_lasted_no_time_does_not_cut_an_outage_in_two(store, board):
+    # A good round ends it at the instant the power LED goes dark again.
+    local = board.state("local_down", T0 + HOUR)
+    board.state("up", T0 + HOUR + 6 * SEC)
+    again = board.state("local_down", T0 + HOUR + 6 * SEC)
+    board.hb(NOW)
+    [out] = tl.derive(store, "home", now_ms=NOW)
+    assert spans([out]) == [("local_down", HOUR, None)]
+    assert out.evidence["open_seq"] == local and out.evidence["cont_seqs"] == [again]
+
+
+def test_an_outage_ending_where_it_began_is_left_out(store, board):
+    # A record dated before the open outage (never sent by today's agent) and a boot
+    # whose last word is the outage it opened: neither leaves an outage of no length.
+    board.state("isp_down", T0 + HOUR)
+    board.state("dns_down", T0 + 30 * MIN)
+    board.state("up", T0 + 40 * MIN)
+    board.state("local_down", T0 + 2 * HOUR)
+    board.start(102, T0 + 2 * HOUR + 10 * SEC)
+    board.hb(NOW)
+    assert spans(tl.derive(store, "home", now_ms=NOW)) == [("dns_down", 30 * MIN, 40 * MIN)]
+
+
 def test_reboot_mid_outage_ends_it_at_the_old_boots_last_time(store, board):
     board.state("degraded", T0 + HOUR)
     board.hb(T0 + HOUR + 5 * MIN)  # the last thing heard from boot 101
@@ -381,12 +482,12 @@ def test_query_orders_by_start_then_agent(store, ing):
     attic.start(2, T0)
     home.state("isp_down", T0 + HOUR)
     attic.state("isp_down", T0 + HOUR)
-    attic.state("dns_down", T0 + 30 * MIN)
+    attic.state("dns_down", T0 + 3 * HOUR)  # stored before home's rows, listed after them
     home.hb(NOW)
     attic.hb(NOW)
     got = [(o.agent, o.cls, o.start_ms - T0) for o in tl.query(store, now_ms=NOW)]
-    assert got == [("attic", "dns_down", 30 * MIN), ("attic", "isp_down", HOUR),
-                   ("home", "isp_down", HOUR)]
+    assert got == [("attic", "isp_down", HOUR), ("home", "isp_down", HOUR),
+                   ("attic", "dns_down", 3 * HOUR)]
     assert [o.agent for o in tl.query(store, agent="home", now_ms=NOW)] == ["home"]
 
 

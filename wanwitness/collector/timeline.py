@@ -13,11 +13,32 @@ Outages. Per agent, `state` records are walked in seq order (seq only grows, als
 across reboots). An outage class opens an outage at the record's `at` (the first
 failed observation, retroactive); the next state record closes it at its own `at`.
 `bound` (the last observation consistent with the previous state) gives the start's
-uncertainty. A `retract` withdraws the open outage. A reboot ends an open outage at
-the old boot's last known time: the new boot's detector starts fresh. An open
-outage in the latest boot is ongoing while the agent is heard from; once it falls
-silent it ends where the agent's coverage ends, and an ongoing unknown span begins:
-nothing witnessed the line after that, so no minute there is claimed as down.
+uncertainty. A reboot ends an open outage at the old boot's last known time: the new
+boot's detector starts fresh. An open outage in the latest boot is ongoing while the
+agent is heard from; once it falls silent it ends where the agent's coverage ends, and
+an ongoing unknown span begins: nothing witnessed the line after that, so no minute
+there is claimed as down.
+
+Retractions. A `retract` withdraws the open outage: it is not listed. Its `s` says
+what the line was instead. When that is the outage the withdrawn one had switched from
+(one record closed it and opened the withdrawn one at the same instant), that outage
+is restored: it goes on from its own start, one outage with its own opening record
+(the retraction joins `cont_seqs`, and `withdrawn` names what was taken back), never a
+piece up to the switch and a new one after it. Otherwise `s` applies from the
+retraction's `at` (`up`: nothing; another class: a new outage, e.g. `degraded` for a
+mistaken `isp_down`). Retractions nest: a restored outage can itself be withdrawn, and
+then the one it had switched from is restored. With `include_retracted` a withdrawn
+outage is listed with `retracted: true` from its start to the retraction's `t` (as long
+as the agent held it; that can be zero when it was withdrawn as it was opened).
+
+No zero-length outages. An outage whose end is not after its start (isp_down at T and
+local_down at the same T, a boot whose coverage ends at the instant an outage opened)
+claimed no time: it is left out everywhere (`outages`, the claim), and it would share
+its start, hence its id, with the outage that followed it. Nor is an outage cut in two
+at an instant: a record opening the class of the outage that ended at that very
+instant (after a zero-length outage or `up` between them) continues it, one outage
+(the record joins its `cont_seqs`). Outages that lasted no time are passed over when
+looking for the outage a retraction restores.
 
 Unknown spans are periods without a witness: between two boots' coverage, or after
 the last coverage when the agent has not been heard from for UNKNOWN_AFTER_HB
@@ -166,6 +187,12 @@ class _Open:
     unc_ms: int | None
     ev: Any
     cont: list[int] = field(default_factory=list)
+    # The outage this one's opening record switched from (closed at this one's start):
+    # what a retraction restores. `item`: its listed piece once a switch closed it
+    # (None: left out, it had no length).
+    prev: _Open | None = None
+    item: Outage | None = None
+    withdrawn: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _load_boots(conn: sa.Connection, agent: str) -> dict[int, _Boot]:
@@ -219,6 +246,15 @@ def _skip_note(o: Outage, why: str) -> str:
             "hold values beyond the protocol's bounds, stored before they were checked)")
 
 
+def _switched_from(o: _Open, state: str) -> _Open | None:
+    """The outage of class `state` that `o` switched from, passing over outages between
+    them that lasted no time; None when `o` did not switch from one."""
+    p = o.prev
+    while p is not None and p.cls != state and p.item is None and p.prev is not None:
+        p = p.prev
+    return p if p is not None and p.cls == state else None
+
+
 def _derive(conn: sa.Connection, agent: str, now_ms: int, include_retracted: bool,
             *, lock: bool = False, notes: list[str] | None = None) -> list[Outage]:
     A, R = s.agents, s.records
@@ -243,45 +279,84 @@ def _derive(conn: sa.Connection, agent: str, now_ms: int, include_retracted: boo
     out: list[Outage] = []
     cur: _Open | None = None
 
-    def close(o: _Open, end_ms: int | None, close_seq: int | None, **extra: Any) -> None:
+    def close(o: _Open, end_ms: int | None, close_seq: int | None, *, retracted: bool = False,
+              **extra: Any) -> Outage | None:
         evidence: dict[str, Any] = {"boot": o.boot, "open_seq": o.seq, "close_seq": close_seq,
                                     "ev": o.ev}
         if o.cont:
-            evidence["cont_seqs"] = o.cont  # later records that restated the same state
+            # later records that restated the same state (a restoring retraction too)
+            evidence["cont_seqs"] = list(o.cont)
+        if o.withdrawn:
+            evidence["withdrawn"] = list(o.withdrawn)
+        if retracted:
+            evidence["retracted"] = True
         evidence.update(extra)
         end = None if end_ms is None else max(end_ms, o.start_ms)
-        out.append(Outage(agent, o.cls, o.start_ms, end, o.unc_ms, evidence))
+        if end == o.start_ms and not retracted:
+            return None  # zero length: nothing was down, and it would claim nothing
+        item = Outage(agent, o.cls, o.start_ms, end, o.unc_ms, evidence)
+        out.append(item)
+        return item
 
     def close_at_boot_end(o: _Open, reason: str) -> None:
         b = boots[o.boot]
         close(o, b.cov_end, None, end=reason, end_t=b.last_t)
 
-    rows = conn.execute(sa.select(R.c.seq, R.c.boot, R.c.body)
+    last: _Open | None = None  # the newest outage a record ended (not a retraction)
+
+    def resume(o: _Open, seq: int) -> _Open:
+        if o.item is not None:  # its piece up to the switch: it goes on instead
+            out[:] = [x for x in out if x is not o.item]
+            o.item = None
+        o.cont.append(seq)  # the record saying it again
+        return o
+
+    rows = conn.execute(sa.select(R.c.seq, R.c.boot, R.c.t, R.c.body)
                         .where(R.c.agent == agent, R.c.k == "state").order_by(R.c.seq))
-    for seq, boot, body in rows:
+    for seq, boot, t, body in rows:
         rec = json.loads(body)
         if boot not in boots:
             continue  # cannot happen through ingest: records and boots commit together
-        at_ms = boots[boot].clock.to_utc(rec["at"])
+        clock = boots[boot].clock
+        at_ms = clock.to_utc(rec["at"])
         if cur is not None and boot != cur.boot:
             close_at_boot_end(cur, END_RESTARTED)
             cur = None
-        if rec.get("retract") is True and cur is not None:
-            # Never confirmed by probes (e.g. opened by an LED): not an outage.
-            if include_retracted:
-                close(cur, at_ms, seq, retracted=True)
-            cur = None
         state = rec["s"]
+        if rec.get("retract") is True and cur is not None:
+            # Never confirmed (e.g. opened by an LED and contradicted): not an outage.
+            if include_retracted:
+                # Listed for as long as the agent held it: to the retraction's t.
+                close(cur, max(at_ms, clock.to_utc(t)), seq, retracted=True)
+            back = _switched_from(cur, state)
+            if back is not None:
+                # Back to the outage it had switched from: that one goes on from its
+                # own start, as if never interrupted (not a new piece from here).
+                back.withdrawn.append({"class": cur.cls, "open_seq": cur.seq, "retract_seq": seq})
+                cur = resume(back, seq)
+                continue
+            cur = None
         if cur is not None and state == cur.cls:
             cur.cont.append(seq)
             continue
+        switched = cur
         if cur is not None:
-            close(cur, at_ms, seq)
+            cur.item = close(cur, at_ms, seq)
+            if cur.item is not None:
+                last = cur
             cur = None
+        if last is not None and last.cls == state and last.boot == boot and \
+                last.item is not None and last.item.end_ms == at_ms:
+            # Only something that lasted no time since the last outage of this class
+            # ended (isp_down, local_down at the same instant, isp_down again; an up
+            # at the instant the LED opens it again): that outage goes on.
+            cur = resume(last, seq)
+            continue
         if state in protocol.OUTAGE_STATES:
             bound = rec.get("bound")
             cur = _Open(state, boot, seq, at_ms,
-                        rec["at"] - bound if bound is not None else None, rec.get("ev"))
+                        rec["at"] - bound if bound is not None else None, rec.get("ev"),
+                        prev=switched)
     if cur is not None:
         if cur.boot != latest.boot:
             close_at_boot_end(cur, END_RESTARTED)
