@@ -295,6 +295,10 @@ def test_the_claim_has_no_zero_length_outage_and_its_evidence_verifies(filled, t
     assert len(set(ids)) == len(ids)
     claimed = [o for o in claim["outages"] if o["claimed"]]
     assert claimed and all(o["records"][0]["role"] == "open" for o in claimed)
+    # among them outages restored by a retraction, citing it as a record of their own
+    restored = [o for o in claimed if o["evidence"].get("withdrawn")]
+    assert restored and all(o["evidence"]["withdrawn"][-1]["retract_seq"] in
+                            [r["seq"] for r in o["records"] if r["role"] == "cont"] for o in restored)
     write_bundle(tmp_path / "evidence.zip", store, claim, inputs)
     with zipfile.ZipFile(tmp_path / "evidence.zip") as zf:
         zf.extractall(tmp_path / "bundle")

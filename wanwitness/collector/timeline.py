@@ -306,7 +306,11 @@ def _derive(conn: sa.Connection, agent: str, now_ms: int, include_retracted: boo
 
     def resume(o: _Open, seq: int) -> _Open:
         if o.item is not None:  # its piece up to the switch: it goes on instead
-            out[:] = [x for x in out if x is not o.item]
+            # (found from the end: only withdrawn outages were listed after it)
+            i = len(out) - 1
+            while out[i] is not o.item:
+                i -= 1
+            del out[i]
             o.item = None
         o.cont.append(seq)  # the record saying it again
         return o
