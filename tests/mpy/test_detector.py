@@ -419,6 +419,24 @@ def test_a_retraction_names_the_rounds_that_contradicted_it():
        (True, [[12000, "up"]], ["internet", 12500]))
 
 
+def test_a_retraction_withdraws_every_unconfirmed_led_outage_it_replaced():
+    # The internet LED goes dark (a good round contradicts it), then the power LED:
+    # rounds failing the anchors contradict local_down. Both LED outages are withdrawn,
+    # the newest first (the collector restores, then withdraws, the isp_down); then the
+    # failing rounds declare an isp_down of their own.
+    r = Run(down_rounds=2, up_rounds=2)
+    r.rounds("g")                           # 2 000
+    r.led(2500, "internet", "off", now=3900)
+    r.rounds("g")                           # 4 000: contradicts isp_down
+    r.led(4500, "power", "off", now=5900)
+    out = r.rounds("ii")                    # 6 000, 8 000: not the router
+    eq([(x["s"], x["at"], x.get("retract"), x["from"]) for x in out],
+       [("isp_down", 4500, True, "local_down"), ("up", 4500, True, "isp_down")])
+    eq(r.d.state, "up")
+    out = r.rounds("i")                     # 10 000: three failed rounds
+    eq(summary(out), [("isp_down", 6000, 4000)])
+
+
 # --- the router switched off: both LEDs dark, the access point gone -----------------
 
 def router_off(link_calls):

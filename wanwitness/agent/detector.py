@@ -143,6 +143,7 @@ class Detector:
         self._link = True          # the board's Wi-Fi link (link())
         self._link_down_t = None   # ms it was last lost
         self._prior = None         # (state, since, bound, by) before it, for a retraction
+        self._chain = []           # unconfirmed LED outages it replaced, oldest first
         self._isp_run = 0
         self._isp_best = 0
         self._last_at = 0          # `at` of the newest record
@@ -222,9 +223,13 @@ class Detector:
 
     def _open_by_led(self, t, role, cls, out):
         if not self._unconf:
-            # What a retraction goes back to (an unconfirmed LED outage being replaced
-            # keeps the one before it).
+            # What a retraction goes back to.
             self._prior = (self.state, self.since, self._bound, self._by)
+            self._chain = []
+        else:
+            # An unconfirmed LED outage replaced by another: a retraction withdraws both,
+            # one record each (the collector restores, then withdraws, the first).
+            self._chain.append(self.state)
         hist = self._hist
         k = self._tail(_CONFIRMS[cls])
         at = t
@@ -265,6 +270,12 @@ class Detector:
                   "contra": [list(c) for c in self._contra_t[:self.retract_rounds]]}
             if led is not None:
                 ev["led_back"] = list(led)
+        if restore:
+            while self._chain:
+                r = self._rec(self._chain.pop(), self.since, self._bound, dict(ev))
+                r["retract"] = True
+                out.append(r)
+                self.state = r["s"]         # the next record's `from`
         rec = self._rec(s, self.since, self._bound, ev)
         rec["retract"] = True
         out.append(rec)
