@@ -659,6 +659,6 @@ def test_exec_start_runs_a_collector(tmp_path, user_mode):
     output = log_path.read_text(errors="replace")
     assert rc == 0, output
     assert f"store sqlite:///{db_path}" in output
-    assert f"embedded broker on mqtt://127.0.0.1:{port}" in output
+    assert f"embedded broker listening on mqtt://127.0.0.1:{port}," in output
     assert "stopped:" in output
     assert db_path.is_file()
