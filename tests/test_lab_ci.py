@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.lab import scenario as scn
-from bench.lab.runner import describe, run_scenario
+from bench.lab.runner import describe, probe_phase, run_scenario
 from bench.lab.topology import PREFIX, netns_list
 
 CI_DIR = Path(__file__).resolve().parents[1] / "bench" / "scenarios" / "ci"
@@ -32,8 +32,13 @@ def _root():
 
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_ci_scenario(sc, tmp_path, record_property):
-    res = run_scenario(sc, workdir=tmp_path / "run")
+    seed = SCENARIOS.index(sc) + 1
+    res = run_scenario(sc, workdir=tmp_path / "run", seed=seed)
     report = describe(res)
+    # The seed is in the result and decided the phase (repeat: `run FILE --seed N`).
+    assert res["seed"] == seed and f"(seed {seed})" in report
+    details = json.loads((tmp_path / "run" / "details.json").read_text())
+    assert details["phase_s"] == round(probe_phase(seed, 2.0), 3)
     print("\n" + report)
     record_property("lab_result", json.dumps(res))
     assert res["records_lost"] == 0, report

@@ -6,6 +6,7 @@ directory. Ctrl-C and SIGTERM clean up at once; after a SIGKILL the next run doe
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +73,9 @@ def test_interrupted_suite_cleans_up(sig, status, tmp_path):
     proc, log = start_suite(tmp_path)
     kids = descendants(proc.pid)
     assert kids, "the suite runs no processes?"
+    # No --seed: the suite picked one, logged it, and its scenario runs with it.
+    seed = re.search(r"suite: .*, seed (\d+)\n", log.read_text())
+    assert seed and f": seed {seed[1]}; building the lab" in log.read_text(), log.read_text()
     proc.send_signal(sig)
     assert proc.wait(60) == status, log.read_text()[-2000:]
     assert_nothing_left(proc.pid, before, kids, tmp_path)
