@@ -196,7 +196,8 @@ class App:
         # with the power LED dark it confirms the router is off (detector.py).
         t = self.clock.now()
         self.record({"k": "link", "up": up})
-        self._states(self.detector.link(t, up))
+        if self.detector is not None:  # safe mode has none
+            self._states(self.detector.link(t, up))
 
     # -- MQTT callbacks -------------------------------------------------------------
 

@@ -49,7 +49,10 @@ class Net:
                 # The console log (`wanwitness console`): events only, never per loop
                 print("wifi: up, gateway", self.gateway()) if now_up else print("wifi: down")
                 if self.on_change is not None:
-                    self.on_change(now_up)
+                    try:
+                        self.on_change(now_up)
+                    except Exception as e:  # a bug there must not stop the Wi-Fi task
+                        print("wifi: on_change failed:", repr(e))
             if now_up:
                 retry = 1000
                 await asyncio.sleep_ms(1000)
