@@ -569,13 +569,11 @@ class NetProber:
     ICMP uses a raw socket when allowed (root), else a Linux ping socket
     (SOCK_DGRAM/IPPROTO_ICMP), else one `ping -c 1 -W T` per probe. TCP is a plain
     connect; a refused connection counts as a failure, as in the tools. Only the
-    addresses in `allowed` are ever probed. `source`: the local address every probe is
-    sent from (the lab gives the peers an address of their own beside the agent's).
+    addresses in `allowed` are ever probed.
     """
 
-    def __init__(self, allowed: Sequence[str], source: str | None = None) -> None:
+    def __init__(self, allowed: Sequence[str]) -> None:
         self.allowed = frozenset(allowed)
-        self.source = source
         self.icmp_mode = ""
         self._sock: socket.socket | None = None
         self._ident = os.getpid() & 0xFFFF
@@ -597,8 +595,7 @@ class NetProber:
     async def tcp(self, target: str, port: int, timeout_s: float) -> float | None:
         start = time.monotonic()
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(
-                target, port, local_addr=(self.source, 0) if self.source else None), timeout_s)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(target, port), timeout_s)
         except (TimeoutError, OSError):
             return None
         rtt = (time.monotonic() - start) * 1000
@@ -615,8 +612,6 @@ class NetProber:
                 sock = socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP)
             except OSError:
                 continue
-            if self.source:
-                sock.bind((self.source, 0))  # an OSError here is a wrong --source: say so
             sock.setblocking(False)
             asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable)
             self._sock, self.icmp_mode = sock, mode
@@ -668,8 +663,7 @@ class NetProber:
     async def _icmp_subprocess(self, target: str, timeout_s: float) -> float | None:
         wait = max(1, math.ceil(timeout_s))
         proc = await asyncio.create_subprocess_exec(
-            "ping", "-n", "-c", "1", "-W", str(wait), *(["-I", self.source] if self.source else []),
-            target,
+            "ping", "-n", "-c", "1", "-W", str(wait), target,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), wait + 1)
@@ -724,21 +718,6 @@ def parse_targets(text: str) -> list[str]:
     return targets
 
 
-def parse_source(text: str) -> str:
-    """--source: an IPv4 address this host has (probes are sent from it)."""
-    try:
-        addr = str(ipaddress.IPv4Address(text.strip()))
-    except ValueError:
-        raise ValueError(f"--source: {text!r} is not an IPv4 address") from None
-    with socket.socket() as s:
-        try:
-            s.bind((addr, 0))
-        except OSError as e:
-            raise ValueError(f"--source: {addr} is not an address of this host "
-                             f"({e.strerror})") from None
-    return addr
-
-
 def make_peers(names: str | None) -> list[Peer]:
     chosen = list(PEERS) if not names else [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in chosen if n not in PEERS]
@@ -783,7 +762,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 async def run_all(peers: Sequence[Peer], targets: Sequence[str], duration_s: float,
-                  out: Path, source: str | None = None) -> dict[str, Any]:
+                  out: Path) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     stopped_by = ["duration"]
@@ -794,7 +773,7 @@ async def run_all(peers: Sequence[Peer], targets: Sequence[str], duration_s: flo
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
-    prober = NetProber(targets, source)
+    prober = NetProber(targets)
     started = _wall_ms()
     tasks = [asyncio.ensure_future(run_peer(p, targets, stop, prober)) for p in peers]
     print(f"peers: {', '.join(p.name for p in peers)} probing {', '.join(targets)} "
@@ -822,12 +801,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", dest="json_out", required=True, type=Path,
                     help="file to write the outages to (ISO UTC)")
     ap.add_argument("--peers", help=f"comma-separated subset of: {', '.join(PEERS)}")
-    ap.add_argument("--source", help="send every probe from this local address (the lab's "
-                                     "192.0.2.21); default: the kernel's choice")
     args = ap.parse_args(argv)
     try:
         targets = parse_targets(args.targets)
-        source = None if args.source is None else parse_source(args.source)
         if args.duration <= 0:
             raise ValueError("--duration: must be more than 0 seconds")
         if not args.json_out.parent.is_dir():
@@ -836,7 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    data = asyncio.run(run_all(peers, targets, args.duration, args.json_out, source))
+    data = asyncio.run(run_all(peers, targets, args.duration, args.json_out))
     for name, entry in data["peers"].items():
         print(f"{name:20} {entry['polls']:5d} polls  {len(entry['outages'])} outage(s)")
     return 0

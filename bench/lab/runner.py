@@ -17,12 +17,18 @@ What a run does (every process in a lab namespace, every address RFC 5737):
    external Mosquitto in `server` instead and the collector connects to it with
    `--broker` (see "broker" below).
 5. Start the agent on the virtual board in `agent` (`wanwitness agent run --virtual`)
-   and the peers (`python -m bench.lab.peers`) beside it against the same anchors,
-   sending from their own address (topology.PEERS_ADDR) on the agent's link.
+   and the peers (`python -m bench.lab.peers`) beside it against the same anchors.
 6. Wait for the agent's boot record and its first `led` record (the internet LED
    seen blinking), let it settle (settle_s plus a random part of one probe interval,
    so that the timeline starts at a random phase of the agent's probe rounds), then
    play the timeline in real time.
+
+The run's random choices, that phase and the packets `loss` drops (topology.drop_slots),
+come from its seed (`--seed N`; without it a random one): the run logs it when it
+starts and stores it in its result (`seed`), so a result can be reproduced with the
+same seed. The phase is then the same to the microsecond, and the n-th packet through
+the WAN each way is dropped or not alike; which packet is n-th can still differ
+between runs when the agent's and the peers' packets interleave differently.
 7. After duration_s, wait for the agent to deliver: every seq up to the highest
    stored one committed (agents.ack_seq = max_seq), and a heartbeat sent after that
    saying q = 0 and s = up. Heartbeats are not stored, so the lab reads them off the
@@ -30,15 +36,6 @@ What a run does (every process in a lab namespace, every address RFC 5737):
    `wanwitness/lab/hb` (plain MQTT inside the lab). Heartbeats come every hb_s = 5 s.
 8. Stop everything, read `wanwitness outages --json`, the records, gaps and
    quarantine, and the peers' report; score (bench/lab/score.py).
-
-The run's random choices, that phase and the packets `loss` drops (topology.loss_rules),
-come from its seed (`--seed N`; without it a random one): the run logs it when it
-starts and stores it in its result (`seed`), so a result can be reproduced with the
-same seed. The wait after the agent was seen online is then the same (when the lab
-sees it online still varies by a fraction of a second), and the agent's k-th packet
-to each probe target, and its reply, is dropped or not alike, whatever else crosses
-the WAN; a run repeats packet for packet as long as the agent sends each target the
-same packets.
 
 The switches:
 
@@ -86,7 +83,7 @@ from wanwitness.errors import UserError
 
 from . import scenario as scn
 from . import score
-from .topology import AGENT, GATEWAY, IF_SERVER, PEERS_ADDR, REPO, SERVER, Lab, LabError, new_seed, now_ms
+from .topology import AGENT, GATEWAY, IF_SERVER, REPO, SERVER, Lab, LabError, new_seed, now_ms
 
 AGENT_ID = "lab"
 BROKER_PORT = 1883
@@ -514,8 +511,7 @@ class Run:
         anchors = ",".join(self.lab.addresses["anchors"])
         budget = READY_TIMEOUT_S + self.settle_s + self.sc.duration_s + self.drain_timeout_s + 600
         self.peers = self._spawn("agent", [sys.executable, "-m", "bench.lab.peers",
-                                           "--targets", anchors, "--source", PEERS_ADDR,
-                                           "--duration", f"{budget:.0f}",
+                                           "--targets", anchors, "--duration", f"{budget:.0f}",
                                            "--json", str(self.peers_json)], "peers.log")
         log(f"{self.sc.name}: collector, agent and peers started; waiting for the agent")
         self.wait_ready()

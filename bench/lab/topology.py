@@ -3,7 +3,6 @@
 ```
  agent ns ──"wifi" veth── router ns ──WAN veth── isp ns
  wlan0 192.0.2.20          br-lan 192.0.2.1         up0 203.0.113.250/30
-   + 192.0.2.21 (peers)
  default via 192.0.2.1     wan0 203.0.113.249/30    anchors 198.51.100.7, 198.51.100.8,
                            default via .250           203.0.113.9 (TCP 80, 443)
                               │ lan1                DNS 198.51.100.53 (bench.lab.dnsd)
@@ -24,7 +23,7 @@ is at most that much earlier):
 | switch | what it does | what a probe from the agent sees |
 |---|---|---|
 | set_wan(False) | router nft (inet wwlab): drop all iif/oif wan0 (forward, input, output) | anchors and DNS time out; gateway, server fine |
-| set_loss(N) | router nft: `numgen inc mod 10000 @drop_in drop` on iif wan0 (`@drop_out` on oif), each set K slots of 10000 chosen by the lab's seed, K per direction so that N % of round trips fail; the agent's packets to and from each of its probe targets have rules, counters and slots of their own (loss_rules) | N % of anchor/DNS probes lost; whether the agent's k-th packet to a target, or its reply, is dropped depends on the seed alone, whatever else is sent; LAN clean |
+| set_loss(N) | router nft: `numgen inc mod 10000 @drop_in drop` on iif wan0 (`@drop_out` on oif), each set K slots of 10000 chosen by the lab's seed, K per direction so that N % of round trips fail | N % of anchor/DNS probes lost; whether the n-th packet each way is dropped depends on the seed alone; LAN clean |
 | set_dns(False) | isp nft: drop udp/tcp dport 53 to 198.51.100.53 | DNS times out; anchors answer |
 | set_router(False) | router: br-lan, wifi0, lan1, wan0 set down (routes through wan0 go with it) | nothing answers, not even the gateway |
 | set_router(True) | links up, default route back, agent/server ARP caches flushed | all back at once |
@@ -81,9 +80,6 @@ LAN = "192.0.2.0/24"
 GATEWAY = "192.0.2.1"
 SERVER = "192.0.2.10"
 AGENT = "192.0.2.20"
-# The peers (bench/lab/peers.py) share the agent's link but send from their own address,
-# so that seeded loss counts the agent's packets apart from theirs.
-PEERS_ADDR = "192.0.2.21"
 WAN_NET = "203.0.113.248/30"
 WAN_ROUTER = "203.0.113.249"
 WAN_ISP = "203.0.113.250"
@@ -106,8 +102,6 @@ NFT_TABLE = "wwlab"     # the one nftables table (family inet) in the router and
 # creation) falls in a seeded set of slots of this cycle: the same seed drops the same
 # packets, where the kernel's `numgen random` could not be seeded.
 LOSS_SLOTS = 10000
-# The agent's probe targets, each a loss stream of its own (loss_rules): key -> address.
-LOSS_STREAMS = {"a1": ANCHORS[0], "a2": ANCHORS[1], "a3": ANCHORS[2], "dns": DNS_SERVER}
 READY_TIMEOUT_S = 10
 
 
@@ -134,53 +128,34 @@ def new_seed() -> int:
     return secrets.randbelow(1_000_000)
 
 
-def drop_slots(seed: int, pct: int, direction: str, stream: str = "") -> list[int]:
+def drop_slots(seed: int, pct: int, direction: str) -> list[int]:
     """The packet slots (0..LOSS_SLOTS-1, sorted) dropped in one direction at `pct` % loss.
 
     round(direction_loss(pct) * LOSS_SLOTS) of them, chosen by an RNG seeded with the seed,
-    the percentage, the direction ("in" or "out") and the stream (a key of LOSS_STREAMS,
-    or "" for every other packet), so that no two directions or streams drop alike and a
-    given seed and percentage always give the same slots (a str seed is hashed with
-    SHA-512: no PYTHONHASHSEED in it).
+    the percentage and the direction ("in" or "out"), so the two directions drop
+    independently and a given seed and percentage always give the same slots (a str seed
+    is hashed with SHA-512: no PYTHONHASHSEED in it).
     """
     k = round(direction_loss(pct) * LOSS_SLOTS)
-    rng = random.Random(f"wwlab-loss-{seed}-{pct}-{direction}" + (f"-{stream}" if stream else ""))
+    rng = random.Random(f"wwlab-loss-{seed}-{pct}-{direction}")
     return sorted(rng.sample(range(LOSS_SLOTS), k))
 
 
-def loss_rules(seed: int, pct: int) -> tuple[dict[str, list[int]], list[str], str, str]:
-    """nftables for `pct` % seeded loss: the named sets of drop slots, the forward chain's
-    rules, and the rule tails for the router's own packets in and out (input, output).
-
-    Each rule's `numgen inc` counts only the packets that reach its numgen, and the
-    rules' matches are disjoint: the agent's packets to and from each of its probe
-    targets are one stream with a counter and slots of its own, so the agent's k-th
-    packet to a target meets the same fate whatever order a round's packets take on
-    the wire and whatever the peers (PEERS_ADDR) and the server send meanwhile.
-    """
-    k = round(direction_loss(pct) * LOSS_SLOTS)
-    if k == 0:
-        return {}, [], "", ""
-    if k == LOSS_SLOTS:
-        return {}, [f'iifname "{IF_WAN}" drop', f'oifname "{IF_WAN}" drop'], "drop", "drop"
+def loss_rules(seed: int, pct: int) -> tuple[dict[str, list[int]], str, str]:
+    """nftables for `pct` % seeded loss: the named sets of drop slots, and the rule tails
+    for packets in through the WAN and out through it."""
     sets: dict[str, list[int]] = {}
-
-    def drop(direction: str, stream: str = "") -> str:
-        name = f"drop_{direction}" + (f"_{stream}" if stream else "")
-        sets[name] = drop_slots(seed, pct, direction, stream)
-        return f"numgen inc mod {LOSS_SLOTS} @{name} drop"
-
-    rules = []
-    for stream, addr in LOSS_STREAMS.items():
-        rules += [f'iifname "{IF_WAN}" ip saddr {addr} ip daddr {AGENT} {drop("in", stream)}',
-                  f'oifname "{IF_WAN}" ip saddr {AGENT} ip daddr {addr} {drop("out", stream)}']
-    tail_in, tail_out = drop("in"), drop("out")
-    targets = "{ " + ", ".join(LOSS_STREAMS.values()) + " }"
-    rules += [f'iifname "{IF_WAN}" ip daddr {AGENT} ip saddr != {targets} {tail_in}',
-              f'oifname "{IF_WAN}" ip saddr {AGENT} ip daddr != {targets} {tail_out}',
-              f'iifname "{IF_WAN}" ip daddr != {AGENT} {tail_in}',
-              f'oifname "{IF_WAN}" ip saddr != {AGENT} {tail_out}']
-    return sets, rules, tail_in, tail_out
+    tails = []
+    for d in ("in", "out"):
+        slots = drop_slots(seed, pct, d)
+        if len(slots) == LOSS_SLOTS:
+            tails.append("drop")
+        elif slots:
+            sets[f"drop_{d}"] = slots
+            tails.append(f"numgen inc mod {LOSS_SLOTS} @drop_{d} drop")
+        else:
+            tails.append("")
+    return sets, tails[0], tails[1]
 
 
 # -- small helpers -------------------------------------------------------------------
@@ -371,7 +346,7 @@ class Lab:
         self.logdir = Path(logdir) if logdir else None
         self.addresses = {
             "lan": LAN, "netmask": "255.255.255.0",
-            "gateway": GATEWAY, "agent": AGENT, "peers": PEERS_ADDR, "server": SERVER,
+            "gateway": GATEWAY, "agent": AGENT, "server": SERVER,
             "anchors": list(ANCHORS), "dns": DNS_SERVER, "names": dict(TABLE),
             "wan": {"net": WAN_NET, "router": WAN_ROUTER, "isp": WAN_ISP},
             "tcp_ports": {"anchors": list(ANCHOR_TCP_PORTS), "gateway": list(GATEWAY_TCP_PORTS)},
@@ -460,7 +435,6 @@ class Lab:
         _ip_batch(ns["agent"], [
             "link set lo up",
             f"addr add {AGENT}/24 dev {IF_AGENT}",
-            f"addr add {PEERS_ADDR}/24 dev {IF_AGENT}",
             *self._wifi_links("up"),
         ])
         _ip_batch(ns["server"], [
@@ -652,16 +626,14 @@ class Lab:
         sets: dict[str, list[int]] = {}
         if not self._state["wan"]:
             tail_in = tail_out = "drop"
-            forward = [f'iifname "{IF_WAN}" drop', f'oifname "{IF_WAN}" drop']
         elif self._state["loss"]:
-            sets, forward, tail_in, tail_out = loss_rules(self.seed, int(self._state["loss"]))
+            sets, tail_in, tail_out = loss_rules(self.seed, int(self._state["loss"]))
         else:
             tail_in = tail_out = ""
-            forward = []
         # ARP is not in the inet family: the neighbour stays resolved, drops stay silent.
         i = f'iifname "{IF_WAN}" {tail_in}' if tail_in else ""
         o = f'oifname "{IF_WAN}" {tail_out}' if tail_out else ""
-        self._nft("router", {"forward": ("forward", forward),
+        self._nft("router", {"forward": ("forward", [r for r in (i, o) if r]),
                              "input": ("input", [i] if i else []),
                              "output": ("output", [o] if o else [])}, sets)
 
