@@ -145,7 +145,7 @@ def test_agent_overrides_checked():
     assert "agent.broker: set by the lab" in err(sc([], agent={"broker": {"host": "x"}}))
     assert "agent.colour: not an agent config key" in err(sc([], agent={"colour": 1}))
     assert "agent.probe.anchors: set by the lab" in err(
-        sc([], agent={"probe": {"anchors": ["1.1.1.1"]}}))
+        sc([], agent={"probe": {"anchors": ["198.51.100.99"]}}))
     m = err(sc([], agent={"degraded_loss_pct": 0}))
     assert "agent.degraded_loss_pct: 0 is out of range 1..100" in m
     assert "agent.debounce.down: expected an integer" in err(

@@ -1,8 +1,7 @@
 """The outage lab's network (bench/lab/topology.py) and its DNS responder (bench/lab/dnsd.py).
 
 Runs as root (network namespaces). Every packet stays inside namespaces the lab makes:
-the probes below go to RFC 5737 lab addresses only; `ip route get` asks the kernel about
-8.8.8.8 without sending anything.
+the probes below go to RFC 5737 lab addresses only.
 """
 
 from __future__ import annotations
@@ -260,10 +259,9 @@ def test_no_way_out_of_the_lab(lab):
     # The isp has no default route: a packet for anything outside the lab dies there.
     isp_routes = lab.run("isp", ["ip", "route"], capture_output=True, text=True).stdout
     assert "default" not in isp_routes
-    assert lab.run("isp", ["ip", "route", "get", "8.8.8.8"], capture_output=True).returncode != 0
     # The agent's and the router's default routes point into the lab.
-    assert "via 192.0.2.1 dev wlan0" in lab.run(
-        "agent", ["ip", "route", "get", "8.8.8.8"], capture_output=True, text=True).stdout
+    assert lab.run("agent", ["ip", "route", "show", "default"], capture_output=True,
+                   text=True).stdout.startswith("default via 192.0.2.1 dev wlan0")
     assert lab.run("router", ["ip", "route", "show", "default"], capture_output=True,
                    text=True).stdout.startswith("default via 203.0.113.250 dev wan0")
     # Every veth's other end is in a lab namespace, never in the root namespace.

@@ -121,7 +121,7 @@ def test_connect_refuses_invalid_combinations():
 def test_connack_accepted_session_present_malformed():
     eq(mqtt.parse_connack(h("00 00")), False)
     eq(mqtt.parse_connack(h("01 00")), True)
-    raises(mqtt.MQTTError, mqtt.parse_connack, h("02 00"))  # reserved bits (3.2.2.1)
+    raises(mqtt.MQTTError, mqtt.parse_connack, h("02 00"))  # reserved bits [MQTT-3.2.2-1]
     raises(mqtt.MQTTError, mqtt.parse_connack, h("00 00 00"), 3)
 
 

@@ -78,7 +78,7 @@ def run(coro):
 
 def test_ip4_and_split_target():
     eq(probe.ip4("192.0.2.1"), b"\xc0\x00\x02\x01")
-    for bad in ("example.com", "1.2.3", "1.2.3.256", "1..2.3", "1.2.3.4.5", "01234.1.1.1", ""):
+    for bad in ("example.com", "192.0.2", "192.0.2.256", "192..0.2", "192.0.2.1.5", "01234.0.2.1", ""):
         raises(ValueError, probe.ip4, bad)
     eq(probe.split_target("192.0.2.1"), ("192.0.2.1", None))
     eq(probe.split_target("192.0.2.1:443"), ("192.0.2.1", 443))
@@ -89,15 +89,15 @@ def test_ip4_and_split_target():
 
 
 def test_check_targets_names_each_problem():
-    eq(probe.check_targets({"gateway": "192.168.1.1", "anchors": ["1.1.1.1", "9.9.9.9:443"],
-                            "dns": "192.168.1.1:53", "dns_name": "example.com"}), [])
+    eq(probe.check_targets({"gateway": "192.0.2.1", "anchors": ["198.51.100.7", "203.0.113.9:443"],
+                            "dns": "192.0.2.1:53", "dns_name": "example.com"}), [])
     eq(probe.check_targets({}), [])
-    p = probe.check_targets({"gateway": "router.lan", "anchors": ["1.1.1.1", "8.8.8.8:99999", 7],
+    p = probe.check_targets({"gateway": "router.lan", "anchors": ["198.51.100.7", "198.51.100.8:99999", 7],
                              "dns": "dns.google", "dns_name": "a..b"})
     eq(len(p), 5, p)
     assert "'router.lan'" in p[0] and "IPv4" in p[0], p
     assert "'dns.google'" in p[1], p
-    assert "'8.8.8.8:99999'" in p[2], p
+    assert "'198.51.100.8:99999'" in p[2], p
     assert "target 7" in p[3], p
     assert "dns_name" in p[4] and "label of 0 bytes" in p[4], p
     raises(ValueError, run, probe.probe_round({"anchors": ["one.one.one.one"]}, 100))
