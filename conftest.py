@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 # Shared fixtures: `mosquitto` (a private broker on a free port).
-pytest_plugins = ["testing.brokers"]
+pytest_plugins = ["testing.brokers", "testing.demo"]
 
 INTEGRATION_MODULES = {
     # real brokers, collector processes, kills and restarts

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from testing.brokers import Mosquitto, MqttClient
+from testing.demo import query
 from wanwitness import store as s
 from wanwitness.broker.mosquitto import write_mosquitto_config
 from wanwitness.broker.passwords import hash_password
@@ -22,28 +23,6 @@ from wanwitness.demo import AGENT, LED_ACTIVE, LED_DARK, Demo
 pytestmark = pytest.mark.integration  # the real agent, collector and broker, for minutes
 
 FORGED = 9223372036854775807  # 2^63 - 1
-
-
-@pytest.fixture
-def demo(tmp_path):
-    made = []
-
-    def make(**kw) -> Demo:
-        d = Demo(tmp_path / "demo", **kw)
-        made.append(d)
-        return d
-    yield make
-    for d in made:
-        d.stop()
-
-
-def query(demo: Demo, stmt):
-    st = s.open_store(demo.db_url, migrate_schema=False)
-    try:
-        with st.engine.connect() as conn:
-            return conn.execute(stmt).all()
-    finally:
-        st.dispose()
 
 
 def stored(demo: Demo) -> list[tuple[int, int, dict]]:

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from testing.brokers import Mosquitto
+from testing.demo import query
 from wanwitness import store as s
 from wanwitness.broker.mosquitto import write_mosquitto_config
 from wanwitness.broker.passwords import hash_password
@@ -27,34 +28,14 @@ INTERVAL_MS = 2000  # the agent's probe interval in the demo
 
 
 def stored_seqs(demo: Demo) -> list[int]:
-    st = s.open_store(demo.db_url, migrate_schema=False)
-    with st.engine.connect() as conn:
-        seqs = conn.execute(sa.select(s.records.c.seq).where(s.records.c.agent == AGENT)
-                            .order_by(s.records.c.seq)).scalars().all()
-    st.dispose()
-    return list(seqs)
+    R = s.records
+    return [r.seq for r in query(demo, sa.select(R.c.seq).where(R.c.agent == AGENT).order_by(R.c.seq))]
 
 
 def records(demo: Demo, kind: str) -> list[dict]:
-    st = s.open_store(demo.db_url, migrate_schema=False)
-    with st.engine.connect() as conn:
-        bodies = conn.execute(sa.select(s.records.c.body).where(
-            s.records.c.agent == AGENT, s.records.c.k == kind).order_by(s.records.c.seq)).scalars().all()
-    st.dispose()
-    return [json.loads(b) for b in bodies]
-
-
-@pytest.fixture
-def demo(tmp_path):
-    made = []
-
-    def make(**kw) -> Demo:
-        d = Demo(tmp_path / "demo", **kw)
-        made.append(d)
-        return d
-    yield make
-    for d in made:
-        d.stop()
+    R = s.records
+    return [json.loads(r.body) for r in query(
+        demo, sa.select(R.c.body).where(R.c.agent == AGENT, R.c.k == kind).order_by(R.c.seq))]
 
 
 def test_an_outage_driven_through_the_virtual_board_is_recorded_as_isp_down(demo, tmp_path):

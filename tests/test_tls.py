@@ -28,6 +28,7 @@ from cryptography import x509
 from testing.brokers import MOSQUITTO_BIN, Mosquitto
 from testing.cli import one_line_error
 from testing.collector import CollectorProcess
+from testing.demo import query
 from testing.mpy import micropython, mpy_path
 from wanwitness import store as s
 from wanwitness.boards.board_config import problems
@@ -300,29 +301,11 @@ def wait_for_records(demo: Demo, n: int, timeout: float = 60) -> None:
     """Until the ledger holds n of the agent's records (the boot record and what follows)."""
     deadline = time.monotonic() + timeout
     while True:
-        store = s.open_store(demo.db_url, migrate_schema=False)
-        try:
-            with store.engine.connect() as conn:
-                have = conn.execute(sa.select(sa.func.count()).select_from(s.records)).scalar() or 0
-        finally:
-            store.dispose()
+        have = query(demo, sa.select(sa.func.count()).select_from(s.records))[0][0]
         if have >= n:
             return
         assert time.monotonic() < deadline, f"only {have} record(s) stored; see {demo.workdir}"
         time.sleep(0.25)
-
-
-@pytest.fixture
-def demo(tmp_path):
-    made: list[Demo] = []
-
-    def make(**kw) -> Demo:
-        d = Demo(tmp_path / "demo", **kw)
-        made.append(d)
-        return d
-    yield make
-    for d in made:
-        d.stop()
 
 
 @pytest.mark.integration
