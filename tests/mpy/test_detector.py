@@ -472,6 +472,74 @@ def test_a_router_switched_off_is_local_down_until_its_power_led_comes_back():
         eq(out[0]["ev"]["by"], "led+probe")
 
 
+def router_off_wan_down(roles=None):
+    """The WAN goes down at 10 300 (the internet LED dark, rounds fail), the router is
+    switched off at 16 500 (power LED dark, the access point gone: no rounds) and on
+    again at 29 500 with the WAN still down; the WAN comes back at 40 300."""
+    r = Run(led_roles=roles)
+    r.rounds("ggggg")
+    r.led(10300, "internet", "off", now=11000)
+    r.rounds("iii")                         # 12 000 .. 16 000: confirmed
+    r.led(16500, "power", "off", now=17900)
+    r.check(r.d.link(16600, False), 17900)
+    r.check(r.d.link(29800, True), 29800)
+    r.t = 28000
+    r.rounds("i")                           # 30 000, before the power LED's report
+    r.led(29500, "power", "on", now=30900)
+    r.rounds("iiii")                        # 32 000 .. 38 000
+    r.led(40300, "internet", "on", now=41000)
+    r.rounds("gg")
+    return r
+
+
+def test_a_router_back_with_its_wan_led_dark_is_isp_down_from_the_power_leds_ms():
+    r = router_off_wan_down()
+    eq(fold(r.recs), [("isp_down", 10300, 16500), ("local_down", 16500, 29500),
+                      ("isp_down", 29500, 40300)])
+    sw = [x for x in r.recs if x["from"] == "local_down" and x["s"] == "isp_down"][0]
+    eq((sw["s"], sw["at"], sw["ev"]["by"], sw["ev"]["role"]),
+       ("isp_down", 29500, "led+probe", "internet"))
+    eq([x for x in r.recs if x.get("retract")], [])
+
+
+def test_a_switch_counts_only_rounds_begun_since_the_outage_did():
+    # No WAN LED: the probes alone switch back to isp_down, from the first failed round
+    # after the router came back, never from the failed rounds before it was switched
+    # off (that would leave the local_down no length at all).
+    r = router_off_wan_down(roles={"power": "power"})
+    got = fold(r.recs)
+    eq([o[0] for o in got], ["isp_down", "local_down", "isp_down"])
+    eq(got[1], ("local_down", 16500, 30000))
+    eq(got[2][1], 30000)
+
+
+def test_an_led_gap_between_rounds_splits_the_outage_in_two():
+    # The line flaps faster than the rounds: the internet LED is back for 1.3 s between
+    # two failed rounds, and no round was begun in the gap: two outages, as the LED saw.
+    r = Run()
+    r.rounds("ggggg")
+    r.led(10300, "internet", "off", now=11000)
+    r.rounds("i")                           # 12 000: confirmed
+    r.led(12500, "internet", "on", now=13000)
+    r.led(13800, "internet", "off", now=14500)
+    r.t = 12000
+    r.rounds("i")                           # 14 000
+    r.led(15000, "internet", "on", now=15500)
+    r.rounds("gg")
+    eq(fold(r.recs), [("isp_down", 10300, 12500), ("isp_down", 13800, 15000)])
+    # A round begun in the gap failed: the LED's gap is not believed, one outage.
+    r = Run()
+    r.rounds("ggggg")
+    r.led(10300, "internet", "off", now=11000)
+    r.rounds("i")                           # 12 000
+    r.led(11500, "internet", "on", now=12900)
+    r.led(12800, "internet", "off", now=13900)
+    r.led(15000, "internet", "on", now=15500)
+    r.t = 14000
+    r.rounds("ggg")
+    eq(fold(r.recs), [("isp_down", 10300, 15000)])
+
+
 def test_losing_the_access_point_while_the_leds_are_lit_is_no_outage():
     r = Run()
     r.rounds("ggggg")

@@ -77,12 +77,19 @@
 #   outage, that outage stays, seen by the LED alone); bad -> the probes decide.
 #   Only rounds begun before the LED's ms contradict: its report comes up to a window
 #   after that ms, when a good round begun after it may already be in.
+# - The LED back, then down again before a round decided, with no round begun in
+#   between failing: the outage ends at the first ms and a new one opens at the second
+#   (a line flapping faster than the rounds is as many outages as the LED saw).
+# - The power LED back while a WAN LED still says down (or an alarm LED on), and the
+#   first round begun after it fails every anchor: the local_down switches to isp_down
+#   at the power LED's ms (ev.by "led+probe", ev.role the WAN LED).
 # - A retraction names what contradicted it: ev.contra [[round ms, class], ...] and,
 #   if its LED came back after them, ev.led_back [role, ms].
 # LINK. link(t, up) is the board's own Wi-Fi. Down means no rounds (blind, never an
 # outage by itself); down while an unconfirmed local_down is open (power LED dark), or a
 # power LED going dark while it is down, confirms the local_down: ev.by "led+link".
-# An outage ends only on rounds begun after its `at`.
+# An outage ends, or switches to another class, only on rounds begun at or after its
+# `at`.
 import math
 from micropython import const
 
@@ -170,7 +177,14 @@ class Detector:
         s = self.state
         if _says(m, state):
             if s == cls:
+                end = self._led_end
                 self._led_end = None
+                if end is not None and self._gap(end, t, cls):
+                    # The LED saw the line back and then down again, and no round
+                    # begun in between failed: two outages, not one (a line that flaps
+                    # faster than the probe rounds).
+                    self._end(end, None, out, True)
+                    self._open_by_led(t, role, cls, out)
             elif s != LOCAL:
                 self._open_by_led(t, role, cls, out)
         elif s == cls:
@@ -178,7 +192,26 @@ class Detector:
                 self._led_back(t, role, out)
             else:
                 self._led_end = t
+                hist = self._hist
+                if not self._unconf and hist and hist[-1][_T] >= t:
+                    # a round begun after the LED's ms is in already: it decides now
+                    self._led_decides(out)
         return out
+
+    def _gap(self, t1, t2, cls):
+        # True if no round begun in [t1, t2) failed the way cls does.
+        for r in self._hist:
+            if t1 <= r[_T] < t2 and r[_C] in _CONFIRMS[cls]:
+                return False
+        return True
+
+    def _down_led(self, cls):
+        # The role of an LED that now says the line is down in class cls, or None.
+        for role, st in self.leds.items():
+            m = _MEANING.get(self.led_roles.get(role))
+            if m is not None and m[0] == cls and _says(m, st):
+                return role
+        return None
 
     def _led_back(self, t, role, out):
         # The LED of an unconfirmed outage came back after rounds that did not confirm
@@ -231,7 +264,7 @@ class Detector:
             # one record each (the collector restores, then withdraws, the first).
             self._chain.append(self.state)
         hist = self._hist
-        k = self._tail(_CONFIRMS[cls])
+        k = self._tail(_CONFIRMS[cls], self.since)
         at = t
         bound = t - self.LED_BOUND_MS if t > self.LED_BOUND_MS else 0
         ev = {"by": "led", "role": role}
@@ -341,10 +374,7 @@ class Detector:
         return out
 
     def _power_off(self):
-        for role, st in self.leds.items():
-            if self.led_roles.get(role) == "power" and st == "off":
-                return True
-        return False
+        return self._down_led(LOCAL) is not None
 
     def _step(self, r, cls, out):
         hist = self._hist
@@ -362,17 +392,8 @@ class Detector:
                 elif self._contra >= self.retract_rounds:
                     self._retract(out)
                 return
-        if self._led_end is not None and r[_T] >= self._led_end:
-            # (a round that began before the LED came back says nothing about after it:
-            # it does not decide, the first round begun after the LED does)
-            at = self._led_end
-            self._led_end = None
-            if cls == UP:
-                for x in hist[:-1]:
-                    if x[_C] != UP and x[_T] >= at:
-                        at = r[_T]  # a round failed after the LED came back: not its ms
-                self._end(at, None, out, True)
-                return
+        if self._led_end is not None and r[_T] >= self._led_end and self._led_decides(out):
+            return
         if s == UP:
             for c in _ORDER:
                 k = self._run(c, UP)
@@ -421,15 +442,46 @@ class Detector:
             return
         for c in _ORDER:
             k = self._run(c, s)
+            # (a switch, like an end, counts only rounds begun since the outage did)
+            while k and hist[len(hist) - k][_T] < self.since:
+                k -= 1
             if c != s and k and k >= self._need(c, k):
                 self._declare(c, len(hist) - k, out)
                 return
 
-    def _tail(self, cs):
-        # How many of the newest rounds in a row have a class in cs.
+    def _led_decides(self, out):
+        # The LED of the current outage came back at _led_end, and the newest round was
+        # begun after it (one begun before says nothing about after it). Good: the outage
+        # ends at the LED's ms. The router back (power LED lit), its WAN LED still dark
+        # and the anchors unreachable: the ISP's line is down from the power LED's ms.
+        # Anything else: the probes decide. True if it wrote a record.
+        hist = self._hist
+        r = hist[-1]
+        at = self._led_end
+        self._led_end = None
+        if r[_C] == UP:
+            for x in hist[:-1]:
+                if x[_C] != UP and x[_T] >= at:
+                    at = r[_T]  # a round failed after the LED came back: not its ms
+            self._end(at, None, out, True)
+            return True
+        role = self._down_led(ISP)
+        if self.state == LOCAL and r[_C] == ISP and role is not None:
+            ev = {"by": "led+probe", "role": role}
+            self._evidence(ev, len(hist) - 1)
+            rec = self._rec(ISP, at, max(at - self.LED_BOUND_MS, 0), ev)
+            out.append(rec)
+            self._set(ISP, rec["at"], rec["bound"], "led")
+            return True
+        return False
+
+    def _tail(self, cs, since=None):
+        # How many of the newest rounds in a row have a class in cs (and, with since,
+        # were begun at or after it).
         hist = self._hist
         k = 0
-        while k < len(hist) and hist[-1 - k][_C] in cs:
+        while k < len(hist) and hist[-1 - k][_C] in cs and \
+                (since is None or hist[-1 - k][_T] >= since):
             k += 1
         return k
 
@@ -441,7 +493,8 @@ class Detector:
         k = 0
         while k < len(hist):
             r = hist[-1 - k]
-            if not r[_LOSSY] or r[_C] == LOCAL or r[_C] == DNS or (r[_C] == ISP and cur == ISP):
+            if not r[_LOSSY] or r[_C] == LOCAL or r[_C] == DNS or \
+                    (r[_C] == ISP and (cur == ISP or cur == LOCAL)):
                 break
             k += 1
         return k
@@ -474,7 +527,9 @@ class Detector:
     def _need(self, c, k):
         if c == DEG and self._cusum >= self.CUSUM_H and self._cusum_ok:
             return 1            # the CUSUM is its own debounce (FAST DEGRADED)
-        if c != ISP:
+        if c != ISP or self.state == LOCAL:
+            # (after local_down the rounds before the run are the router's own dead
+            # ones: they say nothing about random loss on the line)
             return self.down_rounds
         # The anchor failure rate before this run of k, over the loss window and over
         # the last few rounds (a line that just turned lossy), whichever needs more.
