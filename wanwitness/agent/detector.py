@@ -107,6 +107,11 @@ _N = const(4)       # anchors probed
 _GW = const(5)      # gateway_ok: True / False / None
 _DNS = const(6)     # dns_ok: True / False / None
 _LOSSY = const(7)   # the loss window was lossy at this round
+_DT = const(8)      # DNS queries sent (tries) in the round
+_AM = const(9)      # anchors: when the streak this round is part of began (see STREAKS)
+_AB = const(10)     # ... and the last observation the other way before it
+_QM = const(11)     # the same for the DNS query
+_QB = const(12)
 
 DEFAULT_LED_ROLES = {"internet": "wan", "wan": "wan", "power": "power", "los": "alarm"}
 # meaning -> (outage class, True if "off" says it, False if on/blink says it)
@@ -114,6 +119,7 @@ _MEANING = {"wan": (ISP, True), "alarm": (ISP, False), "power": (LOCAL, True)}
 _ORDER = (LOCAL, ISP, DNS, DEG)           # severity, worst first
 _MILD = (LOCAL, DEG, DNS, ISP)            # least claim against the ISP first
 _CONFIRMS = {ISP: (ISP, LOCAL), LOCAL: (LOCAL,)}
+_KIND = {ISP: 0, DNS: 1}                  # class -> its probe streak (anchors, DNS)
 
 
 def _says(m, st):
@@ -162,6 +168,11 @@ class Detector:
         self._llr_ok = int(1000 * math.log((100 - p1) / (100 - p0))) if 0 < p0 < p1 else 0
         self._cusum = 0
         self._cusum_ok = 0         # anchors that answered while it climbed
+        # STREAKS, per kind (0 anchors, 1 DNS): [failed probes in a row now (0: the
+        # newest answered), ms the current streak (of failures or of answers) began,
+        # ms of the last observation the other way before it, ms of the newest one,
+        # the failures of the streak since the current state began]
+        self._st = [[0, None, None, None, 0], [0, None, None, None, 0]]
 
     # --- LEDs ------------------------------------------------------------------------
 
@@ -272,8 +283,7 @@ class Detector:
             # The probes already fail: the outage began no later than their first failure.
             i = len(hist) - k
             if hist[i][_T] < t and (self.since is None or hist[i][_T] > self.since):
-                at = hist[i][_T]
-                bound = hist[i - 1][_T] if i else None
+                at, bound = self._sharpen(i, 0)
             ev["by"] = "led+probe"
             self._evidence(ev, i)
         rec = self._rec(cls, at, bound, ev)
@@ -320,11 +330,44 @@ class Detector:
 
     # --- probe rounds ----------------------------------------------------------------
 
-    def round(self, t, gateway_ok, anchors_ok, anchors_total, dns_ok, loss_pct=0):
+    def _obs(self, kind, t, ok, n):
+        # n probes of one kind at ms t: all failed (ok False), or one answered (True).
+        st = self._st[kind]
+        if ok:
+            if st[0] or st[1] is None:      # a streak of answers begins
+                st[1] = t
+                st[2] = st[3]
+            st[0] = st[4] = 0
+        else:
+            if not st[0]:                   # a streak of failures begins
+                st[1] = t
+                st[2] = st[3]
+            st[0] += n
+            st[4] += n
+        st[3] = t
+
+    def watch(self, t, anchor_ok, dns_ok):
+        # A watch between rounds at ms t (one anchor, one DNS query, one try each;
+        # None: not probed). No records: it sharpens the times of the next ones and
+        # adds to the failure streaks that confirm an outage early (STREAKS).
+        if anchor_ok is not None:
+            self._obs(0, t, anchor_ok, 1)
+        if dns_ok is not None:
+            self._obs(1, t, dns_ok, 1)
+
+    def round(self, t, gateway_ok, anchors_ok, anchors_total, dns_ok, loss_pct=0, dns_tries=1):
         # One probe round at ms t -> state records. gateway_ok / dns_ok: True, False or
-        # None (not probed); loss_pct: the round's packet loss when measured.
+        # None (not probed); loss_pct: the round's packet loss when measured; dns_tries:
+        # the queries sent (a resolver not answering is asked again within the round).
         n = anchors_total if anchors_total and anchors_total > 0 else 0
         ok = min(anchors_ok, n) if anchors_ok and anchors_ok > 0 else 0
+        dt = dns_tries if dns_tries and dns_tries > 0 else 1
+        if n:
+            self._obs(0, t, ok > 0, n)
+        if dns_ok is not None:
+            self._obs(1, t, dns_ok, dt)
+        a = self._st[0]
+        q = self._st[1]
         loss = min(loss_pct, 100) if loss_pct and loss_pct > 0 else 0
         if n and (n - ok) * 100 // n > loss:
             loss = (n - ok) * 100 // n
@@ -366,7 +409,8 @@ class Detector:
             cls = DEG
         else:
             cls = UP
-        hist.append((t, cls, loss, ok, n, gateway_ok, dns_ok, lossy))
+        hist.append((t, cls, loss, ok, n, gateway_ok, dns_ok, lossy, dt,
+                     a[1], a[2], q[1], q[2]))
         if len(hist) > self._hmax:
             hist.pop(0)
         out = []
@@ -397,7 +441,7 @@ class Detector:
         if s == UP:
             for c in _ORDER:
                 k = self._run(c, UP)
-                if k and k >= self._need(c, k):
+                if k and (k >= self._need(c, k) or self._streak_ok(c, k)):
                     self._declare(c, self._start(c, k), out)
                     return
             # Bad rounds of mixed classes: declare the class among them that claims
@@ -445,7 +489,7 @@ class Detector:
             # (a switch, like an end, counts only rounds begun since the outage did)
             while k and hist[len(hist) - k][_T] < self.since:
                 k -= 1
-            if c != s and k and k >= self._need(c, k):
+            if c != s and k and (k >= self._need(c, k) or self._streak_ok(c, k)):
                 self._declare(c, len(hist) - k, out)
                 return
 
@@ -539,17 +583,10 @@ class Detector:
 
     def _need_q(self, start, end):
         # All-failed rounds needed in a row, given the anchor failures in hist[start:end].
-        fail = tot = 0
-        for r in self._hist[max(start, 0):end]:
-            fail += r[_N] - r[_OK]
-            tot += r[_N]
         n = self._hist[-1][_N]
-        if not fail or not n:
+        q = self._rate(start, end, 0)
+        if not q or not n:
             return self.down_rounds
-        q = fail * 1000000 // tot
-        # Upper confidence bound (+2 standard errors): a rate measured over a few
-        # dozen probes is uncertain, and underestimating it makes false outages.
-        q = min(q + 2 * _isqrt(q * (1000000 - q) // tot), 999999)
         p = 1000000
         m = 0
         while m < self.ISP_MAX_ROUNDS and (m < self.down_rounds or p >= self.ISP_EPS_PPM):
@@ -558,17 +595,80 @@ class Detector:
                 p = p * q // 1000000
         return m if m > self.down_rounds else self.down_rounds
 
+    def _rate(self, start, end, kind):
+        # Upper bound (ppm) of the share of probes of a kind (0 anchors, 1 DNS queries)
+        # that failed in hist[start:end]; 0 if none did.
+        fail = tot = 0
+        for r in self._hist[max(start, 0):end]:
+            if kind == 0:
+                fail += r[_N] - r[_OK]
+                tot += r[_N]
+            elif r[_DNS] is not None:
+                fail += r[_DT] - (1 if r[_DNS] else 0)
+                tot += r[_DT]
+        if not fail:
+            return 0
+        q = fail * 1000000 // tot
+        # Upper confidence bound (+2 standard errors): a rate measured over a few
+        # dozen probes is uncertain, and underestimating it makes false outages.
+        return min(q + 2 * _isqrt(q * (1000000 - q) // tot), 999999)
+
+    def _streak_ok(self, c, k):
+        # Fast confirmation (STREAKS): the failed probes in a row of c's kind, watches
+        # and re-sent DNS queries included, are enough to declare c.
+        kind = _KIND.get(c)
+        return kind is not None and self._st[kind][4] >= self._need_p(kind, k)
+
+    def _need_p(self, kind, k):
+        # Failed probes of a kind needed in a row: what down_rounds rounds of three
+        # anchors are on a clean line; on a lossy one, enough that the streak has less
+        # than ISP_EPS_PPM chance at the failure rate seen before the run of k rounds.
+        m0 = 3 * self.down_rounds
+        if self.state == LOCAL:
+            return m0
+        end = len(self._hist) - k
+        q = max(self._rate(end - self.LOSS_WINDOW, end, kind),
+                self._rate(end - self.RECENT, end, kind))
+        p = 1000000
+        m = 0
+        while q and m < 3 * self.ISP_MAX_ROUNDS and (m < m0 or p >= self.ISP_EPS_PPM):
+            m += 1
+            p = p * q // 1000000
+        return m if m > m0 else m0
+
+    def _sharpen(self, i, kind):
+        # (at, bound) for round i, sharpened by the streak of a kind it belongs to when
+        # that streak began after the round before it (a watch saw it first).
+        hist = self._hist
+        r = hist[i]
+        prev = hist[i - 1][_T] if i else None
+        m = r[_AM + 2 * kind]
+        if m is None or m >= r[_T] or (prev is not None and m <= prev) or \
+                (self.since is not None and m <= self.since):
+            return r[_T], prev
+        b = r[_AB + 2 * kind]
+        if b is None or (prev is not None and b < prev):
+            b = prev
+        return m, b
+
     # --- records ---------------------------------------------------------------------
 
     def _declare(self, c, i, out):
         hist = self._hist
         at = hist[i][_T]
         bound = hist[i - 1][_T] if i else None
+        kind = _KIND.get(c)
+        if kind is not None:
+            at, bound = self._sharpen(i, kind)
         ev = {"by": "probe"}
         self._evidence(ev, i)
-        need = self._need(c, self._run(c, self.state))
+        k = self._run(c, self.state)
+        need = self._need(c, k)
         if need > self.down_rounds:
             ev["need"] = need
+        if kind is not None and k < need:
+            ev["streak"] = self._st[kind][4]     # confirmed by the streak, early
+            ev["need_p"] = self._need_p(kind, k)
         rec = self._rec(c, at, bound, ev)
         out.append(rec)
         self._set(c, rec["at"], rec["bound"], "probe")
@@ -580,6 +680,9 @@ class Detector:
         ev = {"by": "led+probe" if led else "probe"}
         self._evidence(ev, len(hist) - 1 if i is None else i)
         bound = hist[i - 1][_T] if i else None
+        kind = _KIND.get(self.state)
+        if not led and i is not None and kind is not None:
+            at, bound = self._sharpen(i, kind)  # the first answer, if a watch had it
         if led:
             # The LED's previous sample still said "down"; so did the newest bad round
             # at or before `at`, if later.
@@ -626,6 +729,8 @@ class Detector:
         self._contra_t = []
         self._isp_run = 0           # all-failed rounds in a row during an isp_down
         self._isp_best = 0          # ... the longest such run
+        for st in self._st:
+            st[4] = 0               # streaks count toward a state from its start
 
 
 def _bad(r):
