@@ -43,6 +43,18 @@ def test_bad_values_are_named_and_replaced_by_defaults():
     eq(c.problems[0][1], "1 is out of range 5..3600")
 
 
+def test_watch_interval_is_off_or_at_least_200_ms():
+    for v, want, problem in ((0, 0, None), (750, 750, None), (100, 500, "100 is out of range 200..60000"),
+                             (True, 500, "expected an integer, got a boolean"),
+                             (False, 500, "expected an integer, got a boolean")):
+        raw = json.loads(json.dumps(GOOD))
+        raw["probe"]["watch_ms"] = v
+        c = config.parse(raw)
+        eq(c.get("probe.watch_ms"), want, v)
+        eq([m for k, m in c.problems if k == "probe.watch_ms"], [problem] if problem else [], v)
+    eq(config.parse(GOOD).get("probe.watch_ms"), 500)
+
+
 def test_missing_and_broken_files_give_defaults():
     c = config.load("/nonexistent/config.json")
     eq(c.problems[0][0], "config.json")

@@ -1,91 +1,12 @@
 # Detector: probe rounds + LED transitions -> state records. Run by MicroPython.
+# (Watches and streaks: test_detector_watch.py; the helpers: dethelp.py.)
 import gc
-import json
 
 import mpyunit
 from mpyunit import eq
 from waveforms import Rand
 from detector import Detector
-
-STATES = ("up", "isp_down", "dns_down", "degraded", "local_down")
-STEP = 2000                 # ms between rounds (the default probe interval)
-
-# One round by letter: g good, i every anchor failed, l gateway down, d DNS failed,
-# h heavy loss (2 of 3 anchors failed), p partly (1 of 3 failed).
-KINDS = {
-    "g": (True, 3, 3, True),
-    "i": (True, 0, 3, False),
-    "l": (False, 0, 3, False),
-    "d": (True, 3, 3, False),
-    "h": (True, 1, 3, True),
-    "p": (True, 2, 3, True),
-}
-
-
-class Run:
-    """Feeds a Detector and checks every record it returns."""
-
-    def __init__(self, **kw):
-        self.d = Detector(**kw)
-        self.t = 0
-        self.recs = []
-
-    def check(self, recs, now):
-        for r in recs:
-            eq(sorted(r.keys()) in (sorted(["k", "s", "at", "bound", "ev", "from"]),
-                                     sorted(["k", "s", "at", "bound", "ev", "from", "retract"])),
-               True, r)
-            eq(r["k"], "state")
-            eq(r["s"] in STATES, True, r)
-            eq(r["from"] in STATES, True, r)
-            eq(isinstance(r["at"], int) and r["at"] <= now, True, r)
-            eq(r["bound"] is None or (isinstance(r["bound"], int) and 0 <= r["bound"] <= r["at"]),
-               True, r)
-            eq(isinstance(r["ev"], dict), True, r)
-            eq(r.get("retract", True), True, r)
-            json.dumps(r)
-        self.recs += recs
-        return recs
-
-    def rounds(self, letters):
-        out = []
-        for ch in letters:
-            self.t += STEP
-            gw, ok, n, dns = KINDS[ch]
-            out += self.check(self.d.round(self.t, gw, ok, n, dns), self.t)
-        return out
-
-    def led(self, at, role, state, now=None):
-        # An LED channel reports a change up to a window (1.5 s) after its ms.
-        return self.check(self.d.led(at, role, state), at + 1500 if now is None else now)
-
-
-def t_of(i):
-    """ms of the i-th round (1-based) fed by Run.rounds."""
-    return i * STEP
-
-
-def fold(recs):
-    """Outages (class, start, end) from records, as the collector's timeline reads them."""
-    out = []
-    cur = None
-    for r in recs:
-        if r.get("retract") and cur is not None:
-            cur = None
-        if cur is not None and r["s"] == cur[0]:
-            continue
-        if cur is not None:
-            out.append((cur[0], cur[1], r["at"]))
-            cur = None
-        if r["s"] != "up":
-            cur = (r["s"], r["at"])
-    if cur is not None:
-        out.append((cur[0], cur[1], None))
-    return out
-
-
-def summary(recs):
-    return [(r["s"], r["at"], r["bound"]) for r in recs]
+from dethelp import KINDS, STEP, Run, fold, summary, t_of
 
 
 # --- debounce and retroactive times --------------------------------------------------
@@ -435,86 +356,6 @@ def test_a_retraction_withdraws_every_unconfirmed_led_outage_it_replaced():
     eq(r.d.state, "up")
     out = r.rounds("i")                     # 10 000: three failed rounds
     eq(summary(out), [("isp_down", 6000, 4000)])
-
-
-# --- watches and streaks: sharper times, early confirmation -------------------------------
-
-def watched(r, letters, every=500, tries=5, watch=None):
-    """Rounds as Run.rounds, each followed by watches every `every` ms until the next
-    round: watch(t) -> (anchor_ok, dns_ok), by default what the round itself saw. A
-    round whose resolver fails sent `tries` queries."""
-    out = []
-    for ch in letters:
-        r.t += STEP
-        gw, ok, n, dns = KINDS[ch]
-        out += r.check(r.d.round(r.t, gw, ok, n, dns, 0, 1 if dns else tries), r.t)
-        for w in range(r.t + every, r.t + STEP, every):
-            a, q = watch(w) if watch is not None else (ok > 0, dns)
-            r.d.watch(w, a, q)
-    return out
-
-
-def test_a_watch_dates_the_start_and_the_end_of_a_probe_outage():
-    # Anchors lost from 10 800 to 17 300: the watch at 11 000 is the first to see it and
-    # the one at 17 500 the first answer, not the rounds at 12 000 and 18 000.
-    def line(t):
-        up = not 10800 <= t < 17300
-        return up, True
-    r = Run()
-    watched(r, "ggggg", watch=line)         # rounds to 10 000, watches to 11 500
-    watched(r, "iii", watch=line)           # 12 000 .. 16 000
-    watched(r, "gg", watch=line)            # 18 000, 20 000
-    isp = [x for x in r.recs if x["s"] == "isp_down"][0]
-    end = [x for x in r.recs if x["s"] == "up"][0]
-    eq((isp["at"], isp["bound"]), (11000, 10500))
-    eq((end["at"], end["bound"]), (17500, 17000))
-    eq(fold(r.recs), [("isp_down", 11000, 17500)])
-
-
-def test_a_dns_outage_of_five_seconds_is_confirmed_by_its_failed_queries():
-    # Two rounds of five unanswered queries and the watches around them: fifteen failed
-    # queries in a row, more than the nine (three rounds of three anchors) a clean
-    # line needs; three rounds would take 6 s. Dated to the watch that saw it first.
-    def line(t):
-        return True, not 10800 <= t < 15800
-    r = Run()
-    watched(r, "ggggg", watch=line)
-    out = watched(r, "dd", watch=line)      # 12 000, 14 000
-    eq([(x["s"], x["at"], x["bound"]) for x in out], [("dns_down", 11000, 10500)])
-    eq((out[0]["ev"]["streak"], out[0]["ev"]["need_p"]), (15, 9))
-    watched(r, "gg", watch=line)
-    eq(fold(r.recs), [("dns_down", 11000, 16000)])
-
-
-def test_one_failed_round_and_watches_are_not_enough_on_a_clean_line():
-    # A round whose anchors all failed and two failed watches: five failed probes, not
-    # nine. Without watches, three failed rounds declare as before.
-    r = Run()
-    watched(r, "ggggg")
-    eq(watched(r, "ig"), [])
-    eq(r.d.state, "up")
-
-
-def test_thirty_percent_loss_with_watches_and_retried_queries_is_no_outage():
-    # Every probe and every query lost at random (30 % and 51 %: a packet each way at
-    # 30 %), rounds of three anchors and up to five queries, three watches between them.
-    for pct in (30, 51):
-        for seed in (1, 2):
-            rand = Rand(seed)
-            r = Run()
-            out = []
-            for _ in range(1500):
-                ok = sum(1 for _ in range(3) if rand.below(100) >= pct)
-                tries = 1
-                while tries < 5 and rand.below(100) < pct:
-                    tries += 1
-                dns = tries < 5 or rand.below(100) >= pct
-                r.t += STEP
-                out += r.check(r.d.round(r.t, True, ok, 3, dns, (3 - ok) * 100 // 3, tries), r.t)
-                for w in (500, 1000, 1500):
-                    r.d.watch(r.t + w, rand.below(100) >= pct, rand.below(100) >= pct)
-            eq([x["s"] for x in out if x["s"] in ("isp_down", "dns_down")], [],
-               "loss %d%% seed %d" % (pct, seed))
 
 
 # --- the router switched off: both LEDs dark, the access point gone -----------------

@@ -21,6 +21,7 @@ from outbox import Outbox
 from version import VERSION as FW
 
 SAMPLE_MS = 20
+OPEN_WAIT = ("isp_down", "dns_down", "local_down")  # states whose rounds wait less (prober)
 RESEND_MS = 15000     # a batch PUBACKed but not acked by the collector is sent again
 STATS_MS = 3600000
 NTP_EVERY_MS = 3600000
@@ -112,6 +113,8 @@ class App:
         self._sent_at = time.ticks_ms()  # a ticks value (read only once _sent_gen matches)
         self._sent_gen = -1
         self._last_probe = {}
+        self._rtt_ms = 0        # the rounds' slowest answers, smoothed (watches wait 4x)
+        self._watch_i = -1      # the anchor the last watch probed
         b = "%s/%s/" % (self.prefix, self.id)
         self.t_rec, self.t_hb, self.t_ack, self.t_status = b + "rec", b + "hb", b + "ack", b + "status"
         self.mq = Client(cfg.get("broker.host"), cfg.get("broker.port"), client_id="ww-" + self.id,
@@ -255,19 +258,65 @@ class App:
                 if gw and gw != "0.0.0.0":
                     targets = dict(targets, gateway=gw)
                 t = self.clock.now()
+                wait = p["timeout_ms"]
+                if self.detector.state in OPEN_WAIT:
+                    # An outage is open: the question is only whether anything answers;
+                    # a short wait leaves time for watches, which date its end.
+                    wait = min(wait, max(500, 4 * self._rtt_ms))
                 try:
-                    r = await probe.probe_round(targets, p["timeout_ms"])
+                    r = await probe.probe_round(targets, wait)
                 except (OSError, ValueError) as e:
                     self.record({"k": "error", "key": "probe", "msg": str(e)})
                     r = None
                 if r is not None:
                     self._probe_changes(r["results"])
+                    self._rtt(r["results"])
+                    dns = r["results"].get("dns:" + targets.get("dns", ""))
                     self._states(self.detector.round(t, r["gateway_ok"], r["anchors_ok"],
                                                      r["anchors_total"], r["dns_ok"],
-                                                     r["loss_pct"]))
+                                                     r["loss_pct"], r["dns_tries"],
+                                                     (dns and dns.get("rtt")) or 0))
+                    await self._watches(start, interval, p["watch_ms"], p["timeout_ms"])
             # Our own Wi-Fi down: no round at all (blind, not an ISP outage).
             left = interval - time.ticks_diff(time.ticks_ms(), start)
             await asyncio.sleep_ms(max(50, left))
+
+    def _rtt(self, results):
+        # The slowest answer of the round, smoothed: what a watch waits for.
+        worst = 0
+        for res in results.values():
+            if res["ok"] and res.get("rtt") and res["rtt"] > worst:
+                worst = res["rtt"]
+        if worst:
+            self._rtt_ms = worst if worst > self._rtt_ms else (self._rtt_ms * 7 + worst) // 8
+
+    async def _watches(self, start, interval, every, timeout_ms):
+        # Between rounds, every `every` ms from the round's start: one anchor (in turn)
+        # and one DNS query, one try each, waiting 4 round trips (at least 250 ms, at
+        # most the round's timeout). They only sharpen the detector's times and
+        # confirm an outage early (detector.py STREAKS): no record of their own.
+        if not every:
+            return
+        wait = min(max(250, 4 * self._rtt_ms), timeout_ms)
+        anchors = self.targets["anchors"]
+        slot = every
+        while True:
+            self.stamp("prober")
+            now = time.ticks_diff(time.ticks_ms(), start)
+            if slot < now:
+                slot = now      # a slow round took the slot: watch at once
+            if slot + wait > interval - 20 or not self.net.up():
+                return
+            await asyncio.sleep_ms(slot - now)
+            self._watch_i = (self._watch_i + 1) % len(anchors)
+            tg = dict(self.targets, anchors=[anchors[self._watch_i]])
+            t = self.clock.now()
+            try:
+                r = await probe.probe_round(tg, wait, 1)
+            except (OSError, ValueError):
+                return
+            self.detector.watch(t, r["anchors_ok"] > 0, r["dns_ok"])
+            slot += every
 
     def _probe_changes(self, results):
         for tg, res in results.items():

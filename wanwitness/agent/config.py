@@ -15,6 +15,8 @@ DEFAULTS = {
     "probe": {
         "interval_s": 2,
         "timeout_ms": 1500,
+        # Watches between rounds (one anchor, one DNS query) every watch_ms; 0: none.
+        "watch_ms": 500,
         "gateway": None,
         # Public anchors for real deployments only; tests and the lab override them.
         "anchors": ["1.1.1.1", "8.8.8.8", "9.9.9.9"],
@@ -214,6 +216,10 @@ def parse(raw):
         else:
             cfg.problem("probe.interval_s", "expected a number of seconds 0.5..600")
     _int(cfg, p, "probe.timeout_ms", 100, 30000, vp, "timeout_ms")
+    if p.get("watch_ms") == 0 and not isinstance(p["watch_ms"], bool):
+        vp["watch_ms"] = 0
+    else:
+        _int(cfg, p, "probe.watch_ms", 200, 60000, vp, "watch_ms")
     _str(cfg, p, "probe.gateway", vp, "gateway", nullable=True)
     _str(cfg, p, "probe.ntp", vp, "ntp", nullable=True)
     if "anchors" in p:

@@ -50,6 +50,23 @@
 # negative: by Wald's bound the mean run to a false alarm is over 1e5 probes (more than
 # 18 hours of rounds); at 10 % far longer.
 #
+# STREAKS. Between rounds the agent sends watches (watch(): one anchor in turn and one
+# DNS query, one try each, every probe.watch_ms), and a round sends a silent resolver
+# its query again (up to 5 tries in the round). Per kind (anchors, DNS queries) the
+# detector keeps the streak the newest observation is part of: failures in a row
+# (a round whose anchors all failed counts each of them, a failed DNS round each
+# query), or answers, with the ms the streak began. Two uses:
+# - Times: an outage's `at` is the first observation of the streak of failures its
+#   first round belongs to, when a watch saw it after the round before (`bound`: the
+#   last answer before it); an end's `at` the first answer of its streak (a query
+#   answered only when sent again: when the answer came).
+# - Early confirmation: from up (or as a switch), one round of isp_down / dns_down
+#   declares when the failures in a row since the state began reach
+#   3 x down_rounds (what down_rounds rounds of three anchors are) on a clean line, or
+#   on a lossy one the streak with less than ISP_EPS_PPM chance at the probe failure
+#   rate seen before the run (upper 2-sigma bound, window and RECENT, as for rounds;
+#   at most 3 x ISP_MAX_ROUNDS). ev.streak and ev.need_p say so.
+#
 # HINDSIGHT. The onset of a lossy line often starts with a few dead rounds, taken for
 # an isp_down while the window still looked clean. When anchors answer again during
 # a probe-opened isp_down, the window is lossy by now, and the outage's longest
@@ -355,17 +372,20 @@ class Detector:
         if dns_ok is not None:
             self._obs(1, t, dns_ok, 1)
 
-    def round(self, t, gateway_ok, anchors_ok, anchors_total, dns_ok, loss_pct=0, dns_tries=1):
+    def round(self, t, gateway_ok, anchors_ok, anchors_total, dns_ok, loss_pct=0, dns_tries=1,
+              dns_ms=0):
         # One probe round at ms t -> state records. gateway_ok / dns_ok: True, False or
         # None (not probed); loss_pct: the round's packet loss when measured; dns_tries:
-        # the queries sent (a resolver not answering is asked again within the round).
+        # the queries sent (a resolver not answering is asked again within the round);
+        # dns_ms: when a query sent again was answered, ms after t (the resolver was
+        # silent until then).
         n = anchors_total if anchors_total and anchors_total > 0 else 0
         ok = min(anchors_ok, n) if anchors_ok and anchors_ok > 0 else 0
         dt = dns_tries if dns_tries and dns_tries > 0 else 1
         if n:
             self._obs(0, t, ok > 0, n)
         if dns_ok is not None:
-            self._obs(1, t, dns_ok, dt)
+            self._obs(1, t + (dns_ms if dns_ok and dt > 1 and dns_ms > 0 else 0), dns_ok, dt)
         a = self._st[0]
         q = self._st[1]
         loss = min(loss_pct, 100) if loss_pct and loss_pct > 0 else 0
@@ -638,12 +658,13 @@ class Detector:
 
     def _sharpen(self, i, kind):
         # (at, bound) for round i, sharpened by the streak of a kind it belongs to when
-        # that streak began after the round before it (a watch saw it first).
+        # that streak began after the round before it (a watch saw it first) or, for a
+        # query answered only when sent again, when the answer came.
         hist = self._hist
         r = hist[i]
         prev = hist[i - 1][_T] if i else None
         m = r[_AM + 2 * kind]
-        if m is None or m >= r[_T] or (prev is not None and m <= prev) or \
+        if m is None or (prev is not None and m <= prev) or \
                 (self.since is not None and m <= self.since):
             return r[_T], prev
         b = r[_AB + 2 * kind]
@@ -660,7 +681,7 @@ class Detector:
         kind = _KIND.get(c)
         if kind is not None:
             at, bound = self._sharpen(i, kind)
-        ev = {"by": "probe"}
+        ev = {"by": "probe", "rounds": 0}       # (the counts: _evidence)
         self._evidence(ev, i)
         k = self._run(c, self.state)
         need = self._need(c, k)

@@ -39,9 +39,11 @@ _DNS_QMAX = const(271)   # header 12 + name 255 + type/class 4
 _DNS_RX = const(512)     # RFC 1035 4.2.1: UDP messages are at most 512 bytes
 # A stub resolver retransmits a lost UDP query (RFC 1035 4.2.1; glibc every few
 # seconds): one lost datagram on a lossy line is not a DNS outage. We resend the same
-# query (same id) every _DNS_RETRY_MS, at most _DNS_TRIES times, within the round.
-_DNS_TRIES = const(3)
-_DNS_RETRY_MS = const(400)
+# query (same id) every _DNS_RETRY_MS, at most _DNS_TRIES times, within the round: an
+# answered query sends no more, a silent resolver gets five queries in the first
+# second, and each unanswered one is a failed probe the detector counts (STREAKS).
+_DNS_TRIES = const(5)
+_DNS_RETRY_MS = const(250)
 _PAYLOAD = b"wanwitns"
 _RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 
@@ -511,8 +513,9 @@ def dns_parse(pkt, qid, name=None, n=None):
     return [a for o, a in addrs if o in chain]
 
 
-async def _dns(e, server, name, port):
-    # One A query; fills e, with e["addrs"]. OK: NOERROR and >= 1 A record.
+async def _dns(e, server, name, port, most=_DNS_TRIES):
+    # One A query, sent up to `most` times; fills e, with e["addrs"] and e["tries"]
+    # (the queries sent). OK: NOERROR and >= 1 A record.
     qid = _rand16()
     qn = dns_query_into(_dq, qid, name)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -526,8 +529,9 @@ async def _dns(e, server, name, port):
         while True:
             s.send(memoryview(_dq)[:qn])
             tries += 1
+            e["tries"] = tries
             try:
-                if tries < _DNS_TRIES:
+                if tries < most:
                     addrs = await asyncio.wait_for_ms(_dns_reply(s, qid, name), _DNS_RETRY_MS)
                 else:  # the last try waits for the round's own timeout
                     addrs = await _dns_reply(s, qid, name)
@@ -628,13 +632,14 @@ def check_targets(targets):
     return bad
 
 
-async def probe_round(targets, timeout_ms):
+async def probe_round(targets, timeout_ms, dns_tries=_DNS_TRIES):
     # Probe every target concurrently, all within timeout_ms. targets (all optional):
     #     gateway: 'ip' (ICMP) or 'ip:port' (TCP);  anchors: ['ip' | 'ip:port', ...]
     #     dns: 'ip' or 'ip:port' of a resolver;  dns_name: the name to ask for
     #     fallback_port / gateway_port: TCP ports for ICMP targets without raw sockets
     # -> {'results': {tg: {'role', 'ok', 'rtt', 'kind', 'err'(, 'addrs')}}, 'gateway_ok',
-    #     'anchors_ok', 'anchors_total', 'loss_pct', 'dns_ok', 'icmp'}
+    #     'anchors_ok', 'anchors_total', 'loss_pct', 'dns_ok', 'dns_tries', 'icmp'}
+    # dns_tries: the most queries to send (a watch sends one); 'dns_tries' the number sent.
     # tg: 'gw:<gateway>', the anchor string, 'dns:<server>'. kind: icmp|tcp|dns.
     # icmp: True (raw socket used), False (fell back to TCP), None (no ICMP target).
     res = {}
@@ -669,7 +674,8 @@ async def probe_round(targets, timeout_ms):
     if srv:
         ip, port = split_target(srv, 53)
         dns_e = res["dns:" + srv] = _entry("dns", "dns", ip)
-        jobs.append(_job(dns_e, _dns(dns_e, ip, targets.get("dns_name", DNS_NAME), port)))
+        jobs.append(_job(dns_e, _dns(dns_e, ip, targets.get("dns_name", DNS_NAME), port,
+                                     dns_tries)))
     if pings:
         jobs.append(_ping(raw, pings))
     # One deadline for the round: when it passes, wait_for cancels the gather,
@@ -698,5 +704,6 @@ async def probe_round(targets, timeout_ms):
         "anchors_total": total,
         "loss_pct": (100 * (total - ok) + total // 2) // total if total else 0,
         "dns_ok": dns_e["ok"] if dns_e else None,
+        "dns_tries": dns_e.pop("tries", 1) if dns_e else 0,
         "icmp": (raw is not None) if want_icmp else None,
     }
