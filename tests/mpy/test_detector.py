@@ -423,6 +423,20 @@ def test_a_router_back_with_its_wan_led_dark_is_isp_down_from_the_power_leds_ms(
     eq([x for x in r.recs if x.get("retract")], [])
 
 
+def test_a_round_that_confirms_after_the_led_came_back_leaves_its_end_pending():
+    # The LED's reports come a window late: the internet LED went dark at 10 300 and was
+    # back at 12 500 before the round begun at 12 000 (a failure, handled at 13 500)
+    # confirmed the outage. It ends at the LED's ms on the next good round.
+    r = Run()
+    r.rounds("ggggg")
+    r.led(10300, "internet", "off", now=11800)
+    r.led(12500, "internet", "on", now=12600)
+    r.rounds("i")                           # 12 000: confirms
+    r.rounds("g")                           # 14 000: the line is back
+    eq(fold(r.recs), [("isp_down", 10300, 12500)])
+    eq([x.get("retract") for x in r.recs], [None, None, None])
+
+
 def test_a_switch_counts_only_rounds_begun_since_the_outage_did():
     # No WAN LED: the probes alone switch back to isp_down, from the first failed round
     # after the router came back, never from the failed rounds before it was switched

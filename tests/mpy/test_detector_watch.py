@@ -64,6 +64,25 @@ def test_one_failed_round_and_watches_are_not_enough_on_a_clean_line():
     eq(r.d.state, "up")
 
 
+def test_an_answer_in_an_led_gap_splits_the_outage_though_a_round_in_it_failed():
+    # The LED lags the line: the round begun at 13 800 failed (the line went down again
+    # at 13 700), 100 ms before the LED's ms. An anchor answered a watch in the gap, so
+    # the gap was real: two outages, the second from the failed round.
+    r = Run()
+    r.rounds("ggggg")
+    r.led(10300, "internet", "off", now=11000)
+    r.rounds("i")                           # 12 000: confirmed
+    r.led(12500, "internet", "on", now=13000)
+    r.d.watch(12600, True, True)
+    r.t = 11800
+    r.rounds("i")                           # 13 800
+    r.led(13900, "internet", "off", now=14500)
+    r.rounds("i")                           # 15 800
+    r.led(16500, "internet", "on", now=17000)
+    r.rounds("gg")
+    eq(fold(r.recs), [("isp_down", 10300, 12500), ("isp_down", 13800, 16500)])
+
+
 def test_thirty_percent_loss_with_watches_and_retried_queries_is_no_outage():
     # Every probe and every query lost at random (30 % and 51 %: a packet each way at
     # 30 %), rounds of three anchors and up to five queries, three watches between them.

@@ -94,9 +94,10 @@
 #   outage, that outage stays, seen by the LED alone); bad -> the probes decide.
 #   Only rounds begun before the LED's ms contradict: its report comes up to a window
 #   after that ms, when a good round begun after it may already be in.
-# - The LED back, then down again before a round decided, with no round begun in
-#   between failing: the outage ends at the first ms and a new one opens at the second
-#   (a line flapping faster than the rounds is as many outages as the LED saw).
+# - The LED back, then down again before a round decided, and an anchor answered in
+#   between (or no round begun in between failed): the outage ends at the first ms and
+#   a new one opens at the second (a line flapping faster than the rounds is as many
+#   outages as the LED saw).
 # - The power LED back while a WAN LED still says down (or an alarm LED on), and the
 #   first round begun after it fails every anchor: the local_down switches to isp_down
 #   at the power LED's ms (ev.by "led+probe", ev.role the WAN LED).
@@ -188,8 +189,9 @@ class Detector:
         # STREAKS, per kind (0 anchors, 1 DNS): [failed probes in a row now (0: the
         # newest answered), ms the current streak (of failures or of answers) began,
         # ms of the last observation the other way before it, ms of the newest one,
-        # the failures of the streak since the current state began]
-        self._st = [[0, None, None, None, 0], [0, None, None, None, 0]]
+        # the failures of the streak since the current state began, ms of the newest
+        # answer]
+        self._st = [[0, None, None, None, 0, None], [0, None, None, None, 0, None]]
 
     # --- LEDs ------------------------------------------------------------------------
 
@@ -227,7 +229,12 @@ class Detector:
         return out
 
     def _gap(self, t1, t2, cls):
-        # True if no round begun in [t1, t2) failed the way cls does.
+        # True if an anchor answered since t1 (a round or a watch), or no round begun in
+        # [t1, t2) failed the way cls does (the LED lags the line: a round begun just
+        # before it went dark again may have failed).
+        ok = self._st[0][5]
+        if ok is not None and ok >= t1:
+            return True
         for r in self._hist:
             if t1 <= r[_T] < t2 and r[_C] in _CONFIRMS[cls]:
                 return False
@@ -272,9 +279,12 @@ class Detector:
                 self._confirm(out, "led+link")
         return out
 
-    def _confirm(self, out, by):
+    def _confirm(self, out, by, t=None):
+        # t: ms of the confirming round. One begun before the LED came back leaves that
+        # end pending: it says the line was down while the LED still said so.
         self._unconf = False
-        self._led_end = None
+        if t is None or self._led_end is None or t >= self._led_end:
+            self._led_end = None
         ev = {"by": by, "confirmed": True}
         if by != "led+link":
             self._evidence(ev, len(self._hist) - 1)
@@ -355,6 +365,7 @@ class Detector:
                 st[1] = t
                 st[2] = st[3]
             st[0] = st[4] = 0
+            st[5] = t
         else:
             if not st[0]:                   # a streak of failures begins
                 st[1] = t
@@ -445,7 +456,7 @@ class Detector:
         s = self.state
         if self._unconf:
             if cls in _CONFIRMS[s]:
-                self._confirm(out, "led+probe")
+                self._confirm(out, "led+probe", r[_T])
             else:
                 self._contra += 1
                 self._contra_t.append((r[_T], cls))
@@ -516,7 +527,7 @@ class Detector:
     def _led_decides(self, out):
         # The LED of the current outage came back at _led_end, and the newest round was
         # begun after it (one begun before says nothing about after it). Good: the outage
-        # ends at the LED's ms. The router back (power LED lit), its WAN LED still dark
+        # ends at the LED's ms (or this round's, if one failed after the LED's ms). The router back (power LED lit), its WAN LED still dark
         # and the anchors unreachable: the ISP's line is down from the power LED's ms.
         # Anything else: the probes decide. True if it wrote a record.
         hist = self._hist
@@ -529,6 +540,13 @@ class Detector:
                     at = r[_T]  # a round failed after the LED came back: not its ms
             self._end(at, None, out, True)
             return True
+        ok = self._st[0][5]
+        if ok is not None and ok >= at:
+            # An anchor answered after the LED came back, and this round failed: the line
+            # went down again before the LED says so (it lags). Still pending: the LED
+            # going dark again splits the outage, a good round ends it.
+            self._led_end = at
+            return False
         role = self._down_led(ISP)
         if self.state == LOCAL and r[_C] == ISP and role is not None:
             ev = {"by": "led+probe", "role": role}
