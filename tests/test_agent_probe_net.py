@@ -100,8 +100,11 @@ def _rr(owner: bytes, typ: int, rdata: bytes) -> bytes:
     return owner + struct.pack(">HHIH", typ, 1, 300, len(rdata)) + rdata
 
 
+_COPIES: dict[bytes, int] = {}  # third.test: copies of each query id seen
+
+
 def dns_handler(data: bytes, addr, sock: socket.socket) -> None:
-    """Answers by query name: ok / nx / servfail / silent / evil / liar / late."""
+    """Answers by query name: ok / nx / servfail / silent / third / evil / liar / late."""
     qid = data[:2]
     end = data.index(b"\x00", 12) + 5
     question = data[12:end]
@@ -117,6 +120,11 @@ def dns_handler(data: bytes, addr, sock: socket.socket) -> None:
 
     if name == "silent.test":
         return
+    if name == "third.test":    # answers only the third copy of a query
+        seen = _COPIES[qid] = _COPIES.get(qid, 0) + 1
+        if seen < 3:
+            return
+        name = "ok.test"
     if name == "ok.test":
         msg = reply(0x8180, [_rr(b"\xc0\x0c", 1, bytes([192, 0, 2, 10])),
                              _rr(b"\xc0\x0c", 1, bytes([192, 0, 2, 11]))])
@@ -263,6 +271,26 @@ def test_dns_against_a_loopback_responder(mpy_build, name, addrs, err):
     # the query on the wire: RD set, one question, type A class IN, for the name asked
     assert query[2:12] == b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
     assert query[12:] == _qname(name) + b"\x00\x01\x00\x01"
+
+
+@pytest.mark.parametrize("name, most, want", [
+    ("silent.test", 5, 5),      # a silent resolver: 5 queries, 250 ms apart, one id
+    ("silent.test", 1, 1),      # a watch: one query
+    ("third.test", 5, 3),       # answered the third time: no more are sent
+    ("ok.test", 5, 1),
+])
+def test_a_round_sends_a_silent_resolver_at_most_five_queries(mpy_build, name, most, want):
+    with UdpServer(dns_handler) as srv:
+        r = drive(mpy_build, "dns", {"server": "127.0.0.1", "port": srv.port, "name": name,
+                                     "timeout": 1500, "tries": most})
+        time.sleep(0.3)             # anything sent late would arrive by now
+        queries = list(srv.received)
+    assert r["tries"] == want == len(queries), (r, len(queries))
+    assert len({q[:2] for q in queries}) == 1, "one query id, sent again"
+    assert r["ok"] is (name != "silent.test"), r
+    if name == "third.test":
+        # the answer came after two unanswered queries, 250 ms apart
+        assert 500 <= r["rtt"] < 750, r
 
 
 def test_dns_to_a_port_nobody_listens_on_fails_fast(mpy_build):

@@ -63,9 +63,11 @@ async def main(cmd, a):
         res["plain"] = await probe.tcp(a["addr"], a["port"], a["timeout"])  # the contract API
     elif cmd == "dns":
         tg = "%s:%d" % (a["server"], a["port"])
-        r = await probe.probe_round({"dns": tg, "dns_name": a["name"]}, a["timeout"])
+        r = await probe.probe_round({"dns": tg, "dns_name": a["name"]}, a["timeout"],
+                                    a.get("tries", 5))
         res = r["results"]["dns:" + tg]
         res["addrs"] = res.get("addrs")
+        res["tries"] = r["dns_tries"]
     elif cmd == "round":
         res, stats = await with_ticker(probe.probe_round(a["targets"], a["timeout"]), a.get("ticker"))
         res.update(stats)
