@@ -480,14 +480,15 @@ class Run:
         secret = new_secret()
         store = s.open_store(self.db_url)
         try:
+            # The snippet's own listener, on the lab server's address only.
             write_mosquitto_config(self.mosquitto_dir, password_hashes(store),
-                                   ("lab-collector", hash_password(secret)))
+                                   ("lab-collector", hash_password(secret)),
+                                   listen=(SERVER, BROKER_PORT))
         finally:
             store.dispose()
         snippet = (self.mosquitto_dir / CONF).read_text()
         (self.mosquitto_dir / "lab.conf").write_text(
-            snippet + f"listener {BROKER_PORT} {SERVER}\n"
-            f"persistence_location {self.mosquitto_dir}/\n"
+            snippet + f"persistence_location {self.mosquitto_dir}/\n"
             f"log_dest file {self.dir / 'mosquitto.log'}\nlog_type error\nlog_type warning\nlog_type notice\n"
             "log_type information\nconnection_messages true\nuser root\n")
         return ("[broker]\n"

@@ -12,7 +12,9 @@
 #   local_down  the gateway did not answer (the household's own equipment); or it was
 #               not probed, the "power" LED is off and no anchor answered
 #   isp_down    every anchor failed (the gateway answered or was not probed)
-#   dns_down    anchors answered, the DNS query failed
+#   dns_down    the DNS query failed, and the anchors answered: all of them, or with
+#               less than heavy loss on a window that is not lossy (a query lost on a
+#               lossy round is loss: degraded)
 #   degraded    loss >= degraded_loss_pct ("heavy"), or some loss while the window is
 #               lossy: the mean loss of the last LOSS_WINDOW rounds (this one
 #               included, at least LOSS_MIN of them; while up, none from before the
@@ -60,8 +62,9 @@
 #   first round belongs to, when a watch saw it after the round before (`bound`: the
 #   last answer before it); an end's `at` the first answer of its streak (a query
 #   answered only when sent again: when the answer came).
-# - Early confirmation: from up (or as a switch), one round of isp_down / dns_down
-#   declares when the failures in a row since the state began reach
+# - Early confirmation: from up (or as a switch), on a line that lost no probe of the
+#   kind in the RECENT rounds before, one round of isp_down / dns_down declares when
+#   the failures in a row since the state began reach
 #   3 x down_rounds (what down_rounds rounds of three anchors are) on a clean line, or
 #   on a lossy one the streak with less than ISP_EPS_PPM chance at the probe failure
 #   rate seen before the run (upper 2-sigma bound, window and RECENT, as for rounds;
@@ -77,6 +80,9 @@
 # LEDS. led_roles maps a role to what its LED means; blinking counts as on:
 #   "wan"   off => WAN down (isp_down)       "alarm"  on/blink => WAN down (LOS LED)
 #   "power" off => router off (local_down)   anything else: evidence only
+# - The power LED dark within LED_SKEW_MS (1 s) after a WAN LED whose isp_down no round
+#   confirmed yet: one event, the router switched off; local_down from the WAN LED's ms
+#   (the isp_down is left with no length).
 # - An LED saying "down" opens the outage at once, at the LED's transition ms, bound
 #   = that ms - LED_BOUND_MS (its previous sample still said "up"): isp_down from up /
 #   dns_down / degraded, local_down from any state but itself. If the newest rounds
@@ -151,6 +157,7 @@ class Detector:
     ISP_EPS_PPM = 10        # an all-failed run must be this unlikely by chance (1e-5)
     ISP_MAX_ROUNDS = 16     # ... but never needs more rounds than this
     LED_BOUND_MS = 20       # an LED transition is timed to one ~20 ms sample
+    LED_SKEW_MS = 1000      # two LEDs going dark this close: one event (the router off)
     CUSUM_H = 11513         # ln(1e5) in thousandths: the fast degraded alarm's bar
 
     def __init__(self, down_rounds=3, up_rounds=2, degraded_loss_pct=50, led_roles=None,
@@ -305,6 +312,11 @@ class Detector:
         k = self._tail(_CONFIRMS[cls], self.since)
         at = t
         bound = t - self.LED_BOUND_MS if t > self.LED_BOUND_MS else 0
+        if cls == LOCAL and self._unconf and self.state == ISP and t - self.since <= self.LED_SKEW_MS:
+            # The WAN LED went dark just before the power LED, and no round has seen the
+            # line since: the router went off, from the first LED's ms.
+            at = self.since
+            bound = self._bound
         ev = {"by": "led", "role": role}
         if k:
             # The probes already fail: the outage began no later than their first failure.
@@ -434,10 +446,10 @@ class Detector:
             cls = LOCAL
         elif n and not ok:
             cls = ISP
-        elif dns_ok is False:
+        elif dns_ok is False and (loss == 0 or (loss < thr and not lossy)):
             cls = DNS
         elif loss >= thr or (lossy and loss > 0):
-            cls = DEG
+            cls = DEG       # (a query lost on a lossy round is the loss, not the resolver)
         else:
             cls = UP
         hist.append((t, cls, loss, ok, n, gateway_ok, dns_ok, lossy, dt,
@@ -654,8 +666,15 @@ class Detector:
     def _streak_ok(self, c, k):
         # Fast confirmation (STREAKS): the failed probes in a row of c's kind, watches
         # and re-sent DNS queries included, are enough to declare c.
+        # Only on a line that lost no probe of that kind in the RECENT rounds before the
+        # run: on one already losing them (the onset of heavy loss), the rounds decide.
         kind = _KIND.get(c)
-        return kind is not None and self._st[kind][4] >= self._need_p(kind, k)
+        if kind is None:
+            return False
+        end = len(self._hist) - k
+        if self._rate(end - self.RECENT, end, kind):
+            return False
+        return self._st[kind][4] >= self._need_p(kind, k)
 
     def _need_p(self, kind, k):
         # Failed probes of a kind needed in a row: what down_rounds rounds of three
