@@ -401,7 +401,7 @@ def test_unacknowledged_publish_resent_with_dup_after_reconnect(mpy_dir):
 
 def test_refused_login_is_reported_and_retried_with_backoff(mpy_dir):
     def script(idx, s, b):
-        s.sendall(b"\x20\x02\x00\x04")  # bad user name or password (3.2.2.3)
+        s.sendall(b"\x20\x02\x00\x04")  # return code 4: bad user name or password
         # the server closes after a refusal [MQTT-3.2.2-5]
 
     with ScriptedBroker(script) as b, Probe(mpy_dir, mode="idle", port=b.port, secs=4) as p:

@@ -8,6 +8,7 @@ are ms from the start of the simulation. The live tests at the end probe loopbac
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -359,7 +360,10 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 
 def test_cli_refuses_targets_outside_the_lab():
-    for bad in ("1.1.1.1", "example.org"):
+    # The first address past an RFC 5737 block: outside the lab (refused before any
+    # packet is sent), and a name, never resolved.
+    outside = str(ipaddress.IPv4Address("192.0.2.255") + 1)
+    for bad in (outside, "example.org"):
         proc = _cli("--targets", bad, "--duration", "1", "--json", os.devnull)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 2 and err.startswith("error: --targets") \
