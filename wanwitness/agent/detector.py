@@ -538,10 +538,11 @@ class Detector:
 
     def _led_decides(self, out):
         # The LED of the current outage came back at _led_end, and the newest round was
-        # begun after it (one begun before says nothing about after it). Good: the outage
-        # ends at the LED's ms (or this round's, if one failed after the LED's ms). The router back (power LED lit), its WAN LED still dark
-        # and the anchors unreachable: the ISP's line is down from the power LED's ms.
-        # Anything else: the probes decide. True if it wrote a record.
+        # begun after it (one begun before says nothing about after it). Good: the
+        # outage ends at the LED's ms (or at this round's, if one failed after the LED's
+        # ms). The router back (power LED lit), its WAN LED still dark and the anchors
+        # unreachable: the ISP's line is down from the power LED's ms. Anything else:
+        # the probes decide. True if it wrote a record.
         hist = self._hist
         r = hist[-1]
         at = self._led_end
@@ -678,14 +679,14 @@ class Detector:
 
     def _need_p(self, kind, k):
         # Failed probes of a kind needed in a row: what down_rounds rounds of three
-        # anchors are on a clean line; on a lossy one, enough that the streak has less
-        # than ISP_EPS_PPM chance at the failure rate seen before the run of k rounds.
+        # anchors are on a clean line; after losses in the loss window before the run of
+        # k rounds (the RECENT rounds are clean: _streak_ok), enough that the streak has
+        # less than ISP_EPS_PPM chance at that failure rate.
         m0 = 3 * self.down_rounds
         if self.state == LOCAL:
             return m0
         end = len(self._hist) - k
-        q = max(self._rate(end - self.LOSS_WINDOW, end, kind),
-                self._rate(end - self.RECENT, end, kind))
+        q = self._rate(end - self.LOSS_WINDOW, end, kind)
         p = 1000000
         m = 0
         while q and m < 3 * self.ISP_MAX_ROUNDS and (m < m0 or p >= self.ISP_EPS_PPM):
