@@ -113,6 +113,39 @@ def test_eighty_percent_loss_is_degraded_not_a_dns_outage():
         eq("degraded" in [o[0] for o in fold(r.recs)], True, "seed %d: %r" % (seed, fold(r.recs)))
 
 
+def onset(seed):
+    # 30 clean rounds, then 80 % loss until degraded is called (at most 30 rounds):
+    # how many lossy rounds that took, and the records.
+    r = Run()
+    rand = Rand(seed)
+    noisy(r, rand, 0, 30)
+    n = 0
+    while n < 30 and not any(x["s"] == "degraded" for x in r.recs):
+        noisy(r, rand, 80, 1)
+        n += 1
+    return n, r.recs
+
+
+def test_eighty_percent_loss_is_called_within_fifteen_seconds_with_watches():
+    # The watches' anchor probes feed the CUSUM too (FAST DEGRADED): over 20 onsets the
+    # median call comes in the 5th lossy round (within 10 s), none after the 9th (the
+    # rounds' probes alone: a median of 10, up to 15).
+    called = sorted(onset(seed)[0] for seed in range(1, 21))
+    eq(called[10] <= 5 and called[-1] <= 9, True, called)
+
+
+def test_an_isp_down_at_the_onset_of_heavy_loss_is_withdrawn_within_a_few_rounds():
+    # These onsets begin with dead rounds: isp_down, then withdrawn as degraded from its
+    # start once the probes after the dead run say 80 % loss (HINDSIGHT: the CUSUM goes
+    # on from its value before the run). The loss window alone took 12-15 rounds.
+    for seed in (4, 5, 6, 7, 15):
+        n, recs = onset(seed)
+        eq([(x["s"], x.get("retract", False)) for x in recs],
+           [("isp_down", False), ("degraded", True)], "seed %d" % seed)
+        eq(recs[1]["at"], recs[0]["at"])
+        eq(n <= 8, True, "seed %d: called after %d rounds" % (seed, n))
+
+
 def test_thirty_percent_loss_with_watches_and_retried_queries_is_no_outage():
     # Every probe and every query lost at random (30 % and 51 %: a packet each way at
     # 30 %), rounds of three anchors and up to five queries, three watches between them.
