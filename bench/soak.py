@@ -20,8 +20,9 @@ collector; root) played against the agent on the virtual board:
 It prints, and writes with `--json`: outages scripted / found / missed / false /
 misclassified, records lost and duplicated, the agent's resets (the board's boots after
 the first, which must be 0), its heap (the largest `gc.mem_alloc()` peak and the
-smallest `gc.mem_free()` its heartbeats printed), the records it wrote per day by kind, and the
-flash erases per day where the board counts them.
+smallest `gc.mem_free()` its heartbeats printed; the smallest "largest free block" of
+the virtual board's `micropython.mem_info()`, once a minute), the records it wrote per
+day by kind, and the flash erases per day where the board counts them.
 
 The same command runs for 72 h on a spare machine (`--minutes 4320`).
 """
@@ -32,6 +33,7 @@ import argparse
 import json
 import random
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -108,12 +110,20 @@ class SoakRun(runner.Run):
         self.ready_led = ("on", "blink")
         self.agent_args = ["--heap", heap]
         self.env["WANWITNESS_MICROPYTHON"] = micropython
+        self.env["WANWITNESS_VBOARD_MEMINFO_S"] = "60"   # the largest free block, a minute apart
 
     def make_leds(self) -> runner.LedDriver:
         return BusyLeds(self.control, self.lab, self.seed, self.busy_s)
 
 
-def agent_figures(log_text: str) -> dict[str, Any]:
+def gc_block_bytes(micropython: str) -> int:
+    """MICROPY_BYTES_PER_GC_BLOCK: four machine words (16 bytes on a 32-bit port)."""
+    p = subprocess.run([micropython, "-c", "import sys; print(sys.maxsize > 2**31)"],
+                       capture_output=True, text=True, timeout=30)
+    return 32 if p.stdout.strip() == "True" else 16
+
+
+def agent_figures(log_text: str, block: int) -> dict[str, Any]:
     heap = [tuple(map(int, m.groups())) for m in RE_HEAP.finditer(log_text)]
     maxfree = [int(m[1]) for m in RE_MAXFREE.finditer(log_text)]
     boots = RE_BOOT.findall(log_text)
@@ -122,7 +132,7 @@ def agent_figures(log_text: str) -> dict[str, Any]:
             "alloc_max": max((h[0] for h in heap), default=None),
             "peak": max((h[1] for h in heap), default=None),
             "free_min": min((h[2] for h in heap), default=None),
-            "max_free_blocks_min": min(maxfree, default=None)}
+            "largest_free_block_min": min(maxfree) * block if maxfree else None}
 
 
 def store_figures(db_url: str, seconds: float) -> dict[str, Any]:
@@ -190,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "false": res["false"], "misclassified": res.get("misclassified", 0),
         "records_lost": res["records_lost"], "records_duplicated": res["records_duplicated"],
         "led_toggles_driven": run.leds.toggles if isinstance(run.leds, BusyLeds) else 0,
-        **store_figures(run.db_url, seconds), **agent_figures((wd / "agent.log").read_text(errors="replace")),
+        **store_figures(run.db_url, seconds), **agent_figures((wd / "agent.log").read_text(errors="replace"), gc_block_bytes(micropython)),
     }
     for k, v in figures.items():
         print(f"{k:22} {v}")
