@@ -104,7 +104,10 @@ def _unpack(tarball: Path) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     with tarfile.open(tarball) as tf:
-        tf.extractall(dest, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+            tf.extractall(dest, filter="data")
+        else:
+            tf.extractall(dest)  # noqa: S202 (our own vendored tarball, or the user's)
     tops = [p for p in dest.iterdir() if p.is_dir()]
     if len(tops) != 1 or not (tops[0] / "ports" / "unix").is_dir():
         raise BuildError(f"{tarball} is not a MicroPython source tarball (no ports/unix)")
