@@ -695,7 +695,7 @@ def table(results: list[Result]) -> str:
 
 
 def imports_table(results: list[Result], vboard: dict[str, int] | None = None,
-                  mpy_sizes: dict[str, int] | None = None) -> str:
+                  mpy_sizes: dict[str, int] | None = None, frozen: bool = False) -> str:
     """Heap per import, from the first board that got through them all; `vboard`:
     the virtual board's start-up, step by step (vboard_breakdown); `mpy_sizes`: the
     size of each module's .mpy file."""
@@ -719,7 +719,8 @@ def imports_table(results: list[Result], vboard: dict[str, int] | None = None,
                  f"{full.import_start or 0:,}", "", "", "in use when main.py starts"])
     for name, n in full.imports.items():
         where = ("virtual board (C on an ESP32)" if name in VBOARD_MODULES
-                 else "frozen in the unix port" if name == "asyncio" else "agent, .mpy in RAM")
+                 else "frozen in the unix port" if name == "asyncio"
+                 else "agent, frozen" if frozen else "agent, .mpy in RAM")
         mpy = sizes.get(name)
         q = full.qstr_growth.get(name)
         rows.append([f"import {name}", f"{n:,}", "" if q is None else f"{q:,}",
@@ -848,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
              if exe else "); MicroPython unix port, 64-bit; agent as .mpy in RAM"))
     print(table(results))
     print()
-    print(imports_table(results, lab.vboard, lab.mpy_sizes))
+    print(imports_table(results, lab.vboard, frozen=lab.frozen, mpy_sizes=lab.mpy_sizes))
     print()
     for line in summary(results):
         print(line)
