@@ -34,6 +34,7 @@ from testing.mpy import (
     run_mpyunit,
 )
 from wanwitness.boards.build import agent_sources, compile_agent
+from wanwitness.resources import firmware_dir
 
 MPY_TESTS = sorted((ROOT / "tests" / "mpy").glob("test_*.py"))
 FOUND = {script: find_mpyunit_tests(script) for script in MPY_TESTS}
@@ -221,3 +222,15 @@ def test_the_32bit_build_runs_the_frozen_agent():
     path = lines["path"].split(" ")
     assert path.index(".frozen") <= 1, f".frozen is not first on sys.path: {path}"
     assert lines["maxsize"] == str(2**31 - 1), "not a 32-bit build"
+
+
+def test_the_32bit_manifest_freezes_the_agent_and_the_virtual_board():
+    """Every agent module but main.py and every virtual board module but run.py is frozen
+    into the mp32 build: a new one missing from manifest_unix32.py would not import there."""
+    from testing.mp32 import frozen_sources
+    vboard = firmware_dir() / "boards" / "virtual"
+    want = {p.resolve() for p in agent_sources()}
+    want |= {p.resolve() for p in vboard.glob("*.py") if p.name != "run.py"}
+    frozen = set(frozen_sources())
+    assert not want - frozen, f"add to wanwitness/firmware/manifest_unix32.py: {sorted(want - frozen)}"
+    assert all(p.is_file() for p in frozen), sorted(p for p in frozen if not p.is_file())
