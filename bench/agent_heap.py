@@ -123,24 +123,36 @@ import agent_main  # noqa: E402,F401  (runs the agent)
 # before main.py, so they are in the start figure.
 IMPORTS = ("network", "asyncio", "clock", "config", "outbox", "mqtt", "net", "probe",
            "detector", "led", "app")
-VBOARD_MODULES = ("network",)
+# The virtual board's stand-ins for what an ESP32 has in C (no heap there): each is
+# counted in its residue. A name the virtual board's source lacks is skipped (lwipsocket:
+# `socket` as lwIP gives it, installed by run.py where the virtual board has it).
+VBOARD_MODULES = ("board", "machine", "network", "lwipsocket", "flash")
 
-# What run.py puts on the heap before main.py, step by step (a separate short run).
+# What the virtual board puts on the heap that an ESP32 would not (vboard_breakdown).
+# Run two ways, the same code both times: as a plain script (the empty runtime, then
+# each module and the mounted image, step by step), and as main.py of a real boot
+# (after run.py, which the frozen build runs frozen, loaded what it loads).
 VBOARD_SCRIPT = '''\
 import gc
+import sys
 gc.collect()
 a = gc.mem_alloc()
-print("vboard runtime %d" % a)
-for m in ("board", "machine", "flash"):
+print("vboard start %d" % a)
+for m in {modules!r}:
+    if m in sys.modules:  # run.py imported it
+        print("vboard had_%s 0" % m)
+        continue
     __import__(m)
     gc.collect()
     b = gc.mem_alloc()
     print("vboard import_%s %d" % (m, b - a))
     a = b
-import flash
-flash.mount({image!r})
-gc.collect()
-print("vboard mount %d" % (gc.mem_alloc() - a))
+if __name__ == "__main__":  # the plain run: mount the image as run.py does
+    import flash
+    flash.mount({image!r})
+    gc.collect()
+    print("vboard mount %d" % (gc.mem_alloc() - a))
+print("vboard done %d" % gc.mem_alloc())
 '''
 
 RE_HEAP = re.compile(r"heap alloc=(\d+) peak=(\d+) free=(\d+)")
@@ -214,25 +226,71 @@ def snapshot_agent(dest: Path, vboard_dest: Path) -> dict[str, str]:
     return sums
 
 
+def _vboard_lines(stdout: str) -> dict[str, int]:
+    out = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "vboard" and parts[2].lstrip("-").isdigit():
+            out[parts[1]] = int(parts[2])
+    return out
+
+
 def vboard_breakdown(work: Path, micropython: str, vboard_dir: Path,
                      frozen: bool = False) -> dict[str, int]:
-    """Heap (bytes) the virtual board's own start-up takes: the runtime, `board`,
-    `machine` and `flash` imported (compiled, as run.py loads them) and the flash
-    image mounted. None of it is on an ESP32's heap but the runtime's few bytes."""
-    script = work / "vboard_heap.py"
-    script.write_text(VBOARD_SCRIPT.format(image=str(work / "vboard_heap.flash")))
-    env = dict(os.environ, MICROPYPATH=f".frozen:{vboard_dir}" if frozen else f"{vboard_dir}:.frozen")
-    proc = subprocess.run([micropython, "-X", "heapsize=256K", str(script)], cwd=str(work),
-                          env=env, capture_output=True, text=True, timeout=120)
-    out = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "vboard":
-            out[parts[1]] = int(parts[2])
-    if proc.returncode != 0 or len(out) != 5:
-        print(f"warning: the virtual board breakdown failed:\n{proc.stdout}{proc.stderr}",
+    """Heap (bytes) the virtual board itself takes, in order: `runtime` (the empty heap,
+    which a board has too), `import_<m>` for each module of VBOARD_MODULES this build
+    has, `mount` (the flash image mounted) and `boot_script` (what run.py itself leaves:
+    its globals, and its bytecode when it runs from source). All but `runtime` are the
+    residue: C code on an ESP32, no heap there.
+
+    Two short runs of VBOARD_SCRIPT, the same code both times: as a plain script (MICROPYPATH
+    `.frozen` alone when frozen, else vboard_dir, the compiled virtual board), then as
+    main.py of a real boot: the frozen run.py (`-m run`) or vboard_dir/run.py. Their
+    difference at the start is what the boot left; the modules run.py imported and the
+    mount are taken out of it. On failure a warning and what was measured."""
+    box = work / "vboard_heap"
+    shutil.rmtree(box, ignore_errors=True)
+    box.mkdir(parents=True)
+    image = box / "plain.flash"
+    # The modules this source tree's virtual board has (the frozen build holds them all)
+    modules = tuple(m for m in VBOARD_MODULES if (virtual.vboard_sources() / f"{m}.py").is_file())
+    script = VBOARD_SCRIPT.format(modules=modules, image=str(image))
+    (box / "vboard_heap.py").write_text(script)
+    (box / "boot").mkdir()
+    (box / "boot" / "main.py").write_text(script)
+    control, state = box / "control.json", box / "state.json"
+    set_control(control, LED_ACTIVE)  # the bench's LED: the board keeps what it parsed
+    state.write_text(json.dumps({"next_reset": "PWRON_RESET"}))
+    env = dict(os.environ, WANWITNESS_VBOARD_CONTROL=str(control),
+               WANWITNESS_VBOARD_STATE=str(state))
+    # Frozen: only what the firmware holds (not a stale .mpy a shared build dir may keep)
+    plain_path = ".frozen" if frozen else f"{vboard_dir}:.frozen"
+    runs = [("plain", [str(box / "vboard_heap.py")], dict(env, MICROPYPATH=plain_path))]
+    boot = ["-m", "run"] if frozen else [str(vboard_dir / "run.py")]
+    boot_path = f".frozen:{box / 'boot'}" if frozen else f"{box / 'boot'}:.frozen"
+    runs.append(("boot", boot, dict(env, MICROPYPATH=boot_path,
+                                    WANWITNESS_VBOARD_FLASH=str(box / "boot.flash"))))
+    got: dict[str, dict[str, int]] = {}
+    problems = []
+    for name, args, run_env in runs:
+        proc = subprocess.run([micropython, "-X", "heapsize=256K", *args], cwd=str(box),
+                              env=run_env, capture_output=True, text=True, timeout=120)
+        got[name] = _vboard_lines(proc.stdout)
+        if proc.returncode != 0 or "done" not in got[name]:
+            problems.append(f"{name} run (status {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    shutil.rmtree(box, ignore_errors=True)
+    plain, booted = got["plain"], got["boot"]
+    out = {"runtime": plain.get("start", 0)}
+    out.update((k, v) for k, v in plain.items() if k.startswith("import_") or k == "mount")
+    if not problems and "start" in plain and "start" in booted:
+        # booted["start"] - plain["start"]: run.py, the modules it imported, the mount
+        by_run = [k for k in out if k.startswith("import_")
+                  and "had_" + k.removeprefix("import_") in booted]
+        out["boot_script"] = (booted["start"] - plain["start"] - out.get("mount", 0)
+                              - sum(out[k] for k in by_run))
+    if problems:
+        print("warning: the virtual board breakdown failed:\n" + "\n".join(problems),
               file=sys.stderr)
-    (work / "vboard_heap.flash").unlink(missing_ok=True)
     return out
 
 
@@ -706,16 +764,22 @@ def imports_table(results: list[Result], vboard: dict[str, int] | None = None,
         if full is None or not full.imports:
             return "(no board got through its imports)"
     rows = []
-    names = {"runtime": "MicroPython runtime (empty heap)", "import_board": "  import board",
-             "import_machine": "  import machine", "import_flash": "  import flash",
-             "mount": "  flash image mounted (FileFlash, littlefs)"}
+    names = {"runtime": "MicroPython runtime (empty heap)",
+             "mount": "  flash image mounted (FileFlash, littlefs)",
+             "boot_script": "  run.py itself (" + ("frozen" if frozen else "from source") + ")"}
+    whats = {"runtime": "runtime", "mount": "virtual board: a 4 KiB erase buffer + littlefs",
+             "boot_script": "virtual board: its boot script (_boot.py, frozen, on an ESP32)"}
     for key, n in (vboard or {}).items():
-        mpy = sizes.get(key.removeprefix("import_")) if key.startswith("import_") else None
-        rows.append([names.get(key, key), f"{n:,}", "", f"{mpy:,}" if mpy else "",
-                     "runtime" if key == "runtime"
-                     else "virtual board: a 4 KiB erase buffer + littlefs" if key == "mount"
-                     else "virtual board (C on an ESP32)"])
-    rows.append(["main.py starts (run.py, the above, the stand-in main.py)",
+        mod = key.removeprefix("import_") if key.startswith("import_") else None
+        mpy = sizes.get(mod) if mod else None
+        rows.append([names.get(key, f"  import {mod}" if mod else key), f"{n:,}", "",
+                     f"{mpy:,}" if mpy else "",
+                     whats.get(key, "virtual board (C on an ESP32)")])
+    if vboard:
+        rows.append(["virtual board residue (all but the runtime)",
+                     f"{sum(n for k, n in vboard.items() if k != 'runtime'):,}", "", "",
+                     "on top of the agent's heap"])
+    rows.append(["main.py starts (run.py, board, machine, flash, the stand-in main.py)",
                  f"{full.import_start or 0:,}", "", "", "in use when main.py starts"])
     for name, n in full.imports.items():
         where = ("virtual board (C on an ESP32)" if name in VBOARD_MODULES

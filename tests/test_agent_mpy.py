@@ -225,12 +225,37 @@ def test_the_32bit_build_runs_the_frozen_agent():
 
 
 def test_the_32bit_manifest_freezes_the_agent_and_the_virtual_board():
-    """Every agent module but main.py and every virtual board module but run.py is frozen
-    into the mp32 build: a new one missing from manifest_unix32.py would not import there."""
+    """Every agent module but main.py and every virtual board module, its boot script
+    run.py included, is frozen into the mp32 build: a new one missing from
+    manifest_unix32.py would not import there."""
     from testing.mp32 import frozen_sources
     vboard = firmware_dir() / "boards" / "virtual"
     want = {p.resolve() for p in agent_sources()}
-    want |= {p.resolve() for p in vboard.glob("*.py") if p.name != "run.py"}
+    want |= {p.resolve() for p in vboard.glob("*.py")}
     frozen = set(frozen_sources())
     assert not want - frozen, f"add to wanwitness/firmware/manifest_unix32.py: {sorted(want - frozen)}"
     assert all(p.is_file() for p in frozen), sorted(p for p in frozen if not p.is_file())
+
+
+def test_a_frozen_virtual_board_boots_with_nothing_compiled_on_the_heap(tmp_path):
+    """VirtualBoard(frozen=True) on mp32 boots run.py frozen (`-m run`), so the virtual
+    board and the agent import from `.frozen`. Booted as a file, the compiled virtual
+    board beside run.py came first on sys.path: its bytecode sat on the heap (~7 KB more
+    than on an ESP32, charged to the agent's budget in test_agent_heap_mp32)."""
+    import io
+
+    from wanwitness.virtual.supervisor import VirtualBoard
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text(
+        "import sys\nimport app\nimport network\n"
+        "for n in ('board', 'machine', 'flash', 'network', 'app'):\n"
+        "    print('loaded', n, sys.modules[n].__file__)\n")
+    log = io.StringIO()
+    board = VirtualBoard(None, tmp_path / "b.flash", heap="128K", log=log,
+                         micropython=micropython32(), extra_path=[tmp_path / "app"],
+                         frozen=True)
+    assert board.run(max_restarts=0) == 0, log.getvalue()
+    loaded = dict(ln.split(" loaded ", 1)[1].split(" ", 1) for ln in log.getvalue().splitlines()
+                  if " loaded " in ln)
+    assert loaded == {n: f"{n}.py" for n in ("board", "machine", "flash", "network", "app")}, (
+        log.getvalue())

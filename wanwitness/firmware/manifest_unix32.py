@@ -22,9 +22,11 @@ module("outbox.py", base_path="../agent")
 module("probe.py", base_path="../agent")
 module("version.py", base_path="../agent")
 
-# The virtual board's stand-ins for the ESP32's C modules (run.py stays a file: it is
-# the script the board boots with).
+# The virtual board: its stand-ins for the ESP32's C modules, and run.py, its boot
+# script, which the virtual board starts frozen (`micropython -m run`) as an ESP32 runs
+# its frozen _boot.py: compiled into RAM it would cost heap a board does not spend.
 module("board.py", base_path="boards/virtual")
 module("flash.py", base_path="boards/virtual")
 module("machine.py", base_path="boards/virtual")
 module("network.py", base_path="boards/virtual")
+module("run.py", base_path="boards/virtual")

@@ -146,8 +146,9 @@ class VirtualBoard:
         self.chip = chip
         self.restart_delay = restart_delay
         self.env = env or {}
-        # A micropython with the agent frozen in (testing/mp32.py): `.frozen` first and no
-        # compiled agent on the path, as on a board running frozen firmware.
+        # A micropython with the agent and the virtual board frozen in (testing/mp32.py):
+        # `.frozen` first, no compiled agent on the path and run.py started frozen, as on a
+        # board running frozen firmware.
         self.frozen = frozen
         self.proc: subprocess.Popen | None = None
         self.boots: list[str] = []      # reset cause of each boot, in order
@@ -255,10 +256,19 @@ class VirtualBoard:
         return (f"{detail}; move it aside to start with a fresh image, "
                 "or give another flash image")
 
+    def boot_args(self) -> list[str]:
+        """What micropython runs: the boot script run.py. Frozen (testing/mp32.py freezes
+        it, as an ESP32's firmware freezes _boot.py) it is started as a module, so nothing
+        puts its directory first on sys.path; as a file its directory comes first, and the
+        compiled virtual board beside it is imported from there."""
+        if self.frozen:
+            return ["-m", "run"]
+        return [str(compile_virtual_board())]
+
     def _spawn(self) -> tuple[subprocess.Popen, threading.Thread]:
         """Start one boot: the micropython process and the thread reading its console."""
         proc = subprocess.Popen(
-            [self.micropython, "-X", f"heapsize={self.heap}", str(compile_virtual_board())],
+            [self.micropython, "-X", f"heapsize={self.heap}", *self.boot_args()],
             cwd=str(self.flash_image.parent), env=self.child_env(),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True)

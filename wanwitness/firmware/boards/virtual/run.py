@@ -1,6 +1,7 @@
 # Boot of the virtual board: what the ESP32's ROM, _boot.py and the REPL do around
 # main.py. Run as `micropython firmware/boards/virtual/run.py` with MICROPYPATH =
-# agent:firmware/boards/virtual (wanwitness/virtual.py sets it up, README.md).
+# agent:firmware/boards/virtual (wanwitness/virtual.py sets it up, README.md); on the
+# 32-bit build with it frozen in (testing/mp32.py) as `micropython -m run`, .frozen first.
 #   1. board: reset cause and RTC from the state file (imported first: paths resolve
 #      against the start directory before the flash is mounted)
 #   2. mount the flash image (flash.py) at /flash and chdir into it
