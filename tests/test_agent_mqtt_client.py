@@ -352,7 +352,13 @@ def test_keepalive_ping_and_drop_when_the_broker_goes_silent(mpy_dir):
     assert len(pings1) >= 3, "the second connection should be kept alive by pings"
 
 
-def test_qos1_publish_retransmitted_with_dup_until_acknowledged(mpy_dir):
+# publish_at (the agent's batches): the same packet, built in the caller's buffer and
+# resent from it; the bytes around the payload in that buffer are never sent.
+AT = pytest.mark.parametrize("at", ["", "1"], ids=["publish", "publish_at"])
+
+
+@AT
+def test_qos1_publish_retransmitted_with_dup_until_acknowledged(mpy_dir, at):
     def script(idx, s, b):
         s.sendall(CONNACK_OK)
         n = 0
@@ -367,17 +373,19 @@ def test_qos1_publish_retransmitted_with_dup_until_acknowledged(mpy_dir):
                 s.sendall(PINGRESP)
 
     with ScriptedBroker(script) as b, Probe(mpy_dir, mode="pub1", port=b.port, ka=60,
-                                            retry=1000) as p:
+                                            retry=1000, at=at) as p:
         ack = p.expect("puback", 15)
         pubs = b.events("publish")
     assert ack["ok"] == "True" and ack["connects"] == "1"
     (t1, _, _, (f1, body1)), (t2, _, _, (f2, body2)) = pubs[:2]
     assert f1 == 0x32 and f2 == 0x3A, (hex(f1), hex(f2))  # DUP=1 on the copy [MQTT-3.3.1-1]
     assert body1 == body2 and publish_pid(f1, body1) == publish_pid(f2, body2) != 0
+    assert body1 == b"\x00\x03t/1" + body1[5:7] + b"m1", body1  # topic, packet id, payload
     assert 0.9 <= t2 - t1 <= 1.8, t2 - t1
 
 
-def test_unacknowledged_publish_resent_with_dup_after_reconnect(mpy_dir):
+@AT
+def test_unacknowledged_publish_resent_with_dup_after_reconnect(mpy_dir, at):
     def script(idx, s, b):
         s.sendall(CONNACK_OK)
         if idx == 0:
@@ -389,14 +397,15 @@ def test_unacknowledged_publish_resent_with_dup_after_reconnect(mpy_dir):
             return
         serve_normally(idx, s, b)
 
-    with ScriptedBroker(script) as b, Probe(mpy_dir, mode="pub1", port=b.port, ka=60) as p:
+    with ScriptedBroker(script) as b, Probe(mpy_dir, mode="pub1", port=b.port, ka=60,
+                                            at=at) as p:
         ack = p.expect("puback", 15)
         pubs = b.events("publish")
     assert ack["ok"] == "True" and ack["connects"] == "2"
     (_, i1, _, (f1, body1)), (_, i2, _, (f2, body2)) = pubs[:2]
     assert (i1, i2) == (0, 1)
     assert f1 == 0x32 and f2 == 0x3A  # resent on the new connection with DUP=1 [MQTT-4.4.0-1]
-    assert body1 == body2
+    assert body1 == body2 == b"\x00\x03t/1" + body1[5:7] + b"m1", body1
 
 
 def test_refused_login_is_reported_and_retried_with_backoff(mpy_dir):

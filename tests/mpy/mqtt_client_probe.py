@@ -4,10 +4,12 @@
 #
 # usage: micropython mqtt_client_probe.py mode=<basic|reconnect|pub1|idle> port=N
 #        [id=...] [prefix=...] [ka=seconds] [retry=ms] [secs=N] [user=... pw=...] [topic=...]
+#        [at=1]
 #   basic      will + retained subscribe + QoS 1 publishes + heap figures, then idles
 #   reconnect  waits for the broker to vanish, publishes QoS 1 while it is gone, and
 #              reports the reconnect and the PUBACK
-#   pub1       one QoS 1 publish, reports when/if it is acknowledged (scripted brokers)
+#   pub1       one QoS 1 publish, reports when/if it is acknowledged (scripted brokers);
+#              at=1: with publish_at, the payload in a buffer of its own between other bytes
 #   idle       stays connected for secs seconds, reporting connects and errors
 import gc
 import sys
@@ -147,7 +149,14 @@ async def pub1():
     asyncio.create_task(c.run_forever())
     await c.wait_connected()
     t = ticks_ms()
-    ok = await c.publish(ARGS.get("topic", "t/1"), b"m1", 1, False, 20000)
+    topic = ARGS.get("topic", "t/1")
+    if ARGS.get("at"):
+        k = mqtt.publish_room(topic) + 3  # more room than the header needs
+        buf = bytearray(b"\xee" * (k + 8))  # and bytes after the payload: neither is sent
+        buf[k:k + 2] = b"m1"
+        ok = await c.publish_at(buf, k, 2, topic, False, 20000)
+    else:
+        ok = await c.publish(topic, b"m1", 1, False, 20000)
     ev("puback", "ok=%s" % ok, "after_ms=%d" % ticks_diff(ticks_ms(), t), "connects=%d" % c.connects)
     ev("done")
 

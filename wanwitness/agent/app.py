@@ -15,7 +15,7 @@ import time
 
 import probe
 from clock import Clock, sntp
-from mqtt import Client, tls_context
+from mqtt import Client, publish_room, tls_context
 from net import Net
 from outbox import Outbox
 from version import VERSION as FW
@@ -23,6 +23,8 @@ from version import VERSION as FW
 SAMPLE_MS = 20
 OPEN_WAIT = ("isp_down", "dns_down", "local_down")  # states whose rounds wait less (prober)
 RESEND_MS = 15000     # a batch PUBACKed but not acked by the collector is sent again
+BATCH_RECS = 900      # record bytes per batch: with its head a batch stays within 1 KiB
+BATCH_BUF = 1088      # the sender's buffer: a batch of up to 1 KiB with its PUBLISH header
 STATS_MS = 3600000
 NTP_EVERY_MS = 3600000
 CRASH_FILE = "crashes.json"
@@ -327,12 +329,17 @@ class App:
                              "kind": res.get("kind"), "err": res.get("err")})
 
     async def sender(self):
+        # Each batch is built in one buffer, kept for good (a fresh 1 KiB block each time
+        # is what a fragmented heap fails to find), behind room for its PUBLISH header; the
+        # QoS 1 publish sends and resends it from there (mqtt.py publish_at), no copies.
+        buf = bytearray(BATCH_BUF)
+        k = publish_room(self.t_rec)
         while True:
             self.stamp("sender")
             if not self.mq.connected:
                 await asyncio.sleep_ms(200)
                 continue
-            recs = self.outbox.pending(900)
+            recs = self.outbox.pending(BATCH_RECS)
             if not recs:
                 await self._wait_ack(1000)
                 continue
@@ -344,15 +351,17 @@ class App:
             # Records of an earlier boot go in a batch of their own, with that boot's
             # id and no send time (our clock means nothing in that boot's time base).
             boot = self.outbox.pending_boot
-            payload = encode_batch(self.id, boot, self.clock.now() if boot == self.boot else None,
-                                   recs, self.outbox.ob)
+            t = self.clock.now() if boot == self.boot else None
+            n = batch_into(None, 0, self.id, boot, t, recs, self.outbox.ob)
+            b = buf if k + n <= len(buf) else bytearray(k + n)  # one record larger than 1 KiB
+            batch_into(b, k, self.id, boot, t, recs, self.outbox.ob)
+            recs = None
             self.ack_ev.clear()
-            if await self.mq.publish(self.t_rec, payload, 1, False, 15000):
+            if await self.mq.publish_at(b, k, n, self.t_rec, False, 15000):
                 self._sent_upto = last
                 self._sent_at = time.ticks_ms()
                 self._sent_gen = self.mq.connects
-            payload = None
-            recs = None
+            b = None
 
     async def _wait_ack(self, ms):
         try:
@@ -472,16 +481,40 @@ def _tls(cfg):
         return "TLS: broker.ca is not a certificate mbedTLS accepts (%s): not connecting" % e
 
 
-def encode_batch(agent, boot, t, recs, ob=""):
-    # A protocol v1 batch around the outbox's record JSON (no re-encoding); t: our ms at
-    # send time, or None for records of an earlier boot; ob: the outbox id ("" = none).
-    head = b'{"v":1,"agent":"' + agent.encode() + b'"'
+def _put(buf, i, b):
+    n = len(b)
+    if buf is not None:
+        buf[i:i + n] = b
+    return i + n
+
+
+def batch_into(buf, i, agent, boot, t, recs, ob=""):
+    # A protocol v1 batch around the outbox's record JSON (no re-encoding), written at
+    # buf[i:] (buf None: nothing written); returns where it ends. t: our ms at send time,
+    # or None for records of an earlier boot; ob: the outbox id ("" = none).
+    i = _put(buf, i, b'{"v":1,"agent":"')
+    i = _put(buf, i, agent.encode())
     if ob:
-        head += b',"ob":"' + ob.encode() + b'"'
-    head += b',"boot":' + str(boot).encode()
+        i = _put(buf, i, b'","ob":"')
+        i = _put(buf, i, ob.encode())
+    i = _put(buf, i, b'","boot":')
+    i = _put(buf, i, str(boot).encode())
     if t is not None:
-        head += b',"t":' + str(t).encode()
-    return head + b',"recs":[' + b",".join(recs) + b"]}"
+        i = _put(buf, i, b',"t":')
+        i = _put(buf, i, str(t).encode())
+    i = _put(buf, i, b',"recs":[')
+    for j in range(len(recs)):
+        if j:
+            i = _put(buf, i, b",")
+        i = _put(buf, i, recs[j])
+    return _put(buf, i, b"]}")
+
+
+def encode_batch(agent, boot, t, recs, ob=""):
+    # The same batch as bytes of its own (tests/mpy/encode_vectors.py).
+    buf = bytearray(batch_into(None, 0, agent, boot, t, recs, ob))
+    batch_into(buf, 0, agent, boot, t, recs, ob)
+    return bytes(buf)
 
 
 def _seq_of(frame):

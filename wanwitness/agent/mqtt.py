@@ -200,6 +200,12 @@ def publish_header(buf, topic, plen, qos=0, retain=False, pid=0, dup=False):
     return i
 
 
+def publish_room(topic):
+    # Bytes before a payload that room enough for any QoS 1 PUBLISH's header: fixed
+    # header with the longest remaining length (2.2.3), topic, packet id (Client.publish_at).
+    return 9 + len(_b(topic))
+
+
 def publish_into(buf, topic, payload, qos=0, retain=False, pid=0, dup=False):
     # Builds a whole PUBLISH (3.3) at buf[0:]; returns its length. topic/payload: bytes.
     i = publish_header(buf, topic, len(payload), qos, retain, pid, dup)
@@ -556,7 +562,38 @@ class Client:
         while len(self._inflight) >= self.max_inflight:
             await asyncio.sleep_ms(20)
         pid = self._new_pid()
-        e = [pid, publish_packet(topic, payload, 1, retain, pid), 0, 0, asyncio.Event()]
+        return await self._publish1(
+            [pid, publish_packet(topic, payload, 1, retain, pid), 0, 0, asyncio.Event()],
+            timeout_ms)
+
+    async def publish_at(self, buf, k, n, topic, retain=False, timeout_ms=0):
+        # A QoS 1 PUBLISH with no copy of its payload, which the caller has put at
+        # buf[k:k + n] (a bytearray) with k >= publish_room(topic): the header goes into
+        # the room right before it, and the packet is sent and resent from buf. Leave buf
+        # alone until this returns (no write from it is under way or due then). Returns
+        # as publish() does.
+        tb = _b(topic)
+        rl = 4 + len(tb) + n  # topic (2 + len), packet id (2), payload (3.3.2, 3.3.3)
+        start = k - 1 - _rl_size(rl) - 4 - len(tb)
+        if start < 0:
+            raise ValueError("publish_at: %d bytes before the payload, the header needs %d"
+                             % (k, k - start))
+        while len(self._inflight) >= self.max_inflight:
+            await asyncio.sleep_ms(20)
+        pid = self._new_pid()
+        mv = memoryview(buf)
+        publish_header(mv[start:k], tb, n, 1, retain, pid)
+        e = [pid, mv[start:k + n], 0, 0, asyncio.Event()]
+        try:
+            return await self._publish1(e, timeout_ms)
+        finally:
+            # A write of e that began before it was forgotten holds the lock until it is
+            # through; once we had the lock, _transmit skips e: buf is the caller's again.
+            async with self._wlock:
+                pass
+
+    async def _publish1(self, e, timeout_ms):
+        # Sends the in-flight entry e and waits for its PUBACK (see publish()).
         self._inflight.append(e)
         try:
             if self._live:
@@ -739,9 +776,13 @@ class Client:
         pkt = e[_PKT]
         if e[_GEN]:
             pkt[0] |= _DUP  # a re-delivery attempt [MQTT-3.3.1-1]
-        e[_GEN] = self._gen
+        gen = e[_GEN] = self._gen
         e[_T] = ticks_ms()
-        await self._send(pkt)
+        async with self._wlock:
+            for x in self._inflight:
+                if x is e:  # not acked or given up while we waited: its packet is there
+                    await self._write(pkt, len(pkt), gen)
+                    return
 
     def _forget(self, e):
         f = self._inflight
