@@ -16,7 +16,11 @@ import sys
 import time
 
 import board
+import lwipsocket
 import machine
+
+# `socket` as the esp32 port's lwIP gives it (lwipsocket.py), for everything imported after
+lwipsocket.install()
 
 FLASH = os.getenv("WANWITNESS_VBOARD_FLASH")
 CONFIG = os.getenv("WANWITNESS_VBOARD_CONFIG")
