@@ -16,8 +16,10 @@ import sys
 import time
 
 import board
-import lwipsocket
 import machine
+
+gc.collect()  # compiled from source here: room for the parser in a small heap
+import lwipsocket  # noqa: E402
 
 # `socket` as the esp32 port's lwIP gives it (lwipsocket.py), for everything imported after
 lwipsocket.install()
