@@ -107,21 +107,60 @@ def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
     return _host.getaddrinfo(ip, port, af, type, proto, flags)
 
 
-class socket(_host.socket):  # type: ignore[misc,name-defined]
+import io  # noqa: E402
+
+
+class socket(io.IOBase):
+    # The host's socket inside, not a subclass of it: select.poll and ssl drive a socket
+    # through the C stream protocol, which on a Python subclass of the native type gets
+    # the wrong object (a bad fd: POLLNVAL, EBADF). An io.IOBase calls ioctl(),
+    # readinto() and write() below instead.
     def __init__(self, af=AF_INET, type=SOCK_STREAM, proto=0):
-        super().__init__(af, type, proto)
+        self._s = _host.socket(af, type, proto)
         self._udp = type == SOCK_DGRAM
         self._nb = False
         self._refused = False
         self._tx = None  # ticks of the last send / connect (modem sleep)
 
+    def ioctl(self, req, arg):
+        if req == 10:  # MP_STREAM_GET_FILENO: select.poll then polls the fd itself
+            return self._s.fileno()
+        if req == 4:  # MP_STREAM_CLOSE
+            self._s.close()
+            return 0
+        if req == 3:  # MP_STREAM_POLL (an ssl socket over this one asks)
+            import select
+            p = select.poll()
+            p.register(self._s.fileno(), arg)
+            r = p.poll(0)
+            return r[0][1] & (arg | 0x18) if r else 0
+        return -errno.EINVAL
+
+    def fileno(self):
+        return self._s.fileno()
+
+    def close(self):
+        self._s.close()
+
+    def bind(self, addr):
+        self._s.bind(addr)
+
+    def listen(self, n=5):
+        self._s.listen(n)
+
+    def accept(self):
+        return self._s.accept()
+
+    def setsockopt(self, *a):
+        self._s.setsockopt(*a)
+
     def setblocking(self, flag):
         self._nb = not flag
-        super().setblocking(flag)
+        self._s.setblocking(flag)
 
     def settimeout(self, t):
         self._nb = t == 0
-        super().settimeout(t)
+        self._s.settimeout(t)
 
     def _err(self, e):
         # Turn the host's error into the one lwIP would give
@@ -144,7 +183,7 @@ class socket(_host.socket):  # type: ignore[misc,name-defined]
         if first:
             self._tx = ticks_ms()
         try:
-            super().connect(addr)
+            self._s.connect(addr)
         except OSError as e:
             n = e.args[0] if e.args else 0
             if n in _REFUSED and not self._udp and not self._nb:
@@ -160,7 +199,7 @@ class socket(_host.socket):  # type: ignore[misc,name-defined]
             raise OSError(errno.ENOTCONN)
         self._tx = ticks_ms()
         try:
-            return super().send(data)
+            return self._s.send(data)
         except OSError as e:
             if self._udp and (e.args and e.args[0] == errno.ECONNREFUSED):
                 return len(data)  # an earlier ICMP port unreachable: lwIP never saw it
@@ -169,7 +208,7 @@ class socket(_host.socket):  # type: ignore[misc,name-defined]
     def sendto(self, data, addr):
         self._tx = ticks_ms()
         try:
-            return super().sendto(data, addr)
+            return self._s.sendto(data, addr)
         except OSError as e:
             if self._udp and (e.args and e.args[0] == errno.ECONNREFUSED):
                 return len(data)
@@ -180,7 +219,7 @@ class socket(_host.socket):  # type: ignore[misc,name-defined]
             raise OSError(errno.ENOTCONN)
         self._tx = ticks_ms()
         try:
-            return super().write(data, *a)
+            return self._s.write(data, *a)
         except OSError as e:
             raise self._err(e)
 
@@ -203,14 +242,14 @@ class socket(_host.socket):  # type: ignore[misc,name-defined]
                 raise self._err(e)
 
     def recv(self, n):
-        return self._rx(super().recv, n)
+        return self._rx(self._s.recv, n)
 
     def recvfrom(self, n):
-        return self._rx(super().recvfrom, n)
+        return self._rx(self._s.recvfrom, n)
 
     def read(self, *a):
         try:
-            return self._rx(super().read, *a)
+            return self._rx(self._s.read, *a)
         except OSError as e:
             if self._nb and e.args and e.args[0] == errno.EAGAIN:
                 return None  # a stream read with nothing to give
@@ -218,7 +257,7 @@ class socket(_host.socket):  # type: ignore[misc,name-defined]
 
     def readinto(self, buf, *a):
         try:
-            return self._rx(super().readinto, buf, *a)
+            return self._rx(self._s.readinto, buf, *a)
         except OSError as e:
             if self._nb and e.args and e.args[0] == errno.EAGAIN:
                 return None
