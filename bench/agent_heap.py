@@ -13,7 +13,12 @@ the same scripted events. Every 2 minutes, starting 20 s in:
     +80 s  the board's Wi-Fi drops for 20 s ("wifi": "down" in the control file)
 
     .venv/bin/python -m bench.agent_heap [--minutes 10] [--heaps 48K,56K,64K,...]
-        [--json OUT] [--workdir DIR] [--no-live]
+        [--json OUT] [--workdir DIR] [--no-live] [--mp32 | --mp32-mpy]
+
+--mp32 runs every board on the 32-bit build of `./dev mp32` (testing/mp32.py) with the
+agent and the virtual board frozen in, as a board's firmware would hold them; --mp32-mpy
+on the same build with them as .mpy files in RAM (the stock-firmware case). Without
+either, the 64-bit wheel's `micropython` with the agent as .mpy files.
 
 For each heap it reports:
 - whether the agent ran the whole time without a MemoryError, a crash or a reboot
@@ -35,8 +40,8 @@ board has. One extra board, `heaplive`, therefore runs on a large heap with
 the live data, a lower bound on what the agent needs. The smallest clean heap is the
 upper bound, since it includes fragmentation.
 
-Keep two facts in mind when reading the figures:
-- the unix port is 64-bit, so pointers, object headers and the words of every object
+Keep two facts in mind when reading the figures (without --mp32):
+- the wheel's unix port is 64-bit, so pointers, object headers and the words of every object
   are twice an ESP32's: the same objects take up to about 2x the bytes;
 - the agent runs as .mpy files loaded into RAM, so its bytecode, constants and
   interned names live on the heap. Modules frozen into a board's firmware stay in
@@ -205,17 +210,18 @@ def snapshot_agent(dest: Path, vboard_dest: Path) -> dict[str, str]:
     (dest / "main.py").write_text(wrapper())
     frozen_run = vboard_dest / "run.py"
     virtual.compile_virtual_board = lambda out_dir=None: frozen_run  # type: ignore[assignment]
-    virtual.compile_agent = lambda out_dir, march=None: []  # type: ignore[assignment]
+    virtual.compile_agent = lambda out_dir=None, march=None: []  # type: ignore[assignment]
     return sums
 
 
-def vboard_breakdown(work: Path, micropython: str, vboard_dir: Path) -> dict[str, int]:
+def vboard_breakdown(work: Path, micropython: str, vboard_dir: Path,
+                     frozen: bool = False) -> dict[str, int]:
     """Heap (bytes) the virtual board's own start-up takes: the runtime, `board`,
     `machine` and `flash` imported (compiled, as run.py loads them) and the flash
     image mounted. None of it is on an ESP32's heap but the runtime's few bytes."""
     script = work / "vboard_heap.py"
     script.write_text(VBOARD_SCRIPT.format(image=str(work / "vboard_heap.flash")))
-    env = dict(os.environ, MICROPYPATH=f"{vboard_dir}:.frozen")
+    env = dict(os.environ, MICROPYPATH=f".frozen:{vboard_dir}" if frozen else f"{vboard_dir}:.frozen")
     proc = subprocess.run([micropython, "-X", "heapsize=256K", str(script)], cwd=str(work),
                           env=env, capture_output=True, text=True, timeout=120)
     out = {}
@@ -296,8 +302,10 @@ def schedule(minutes: float) -> list[tuple[float, str, float]]:
 
 class Lab:
     def __init__(self, work: Path, heaps: list[str], minutes: float, live: bool = True,
-                 log=sys.stdout):
+                 log=sys.stdout, micropython: str | None = None, frozen: bool = False):
         self.work = work
+        self.micropython = micropython  # the 32-bit build (--mp32), else the wheel's
+        self.frozen = frozen  # run the agent frozen in it, not as .mpy files
         self.heaps = heaps
         self.minutes = minutes
         self.live = live
@@ -363,10 +371,11 @@ class Lab:
                 path.insert(0, self.work / "live")  # its main.py comes first
             vb = VirtualBoard(cpath, self.work / f"{agent}.flash", self.control,
                               self.work / f"{agent}.state.json", heap=label, log=log,
-                              extra_path=path)
+                              extra_path=path, micropython=self.micropython,
+                              frozen=self.frozen)
             self.boards.append(Board(label, agent, log_path, vb, threshold))
         self.vboard = vboard_breakdown(self.work, self.boards[0].board.micropython,
-                                       self.work / "vboard")
+                                       self.work / "vboard", frozen=self.frozen)
 
     def start(self) -> None:
         self.collector.start()
@@ -686,7 +695,7 @@ def table(results: list[Result]) -> str:
 
 
 def imports_table(results: list[Result], vboard: dict[str, int] | None = None,
-                  mpy_sizes: dict[str, int] | None = None) -> str:
+                  mpy_sizes: dict[str, int] | None = None, frozen: bool = False) -> str:
     """Heap per import, from the first board that got through them all; `vboard`:
     the virtual board's start-up, step by step (vboard_breakdown); `mpy_sizes`: the
     size of each module's .mpy file."""
@@ -710,7 +719,8 @@ def imports_table(results: list[Result], vboard: dict[str, int] | None = None,
                  f"{full.import_start or 0:,}", "", "", "in use when main.py starts"])
     for name, n in full.imports.items():
         where = ("virtual board (C on an ESP32)" if name in VBOARD_MODULES
-                 else "frozen in the unix port" if name == "asyncio" else "agent, .mpy in RAM")
+                 else "frozen in the unix port" if name == "asyncio"
+                 else "agent, frozen" if frozen else "agent, .mpy in RAM")
         mpy = sizes.get(name)
         q = full.qstr_growth.get(name)
         rows.append([f"import {name}", f"{n:,}", "" if q is None else f"{q:,}",
@@ -774,6 +784,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path,
                     help="keep the database, board logs and flash images here "
                          "(default: a temp dir, removed afterwards)")
+    ap.add_argument("--mp32", action="store_true",
+                    help="run on the 32-bit build with the agent and the virtual board frozen "
+                         "in (./dev mp32; built when needed) instead of the 64-bit wheel's "
+                         "micropython with the agent as .mpy files")
+    ap.add_argument("--mp32-mpy", action="store_true",
+                    help="run on the 32-bit build, but with the agent and the virtual board "
+                         "as .mpy files loaded into RAM (first on the path, shadowing the "
+                         "frozen ones): the stock-firmware case")
     ap.add_argument("--no-live", dest="live", action="store_false",
                     help=f"no extra board with gc.threshold({LIVE_THRESHOLD})")
     args = ap.parse_args(argv)
@@ -800,7 +818,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     atexit.register(CLEANUP.run)
     try:
-        lab = Lab(work, heaps, args.minutes, live=args.live)
+        exe = None
+        if args.mp32 or args.mp32_mpy:
+            from testing import mp32
+            try:
+                exe = str(mp32.build())
+            except mp32.BuildError as e:
+                print(f"mp32: {e}", file=sys.stderr)
+                return 2
+        lab = Lab(work, heaps, args.minutes, live=args.live, micropython=exe,
+                  frozen=args.mp32)
         lab.setup()
         lab.start()
         lab.wait_boot_records(60)
@@ -817,10 +844,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"agent heap over {args.minutes:g} minutes ("
           + ", ".join(f"{e.kind} {(e.end_ms - e.start_ms) / 1000:.0f} s" for e in lab.events)
-          + "); MicroPython unix port, 64-bit; agent as .mpy in RAM")
+          + ("); MicroPython unix port, 32-bit frozen build (agent and virtual board frozen)"
+             if args.mp32 else "); MicroPython unix port, 32-bit build; agent as .mpy in RAM"
+             if exe else "); MicroPython unix port, 64-bit; agent as .mpy in RAM"))
     print(table(results))
     print()
-    print(imports_table(results, lab.vboard, lab.mpy_sizes))
+    print(imports_table(results, lab.vboard, frozen=lab.frozen, mpy_sizes=lab.mpy_sizes))
     print()
     for line in summary(results):
         print(line)

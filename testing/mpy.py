@@ -29,6 +29,20 @@ def micropython() -> str:
         pytest.fail(str(e))
 
 
+def micropython32() -> str:
+    """The 32-bit unix build with the agent, asyncio and the virtual board frozen in
+    (testing/mp32.py, `./dev mp32`): $WANWITNESS_MICROPYTHON32, else built (or found
+    up to date) under build/mp32."""
+    named = os.environ.get("WANWITNESS_MICROPYTHON32")
+    if named:
+        return named
+    from testing import mp32
+    try:
+        return str(mp32.build(quiet=True))
+    except mp32.BuildError as e:
+        pytest.fail(f"./dev mp32: {e}")
+
+
 def mpy_cross_exe() -> str:
     try:
         return mpy_cross()
@@ -42,20 +56,30 @@ def compiled_agent() -> Path:
     return agent_build_dir()
 
 
-def mpy_path(*extra: str | Path) -> str:
+def mpy_path(*extra: str | Path, frozen: bool = False) -> str:
     """MICROPYPATH: the compiled agent, the virtual board, the test helpers, and
-    `.frozen` (where the unix port keeps asyncio)."""
+    `.frozen` (where the unix port keeps asyncio).
+
+    frozen=True for micropython32(): `.frozen` first (the agent and the virtual board
+    are in it, as on a board running frozen firmware), then `extra` and the test helpers;
+    no compiled agent, so nothing on the filesystem can shadow a frozen module."""
     parts = [str(p) for p in extra]
+    if frozen:
+        return ":".join([".frozen", *parts, str(MPY_TESTS)])
     parts += [str(compiled_agent()), str(firmware_dir() / "boards" / "virtual"),
               str(MPY_TESTS), ".frozen"]
     return ":".join(parts)
 
 
 def run_mpy(script: Path, *args: str, heap: str = "128K", timeout: float = 300,
-            env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = dict(os.environ, MICROPYPATH=mpy_path())
+            env: dict[str, str] | None = None, cwd: Path | None = None,
+            frozen: bool = False) -> subprocess.CompletedProcess[str]:
+    """Runs a script on the 64-bit wheel's micropython (frozen=False) or on the 32-bit
+    frozen build."""
+    full_env = dict(os.environ, MICROPYPATH=mpy_path(frozen=frozen))
     full_env.update(env or {})
-    return subprocess.run([micropython(), "-X", f"heapsize={heap}", str(script), *args],
+    exe = micropython32() if frozen else micropython()
+    return subprocess.run([exe, "-X", f"heapsize={heap}", str(script), *args],
                           cwd=cwd or script.parent, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 

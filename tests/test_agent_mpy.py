@@ -17,18 +17,46 @@ checks that the functions mpyunit ran are exactly those in the source.
 from __future__ import annotations
 
 import os
+import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testing.mpy import ROOT, MpyUnitRun, find_mpyunit_tests, micropython, mpy_path, run_mpyunit
+from testing.mpy import (
+    ROOT,
+    MpyUnitRun,
+    find_mpyunit_tests,
+    micropython,
+    micropython32,
+    mpy_path,
+    run_mpyunit,
+)
 from wanwitness.boards.build import agent_sources, compile_agent
+from wanwitness.resources import firmware_dir
 
 MPY_TESTS = sorted((ROOT / "tests" / "mpy").glob("test_*.py"))
 FOUND = {script: find_mpyunit_tests(script) for script in MPY_TESTS}
-CASES = [(script, name) for script in MPY_TESTS for name in FOUND[script][0]]
+
+# Every script runs on two MicroPythons: "wheel", the 64-bit unix port from PyPI with the
+# agent compiled to .mpy files on its path, and "mp32", the 32-bit build with the agent,
+# asyncio and the virtual board frozen in (testing/mp32.py): pointers, small ints
+# (2^30) and the firmware's frozen bytecode as on an ESP32.
+BUILDS = ("wheel", "mp32")
+# Scripts that need the ssl module stay on the wheel: the 32-bit build has no TLS
+# (MICROPY_PY_SSL=0, mbedtls is not in the vendored source).
+WHEEL_ONLY = {"test_tls_config"}
+CASES = [(build, script, name) for build in BUILDS for script in MPY_TESTS
+         if build == "wheel" or script.stem not in WHEEL_ONLY for name in FOUND[script][0]]
+SCRIPTS = [(build, script) for build in BUILDS for script in MPY_TESTS
+           if build == "wheel" or script.stem not in WHEEL_ONLY]
+
+
+def case_id(build: str, script: Path, name: str = "") -> str:
+    """test_led.test_one_hz_blink on the wheel (the ids of old), mp32-test_led.… frozen."""
+    stem = f"{script.stem}.{name}" if name else script.stem
+    return stem if build == "wheel" else f"{build}-{stem}"
 
 # How each script runs. Every one runs with the defaults today (an ESP32-size heap, as
 # run_mpy); a script that needs other settings gets an entry, e.g.
@@ -46,9 +74,13 @@ def run_settings(script: Path) -> dict[str, Any]:
 class MpyRuns:
     """The session's runs of the tests/mpy scripts: started together, each read once."""
 
-    def __init__(self, wanted: dict[Path, list[str] | None], durations: dict[str, float]):
-        self.exe = micropython()
-        self.micropypath = mpy_path()  # compiles the agent, here and not in the threads
+    def __init__(self, build: str, wanted: dict[Path, list[str] | None],
+                 durations: dict[str, float]):
+        self.build = build
+        frozen = build == "mp32"
+        # Built (or found up to date) and compiled here, not in the threads.
+        self.exe = micropython32() if frozen else micropython()
+        self.micropypath = mpy_path(frozen=frozen)
         self.wanted = wanted
         # One script at a time unless asked: test_probe times the event loop (a stall of
         # at most 60 ms), and two MicroPython processes on a loaded 2-core CI machine
@@ -74,13 +106,15 @@ class MpyRuns:
                 if f.done() and not f.cancelled() and f.exception() is None}
 
 
-def selected_runs(items: list[pytest.Item]) -> dict[Path, list[str] | None]:
-    """Script -> the functions to run, or None for all of them."""
+def selected_runs(items: list[pytest.Item], build: str) -> dict[Path, list[str] | None]:
+    """Script -> the functions to run on `build`, or None for all of them."""
     picked: dict[Path, set[str]] = {}
     whole: set[Path] = set()
     for item in items:
         callspec = getattr(item, "callspec", None)
         if item.path != Path(__file__) or callspec is None:
+            continue
+        if callspec.params.get("build") != build:
             continue
         script = callspec.params.get("script")
         if getattr(item, "originalname", "") == "test_on_micropython":
@@ -97,15 +131,29 @@ def selected_runs(items: list[pytest.Item]) -> dict[Path, list[str] | None]:
 
 @pytest.fixture(scope="session")
 def mpy_runs(request: pytest.FixtureRequest):
+    """build -> its MpyRuns, each started on first use (the wheel's first: they are first
+    in the collection order), one build at a time so that timing tests run alone."""
     cache = getattr(request.config, "cache", None)
-    durations = (cache.get(DURATIONS_KEY, {}) if cache else {}) or {}
-    runs = MpyRuns(selected_runs(request.session.items), durations)
+    started: dict[str, MpyRuns] = {}
+    keys = {b: DURATIONS_KEY if b == "wheel" else f"{DURATIONS_KEY}-{b}" for b in BUILDS}
+
+    def runs_for(build: str) -> MpyRuns:
+        if build not in started:
+            for other in list(started):  # the other build's scripts finish first
+                started[other].pool.shutdown(wait=True)
+            durations = (cache.get(keys[build], {}) if cache else {}) or {}
+            started[build] = MpyRuns(build, selected_runs(request.session.items, build),
+                                     durations)
+        return started[build]
+
     try:
-        yield runs
+        yield runs_for
     finally:
-        seconds = runs.close()
-        if cache is not None and seconds:
-            cache.set(DURATIONS_KEY, {**durations, **seconds})
+        for build, runs in started.items():
+            seconds = runs.close()
+            if cache is not None and seconds:
+                old = cache.get(keys[build], {}) or {}
+                cache.set(keys[build], {**old, **seconds})
 
 
 def test_there_are_micropython_tests():
@@ -118,10 +166,10 @@ def test_every_agent_module_compiles_with_mpy_cross(tmp_path):
     assert all(p.stat().st_size > 0 for p in made)
 
 
-@pytest.mark.parametrize(("script", "name"), CASES,
-                         ids=[f"{script.stem}.{name}" for script, name in CASES])
-def test_on_micropython(mpy_runs: MpyRuns, script: Path, name: str):
-    run = mpy_runs.get(script)
+@pytest.mark.parametrize(("build", "script", "name"), CASES,
+                         ids=[case_id(*case) for case in CASES])
+def test_on_micropython(mpy_runs, build: str, script: Path, name: str):
+    run = mpy_runs(build).get(script)
     result = run.results.get(name)
     if result is not None and result.output:
         print(result.output)  # pytest shows it with -rP, or beside a failure
@@ -130,13 +178,13 @@ def test_on_micropython(mpy_runs: MpyRuns, script: Path, name: str):
         pytest.fail(failure, pytrace=False)
 
 
-@pytest.mark.parametrize("script", MPY_TESTS, ids=[p.stem for p in MPY_TESTS])
-def test_mpy_reports_every_function(mpy_runs: MpyRuns, script: Path):
+@pytest.mark.parametrize(("build", "script"), SCRIPTS, ids=[case_id(*s) for s in SCRIPTS])
+def test_mpy_reports_every_function(mpy_runs, build: str, script: Path):
     """The functions mpyunit ran and reported are exactly the `def test_*` in the source."""
     found, problems = FOUND[script]
     assert not problems, "\n".join(problems)
     assert found, f"{script.name} has no test_* functions"
-    run = mpy_runs.get(script)
+    run = mpy_runs(build).get(script)
     if run.planned is None or not run.finished:
         pytest.fail(f"not to the end: {run.where_it_stopped()} ({run.how_it_ended()}): "
                     f"{run.last_words()}\n{script.name} under MicroPython:\n"
@@ -154,3 +202,35 @@ def test_mpy_reports_every_function(mpy_runs: MpyRuns, script: Path):
         f"{extra}")
     assert run.summary == {"ran": len(found), "failed": sum(
         not r.ok for r in run.results.values())}, f"{script.name}: summary {run.summary}"
+
+
+def test_the_32bit_build_runs_the_frozen_agent():
+    """On mp32 the agent and the virtual board import from `.frozen` (their __file__ is
+    the bare name a frozen module has, not a path), nothing on MICROPYPATH comes before
+    `.frozen`, and small ints are 31-bit as on an ESP32."""
+    names = [p.stem for p in agent_sources()] + ["board", "machine", "network", "flash",
+                                                  "asyncio"]
+    code = ("import sys\nfor n in %r:\n    m = __import__(n)\n    print(n, m.__file__)\n"
+            "print('path', ' '.join(sys.path))\nprint('maxsize', sys.maxsize)\n" % names)
+    proc = subprocess.run([micropython32(), "-c", code], capture_output=True, text=True,
+                          timeout=30, env=dict(os.environ, MICROPYPATH=mpy_path(frozen=True)))
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    for n in names:
+        want = "asyncio/__init__.py" if n == "asyncio" else f"{n}.py"
+        assert lines[n] == want, f"{n} was imported from {lines[n]}, not from .frozen"
+    path = lines["path"].split(" ")
+    assert path.index(".frozen") <= 1, f".frozen is not first on sys.path: {path}"
+    assert lines["maxsize"] == str(2**31 - 1), "not a 32-bit build"
+
+
+def test_the_32bit_manifest_freezes_the_agent_and_the_virtual_board():
+    """Every agent module but main.py and every virtual board module but run.py is frozen
+    into the mp32 build: a new one missing from manifest_unix32.py would not import there."""
+    from testing.mp32 import frozen_sources
+    vboard = firmware_dir() / "boards" / "virtual"
+    want = {p.resolve() for p in agent_sources()}
+    want |= {p.resolve() for p in vboard.glob("*.py") if p.name != "run.py"}
+    frozen = set(frozen_sources())
+    assert not want - frozen, f"add to wanwitness/firmware/manifest_unix32.py: {sorted(want - frozen)}"
+    assert all(p.is_file() for p in frozen), sorted(p for p in frozen if not p.is_file())

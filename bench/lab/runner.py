@@ -190,7 +190,9 @@ class LedDriver:
                 break
         return value
 
-    def desired(self, now: int) -> tuple[bool, bool, bool]:
+    def desired(self, now: int) -> tuple:
+        # (internet LED lit, power LED lit, board Wi-Fi up); a subclass may add items
+        # that change the control file (control_doc's extra arguments)
         internet = self.power and self._wan_at(now - self.lag_s * 1000)
         return internet, self.power and self.power_led_switch, self.wifi_switch and self.power
 
@@ -199,11 +201,7 @@ class LedDriver:
             want = self.desired(now_ms())
             if want == self._written:
                 return
-            internet, power, wifi = want
-            control = {"wifi": "up" if wifi else "down", "rssi": -55,
-                       "ifconfig": [AGENT, "255.255.255.0", GATEWAY, "198.51.100.53"],
-                       "adc": {str(PIN_INTERNET): LED_ACTIVE if internet else LED_DARK,
-                               str(PIN_POWER): LED_STEADY if power else LED_DARK}}
+            control = self.control_doc(*want)
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps(control))
             os.replace(tmp, self.path)
@@ -213,6 +211,13 @@ class LedDriver:
                 if old is None or old[i] != want[i]:
                     self.changes.append((t, name, "on" if want[i] else "off"))
             self._written = want
+
+    def control_doc(self, internet: bool, power: bool, wifi: bool, *extra: Any) -> dict[str, Any]:
+        """The control file: the internet LED flickers with activity while lit."""
+        return {"wifi": "up" if wifi else "down", "rssi": -55,
+                "ifconfig": [AGENT, "255.255.255.0", GATEWAY, "198.51.100.53"],
+                "adc": {str(PIN_INTERNET): LED_ACTIVE if internet else LED_DARK,
+                        str(PIN_POWER): LED_STEADY if power else LED_DARK}}
 
     def _loop(self) -> None:
         while not self._stop.wait(0.005):
@@ -347,6 +352,8 @@ class Run:
         self.probe_interval_s = float(sc.agent.get("probe", {}).get("interval_s", 2))
         self.notes: list[str] = []
         self._logs: list[IO] = []
+        self.ready_led: tuple[str, ...] = ("blink",)   # the internet LED's first reading
+        self.agent_args: list[str] = []                # more `agent run --virtual` options
 
     # -- processes -----------------------------------------------------------------
 
@@ -425,7 +432,7 @@ class Run:
         self.supervisor = self._spawn("agent", [
             sys.executable, "-m", "wanwitness", "agent", "run", "--virtual",
             "--config", str(self.board_conf), "--flash", str(self.flash),
-            "--control", str(self.control)], "agent.log")
+            "--control", str(self.control), *self.agent_args], "agent.log")
 
     def agent_power_off(self) -> None:
         sup = self.supervisor
@@ -503,7 +510,7 @@ class Run:
         self.setup_files()
         self.tap = HeartbeatTap(self.lab.ns["server"])
         self.tap.start()
-        self.leds = LedDriver(self.control, self.lab)
+        self.leds = self.make_leds()
         self.leds.start()
         if self.external_broker:
             self.start_mosquitto()
@@ -523,11 +530,14 @@ class Run:
         log(f"{self.sc.name}: agent online; settling {self.settle_s + self.phase_s:.2f} s")
         time.sleep(self.settle_s + self.phase_s)
 
+    def make_leds(self) -> LedDriver:
+        return LedDriver(self.control, self.lab)
+
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             kinds = self._kinds()
-            if "boot" in kinds and ("led", "internet", "blink") in kinds:
+            if "boot" in kinds and any(("led", "internet", st) in kinds for st in self.ready_led):
                 return
             assert self.supervisor is not None and self.collector is not None
             if self.supervisor.poll() is not None:
@@ -705,6 +715,17 @@ class Run:
             for f in self._logs:
                 f.close()
 
+    def through(self) -> dict[str, Any]:
+        """The whole run: start, play, drain, stop, collect; the lab torn down after it."""
+        try:
+            self.start()
+            self.play()
+            self.drain()
+            self.stop()
+            return self.collect()
+        finally:
+            self.close()
+
     def collect(self) -> dict[str, Any]:
         import sqlalchemy as sa
 
@@ -794,18 +815,13 @@ def run_scenario(sc: scn.Scenario, *, workdir: Path | None = None, keep: bool = 
     run = Run(sc, wd, settle_s=settle_s, drain_timeout_s=drain_timeout_s, seed=seed)
     ok = interrupted = False
     try:
-        run.start()
-        run.play()
-        run.drain()
-        run.stop()
-        res = run.collect()
+        res = run.through()
         ok = True
         return res
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
-        run.close()
         if made and (ok or interrupted) and not keep:
             shutil.rmtree(wd, ignore_errors=True)
         elif not ok and not interrupted:

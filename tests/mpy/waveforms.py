@@ -7,14 +7,24 @@
 
 
 class Rand:
-    """A seeded linear congruential generator (ints only, no allocation)."""
+    """A seeded linear congruential generator, s = (s * 1103515245 + 12345) mod 2^31
+    (ints only, no allocation). The 31-bit state is kept in two halves, s = hi * 2^15 + lo,
+    so that no intermediate leaves the small ints of a 32-bit port (up to 2^30 - 1): the
+    same numbers on the 64-bit wheel and on the 32-bit build, allocation-free on both."""
 
     def __init__(self, seed):
-        self.s = (seed * 2654435761 + 1) & 0x7FFFFFFF
+        s = (seed * 2654435761 + 1) & 0x7FFFFFFF
+        self.hi = s >> 15
+        self.lo = s & 0x7FFF
 
     def next(self):
-        self.s = (self.s * 1103515245 + 12345) & 0x7FFFFFFF
-        return self.s >> 8          # 23 good bits
+        # 1103515245 = 33676 * 2^15 + 20077 and 33676 = 2^15 + 908; every product < 2^30.
+        hi, lo = self.hi, self.lo
+        p = lo * 20077 + 12345
+        self.hi = ((p >> 15) + ((hi & 0x7FFF) * 20077 & 0xFFFF) + ((hi >> 15) << 15)
+                   + (lo * 908 & 0xFFFF) + ((lo & 1) << 15)) & 0xFFFF
+        self.lo = p & 0x7FFF
+        return (self.hi << 7) | (self.lo >> 8)  # s >> 8: 23 good bits
 
     def below(self, n):
         return self.next() % n

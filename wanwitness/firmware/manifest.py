@@ -1,9 +1,13 @@
 # Freeze manifest: MicroPython for the ESP32 with the wanwitness agent built in.
 #
 # Frozen modules run from flash as bytecode: no compile on the board, almost no heap for
-# code, and a `wanwitness deploy` of config.json is all a board needs. The stock
-# MicroPython image works too (deploy then copies the agent's .mpy files); this build
-# is for many boards, or for a board whose filesystem should hold only config and data.
+# code, and a `wanwitness deploy` of config.json is all a board needs. Prefer this build
+# on a classic ESP32. With the stock MicroPython image deploy copies the agent's .mpy
+# files and they load into RAM: measured on a 32-bit unix build of MicroPython 1.28
+# (bench/agent_heap.py --mp32-mpy, bench/README.md) the agent's imports then leave ~59 KB
+# on the heap and the scripted run needs a 128K heap (112K ran out after 42 s): at the
+# ceiling of a classic ESP32 without PSRAM. The same agent frozen in (--mp32) leaves
+# ~12 KB after its imports; bench/README.md has its heap figures.
 #
 # Build (Linux or macOS; the ESP-IDF takes ~2 GB and one long download):
 #

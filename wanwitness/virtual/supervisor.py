@@ -121,7 +121,8 @@ class VirtualBoard:
                  state_path: str | os.PathLike | None = None, *, heap: str = "256K",
                  log: IO[str] | None = None, micropython: str | os.PathLike | None = None,
                  extra_path: list[str | os.PathLike] | tuple = (), chip: str | None = None,
-                 restart_delay: float = RESTART_DELAY_S, env: dict | None = None):
+                 restart_delay: float = RESTART_DELAY_S, env: dict | None = None,
+                 frozen: bool = False):
         # No config: the board holds its own (deployed onto the flash, wanwitness/vserial.py)
         self.config_path = Path(config_path).resolve() if config_path is not None else None
         if self.config_path is not None:
@@ -145,6 +146,9 @@ class VirtualBoard:
         self.chip = chip
         self.restart_delay = restart_delay
         self.env = env or {}
+        # A micropython with the agent frozen in (testing/mp32.py): `.frozen` first and no
+        # compiled agent on the path, as on a board running frozen firmware.
+        self.frozen = frozen
         self.proc: subprocess.Popen | None = None
         self.boots: list[str] = []      # reset cause of each boot, in order
         self.exits: list[int] = []      # return code of each ended boot
@@ -205,8 +209,11 @@ class VirtualBoard:
         env = dict(os.environ)
         env.update(self.env)
         # The agent runs compiled (mpy-cross), as on a board; `.frozen` holds asyncio.
-        compile_agent()
-        env["MICROPYPATH"] = ":".join(self.extra_path + [str(agent_build_dir()), ".frozen"])
+        if self.frozen:
+            env["MICROPYPATH"] = ":".join([".frozen", *self.extra_path])
+        else:
+            compile_agent()
+            env["MICROPYPATH"] = ":".join(self.extra_path + [str(agent_build_dir()), ".frozen"])
         env["WANWITNESS_VBOARD_CONTROL"] = str(self.control_path)
         env["WANWITNESS_VBOARD_STATE"] = str(self.state_path)
         env["WANWITNESS_VBOARD_FLASH"] = str(self.flash_image)

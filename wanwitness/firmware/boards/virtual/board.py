@@ -263,7 +263,15 @@ def level(spec, now):
         # One pulse per slot at a pseudo-random offset: `rate_hz` pulses a second with
         # the jitter of real traffic, the same value for the same ms (no state).
         slot = now // spec[3]
-        h = (((slot & 0xFFFFF) * 1103515245 + 12345) >> 12) & 0x7FFFF
+        # h = bits 12..30 of (slot mod 2^20) * 1103515245 + 12345, worked out in 15-bit
+        # halves (x = hi * 2^15 + lo; 1103515245 = 33676 * 2^15 + 20077, 33676 = 2^15 +
+        # 908) so that every product stays a small int on a 32-bit port (< 2^30).
+        lo = slot & 0x7FFF
+        hi = (slot >> 15) & 0x1F
+        p = lo * 20077 + 12345
+        hi = ((p >> 15) + hi * 20077 + (lo * 908 & 0xFFFF)
+              + ((lo & 1) << 15)) & 0xFFFF
+        h = ((hi << 3) | ((p & 0x7FFF) >> 12)) & 0x7FFFF
         pos = now - slot * spec[3] - h % (spec[3] - spec[4] + 1)
         v = spec[2] if 0 <= pos < spec[4] else spec[1]
     else:

@@ -7,6 +7,7 @@ import time
 
 import _thread
 import os
+import micropython
 from micropython import const
 from time import ticks_diff, ticks_ms
 
@@ -280,6 +281,10 @@ def _fire():
         time.sleep_ms(500)
 
 
+_MEMINFO_MS = int(os.getenv("WANWITNESS_VBOARD_MEMINFO_S") or 0) * 1000
+_meminfo = [0]
+
+
 class WDT:
     def __init__(self, id=0, timeout=5000):
         if not isinstance(timeout, int) or timeout <= 0:
@@ -291,7 +296,13 @@ class WDT:
             _thread.start_new_thread(_watch, ())
 
     def feed(self):
-        _wdt[0] = ticks_ms()
+        now = ticks_ms()
+        _wdt[0] = now
+        # Instrumentation for bench/soak.py (no ESP32 counterpart): the heap's layout,
+        # its largest free block included, on the console every WANWITNESS_VBOARD_MEMINFO_S
+        if _MEMINFO_MS and ticks_diff(now, _meminfo[0]) >= _MEMINFO_MS:
+            _meminfo[0] = now
+            micropython.mem_info()
 
 
 def wdt_running():
