@@ -84,6 +84,33 @@ def test_deadline_sampler_keeps_window_and_sees_pulses():
     assert 1450 <= seen - at <= 1560, (at, seen)
 
 
+def test_tick_ms_from_the_control_file():
+    # tick_ms 0 in the control file: asyncio wakes at the timeout, no tick rounding.
+    import board
+    import json
+    import os
+    path = "/tmp/wanwitness-ticks-%s.json" % os.urandom(4).hex()
+    with open(path, "w") as f:
+        json.dump({"tick_ms": 0}, f)
+    vticks.tick_ms = None
+    board.setup(path, None)
+
+    async def m():
+        worst = 0
+        for _ in range(10):
+            t = time.ticks_ms()
+            await asyncio.sleep_ms(21)
+            worst = max(worst, time.ticks_diff(time.ticks_ms(), t))
+        return worst
+    try:
+        eq(vticks._tick(), 0)
+        assert asyncio.run(m()) < 28
+    finally:
+        vticks.tick_ms = 10
+        board.setup(None, None)
+        os.remove(path)
+
+
 class FakeTicks:
     """ticks_ms / ticks_diff with the esp32 period; `v` is the unwrapped truth."""
 
