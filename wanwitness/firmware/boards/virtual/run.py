@@ -10,17 +10,16 @@
 # the board holds its own software, as a flashed ESP32 does: boot.py and main.py and the
 # modules they import come from the flash, nothing from the host's agent/ folder; Ctrl-C
 # interrupts main.py and the REPL follows (raw REPL for mpremote).
+import gc
+import os
+import sys
+import time
+
+import board
+import machine
 import vticks
 
 vticks.install()  # asyncio wakes on 10 ms FreeRTOS ticks (vticks.py): before anything imports it
-
-import gc  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import board  # noqa: E402
-import machine  # noqa: E402
 
 FLASH = os.getenv("WANWITNESS_VBOARD_FLASH")
 CONFIG = os.getenv("WANWITNESS_VBOARD_CONFIG")

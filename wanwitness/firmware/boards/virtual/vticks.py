@@ -60,17 +60,13 @@ def poll():
 
 
 class _Select:
-    pass
-
-
-def _module(real, names):
-    m = _Select()
-    for n in dir(real):
-        if not n.startswith("__"):
-            setattr(m, n, getattr(real, n))
-    for n, v in names.items():
-        setattr(m, n, v)
-    return m
+    # the `select` module with poll() replaced (what asyncio and the agent use of it)
+    poll = poll
+    POLLIN = _select.POLLIN
+    POLLOUT = _select.POLLOUT
+    POLLERR = _select.POLLERR
+    POLLHUP = _select.POLLHUP
+    select = _select.select
 
 
 def install(tick=None):
@@ -78,4 +74,4 @@ def install(tick=None):
     tick: the tick length in ms; None = the control file's tick_ms (default 10)."""
     global tick_ms
     tick_ms = tick
-    sys.modules["select"] = _module(_select, {"poll": poll})
+    sys.modules["select"] = _Select
