@@ -152,22 +152,8 @@ class Pin:
         return "Pin(%d)" % self._id
 
 
-def _firmware():
-    # `firmware` in the control file: the MicroPython version the board runs (1.28 default)
-    v = board.control.get("firmware", "1.28")
-    try:
-        major, minor = str(v).split(".")[:2]
-        return int(major) * 100 + int(minor)
-    except ValueError:
-        return 128
-
-
 class ADC:
-    # The esp32 port's API (ports/esp32/machine_adc.c, adc.c): a Pin or a GPIO number;
-    # atten() / width() only set (no getter: called without an argument they raise
-    # TypeError); WIDTH_* are the bit counts 9..12 (classic ESP32); the default
-    # attenuation is 0 dB on 1.24-1.25 and 11 dB from 1.26; ADC2 while Wi-Fi is
-    # active raises OSError on 1.24-1.25 and reads 0 on 1.26-1.28 (`firmware`).
+    # The esp32 port's API (README.md, control key `firmware`)
     ATTN_0DB = const(0)
     ATTN_2_5DB = const(1)
     ATTN_6DB = const(2)
@@ -187,7 +173,7 @@ class ADC:
             raise ValueError("invalid pin")
         self._pin = n
         self._adc2 = kind == 2
-        self._atten = (self.ATTN_11DB if _firmware() >= 126 else self.ATTN_0DB)
+        self._atten = (self.ATTN_11DB if board.firmware() >= 126 else self.ATTN_0DB)
         if atten is not None:
             self.atten(atten)
         self._width = self.WIDTH_12BIT
@@ -219,7 +205,7 @@ class ADC:
             self._spec = board.adc_spec(self._pin)
             self._gen = board.gen
         if self._adc2 and board.wifi_active:
-            if 126 <= _firmware() <= 128:
+            if 126 <= board.firmware() <= 128:
                 return 0            # 1.26-1.28: the read fails silently
             raise OSError("ADC2 is in use by Wi-Fi")
         if self._spec[0] == board.K_HANG:

@@ -17,9 +17,10 @@ import time
 
 import board
 import machine
-import vticks
+gc.collect()
+import vticks  # noqa: E402
 
-vticks.install()  # asyncio wakes on 10 ms FreeRTOS ticks (vticks.py): before anything imports it
+vticks.install()  # noqa: E305 - asyncio wakes on 10 ms FreeRTOS ticks (vticks.py): before anything imports it
 
 FLASH = os.getenv("WANWITNESS_VBOARD_FLASH")
 CONFIG = os.getenv("WANWITNESS_VBOARD_CONFIG")

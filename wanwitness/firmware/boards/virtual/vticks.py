@@ -66,7 +66,6 @@ class _Select:
     POLLOUT = _select.POLLOUT
     POLLERR = _select.POLLERR
     POLLHUP = _select.POLLHUP
-    select = _select.select
 
 
 def install(tick=None):
