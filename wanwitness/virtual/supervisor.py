@@ -222,10 +222,12 @@ class VirtualBoard:
         env = dict(os.environ)
         env.update(self.env)
         # The agent runs compiled (mpy-cross), as on a board; `.frozen` holds asyncio.
+        # Frozen: the firmware's modules first; only main.py (a file on a real board too,
+        # firmware/manifest.py) comes from the compiled agent.
+        compile_agent()
         if self.frozen:
-            env["MICROPYPATH"] = ":".join([".frozen", *self.extra_path])
+            env["MICROPYPATH"] = ":".join([".frozen", *self.extra_path, str(agent_build_dir())])
         else:
-            compile_agent()
             env["MICROPYPATH"] = ":".join(self.extra_path + [str(agent_build_dir()), ".frozen"])
         env["WANWITNESS_VBOARD_CONTROL"] = str(self.control_path)
         env["WANWITNESS_VBOARD_STATE"] = str(self.state_path)
