@@ -23,7 +23,7 @@ def fresh():
         os.remove(IMG)
     except OSError:
         pass
-    _dev = flash.mount(IMG, size=256 * 1024, sync=False)
+    _dev = flash.mount(IMG, size=256 * 1024, sync=False, erase_ms=0, page_us=0)
     return reopen()
 
 

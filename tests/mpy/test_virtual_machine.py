@@ -69,14 +69,29 @@ def test_top_level_pin_keys_accepted():
 def test_read_width_and_uv():
     fresh({"adc": {"34": {"level": 65535}}})
     a = machine.ADC(machine.Pin(34), atten=machine.ADC.ATTN_11DB)
-    eq(a.atten(), machine.ADC.ATTN_11DB)
-    eq(a.width(), machine.ADC.WIDTH_12BIT)
     eq(a.read(), 4095)
     eq(a.read_uv(), 2450000)
     a.width(machine.ADC.WIDTH_9BIT)
     eq(a.read(), 511)
     a.atten(machine.ADC.ATTN_0DB)
     eq(a.read_uv(), 950000)
+
+
+def test_adc_api_is_the_esp32_ports():
+    # WIDTH_* are bit counts; atten()/width() have no getter (TypeError, as on the
+    # port); out-of-range values are ValueErrors; default attenuation by firmware.
+    fresh({"adc": {"34": {"level": 65535}}})
+    eq((machine.ADC.WIDTH_9BIT, machine.ADC.WIDTH_12BIT), (9, 12))
+    a = machine.ADC(34)
+    raises(TypeError, a.atten)
+    raises(TypeError, a.width)
+    raises(TypeError, a.atten, "11db")
+    raises(ValueError, a.atten, 4)
+    raises(ValueError, a.width, 13)
+    raises(ValueError, machine.ADC, "34")
+    eq(a.read_uv(), 2450000)       # 1.28: 11 dB by default
+    fresh({"adc": {"34": {"level": 65535}}, "firmware": "1.25"})
+    eq(machine.ADC(34).read_uv(), 950000)   # 1.24-1.25: 0 dB
 
 
 def test_only_adc_pins():
@@ -87,16 +102,21 @@ def test_only_adc_pins():
 
 
 def test_adc2_unusable_while_wifi_active():
-    fresh({"adc": {"25": {"level": 100}}})
-    a = machine.ADC(machine.Pin(25))
-    eq(a.read_u16(), 100)
-    w = network.WLAN(network.STA_IF)
-    w.active(True)
-    try:
-        raises(OSError, a.read_u16)
-    finally:
-        w.active(False)
-    eq(a.read_u16(), 100)
+    # 1.24-1.25 (and master) raise OSError; 1.26-1.28 read 0 without a word.
+    for fw, fails in (("1.25", True), ("1.28", False)):
+        fresh({"adc": {"25": {"level": 100}}, "firmware": fw})
+        a = machine.ADC(machine.Pin(25))
+        eq(a.read_u16(), 100)
+        w = network.WLAN(network.STA_IF)
+        w.active(True)
+        try:
+            if fails:
+                raises(OSError, a.read_u16)
+            else:
+                eq(a.read_u16(), 0)
+        finally:
+            w.active(False)
+        eq(a.read_u16(), 100)
 
 
 def test_blink_waveform_exact():
@@ -273,7 +293,10 @@ def wait_until(fn, ms):
 
 
 def test_wifi_up_down():
+    # beacon timeout 0 and reconnects as fast as connects: this test is about the states
+    # (test_lwip_net.py checks the esp32's delays)
     fresh({"wifi": "up", "ssid": "home", "rssi": -61, "connect_ms": 150,
+           "beacon_timeout_ms": 0, "reconnect_ms": 150,
            "ifconfig": ["192.0.2.10", "255.255.255.0", "192.0.2.1", "192.0.2.53"]})
     w = network.WLAN(network.STA_IF)
     eq(w is network.WLAN(network.STA_IF), True)
@@ -289,13 +312,15 @@ def test_wifi_up_down():
         eq(w.ifconfig()[2], "192.0.2.1")
         eq(w.config("essid"), "home")
         eq(w.config("mac"), machine.unique_id())
-        changed({"wifi": "down", "ssid": "home", "connect_ms": 150})
+        changed({"wifi": "down", "ssid": "home", "connect_ms": 150, "beacon_timeout_ms": 0,
+                 "reconnect_ms": 150})
         eq(w.isconnected(), False)
         eq(w.status(), network.STAT_BEACON_TIMEOUT)
         raises(OSError, w.status, "rssi")
         time.sleep_ms(200)
         eq(w.status(), network.STAT_NO_AP_FOUND)
-        changed({"wifi": "up", "ssid": "home", "rssi": -70, "connect_ms": 150})
+        changed({"wifi": "up", "ssid": "home", "rssi": -70, "connect_ms": 150,
+                 "beacon_timeout_ms": 0, "reconnect_ms": 150})
         assert wait_until(w.isconnected, 2000)  # reconnects by itself
         eq(w.status("rssi"), -70)
         w.disconnect()

@@ -105,6 +105,7 @@ class App:
         self.cause = cause or reset_cause()
         self.alive = {}
         self.budget = {}
+        self._crash_log = bool(read_crashes())  # read once: cleared after a clean run
         self.heap_peak = 0    # gc.mem_alloc() high-water, sampled once a second (watchdog)
         self.outbox_error = None
         self.line = "up"
@@ -125,6 +126,7 @@ class App:
                          keepalive_s=30, will=(self.t_status, b"offline", True, 1),
                          tls=_tls(cfg))
         self.mq.on_message = self._on_message
+        self.mq.resolver = self._resolve_name  # never a blocking getaddrinfo in the loop
         self.mq.on_connect = self._on_connect
         self.record({"k": "boot", "reset": self.cause, "fw": FW, "safe": safe,
                      "hb_s": cfg.get("hb_s")})
@@ -236,17 +238,23 @@ class App:
         self.alive[name] = time.ticks_ms()
 
     async def sampler(self):
+        # Samples at ticks_ms() deadlines (led.next_due), stamped with ticks_ms(): a
+        # small int at any uptime; clock.at() turns a transition's ticks into our ms.
+        from led import next_due
         det = self.detector
+        due = time.ticks_ms()
         while True:
             self.stamp("sampler")
-            now = self.clock.now()
+            now = time.ticks_ms()
             for ch, role in self.leds:
                 ch.sample(now)
                 tr = ch.transition()
                 if tr is not None:
-                    self.record({"k": "led", "ch": role, "st": tr[0], "at": tr[1]})
-                    self._states(det.led(tr[1], role, tr[0]))
-            await asyncio.sleep_ms(SAMPLE_MS)
+                    at = self.clock.at(tr[1])
+                    self.record({"k": "led", "ch": role, "st": tr[0], "at": at})
+                    self._states(det.led(at, role, tr[0]))
+            due = next_due(due, now, SAMPLE_MS)
+            await asyncio.sleep_ms(max(0, time.ticks_diff(due, time.ticks_ms())))
 
     async def prober(self):
         p = self.cfg.get("probe")
@@ -388,6 +396,16 @@ class App:
             _rtc_uptime(self.clock.now())
             await asyncio.sleep_ms(hb_ms)
 
+    async def _resolve_name(self, name):
+        # A name -> ['a.b.c.d', ...] or None by our own DNS client (probe.resolve, never
+        # blocking): at the probed resolver, else at the one the Wi-Fi's DHCP gave.
+        dns = self.cfg.get("probe.dns")
+        srv = dns["server"] if dns else self.net.dns()
+        if not srv or not self.net.up():
+            return None
+        ip, port = probe.split_target(srv, 53)
+        return await probe.resolve(ip, name, 2000, port)
+
     async def timekeeper(self):
         ntp = self.cfg.get("probe.ntp")
         dns = self.cfg.get("probe.dns")
@@ -418,8 +436,6 @@ class App:
             gc.collect()
             self.record({"k": "stats", "heap_free": gc.mem_free(), "q": self.outbox.depth,
                          "wifi_changes": self.net.changes, "mqtt_connects": self.mq.connects})
-            if self.clock.now() > CRASH_WINDOW_MS:
-                write_crashes([])  # a long clean run ends a crash loop
 
     async def watchdog(self, tasks):
         try:
@@ -441,8 +457,9 @@ class App:
                     healthy = False
             if healthy and wdt:
                 wdt.feed()
-            if self.clock.now() > CRASH_WINDOW_MS and read_crashes():
-                write_crashes([])
+            if self._crash_log and self.clock.now() > CRASH_WINDOW_MS:
+                write_crashes([])  # a long clean run ends a crash loop
+                self._crash_log = False
             await asyncio.sleep_ms(1000)
 
     async def main(self):

@@ -1,6 +1,7 @@
 # One light sensor on one router LED: 'off' / 'on' / 'blink', with the ms of each change.
 #
-# sample(now_ms) is called every ~20 ms by the app and allocates nothing: it works on
+# sample(now_ms) is called every 20 ms by the app (next_due() keeps that period on the
+# ESP32's 10 ms FreeRTOS ticks) and allocates nothing: it works on
 # small ints only and keeps the caller's now_ms objects by reference (never does
 # arithmetic on them, so it stays allocation-free even where t is a long int: on an
 # ESP32 small ints end at 2**30 ms = 12.4 days of uptime).
@@ -48,6 +49,7 @@
 # at 0 is not flagged: a phototransistor over a dark LED reads 0 (the ESP32 ADC reads 0
 # below ~100 mV), so a channel stuck at 0 since boot just stays uncalibrated.
 from micropython import const
+from time import ticks_add, ticks_diff
 
 OFF = "off"
 ON = "on"
@@ -247,3 +249,16 @@ class LedChannel:
 
     def deinit(self):
         self._adc = None
+
+
+def next_due(due, now, period_ms):
+    """The next sample's deadline (ticks_ms): period_ms after the last one, not after
+    the wake-up. asyncio on the ESP32 wakes on 10 ms FreeRTOS ticks, so sleep_ms(20)
+    takes 20-30 ms: sleeping a fixed period would stretch the sample period (and the
+    window, counted in samples) by up to half and leave a 50 ms activity pulse one
+    sample, which the median of 3 drops. After a stall of a whole period the schedule
+    restarts from now instead of catching up with back-to-back readings."""
+    due = ticks_add(due, period_ms)
+    if ticks_diff(due, now) <= 0:
+        due = ticks_add(now, period_ms)
+    return due

@@ -27,6 +27,8 @@ module("version.py", base_path="../agent")
 # its frozen _boot.py: compiled into RAM it would cost heap a board does not spend.
 module("board.py", base_path="boards/virtual")
 module("flash.py", base_path="boards/virtual")
+module("lwipsocket.py", base_path="boards/virtual")
 module("machine.py", base_path="boards/virtual")
 module("network.py", base_path="boards/virtual")
 module("run.py", base_path="boards/virtual")
+module("vticks.py", base_path="boards/virtual")

@@ -11,14 +11,31 @@
 # would after losing power: each block program either happened or not, the one in
 # flight possibly torn. Erase writes 0xFF like NOR flash does.
 #
+# Timing, as on the chip: an erase stalls the caller (on an ESP32 the only task, since
+# the SPI flash is the code's flash too and the cache is off while it erases) for
+# erase_ms per 4 KiB sector, a program for page_us per 256-byte page started. Defaults
+# are the typical figures of the Winbond W25Q32JV datasheet (rev C, 2016, section 9.6
+# AC electrical characteristics: sector erase tSE 45 ms typ / 400 ms max, page program
+# tPP 0.4 ms typ / 3 ms max), a 4 MB part common on ESP32 modules. 0 turns timing off
+# (counting-only figures and fast unit tests). The stall is time.sleep_us: the process
+# (the agent's only task) does nothing else meanwhile, like the chip.
+#
+# Wear: block_erases[i] counts the erases of block i (saturating at 65535); the real
+# ESP32 has no such counter, so the agent estimates its own; this one checks that.
+#
 # mount() creates and formats the image on first use only; an image that exists but
 # does not mount is an error, never silently reformatted (that would lose records).
 import os
+import time
 import vfs
+from array import array
 from micropython import const
 
 BLOCK_SIZE = const(4096)
 DEFAULT_SIZE = const(2 * 1024 * 1024)
+ERASE_MS = const(45)   # W25Q32JV tSE typical (4 KiB sector erase)
+PAGE_US = const(400)   # W25Q32JV tPP typical (256-byte page program)
+PAGE_SIZE = const(256)
 
 _IOCTL_INIT = const(1)
 _IOCTL_DEINIT = const(2)
@@ -31,8 +48,11 @@ _IOCTL_BLOCK_ERASE = const(6)
 class FileFlash:
     """Block device on an image file; counts what is written, for wear figures."""
 
-    def __init__(self, path, size=DEFAULT_SIZE, block_size=BLOCK_SIZE, create=False, sync=True):
+    def __init__(self, path, size=DEFAULT_SIZE, block_size=BLOCK_SIZE, create=False, sync=True,
+                 erase_ms=ERASE_MS, page_us=PAGE_US):
         self.path = path
+        self.erase_ms = erase_ms
+        self.page_us = page_us
         self.block_size = block_size
         self.sync = sync  # flush (fsync on the unix port) after every write; tests may skip it
         self._blank = b"\xff" * block_size  # allocated once: erase may run on a full heap
@@ -45,12 +65,15 @@ class FileFlash:
         if self.blocks < 2:
             self._f.close()
             raise OSError("flash image %s is too small (%d blocks)" % (path, self.blocks))
+        self.block_erases = array("H", bytes(2 * self.blocks))
         self.reset_counters()
 
     def reset_counters(self):
         self.bytes_written = 0   # bytes handed to writeblocks (programmed)
         self.bytes_read = 0
         self.erases = 0          # blocks erased
+        self.stall_us = 0        # time spent stalled in erase/program (simulated)
+        self.max_stall_us = 0    # longest single erase or program call
 
     def readblocks(self, block, buf, offset=0):
         self._f.seek(block * self.block_size + offset)
@@ -70,6 +93,24 @@ class FileFlash:
         if self.sync:
             self._f.flush()
         self.bytes_written += len(buf)
+        if self.page_us:
+            # pages started: a program never crosses a page boundary on the chip
+            first = offset // PAGE_SIZE
+            last = (offset + len(buf) - 1) // PAGE_SIZE
+            self._stall((last - first + 1) * self.page_us)
+
+    def _stall(self, us):
+        time.sleep_us(us)
+        self.stall_us += us
+        if us > self.max_stall_us:
+            self.max_stall_us = us
+
+    def max_block_erases(self):
+        m = 0
+        for n in self.block_erases:
+            if n > m:
+                m = n
+        return m
 
     def _erase(self, block):
         self._f.seek(block * self.block_size)
@@ -77,6 +118,10 @@ class FileFlash:
         if self.sync:
             self._f.flush()
         self.erases += 1
+        if self.block_erases[block] < 65535:
+            self.block_erases[block] += 1
+        if self.erase_ms:
+            self._stall(self.erase_ms * 1000)
 
     def ioctl(self, op, arg):
         if op == _IOCTL_BLOCK_COUNT:
@@ -114,24 +159,27 @@ def _abspath(p):
     return p
 
 
-def mount(image_path, mountpoint="/flash", size=DEFAULT_SIZE, chdir=True, sync=True):
+def mount(image_path, mountpoint="/flash", size=DEFAULT_SIZE, chdir=True, sync=True,
+          erase_ms=ERASE_MS, page_us=PAGE_US):
     """Mount the littlefs image at mountpoint (creating and formatting it the first
     time) and chdir there, so relative paths (`ob/...`, `config.json`) resolve as on
     an ESP32 whose filesystem is at `/`. size applies to a new image only. Returns
     the FileFlash (for its counters).
     Raises OSError with the image path when an existing image does not mount.
     sync=False skips the flush after each write: faster, and still exact for a killed
-    process (the kernel keeps what was written); only an OS crash could lose more."""
+    process (the kernel keeps what was written); only an OS crash could lose more.
+    erase_ms / page_us: the chip's erase and program stalls (0 = none); formatting a
+    new image is never timed."""
     image_path = _abspath(image_path)
     if not _exists(image_path):
         # Made and formatted under another name, then renamed: a process killed while
         # creating it leaves no half-made image behind.
         tmp = image_path + ".new"
-        dev = FileFlash(tmp, size, create=True)
+        dev = FileFlash(tmp, size, create=True, erase_ms=0, page_us=0)
         vfs.VfsLfs2.mkfs(dev)
         dev.close()
         os.rename(tmp, image_path)
-    dev = FileFlash(image_path, sync=sync)
+    dev = FileFlash(image_path, sync=sync, erase_ms=erase_ms, page_us=page_us)
     try:
         fs = vfs.VfsLfs2(dev)
     except OSError as e:
