@@ -3,7 +3,7 @@
 of 48 KB for the agent, on top of what the virtual board itself leaves on the heap, measured
 now (vboard_breakdown): its board/machine/network/flash modules (lwipsocket too where it
 has it), the mounted flash image and its frozen boot script run.py: C code and a frozen
-_boot.py on an ESP32, ~11 KB here.
+_boot.py on an ESP32, ~14 KB here.
 
 It fails when the frozen agent needs more than 48 KB to run the scripted cycle without a
 MemoryError, crash or reboot, or when it then misses a scripted cut."""
