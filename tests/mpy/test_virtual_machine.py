@@ -273,7 +273,10 @@ def wait_until(fn, ms):
 
 
 def test_wifi_up_down():
+    # beacon timeout 0 and reconnects as fast as connects: this test is about the states
+    # (test_lwip_net.py checks the esp32's delays)
     fresh({"wifi": "up", "ssid": "home", "rssi": -61, "connect_ms": 150,
+           "beacon_timeout_ms": 0, "reconnect_ms": 150,
            "ifconfig": ["192.0.2.10", "255.255.255.0", "192.0.2.1", "192.0.2.53"]})
     w = network.WLAN(network.STA_IF)
     eq(w is network.WLAN(network.STA_IF), True)
@@ -289,13 +292,15 @@ def test_wifi_up_down():
         eq(w.ifconfig()[2], "192.0.2.1")
         eq(w.config("essid"), "home")
         eq(w.config("mac"), machine.unique_id())
-        changed({"wifi": "down", "ssid": "home", "connect_ms": 150})
+        changed({"wifi": "down", "ssid": "home", "connect_ms": 150, "beacon_timeout_ms": 0,
+                 "reconnect_ms": 150})
         eq(w.isconnected(), False)
         eq(w.status(), network.STAT_BEACON_TIMEOUT)
         raises(OSError, w.status, "rssi")
         time.sleep_ms(200)
         eq(w.status(), network.STAT_NO_AP_FOUND)
-        changed({"wifi": "up", "ssid": "home", "rssi": -70, "connect_ms": 150})
+        changed({"wifi": "up", "ssid": "home", "rssi": -70, "connect_ms": 150,
+                 "beacon_timeout_ms": 0, "reconnect_ms": 150})
         assert wait_until(w.isconnected, 2000)  # reconnects by itself
         eq(w.status("rssi"), -70)
         w.disconnect()

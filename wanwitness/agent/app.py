@@ -123,6 +123,7 @@ class App:
                          keepalive_s=30, will=(self.t_status, b"offline", True, 1),
                          tls=_tls(cfg))
         self.mq.on_message = self._on_message
+        self.mq.resolver = self._resolve_name  # never a blocking getaddrinfo in the loop
         self.mq.on_connect = self._on_connect
         self.record({"k": "boot", "reset": self.cause, "fw": FW, "safe": safe,
                      "hb_s": cfg.get("hb_s")})
@@ -378,6 +379,16 @@ class App:
                 await self.mq.publish(self.t_hb, msg.encode(), 0, False)
             _rtc_uptime(self.clock.now())
             await asyncio.sleep_ms(hb_ms)
+
+    async def _resolve_name(self, name):
+        # A name -> ['a.b.c.d', ...] or None by our own DNS client (probe.resolve, never
+        # blocking): at the probed resolver, else at the one the Wi-Fi's DHCP gave.
+        dns = self.cfg.get("probe.dns")
+        srv = dns["server"] if dns else self.net.dns()
+        if not srv or not self.net.up():
+            return None
+        ip, port = probe.split_target(srv, 53)
+        return await probe.resolve(ip, name, 2000, port)
 
     async def timekeeper(self):
         ntp = self.cfg.get("probe.ntp")

@@ -7,12 +7,14 @@
 # buffer the caller owns) and parse packets out of the client's receive buffer.
 # Client: one TCP connection at a time; a reader task, a supervisor loop (keepalive,
 # retransmit) and reconnect with backoff + jitter, all on the caller's asyncio loop.
-# Nothing here blocks the loop except socket.getaddrinfo, which runs only when a
-# connection is being opened and whose result is cached.
+# Nothing here blocks the loop: the broker's name is resolved by `resolver` (the app's
+# non-blocking DNS client) and the last good address is kept; a blocking
+# socket.getaddrinfo runs only for a name without a resolver, and only until one
+# address is known.
 import asyncio
 import socket
 import sys
-from errno import EINPROGRESS
+from errno import ECONNREFUSED, EINPROGRESS, ENOTCONN
 from micropython import const
 from random import getrandbits
 from time import ticks_diff, ticks_ms
@@ -357,6 +359,12 @@ def tls_context(ca_der):
     return ctx
 
 
+def _numeric(h):
+    # 'a.b.c.d'? (getaddrinfo parses it without a lookup)
+    p = h.split(".")
+    return len(p) == 4 and all(x.isdigit() for x in p)
+
+
 def _wait_writable(s):
     # Parks the task on the asyncio poller until s is writable (a finished connect);
     # the same mechanism asyncio.open_connection uses, which resolves names itself.
@@ -378,6 +386,10 @@ class Client:
     rx_size = 512  # receive buffer: larger incoming PUBLISHes are acked and dropped
     tx_size = 256  # QoS 0 PUBLISHes are built here (topic + 7 bytes must fit)
     addr_retries = 3  # failed connects to a cached address before resolving again
+    # async resolver(name) -> 'a.b.c.d' or None, without blocking the loop (the app
+    # sets probe.resolve on its DNS server). None: socket.getaddrinfo, only while no
+    # address is known (on an ESP32 it blocks the only task up to 7 s per lookup).
+    resolver = None
 
     def __init__(self, host, port=1883, client_id="", user=None, password=None,
                  keepalive_s=30, will=None, clean=True, tls=None):
@@ -410,8 +422,9 @@ class Client:
         self._subs = []  # [topic bytes, qos], renewed on every connection
         self._subwait = None  # [pid, return code, Event] of the SUBSCRIBE in flight
         self._pid = 0
-        self._addr = None  # (family, sockaddr) cached from getaddrinfo
+        self._addr = None  # (family, sockaddr): the last good address, kept for good
         self._addr_fails = 0
+        self._stale = False  # addr_retries connects failed: look the name up again
         self._rx = memoryview(bytearray(self.rx_size))
         self._tx = bytearray(self.tx_size)
         self._ack = bytearray(b"\x40\x02\x00\x00")  # PUBACK (3.4), pid filled in per use
@@ -448,7 +461,9 @@ class Client:
             if not isinstance(e, MQTTError):
                 self._addr_fails += 1
                 if self._addr_fails >= self.addr_retries:
-                    self._addr = None
+                    # Look the name up again before the next try, but keep this address:
+                    # during a WAN outage the lookup fails too (and must not block).
+                    self._stale = True
                     self._addr_fails = 0
             raise
         self._addr_fails = 0
@@ -605,13 +620,8 @@ class Client:
         tls = self.tls
         if isinstance(tls, str):
             raise OSError(tls)
-        if self._addr is None:
-            # Blocks while a name is resolved (lwip_getaddrinfo, ports/esp32/modsocket.c): only here, result cached.
-            try:
-                ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
-            except (OSError, IndexError) as e:
-                raise OSError("cannot resolve the broker host %s (%s)" % (self.host, e))
-            self._addr = (ai[0], ai[-1])
+        if self._addr is None or self._stale:
+            await self._resolve()
         s = socket.socket(self._addr[0], socket.SOCK_STREAM)
         self._sock = s
         s.setblocking(False)
@@ -619,7 +629,7 @@ class Client:
             s.connect(self._addr[1])
         except OSError as e:
             if e.errno != EINPROGRESS:
-                raise
+                raise self._refused(e)
         await _wait_writable(s)
         if tls is not None:
             self._raw = s
@@ -635,12 +645,43 @@ class Client:
             raise OSError("TLS: the broker's certificate is refused: " + " ".join(str(e).split()))
         except OSError as e:
             if tls is None or (e.args and isinstance(e.args[0], int) and e.args[0] >= 0):
-                raise  # not TLS's doing (refused, reset, unreachable)
+                raise self._refused(e)  # not TLS's doing (refused, reset, unreachable)
             raise OSError("TLS handshake with %s:%d failed: %s" % (self.host, self.port, _why(e)))
         hdr, n = await read_packet(self._stream, self._rx)
         if hdr != _CONNACK:
             raise MQTTError("expected CONNACK, got packet type 0x%02x (3.2)" % hdr)
         return parse_connack(self._rx, n)
+
+    def _refused(self, e):
+        # lwIP (esp32) reads a refused connect back as ENOTCONN on the next call: say so.
+        if e.args and e.args[0] in (ECONNREFUSED, ENOTCONN):
+            return OSError(ECONNREFUSED, "connection refused by %s:%d" % (self.host, self.port))
+        return e
+
+    async def _resolve(self):
+        # The broker's address, from its name. A numeric host is parsed at once; a name
+        # goes to the resolver without blocking the loop; the last good address stays
+        # in use when that fails. Raises OSError only while no address is known.
+        h = self.host
+        ip = h if _numeric(h) else None
+        if ip is None and self.resolver is not None:
+            try:
+                addrs = await self.resolver(h)
+            except Exception:  # a resolver's bug or error is a failed lookup
+                addrs = None
+            ip = addrs[0] if addrs else None
+        if ip is None and (self.resolver is not None or self._addr is not None):
+            if self._addr is None:
+                raise OSError("cannot resolve the broker host %s" % h)
+            return  # keep the last good address; look again after the next failures
+        try:
+            # Numeric: no lookup. A name (no resolver, no address yet) blocks while lwIP
+            # resolves it (lwip_getaddrinfo, ports/esp32/modsocket.c).
+            ai = socket.getaddrinfo(ip or h, self.port, 0, socket.SOCK_STREAM)[0]
+        except (OSError, IndexError) as e:
+            raise OSError("cannot resolve the broker host %s (%s)" % (h, e))
+        self._addr = (ai[0], ai[-1])
+        self._stale = False
 
     def _close_sock(self):
         s = self._sock

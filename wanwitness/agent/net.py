@@ -25,6 +25,16 @@ class Net:
         except OSError:
             return False
 
+    def pm_off(self):
+        # Modem sleep (the esp32 port's default) holds replies until the next DTIM
+        # beacon: 100-300 ms on every probe. Off, when this port has the setting.
+        pm = getattr(network.WLAN, "PM_NONE", None)
+        if pm is not None:
+            try:
+                self.wlan.config(pm=pm)
+            except (OSError, ValueError, TypeError):
+                pass
+
     def rssi(self):
         try:
             return self.wlan.status("rssi")
@@ -37,6 +47,14 @@ class Net:
         except (OSError, IndexError):
             return None
 
+    def dns(self):
+        # The DNS server DHCP gave (None when down or none)
+        try:
+            d = self.wlan.ifconfig()[3]
+        except (OSError, IndexError):
+            return None
+        return d if d and d != "0.0.0.0" else None
+
     async def keep(self, alive):
         # alive(): the app's liveness stamp for the watchdog.
         retry = 1000
@@ -46,6 +64,8 @@ class Net:
             if now_up != self._was_up:
                 self.changes += 1
                 self._was_up = now_up
+                if now_up:
+                    self.pm_off()  # boot.py may have brought the link up with modem sleep on
                 # The console log (`wanwitness console`): events only, never per loop
                 print("wifi: up, gateway", self.gateway()) if now_up else print("wifi: down")
                 if self.on_change is not None:
@@ -62,6 +82,7 @@ class Net:
                 continue
             try:
                 self.wlan.active(True)
+                self.pm_off()
                 self.wlan.connect(self.ssid, self.password)
             except OSError:
                 pass

@@ -29,7 +29,8 @@ NOADDR = "no-address"
 # the errno module lacks are picked per platform.
 _LINUX = sys.platform == "linux"
 _EISCONN = 106 if _LINUX else 127
-_REFUSED_ERRS = (errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED)
+# lwIP (esp32) reads a refused connect back as ENOTCONN: the RST freed the netconn's pcb.
+_REFUSED_ERRS = (errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN)
 _UNREACH_ERRS = (errno.EHOSTUNREACH, 101 if _LINUX else 114)  # + ENETUNREACH
 _BUSY_ERRS = (errno.EINPROGRESS, errno.EALREADY)
 
@@ -522,8 +523,8 @@ async def _dns(e, server, name, port, most=_DNS_TRIES):
     try:
         s.setblocking(False)
         t0 = ticks_us()
-        # A connected UDP socket gets datagrams from the server only, and an
-        # ICMP port-unreachable surfaces as ECONNREFUSED: a fast failure.
+        # A connected UDP socket gets datagrams from the server only. lwIP ignores
+        # ICMP port unreachable (no ECONNREFUSED on the esp32): a silent server times out.
         s.connect(_addr(server, port)[1])
         tries = 0
         while True:

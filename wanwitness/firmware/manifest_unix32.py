@@ -26,5 +26,6 @@ module("version.py", base_path="../agent")
 # the script the board boots with).
 module("board.py", base_path="boards/virtual")
 module("flash.py", base_path="boards/virtual")
+module("lwipsocket.py", base_path="boards/virtual")
 module("machine.py", base_path="boards/virtual")
 module("network.py", base_path="boards/virtual")

@@ -65,6 +65,7 @@ gen = 0          # +1 on every control change; ADC objects re-fetch their spec o
 adc = {}         # pin -> parsed spec tuple
 pins = {}        # pin -> 0/1 for digital inputs
 wifi_active = False   # set by network.WLAN(STA_IF).active(); ADC2 is unusable then
+wifi_changed = 0      # ticks when the control's "wifi" last changed (network.py's beacon timeout)
 cause = PWRON_RESET   # this boot's reset cause
 state = {}            # the board state file's content
 _checked = 0
@@ -184,7 +185,7 @@ def parse_adc(d, where="adc"):
 
 
 def _apply(c):
-    global control, adc, pins, gen
+    global control, adc, pins, gen, wifi_changed
     new_adc = {}
     new_pins = {}
     src = c.get("adc")
@@ -204,6 +205,8 @@ def _apply(c):
         for k, v in src.items():
             if isinstance(k, str) and k.isdigit() and v in (0, 1):
                 new_pins[int(k)] = int(v)
+    if c.get("wifi", "up") != control.get("wifi", "up"):
+        wifi_changed = ticks_ms()
     control = c
     adc = new_adc
     pins = new_pins

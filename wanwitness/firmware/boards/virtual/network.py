@@ -1,6 +1,7 @@
 # `network` for the virtual board: a WLAN whose link follows the control file
-# ("wifi": "up" | "down", "ssid", "key", "rssi", "ifconfig", "connect_ms"; README.md).
-# Sockets are the host's own: the link state is what the agent sees through this API.
+# ("wifi": "up" | "down", "ssid", "key", "rssi", "ifconfig", "connect_ms",
+# "beacon_timeout_ms", "reconnect_ms"; README.md). Sockets are the host's, made to fail
+# like lwIP's by lwipsocket.py, which also reads `pm` here (modem sleep).
 from micropython import const
 from time import ticks_diff, ticks_ms
 
@@ -23,6 +24,10 @@ AUTH_OPEN = const(0)
 AUTH_WPA2_PSK = const(3)
 
 CONNECT_MS = const(300)  # association + DHCP; "connect_ms" in the control file overrides
+# The access point's loss is noticed only when no beacon came for the beacon timeout
+# (ESP-IDF's default 6 s); a reconnect after a loss takes seconds (scan, auth, DHCP).
+BEACON_TIMEOUT_MS = const(6000)  # "beacon_timeout_ms" overrides
+RECONNECT_MS = const(2000)       # "reconnect_ms" overrides
 DEFAULT_IFCONFIG = ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
 
 _hostname = "wanwitness"
@@ -86,6 +91,8 @@ class WLAN:
         self._status = STAT_IDLE
         self._reconnects = -1     # -1: retry forever, like the esp32 port's default
         self._tries = 0
+        self._lost = None         # ticks when the AP went away while connected, else None
+        self._was_lost = False    # the current attempt follows a loss: reconnect_ms
         self._cfg = {"pm": self.PM_PERFORMANCE, "txpower": 20, "channel": 1}
 
     def active(self, on=None):
@@ -107,6 +114,8 @@ class WLAN:
             self._key = key
         self._want = True
         self._connected = False
+        self._lost = None
+        self._was_lost = False
         self._tries = 0
         self._since = ticks_ms()
         self._status = STAT_CONNECTING
@@ -123,13 +132,25 @@ class WLAN:
         now = ticks_ms()
         problem = _ap_problem(self._ssid, self._key)
         if self._connected:
-            if problem is not None:  # the AP went away: beacon timeout, then retries
-                self._connected = False
-                self._status = STAT_BEACON_TIMEOUT
-                self._since = now
-                self._tries = 0
+            if problem is None:
+                self._lost = None  # back before the beacon timeout: never noticed
+                return
+            if self._lost is None:  # the last beacon came when the AP went away
+                self._lost = board.wifi_changed
+            if ticks_diff(now, self._lost) < board.control.get("beacon_timeout_ms",
+                                                               BEACON_TIMEOUT_MS):
+                return  # no beacon yet, but the station does not know it is gone
+            # the AP went away: beacon timeout, then retries
+            self._connected = False
+            self._status = STAT_BEACON_TIMEOUT
+            self._since = now
+            self._tries = 0
+            self._lost = None
+            self._was_lost = True
             return
-        if ticks_diff(now, self._since) < board.control.get("connect_ms", CONNECT_MS):
+        wait = board.control.get("reconnect_ms", RECONNECT_MS) if self._was_lost \
+            else board.control.get("connect_ms", CONNECT_MS)
+        if ticks_diff(now, self._since) < wait:
             return
         if problem is None:
             if self._status != STAT_CONNECTING:  # a retry noticed the AP is back
@@ -137,6 +158,7 @@ class WLAN:
                 self._since = now
                 return
             self._connected = True
+            self._was_lost = False
             self._status = STAT_GOT_IP
             return
         # one failed attempt per connect_ms; keep retrying unless `reconnects` runs out

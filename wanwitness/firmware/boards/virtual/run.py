@@ -18,6 +18,12 @@ import time
 import board
 import machine
 
+gc.collect()  # compiled from source here: room for the parser in a small heap
+import lwipsocket  # noqa: E402
+
+# `socket` as the esp32 port's lwIP gives it (lwipsocket.py), for everything imported after
+lwipsocket.install()
+
 FLASH = os.getenv("WANWITNESS_VBOARD_FLASH")
 CONFIG = os.getenv("WANWITNESS_VBOARD_CONFIG")
 SERIAL = os.getenv("WANWITNESS_VBOARD_SERIAL")
