@@ -50,7 +50,8 @@ from micropython import const
 _HDR = const(6)        # u16 length + u32 CRC32
 _MIN = const(9)        # the shortest JSON a frame holds: {"seq":1}
 _MAXLEN = const(65535)
-_META_PER_ERASE = const(32)  # directory commits per erase (measured, test_outbox_burst.py)
+_META_PER_ERASE = const(20)  # directory commits per erase (measured: tests/mpy/flash_wear_day.py)
+_INLINE = const(128)   # littlefs inline_max on MicroPython: min(cache_size 128, ...)
 _ENOSPC = const(28)
 # fields of a segment entry in Outbox._segs
 _KEY = const(0)
@@ -204,9 +205,8 @@ class Outbox:
         self._qbytes = 0
         self._qt = 0          # t and utc of the last queued record (for gap records)
         self._qutc = None
-        self.writes = 0       # file write sessions (appends, compaction outputs, meta)
-        self.wbytes = 0       # bytes they wrote
-        self.commits = 0      # directory changes: closes, renames, removes
+        self.writes = 0       # block copies/erases from file writes (wear())
+        self.commits = 0      # directory log commits: closes, renames, removes (wear())
 
     def deinit(self):
         self._buf = None
@@ -310,9 +310,7 @@ class Outbox:
                 if new:
                     self._rm(tail[_KEY])
                 raise
-            self.writes += 1
-            self.commits += 1
-            self.wbytes += size - tail[_SIZE] + (len(mark) if mark else 0)
+            self._wrote(size + (len(mark) if mark else 0), 1)
             if new:
                 segs.append(tail)
                 self._seal = False
@@ -335,11 +333,14 @@ class Outbox:
                 self.depth += 1
             i = j
 
-    def _wrote(self, size):
-        # a compaction's output file: written whole, closed, renamed over a victim
-        self.writes += 1
-        self.wbytes += size
-        self.commits += 2
+    def _wrote(self, size, commits):
+        # A file write session that left the file `size` bytes long. Up to _INLINE
+        # bytes littlefs keeps a file inside the directory log (a commit, no block of
+        # its own); a longer one gets its last block copied into a freshly erased one,
+        # plus a block per 4 KiB beyond.
+        self.commits += commits
+        if size > _INLINE:
+            self.writes += 1 + (size - 1) // 4096
 
     def _gap(self, drop, kinds, t, utc):
         rec = {"k": "gap", "t": t, "utc": utc, "drop": drop, "kinds": kinds}
@@ -561,10 +562,11 @@ class Outbox:
     def wear(self):
         """Estimated 4 KiB flash erases caused by this outbox's writes since open():
         littlefs copies a file's partly filled last block into a freshly erased one on
-        each write session (open .. close), and erases one more block per 4 KiB
-        written; its directory log erases a block every ~_META_PER_ERASE commits.
+        each write session (open .. close) of a file beyond _INLINE bytes; its
+        directory log (where small files, renames and removes go) erases a block every
+        ~_META_PER_ERASE commits.
         Checked against the virtual flash's counter (tests/mpy/test_outbox_burst.py)."""
-        return self.writes + self.wbytes // 4096 + self.commits // _META_PER_ERASE
+        return self.writes + self.commits // _META_PER_ERASE
 
     def _full(self, body, low, t, utc):
         """The filesystem has no free block: not even a gap record fits. So whole
@@ -842,7 +844,7 @@ class Outbox:
                         out.close()
                         out = None
                         os.rename(tmp, self._path(segs[j][_KEY]))
-                        self._wrote(cur[_SIZE])
+                        self._wrote(cur[_SIZE], 2)
                         made.append(cur)
                         j += 1
                     if out is None:
@@ -865,7 +867,7 @@ class Outbox:
                 out.close()
                 out = None
                 os.rename(tmp, self._path(segs[j][_KEY]))
-                self._wrote(cur[_SIZE])
+                self._wrote(cur[_SIZE], 2)
                 made.append(cur)
                 j += 1
         finally:
