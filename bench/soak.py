@@ -104,12 +104,11 @@ class BusyLeds(runner.LedDriver):
 
 class SoakRun(runner.Run):
     def __init__(self, sc: scn.Scenario, workdir: Path, *, seed: int | None, heap: str,
-                 micropython: str, busy_s: float):
+                 micropython: str, frozen: bool, busy_s: float):
         super().__init__(sc, workdir, seed=seed, drain_timeout_s=300)
         self.busy_s = busy_s
         self.ready_led = ("on", "blink")
-        self.agent_args = ["--heap", heap]
-        self.env["WANWITNESS_MICROPYTHON"] = micropython
+        self.agent_args = ["--heap", heap, "--micropython", micropython] + (["--frozen"] if frozen else [])
         self.env["WANWITNESS_VBOARD_MEMINFO_S"] = "60"   # the largest free block, a minute apart
 
     def make_leds(self) -> runner.LedDriver:
@@ -153,8 +152,8 @@ def store_figures(db_url: str, seconds: float) -> dict[str, Any]:
 
 
 def default_micropython() -> str:
-    from wanwitness.boards import mp32  # type: ignore[attr-defined]
-    return str(mp32.build())
+    from testing import mp32
+    return str(mp32.build(quiet=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=120)
     ap.add_argument("--heap", default="56K")
     ap.add_argument("--micropython", help="the MicroPython binary (default: ./dev mp32's)")
+    ap.add_argument("--not-frozen", action="store_true",
+                    help="the binary has no agent frozen in: run the agent's .mpy files")
     ap.add_argument("--every-s", type=float, default=300, help="seconds between scripted outages")
     ap.add_argument("--busy-s", type=float, default=3, help="the busy LED's slot (s)")
     ap.add_argument("--loss", type=int, default=1, help="WAN packet loss, %% (0..20)")
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         wd = (a.workdir or Path(tempfile.mkdtemp(prefix="wwsoak-"))).resolve()
         wd.mkdir(parents=True, exist_ok=True)
         runner.check_tools()
-        run = SoakRun(sc, wd, seed=a.seed, heap=a.heap, micropython=micropython, busy_s=a.busy_s)
+        run = SoakRun(sc, wd, seed=a.seed, heap=a.heap, micropython=micropython,
+                      frozen=not a.not_frozen, busy_s=a.busy_s)
         started = time.monotonic()
         res = run.through()
         seconds = time.monotonic() - started

@@ -393,3 +393,10 @@ def test_reset_cause_mapping():
     assert virtual.reset_cause_after(-signal.SIGKILL)[0] == "PWRON_RESET"
     assert virtual.reset_cause_after(1)[0] == "HARD_RESET"
     assert virtual.reset_cause_after(-signal.SIGSEGV) == ("HARD_RESET", "crash (killed by SIGSEGV)")
+
+
+def test_user_error_frozen_without_a_frozen_agent(bdir: Path):
+    # --frozen with the wheel's micropython (no agent inside): one line naming ./dev mp32
+    with pytest.raises(UserError) as e:
+        run_virtual(bdir / "config.json", bdir / "board.flash", log=Log(), frozen=True)
+    assert "no agent frozen in" in one_line(e) and "./dev mp32" in one_line(e)

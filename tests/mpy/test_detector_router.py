@@ -187,4 +187,50 @@ def test_activity_blink_counts_as_on():
     eq(r.d.state, "up")
 
 
+def wifi_lost_late(leds):
+    """Good rounds; at 10 100 the agent's Wi-Fi goes (the LEDs as given), but the chip
+    notices only at its beacon timeout, 6 s later: three rounds fail every probe, the
+    gateway's too, first. Back at 30 000."""
+    r = Run()
+    r.rounds("ggggg")
+    for role, st in leds:
+        r.led(9000, role, st)
+    out = r.rounds("lll")                   # 12 000, 14 000, 16 000
+    out += r.check(r.d.link(16100, False), 16100)
+    eq(r.d.link(30000, True), [])
+    r.t = 30000
+    out += r.rounds("ggg")
+    return r, out
+
+
+def test_rounds_failing_before_a_late_noticed_wifi_loss_are_withdrawn_when_the_leds_are_lit():
+    for leds in ([("power", "on"), ("internet", "on")], [("internet", "blink")]):
+        r, out = wifi_lost_late(leds)
+        eq([x["s"] for x in out], ["local_down", "up"], leds)
+        eq(out[0]["at"], 12000)
+        ev = out[1]["ev"]
+        eq((out[1]["retract"], out[1]["at"], ev["by"], ev["link_down"]), (True, 12000, "link", 16100))
+        eq(ev["led"], dict(leds))           # what contradicted it: the LEDs lit
+        eq([o for o in fold(r.recs) if o[1] != o[2]], [], leds)
+
+
+def test_a_late_noticed_wifi_loss_withdraws_nothing_when_an_led_says_down_or_none_is_read():
+    # The WAN LED dark: the line is down too (the LED opened an isp_down before the
+    # rounds failed); no LED at all: the router may have gone off with its access point.
+    r, out = wifi_lost_late([("internet", "off")])
+    eq([x.get("retract") for x in r.recs], [None] * len(r.recs))
+    r, out = wifi_lost_late([])
+    eq([(x["s"], x.get("retract")) for x in out][:1], [("local_down", None)])
+    eq([x.get("retract") for x in r.recs], [None] * len(r.recs))
+
+
+def test_an_outage_older_than_the_beacon_timeout_is_not_the_links():
+    r = Run()
+    r.rounds("ggggg")
+    r.led(9000, "internet", "on")
+    out = r.rounds("lllllll")               # 12 000 .. 24 000: local_down from 12 000
+    out += r.check(r.d.link(24100, False), 24100)
+    eq([(x["s"], x.get("retract")) for x in out], [("local_down", None)])
+
+
 mpyunit.main(globals())

@@ -107,6 +107,7 @@ class App:
         self.cause = cause or reset_cause()
         self.alive = {}
         self.budget = {}
+        self._crash_log = bool(read_crashes())  # read once: cleared after a clean run
         self.heap_peak = 0    # gc.mem_alloc() high-water, sampled once a second (watchdog)
         self.outbox_error = None
         self.line = "up"
@@ -284,25 +285,30 @@ class App:
         self.alive[name] = time.ticks_ms()
 
     async def sampler(self):
+        # Samples at ticks_ms() deadlines (led.next_due), stamped with ticks_ms(): a
+        # small int at any uptime; clock.at() turns a transition's ticks into our ms.
+        from led import next_due
         det = self.detector
+        due = time.ticks_ms()
         while True:
             self.stamp("sampler")
-            now = self.clock.now()
-            tick = time.ticks_ms()
+            now = time.ticks_ms()
             for ch, role, log in self.leds:
                 ch.sample(now)
-                held = log.due(tick)
+                held = log.due(now)
                 if held is not None:
-                    self._led(role, held, log, tick)
+                    self._led(role, held, log, now)
                 tr = ch.transition()
                 if tr is not None:
-                    if log.offer(tr[0], tr[1], tick):
+                    at = self.clock.at(tr[1])
+                    if log.offer(tr[0], at, now):
                         held = log.take()
                         if held is not None:
-                            self._led(role, held, log, tick)
-                        self._led(role, tr, log, tick)
-                    self._states(det.led(tr[1], role, tr[0]))
-            await asyncio.sleep_ms(SAMPLE_MS)
+                            self._led(role, held, log, now)
+                        self._led(role, (tr[0], at), log, now)
+                    self._states(det.led(at, role, tr[0]))
+            due = next_due(due, now, SAMPLE_MS)
+            await asyncio.sleep_ms(max(0, time.ticks_diff(due, time.ticks_ms())))
 
     async def prober(self):
         p = self.cfg.get("probe")
@@ -477,8 +483,6 @@ class App:
             gc.collect()
             self.record({"k": "stats", "heap_free": gc.mem_free(), "q": self.outbox.depth,
                          "wifi_changes": self.net.changes, "mqtt_connects": self.mq.connects})
-            if self.clock.now() > CRASH_WINDOW_MS:
-                write_crashes([])  # a long clean run ends a crash loop
 
     async def watchdog(self, tasks):
         try:
@@ -500,8 +504,9 @@ class App:
                     healthy = False
             if healthy and wdt:
                 wdt.feed()
-            if self.clock.now() > CRASH_WINDOW_MS and read_crashes():
-                write_crashes([])
+            if self._crash_log and self.clock.now() > CRASH_WINDOW_MS:
+                write_crashes([])  # a long clean run ends a crash loop
+                self._crash_log = False
             await asyncio.sleep_ms(1000)
 
     async def main(self):

@@ -2,9 +2,14 @@
 #
 # Clock.now(): milliseconds since the Clock was made (at boot), monotonic and
 # never wrapping: ticks_ms() wraps (every 2**30 ms on the esp32 port, ~12.4
-# days), so each call adds ticks_diff() since the previous call to a Python
-# int that grows without limit. now() must be called at least once per half
-# wrap period (~6 days on esp32); the app's tasks call it every second.
+# days), so each call adds ticks_diff() since the previous call. now() must be
+# called at least once per half wrap period (~6 days on esp32); the app's tasks
+# call it every few seconds. The count is kept as a base (a multiple of 2**28,
+# moved once every ~3 days) plus a small int below 2**28, so the update is
+# small-int arithmetic; only the returned sum is a long int on a 32-bit port
+# after 2**30 ms (its small ints are 31-bit signed), one allocation per call.
+# Hot paths stay on ticks_ms() (always a small int) and convert the rare
+# values they keep with at(ticks): the LED sampler does so (app.py).
 #
 # sntp(): one SNTP exchange (RFC 4330, timestamps and offset formula from
 # RFC 5905 8) with millisecond precision, unlike ntptime (whole seconds, no
@@ -24,6 +29,7 @@ _NTP_PORT = const(123)
 _NTP_RX = const(68)                  # 48 + room for a key id and MAC we ignore
 _UNIX_FROM_NTP = 2208988800         # seconds from 1900-01-01 to 1970-01-01 (> 31 bits)
 _ERA = 1 << 32
+_SPAN = const(1 << 28)       # now()'s small-int part stays below this
 
 
 class Clock:
@@ -35,7 +41,8 @@ class Clock:
         self._ticks = ticks_ms or time.ticks_ms
         self._diff = ticks_diff or time.ticks_diff
         self._last = self._ticks()
-        self._ms = start_ms
+        self._hi = start_ms     # a multiple of _SPAN plus start_ms: changes every ~3 days
+        self._lo = 0            # < _SPAN: a small int on every port
         self._off = None        # utc_ms - t, once synced
         self.synced_at = None   # t of the last set_utc()
         self.rtt = None         # round trip of the last SNTP sample, ms
@@ -45,9 +52,18 @@ class Clock:
         t = self._ticks()
         d = self._diff(t, self._last)
         if d > 0:  # d < 0 only if ticks went backwards: never let `now` do so
-            self._ms += d
+            lo = self._lo + d
+            while lo >= _SPAN:  # d < 2**29: lo stays below 2**30
+                self._hi += _SPAN
+                lo -= _SPAN
+            self._lo = lo
             self._last = t
-        return self._ms
+        return self._hi + self._lo
+
+    def at(self, ticks):
+        # Our ms at a ticks_ms() value of the last half ticks period (a stored stamp).
+        n = self.now()
+        return n - self._diff(self._last, ticks)
 
     def set_utc(self, utc_ms, at_t):
         # UTC was utc_ms at monotonic time at_t (from SNTP).

@@ -121,6 +121,11 @@
 # LINK. link(t, up) is the board's own Wi-Fi. Down means no rounds (blind, never an
 # outage by itself); down while an unconfirmed local_down is open (power LED dark), or a
 # power LED going dark while it is down, confirms the local_down: ev.by "led+link".
+# The chip notices a lost access point only after its beacon timeout (~6 s): rounds fail
+# meanwhile. A probe-opened outage that began at most LINK_LAG_MS before the link went,
+# while the router's LEDs are lit and none says down, was our link: it is withdrawn from
+# its start (ev.by "link", ev.link_down the ms). Without such an LED it stands (the
+# router may have gone off with its access point).
 # An outage ends, or switches to another class, only on rounds begun at or after its
 # `at`.
 import math
@@ -153,6 +158,7 @@ _ORDER = (LOCAL, ISP, DNS, DEG)           # severity, worst first
 _MILD = (LOCAL, DEG, DNS, ISP)            # least claim against the ISP first
 _CONFIRMS = {ISP: (ISP, LOCAL), LOCAL: (LOCAL,)}
 _KIND = {ISP: 0, DNS: 1}                  # class -> its probe streak (anchors, DNS)
+_OWN = (LOCAL, ISP, DNS)                  # what a link going away makes the rounds say
 
 
 def _says(m, st):
@@ -167,6 +173,7 @@ class Detector:
     ISP_MAX_ROUNDS = 16     # ... but never needs more rounds than this
     LED_BOUND_MS = 20       # an LED transition is timed to one ~20 ms sample
     LED_SKEW_MS = 1000      # two LEDs going dark this close: one event (the router off)
+    LINK_LAG_MS = 10000     # a link loss is noticed this late (beacon timeout 6 s + a round)
     CUSUM_H = 11513         # ln(1e5) in thousandths: the fast degraded alarm's bar
 
     def __init__(self, down_rounds=3, up_rounds=2, degraded_loss_pct=50, led_roles=None,
@@ -294,7 +301,25 @@ class Detector:
             self._link_down_t = t
             if self.state == LOCAL and self._unconf:
                 self._confirm(out, "led+link")
+            elif (self._by == "probe" and self.state in _OWN and self.since is not None
+                  and t - self.since <= self.LINK_LAG_MS and self._router_fine()):
+                # The rounds failed because our link was going: the access point is lost
+                # only after its beacon timeout. The router's LEDs say it and the line
+                # are fine: withdrawn from its start (ev.by "link").
+                self._retract(out, UP, {"by": "link", "link_down": t})
         return out
+
+    def _router_fine(self):
+        # An LED that goes dark when the router or its WAN fails is lit, and none says down.
+        fine = False
+        for role, st in self.leds.items():
+            m = _MEANING.get(self.led_roles.get(role))
+            if m is None or st is None:
+                continue
+            if _says(m, st):
+                return False
+            fine = fine or m[1]
+        return fine
 
     def _confirm(self, out, by, t=None):
         # t: ms of the confirming round. One begun before the LED came back leaves that

@@ -1,6 +1,7 @@
 # One light sensor on one router LED: 'off' / 'on' / 'blink', with the ms of each change.
 #
-# sample(now_ms) is called every ~20 ms by the app and allocates nothing: it works on
+# sample(now_ms) is called every 20 ms by the app (next_due() keeps that period on the
+# ESP32's 10 ms FreeRTOS ticks) and allocates nothing: it works on
 # small ints only and keeps the caller's now_ms objects by reference (never does
 # arithmetic on them, so it stays allocation-free even where t is a long int: on an
 # ESP32 small ints end at 2**30 ms = 12.4 days of uptime).
@@ -47,9 +48,8 @@
 # level change is reported while saturated); fix the sensor's gain or shade. A sensor
 # at 0 is not flagged: a phototransistor over a dark LED reads 0 (the ESP32 ADC reads 0
 # below ~100 mV), so a channel stuck at 0 since boot just stays uncalibrated.
-import time
-
 from micropython import const
+from time import ticks_add, ticks_diff
 
 OFF = "off"
 ON = "on"
@@ -275,7 +275,7 @@ class LedLog:
         w = self.written
         if w is None or st == OFF or w == OFF:
             return True
-        if time.ticks_diff(now, self.last) >= self.every_ms and self.held is None:
+        if ticks_diff(now, self.last) >= self.every_ms and self.held is None:
             return True
         if st == w:
             self.held = None
@@ -297,10 +297,23 @@ class LedLog:
 
     def due(self, now):
         """The held change to write now (every_ms after the last record), else None."""
-        if self.held is not None and time.ticks_diff(now, self.last) >= self.every_ms:
+        if self.held is not None and ticks_diff(now, self.last) >= self.every_ms:
             return self.take()
         return None
 
     def wrote(self, st, now):
         self.written = st
         self.last = now
+
+
+def next_due(due, now, period_ms):
+    """The next sample's deadline (ticks_ms): period_ms after the last one, not after
+    the wake-up. asyncio on the ESP32 wakes on 10 ms FreeRTOS ticks, so sleep_ms(20)
+    takes 20-30 ms: sleeping a fixed period would stretch the sample period (and the
+    window, counted in samples) by up to half and leave a 50 ms activity pulse one
+    sample, which the median of 3 drops. After a stall of a whole period the schedule
+    restarts from now instead of catching up with back-to-back readings."""
+    due = ticks_add(due, period_ms)
+    if ticks_diff(due, now) <= 0:
+        due = ticks_add(now, period_ms)
+    return due

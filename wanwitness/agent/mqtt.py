@@ -386,11 +386,6 @@ class Client:
     rx_size = 512  # receive buffer: larger incoming PUBLISHes are acked and dropped
     tx_size = 256  # QoS 0 PUBLISHes are built here (topic + 7 bytes must fit)
     addr_retries = 3  # failed connects to a cached address before resolving again
-    # async resolver(name) -> 'a.b.c.d' or None, without blocking the loop (the app
-    # sets probe.resolve on its DNS server). None: socket.getaddrinfo, only while no
-    # address is known (on an ESP32 it blocks the only task up to 7 s per lookup).
-    resolver = None
-
     def __init__(self, host, port=1883, client_id="", user=None, password=None,
                  keepalive_s=30, will=None, clean=True, tls=None):
         # tls: None (plain MQTT), an ssl.SSLContext from tls_context(), or a string
@@ -407,6 +402,10 @@ class Client:
         self._cpkt = connect_packet(client_id, user, password, keepalive_s, wt, wm, wr, wq,
                                     clean)
         self.on_message = None  # callable(topic: str, payload: bytes)
+        # async resolver(name) -> 'a.b.c.d' or None, without blocking the loop (the app
+        # sets probe.resolve on its DNS server). None: socket.getaddrinfo, only while no
+        # address is known (on an ESP32 it blocks the only task up to 7 s per lookup).
+        self.resolver = None
         self.on_connect = None  # callable(session_present: bool); may return a coroutine
         self.connected = False  # CONNACK received and subscriptions renewed
         self.last_error = None  # text of the last reason a connection failed or dropped

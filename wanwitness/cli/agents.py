@@ -91,8 +91,14 @@ def agent_add(obj: Ctx, db: str | None, name: str, out: Path | None, broker_host
 @click.option("--chip", type=click.Choice(["esp32", "esp32c3", "esp32s2", "esp32s3"]),
               help="Which ESP32 the virtual board is (its ADC pins); default esp32.")
 @click.option("--heap", default="256K", show_default=True, help="MicroPython heap size.")
+@click.option("--micropython", "micropython", type=click.Path(dir_okay=False, path_type=Path),
+              help="The MicroPython binary (default: the one installed with wanwitness).")
+@click.option("--frozen", is_flag=True,
+              help="The binary has the agent frozen in (`./dev mp32`): run that, not this "
+                   "checkout's agent files.")
 def agent_run(virtual: bool, board_config_path: Path | None, serial_link: Path | None,
-              flash: Path | None, control: Path | None, chip: str | None, heap: str) -> None:
+              flash: Path | None, control: Path | None, chip: str | None, heap: str,
+              micropython: Path | None, frozen: bool) -> None:
     """Run the real agent on the virtual board until Ctrl-C."""
     from wanwitness.virtual.supervisor import run_virtual
     if serial_link is not None:
@@ -107,7 +113,8 @@ def agent_run(virtual: bool, board_config_path: Path | None, serial_link: Path |
     if board_config_path is None:
         raise UserError("give --config CONFIG.json (the agent from this checkout) or "
                         "--serial PATH --flash IMAGE (a bare board to deploy onto)")
-    sys.exit(run_virtual(board_config_path, flash, control_path=control, heap=heap, chip=chip))
+    sys.exit(run_virtual(board_config_path, flash, control_path=control, heap=heap, chip=chip,
+                         micropython=micropython, frozen=frozen))
 
 
 @agent.command("list")

@@ -106,6 +106,17 @@ def check_flash_image(path: Path) -> None:
         raise UserError(f"flash image {path}: directory {path.parent} does not exist")
 
 
+def check_frozen_agent(micropython: str) -> None:
+    """A one-line UserError unless `micropython` has the agent frozen in (./dev mp32)."""
+    try:
+        p = subprocess.run([micropython, "-c", "import app, clock, outbox"], capture_output=True,
+                           text=True, timeout=30, env=dict(os.environ, MICROPYPATH=".frozen"))
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise UserError(f"{micropython} does not run: {e}") from None
+    if p.returncode != 0:
+        raise UserError(f"{micropython} has no agent frozen in (build one with `./dev mp32`)")
+
+
 def _write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
@@ -149,6 +160,8 @@ class VirtualBoard:
         # A micropython with the agent frozen in (testing/mp32.py): `.frozen` first and no
         # compiled agent on the path, as on a board running frozen firmware.
         self.frozen = frozen
+        if frozen:
+            check_frozen_agent(self.micropython)
         self.proc: subprocess.Popen | None = None
         self.boots: list[str] = []      # reset cause of each boot, in order
         self.exits: list[int] = []      # return code of each ended boot
@@ -209,10 +222,12 @@ class VirtualBoard:
         env = dict(os.environ)
         env.update(self.env)
         # The agent runs compiled (mpy-cross), as on a board; `.frozen` holds asyncio.
+        # Frozen: the firmware's modules first; only main.py (a file on a real board too,
+        # firmware/manifest.py) comes from the compiled agent.
+        compile_agent()
         if self.frozen:
-            env["MICROPYPATH"] = ":".join([".frozen", *self.extra_path])
+            env["MICROPYPATH"] = ":".join([".frozen", *self.extra_path, str(agent_build_dir())])
         else:
-            compile_agent()
             env["MICROPYPATH"] = ":".join(self.extra_path + [str(agent_build_dir()), ".frozen"])
         env["WANWITNESS_VBOARD_CONTROL"] = str(self.control_path)
         env["WANWITNESS_VBOARD_STATE"] = str(self.state_path)

@@ -290,6 +290,15 @@ def adc_spec(pin):
     return adc.get(pin, DARK)
 
 
+def firmware():
+    """`firmware` in the control file as 100 * major + minor (default 1.28: 128)."""
+    v = str(control.get("firmware", "1.28")).split(".")
+    try:
+        return int(v[0]) * 100 + int(v[1])
+    except (ValueError, IndexError):
+        return 128
+
+
 def adc_pin_kind(pin):
     """1 for an ADC1 pin, 2 for ADC2, 0 for a pin with no ADC on this chip."""
     a1, a2 = ADC_PINS.get(chip, ADC_PINS["esp32"])

@@ -154,42 +154,45 @@ class Pin:
 
 
 class ADC:
+    # The esp32 port's API (README.md, control key `firmware`)
     ATTN_0DB = const(0)
     ATTN_2_5DB = const(1)
     ATTN_6DB = const(2)
     ATTN_11DB = const(3)
-    WIDTH_9BIT = const(0)
-    WIDTH_10BIT = const(1)
-    WIDTH_11BIT = const(2)
-    WIDTH_12BIT = const(3)
+    WIDTH_9BIT = const(9)
+    WIDTH_10BIT = const(10)
+    WIDTH_11BIT = const(11)
+    WIDTH_12BIT = const(12)
     _FULL_MV = (950, 1250, 1750, 2450)  # esp32 quickref: top of each attenuation's range
 
     def __init__(self, pin, atten=None):
         n = pin._id if isinstance(pin, Pin) else pin
-        if not isinstance(n, int):
+        if not isinstance(n, int) or isinstance(n, bool):
             raise ValueError("invalid pin")
         kind = board.adc_pin_kind(n)
         if kind == 0:
             raise ValueError("invalid pin")
         self._pin = n
         self._adc2 = kind == 2
-        self._atten = self.ATTN_0DB if atten is None else atten
+        self._atten = (self.ATTN_11DB if board.firmware() >= 126 else self.ATTN_0DB)
+        if atten is not None:
+            self.atten(atten)
         self._width = self.WIDTH_12BIT
         self._gen = -1
         self._spec = board.DARK
 
-    def atten(self, a=None):
-        if a is None:
-            return self._atten
+    def atten(self, a):
+        if not isinstance(a, int):
+            raise TypeError("can't convert %s to int" % type(a).__name__)
         if a not in (0, 1, 2, 3):
             raise ValueError("invalid attenuation")
         self._atten = a
 
-    def width(self, w=None):
-        if w is None:
-            return self._width
-        if w not in (0, 1, 2, 3):
-            raise ValueError("invalid width")
+    def width(self, w):
+        if not isinstance(w, int):
+            raise TypeError("can't convert %s to int" % type(w).__name__)
+        if not 9 <= w <= 12:
+            raise ValueError("invalid bit-width")
         self._width = w
 
     def init(self, atten=None, **kw):
@@ -203,6 +206,8 @@ class ADC:
             self._spec = board.adc_spec(self._pin)
             self._gen = board.gen
         if self._adc2 and board.wifi_active:
+            if 126 <= board.firmware() <= 128:
+                return 0            # 1.26-1.28: the read fails silently
             raise OSError("ADC2 is in use by Wi-Fi")
         if self._spec[0] == board.K_HANG:
             print("virtual board: ADC pin %d hangs (control file)" % self._pin)
@@ -211,7 +216,7 @@ class ADC:
         return board.level(self._spec, ticks_ms())
 
     def read(self):
-        return self.read_u16() >> (7 - self._width)
+        return self.read_u16() >> (16 - self._width)
 
     def read_uv(self):
         # The control level is the reading; scaled linearly to the attenuation's range

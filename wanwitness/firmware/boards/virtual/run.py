@@ -17,6 +17,10 @@ import time
 
 import board
 import machine
+gc.collect()
+import vticks  # noqa: E402
+
+vticks.install()  # noqa: E305 - asyncio wakes on 10 ms FreeRTOS ticks (vticks.py): before anything imports it
 
 gc.collect()  # compiled from source here: room for the parser in a small heap
 import lwipsocket  # noqa: E402
