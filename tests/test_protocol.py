@@ -64,6 +64,14 @@ def test_heartbeat():
         protocol.parse_heartbeat(b'{"boot":4}')
 
 
+def test_the_agents_heartbeat_with_its_flash_wear_estimate():
+    # app.App.heartbeat's payload since issue 14: `fe`, the outbox's estimated flash
+    # erases this boot, is informational (docs/protocol.md § Heartbeat)
+    hb = (b'{"boot":3,"t":86400000,"utc":null,"s":"up","heap":52000,"peak":41000,"q":0,'
+          b'"rssi":-61,"safe":false,"fe":1834,"ob":"0a1b2c3d"}')
+    assert protocol.parse_heartbeat_ob(hb) == (3, 86400000, "0a1b2c3d")
+
+
 @pytest.mark.parametrize("ob,shown", [('"0a1b2c3"', "'0a1b2c3'"), ('"0a1b2c3d4"', "'0a1b2c3d4'"),
                                       ('"0a1b2c3g"', "'0a1b2c3g'"), ('""', "''"),
                                       ("12345678", "an integer"), ("null", "null")])

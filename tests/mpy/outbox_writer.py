@@ -5,9 +5,11 @@
 #   O <boot> <last_seq> <acked> <depth> <corrupt> <lost ranges as JSON>
 #   P <boot> <record JSON>  one per pending record, oldest first, with its boot
 #   D                       end of the dump
-# then (unless `check`) appends records forever, acking now and then:
+# then (unless `check`) appends records forever, one at a time (append) or in bursts of
+# 2..6 queued in RAM and written by one flush(), as the app does; acking now and then:
 #   c                       the next append has to compact (the log is full)
-#   W <seq>                 append returned: the record is on flash
+#   W <seq>                 append or flush returned: the record is on flash (one line
+#                           per record of a burst, after its flush)
 #   a <seq> / A <seq>       before / after ack(seq)
 # The test kills it with SIGKILL at a random moment, the way a power cut would.
 import json
@@ -46,22 +48,32 @@ def main():
     random.seed(seed)
     t = 0
     while True:
-        t += random.randint(1, 5000)
-        r = random.randint(0, 99)
-        if r < 60:
-            rec = {"k": "probe", "t": t, "utc": None, "tg": "anchor-%d" % (r % 3),
-                   "ok": r % 2 == 0, "rtt": r, "kind": "icmp", "pad": "p" * random.randint(0, 60)}
-        elif r < 75:
-            rec = {"k": "stats", "t": t, "utc": None, "rounds": r, "heap": 40000 + r,
-                   "pad": "s" * random.randint(0, 60)}
-        elif r < 95:
-            rec = {"k": "state", "t": t, "utc": None, "s": "isp_down" if r % 2 else "up",
-                   "at": t - 1, "bound": t - 2, "ev": {"gw": True, "r": r}}
-        else:
-            rec = {"k": "error", "t": t, "utc": None, "msg": "e" * random.randint(1, 200)}
-        if ob._total + 300 > ob.max_bytes:
+        n = 1 if random.randint(0, 1) else random.randint(2, 6)
+        if ob._total + 300 * n > ob.max_bytes:
             print("c")
-        print("W", ob.append(rec))
+        for _ in range(n):
+            t += random.randint(1, 5000)
+            r = random.randint(0, 99)
+            if r < 60:
+                rec = {"k": "probe", "t": t, "utc": None, "tg": "anchor-%d" % (r % 3),
+                       "ok": r % 2 == 0, "rtt": r, "kind": "icmp",
+                       "pad": "p" * random.randint(0, 60)}
+            elif r < 75:
+                rec = {"k": "stats", "t": t, "utc": None, "rounds": r, "heap": 40000 + r,
+                       "pad": "s" * random.randint(0, 60)}
+            elif r < 95:
+                rec = {"k": "state", "t": t, "utc": None, "s": "isp_down" if r % 2 else "up",
+                       "at": t - 1, "bound": t - 2, "ev": {"gw": True, "r": r}}
+            else:
+                rec = {"k": "error", "t": t, "utc": None, "msg": "e" * random.randint(1, 200)}
+            if n == 1:
+                print("W", ob.append(rec))
+            else:
+                ob.queue(rec)
+        if n > 1:
+            last = ob.flush()
+            for s in range(last - ob.nflushed + 1, last + 1):
+                print("W", s)
         if random.randint(0, 99) < 3 and ob.last_seq > ob.acked:
             # the collector acks everything, or up to somewhere in what was sent; rare
             # enough that the log fills and compacts

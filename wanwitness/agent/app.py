@@ -2,7 +2,8 @@
 #
 # Tasks: sampler (LEDs, every 20 ms), prober (a round every probe.interval_s), sender
 # (drains the outbox to the broker, resends what the collector has not acked),
-# heartbeat, clock (SNTP), net (Wi-Fi), watchdog. Each task stamps `alive` as it
+# flusher (writes the records queued in RAM to flash, FLUSH_MS after the first of a
+# burst), heartbeat, clock (SNTP), net (Wi-Fi), watchdog. Each task stamps `alive` as it
 # loops; the watchdog task feeds the hardware WDT only while every task stamped
 # within its budget, so one hung task resets the board (and the next `boot` record
 # says WDT_RESET). Safe mode (after a crash loop) runs only what reports: net, MQTT,
@@ -21,6 +22,9 @@ from outbox import Outbox
 from version import VERSION as FW
 
 SAMPLE_MS = 20
+FLUSH_MS = 40         # records wait at most this long in RAM: one flash append per burst
+LED_EVERY_MS = 60000  # on<->blink changes of one LED: at most one record a minute (led.LedLog)
+ANNOUNCE = ("state", "boot", "error", "gap")  # kinds the console shows as `record N KIND`
 OPEN_WAIT = ("isp_down", "dns_down", "local_down")  # states whose rounds wait less (prober)
 RESEND_MS = 15000     # a batch PUBACKed but not acked by the collector is sent again
 BATCH_RECS = 900      # record bytes per batch: with its head a batch stays within 1 KiB
@@ -112,6 +116,8 @@ class App:
         self.net = Net(cfg.get("wifi.ssid"), cfg.get("wifi.password"))
         self.net.on_change = self._link_changed
         self.ack_ev = asyncio.Event()
+        self.flush_ev = asyncio.Event()
+        self._say = []          # (index in the outbox queue, kind, detail): console lines
         self._sent_upto = 0
         self._sent_at = time.ticks_ms()  # a ticks value (read only once _sent_gen matches)
         self._sent_gen = -1
@@ -141,26 +147,64 @@ class App:
         self.detector = None
         if not safe:
             self._setup_sensing()
+        self.flush()  # the boot's records are on flash before the loop starts
 
     # -- records ------------------------------------------------------------------
 
     def record(self, rec):
+        # Queued in RAM (outbox.queue): the flusher writes the loop turn's records as
+        # one flash append within FLUSH_MS. The sender reads only what is on flash, so
+        # no record is sent (and acked, and deleted) before it is stored.
         t = self.clock.now()
         rec["t"] = t
         rec["utc"] = self.clock.utc_ms(t)
+        ob = self.outbox
+        before = ob.queued()
         try:
-            seq = self.outbox.append(rec)
+            ob.queue(rec)  # past ob.q_bytes it writes the ones before first
+        except OSError as e:
+            self._failed(e)
+        else:
+            if before and ob.queued() == 1:
+                self._announce()
+        if rec["k"] in ANNOUNCE and ob.queued():
+            self._say.append((ob.queued() - 1, rec["k"],
+                              rec.get("s") or rec.get("reset") or rec.get("msg") or ""))
+        self.flush_ev.set()
+
+    def flush(self):
+        try:
+            self.outbox.flush()
         except OSError as e:  # flash full or failing: keep running, say so in heartbeats
-            self.outbox_error = str(e)
-            print("outbox: cannot write:", e)
-            return None
-        if rec["k"] in ("state", "boot", "error", "gap"):
-            print("record", seq, rec["k"], rec.get("s") or rec.get("reset") or rec.get("msg") or "")
-        return seq
+            self._failed(e)
+            return
+        self._announce()
+
+    def _failed(self, e):
+        self.outbox_error = str(e)
+        print("outbox: cannot write:", e)
+        self._say = []
+
+    def _announce(self):
+        # `record N KIND …` for what the last flush wrote (its records took the seqs up
+        # to last_seq, in queue order).
+        ob = self.outbox
+        first = ob.last_seq - ob.nflushed + 1
+        for i, k, what in self._say:
+            if i < ob.nflushed:
+                print("record", first + i, k, what)
+        self._say = []
+
+    async def flusher(self):
+        while True:
+            await self.flush_ev.wait()
+            await asyncio.sleep_ms(FLUSH_MS)  # the other tasks' records of this moment too
+            self.flush_ev.clear()
+            self.flush()
 
     def _setup_sensing(self):
         from detector import Detector
-        from led import LedChannel
+        from led import LedChannel, LedLog
         cfg = self.cfg
         roles = {}
         for led in cfg.get("leds"):
@@ -173,7 +217,8 @@ class App:
                 continue
             role = led["role"]
             # `wanwitness calibrate` measured the dark/bright levels: start from them
-            self.leds.append((LedChannel(role, adc, levels=led.get("levels")), role))
+            self.leds.append((LedChannel(role, adc, levels=led.get("levels")), role,
+                              LedLog(LED_EVERY_MS)))
             # What the detector reads into this LED (detector.py "LEDS").
             if role == "power":
                 roles[role] = "power"
@@ -192,6 +237,10 @@ class App:
             self.record({"k": "error", "key": "probe", "msg": problem})
             self.targets = {"anchors": []}
             break
+
+    def _led(self, role, tr, log, tick):
+        self.record({"k": "led", "ch": role, "st": tr[0], "at": tr[1]})
+        log.wrote(tr[0], tick)
 
     def _states(self, records):
         for rec in records:
@@ -246,12 +295,19 @@ class App:
         while True:
             self.stamp("sampler")
             now = time.ticks_ms()
-            for ch, role in self.leds:
+            for ch, role, log in self.leds:
                 ch.sample(now)
+                held = log.due(now)
+                if held is not None:
+                    self._led(role, held, log, now)
                 tr = ch.transition()
                 if tr is not None:
                     at = self.clock.at(tr[1])
-                    self.record({"k": "led", "ch": role, "st": tr[0], "at": at})
+                    if log.offer(tr[0], at, now):
+                        held = log.take()
+                        if held is not None:
+                            self._led(role, held, log, now)
+                        self._led(role, (tr[0], at), log, now)
                     self._states(det.led(at, role, tr[0]))
             due = next_due(due, now, SAMPLE_MS)
             await asyncio.sleep_ms(max(0, time.ticks_diff(due, time.ticks_ms())))
@@ -388,10 +444,10 @@ class App:
                 t = self.clock.now()
                 utc = self.clock.utc_ms(t)
                 msg = ('{"boot":%d,"t":%d,"utc":%s,"s":"%s","heap":%d,"peak":%d,"q":%d,"rssi":%s,'
-                       '"safe":%s%s}') % (
+                       '"safe":%s,"fe":%d%s}') % (
                     self.boot, t, "null" if utc is None else str(utc), self.line, free,
                     self.heap_peak, self.outbox.depth, _js(self.net.rssi()),
-                    "true" if self.safe else "false", self._hb_ob)
+                    "true" if self.safe else "false", self.outbox.wear(), self._hb_ob)
                 await self.mq.publish(self.t_hb, msg.encode(), 0, False)
             _rtc_uptime(self.clock.now())
             await asyncio.sleep_ms(hb_ms)
@@ -469,6 +525,7 @@ class App:
         tasks = [asyncio.create_task(self.mq.run_forever()),
                  asyncio.create_task(self.net.keep(lambda: self.stamp("net"))),
                  asyncio.create_task(self.sender()),
+                 asyncio.create_task(self.flusher()),
                  asyncio.create_task(self.heartbeat()),
                  asyncio.create_task(self.timekeeper()),
                  asyncio.create_task(self.stats())]
@@ -555,4 +612,7 @@ def _is_ip(s):
 
 def run(cfg, *, safe=False, notes=()):
     app = App(cfg, safe=safe, notes=notes)
-    asyncio.run(app.main())
+    try:
+        asyncio.run(app.main())
+    finally:
+        app.flush()  # a crash: what the last FLUSH_MS queued goes to flash first

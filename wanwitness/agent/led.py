@@ -251,6 +251,61 @@ class LedChannel:
         self._adc = None
 
 
+class LedLog:
+    """Which of one channel's transitions become `led` records: a busy LED must not
+    wear the flash (each record is a flash write). A change to or from 'off' (it opens
+    or closes an outage) is written at once. A change between 'on' and 'blink' (both:
+    the line is up) within every_ms of this channel's last record is held; the held
+    state is written once every_ms have passed since that record (due()), dated to the
+    first change it sums up, or just before the next change to 'off'. When the LED goes
+    back to the state last written the held change is dropped: there is nothing new.
+    So an LED flipping on<->blink writes at most one record per every_ms.
+    now: time.ticks_ms() values (ticks_diff arithmetic); at: the transition's own ms."""
+
+    def __init__(self, every_ms=60000):
+        self.every_ms = every_ms
+        self.written = None   # the state of the last record (None: none yet)
+        self.last = 0         # ticks of the last record
+        self.held = None      # the newest on/blink state not yet written
+        self.first = None     # at of the first change the held state sums up
+
+    def offer(self, st, at, now):
+        """A transition. True: write it now (after take(), a held change goes first);
+        False: held (or dropped), nothing to write now."""
+        w = self.written
+        if w is None or st == OFF or w == OFF:
+            return True
+        if ticks_diff(now, self.last) >= self.every_ms and self.held is None:
+            return True
+        if st == w:
+            self.held = None
+            self.first = None
+        else:
+            if self.held is None:
+                self.first = at
+            self.held = st
+        return False
+
+    def take(self):
+        """The held change as (state, at), cleared; None when there is none."""
+        if self.held is None:
+            return None
+        r = (self.held, self.first)
+        self.held = None
+        self.first = None
+        return r
+
+    def due(self, now):
+        """The held change to write now (every_ms after the last record), else None."""
+        if self.held is not None and ticks_diff(now, self.last) >= self.every_ms:
+            return self.take()
+        return None
+
+    def wrote(self, st, now):
+        self.written = st
+        self.last = now
+
+
 def next_due(due, now, period_ms):
     """The next sample's deadline (ticks_ms): period_ms after the last one, not after
     the wake-up. asyncio on the ESP32 wakes on 10 ms FreeRTOS ticks, so sleep_ms(20)

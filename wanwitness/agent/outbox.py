@@ -50,6 +50,8 @@ from micropython import const
 _HDR = const(6)        # u16 length + u32 CRC32
 _MIN = const(9)        # the shortest JSON a frame holds: {"seq":1}
 _MAXLEN = const(65535)
+_META_PER_ERASE = const(20)  # directory commits per erase (measured: tests/mpy/flash_wear_day.py)
+_INLINE = const(128)   # littlefs inline_max on MicroPython: min(cache_size 128, ...)
 _ENOSPC = const(28)
 # fields of a segment entry in Outbox._segs
 _KEY = const(0)
@@ -132,6 +134,26 @@ def _frame(buf, off, size):
     return seq, (k.encode() if isinstance(k, str) else b""), e
 
 
+def _body(rec):
+    # A record's JSON after its seq: b',"k":"kind",<the other fields>}' (or b'}'); the
+    # seq is put in front when the record goes to flash (Outbox.flush).
+    k = rec.pop("k", None)
+    seq = rec.pop("seq", None)
+    try:
+        body = json.dumps(rec, separators=(",", ":"))
+    finally:
+        if k is not None:
+            rec["k"] = k
+        if seq is not None:
+            rec["seq"] = seq
+    head = ""
+    if k is not None:
+        head = ',"k":' + json.dumps(k)
+    if len(body) > 2:
+        return (head + "," + body[1:]).encode()
+    return (head + "}").encode()
+
+
 def _valid_ob(ob):
     # "" (older firmware's meta) or 8 lowercase hex digits
     if not isinstance(ob, str) or (ob and len(ob) != 8):
@@ -155,6 +177,7 @@ def _resync(buf, off, size):
 
 class Outbox:
     seg_bytes = 4096   # a segment fills at most one 4 KiB littlefs block
+    q_bytes = 768      # RAM for records waiting for flush(): ~5 records of an outage onset
     gap_ranges = 16    # drop ranges per gap record: keeps each gap record small
     slack = 1024       # a compaction frees this much more than it must: runs rarely
 
@@ -177,6 +200,13 @@ class Outbox:
         self.corrupt = 0      # corrupt or torn regions open() skipped: the app reports them
         self.lost = []        # [first, last] seq ranges open() found lost (each in a gap record)
         self.dropped = 0      # records dropped to stay within max_bytes (all in gap records)
+        self._q = []          # [(body, low)]: records queued for the next flush()
+        self.nflushed = 0     # records the last flush() wrote (the last ones up to last_seq)
+        self._qbytes = 0
+        self._qt = 0          # t and utc of the last queued record (for gap records)
+        self._qutc = None
+        self.writes = 0       # block copies/erases from file writes (wear())
+        self.commits = 0      # directory log commits: closes, renames, removes (wear())
 
     def deinit(self):
         self._buf = None
@@ -190,6 +220,7 @@ class Outbox:
     def _rm(self, name):
         try:
             os.remove(self._path(name))
+            self.commits += 1
         except OSError:
             pass
 
@@ -215,6 +246,7 @@ class Outbox:
         with open(tmp, "w") as f:
             f.write(json.dumps(m, separators=(",", ":")))
         os.rename(tmp, self._path("meta"))
+        self.commits += 2  # a small file lives in the directory log: no data block
 
     def _read_meta(self):
         try:
@@ -236,61 +268,84 @@ class Outbox:
 
     def _encode(self, rec, seq):
         # {"seq":N,"k":"kind",<the other fields>}: seq and k first, for _frame().
-        k = rec.pop("k", None)
-        rec.pop("seq", None)
-        try:
-            body = json.dumps(rec, separators=(",", ":"))
-        finally:
-            if k is not None:
-                rec["k"] = k
-            rec["seq"] = seq
-        head = '{"seq":%d' % seq
-        if k is not None:
-            head = head + ',"k":' + json.dumps(k)
-        if len(body) > 2:
-            return (head + "," + body[1:]).encode()
-        return (head + "}").encode()
+        body = _body(rec)
+        rec["seq"] = seq
+        return b'{"seq":%d' % seq + body
 
-    def _write(self, data, seq, low):
-        flen = len(data) + _HDR
-        segs = self._segs
-        tail = segs[-1] if segs else None
-        new = tail is None or self._seal or (tail[_SIZE] and tail[_SIZE] + flen > self.seg_bytes)
-        if new:
-            tail = [seq, 0, seq, seq, 0, 0, -1]
-        mark = _marker(self.boot) if tail[_BOOT] != self.boot else None
-        struct.pack_into("<HI", self._hdr, 0, len(data), binascii.crc32(data) & 0xFFFFFFFF)
-        try:
-            with open(self._path(tail[_KEY]), "ab") as f:
-                if mark:
-                    f.write(mark)
-                f.write(self._hdr)
-                f.write(data)
-        except OSError:
+    def _write(self, frames):
+        """Append frames [(data, seq, low), ...] (seqs consecutive, from last_seq + 1):
+        one file session (open, write, close: one littlefs commit) per segment they go
+        into, so a burst costs one block copy, not one per record. A power cut before a
+        close leaves that segment as it was."""
+        i = 0
+        n = len(frames)
+        while i < n:
+            segs = self._segs
+            tail = segs[-1] if segs else None
+            data, seq, low = frames[i]
+            flen = len(data) + _HDR
+            new = tail is None or self._seal or (tail[_SIZE] and tail[_SIZE] + flen > self.seg_bytes)
             if new:
-                self._rm(tail[_KEY])
-            raise
-        if new:
-            segs.append(tail)
-            self._seal = False
-        if mark:
-            tail[_SIZE] += len(mark)
-            self._total += len(mark)
-            tail[_BOOT] = self.boot
-        if not tail[_N]:
-            tail[_FIRST] = seq
-        tail[_LAST] = seq
-        tail[_N] += 1
-        tail[_SIZE] += flen
-        if low:
-            tail[_LOWB] += flen
-        self._total += flen
-        self.last_seq = seq
-        self.depth += 1
+                tail = [seq, 0, seq, seq, 0, 0, -1]
+            mark = _marker(self.boot) if tail[_BOOT] != self.boot else None
+            size = tail[_SIZE]
+            j = i
+            while j < n:
+                flen = len(frames[j][0]) + _HDR
+                if j > i and size + flen > self.seg_bytes:
+                    break  # the rest starts the next segment
+                size += flen
+                j += 1
+            hdr = self._hdr
+            try:
+                with open(self._path(tail[_KEY]), "ab") as f:
+                    if mark:
+                        f.write(mark)
+                    for k in range(i, j):
+                        data = frames[k][0]
+                        struct.pack_into("<HI", hdr, 0, len(data), binascii.crc32(data) & 0xFFFFFFFF)
+                        f.write(hdr)
+                        f.write(data)
+            except OSError:
+                if new:
+                    self._rm(tail[_KEY])
+                raise
+            self._wrote(size + (len(mark) if mark else 0), 1)
+            if new:
+                segs.append(tail)
+                self._seal = False
+            if mark:
+                tail[_SIZE] += len(mark)
+                self._total += len(mark)
+                tail[_BOOT] = self.boot
+            for k in range(i, j):
+                data, seq, low = frames[k]
+                flen = len(data) + _HDR
+                if not tail[_N]:
+                    tail[_FIRST] = seq
+                tail[_LAST] = seq
+                tail[_N] += 1
+                tail[_SIZE] += flen
+                if low:
+                    tail[_LOWB] += flen
+                self._total += flen
+                self.last_seq = seq
+                self.depth += 1
+            i = j
+
+    def _wrote(self, size, commits):
+        # A file write session that left the file `size` bytes long. Up to _INLINE
+        # bytes littlefs keeps a file inside the directory log (a commit, no block of
+        # its own); a longer one gets its last block copied into a freshly erased one,
+        # plus a block per 4 KiB beyond.
+        self.commits += commits
+        if size > _INLINE:
+            self.writes += 1 + (size - 1) // 4096
 
     def _gap(self, drop, kinds, t, utc):
         rec = {"k": "gap", "t": t, "utc": utc, "drop": drop, "kinds": kinds}
-        self._write(self._encode(rec, self.last_seq + 1), self.last_seq + 1, False)
+        seq = self.last_seq + 1
+        self._write([(self._encode(rec, seq), seq, False)])
 
     # --- the interface (docs/agent.md) ---------------------------------------
 
@@ -441,42 +496,90 @@ class Outbox:
         return False
 
     def append(self, rec):
-        """Give rec the next seq, store it framed, return the seq. When the log would
-        pass max_bytes, older records are dropped first, each named in a gap record."""
-        data = self._encode(rec, self.last_seq + 1)
-        if len(data) > _MAXLEN:
-            raise ValueError("record of %d bytes does not fit a frame" % len(data))
-        flen = len(data) + _HDR
-        low = rec.get("k") in ("probe", "stats", "led")
+        """Give rec the next seq, store it framed (with any queued records before it),
+        set rec["seq"] and return it. When the log would pass max_bytes, older records
+        are dropped first, each named in a gap record."""
+        self.queue(rec)
+        seq = self.flush()
+        rec["seq"] = seq
+        return seq
+
+    def queue(self, rec):
+        """Hold rec in RAM, encoded, until flush(): records of one loop turn go to flash
+        as one append. It has no seq yet (flush() gives it one), is not in pending()
+        and cannot be acked: nothing is sent before it is on flash. At most q_bytes
+        wait: a record that would pass them flushes the ones before it first."""
+        body = _body(rec)
+        if len(body) + 20 > _MAXLEN:
+            raise ValueError("record of %d bytes does not fit a frame" % len(body))
+        if self._q and self._qbytes + len(body) > self.q_bytes:
+            self.flush()
+        self._q.append((body, rec.get("k") in ("probe", "stats", "led")))
+        self._qbytes += len(body)
+        self._qt = rec.get("t", 0)
+        self._qutc = rec.get("utc")
+
+    def queued(self):
+        return len(self._q)
+
+    def flush(self):
+        """Write the queued records, in order, as one append (two when they start a new
+        segment); returns the last seq on flash. The queue is empty afterwards, also
+        when it raises (a failing flash: the app reports it)."""
+        q = self._q
+        if not q:
+            return self.last_seq
+        self._q = []
+        self._qbytes = 0
+        self.nflushed = len(q)
+        t = self._qt
+        utc = self._qutc
+        first = 0
         try:
-            if self._total + flen > self.max_bytes:
-                self._make_room(self._total + flen - self.max_bytes, rec)
-                if rec["seq"] != self.last_seq + 1:
-                    data = self._encode(rec, self.last_seq + 1)
-            self._write(data, self.last_seq + 1, low)
+            need = len(q) * (_HDR + 7 + len(str(self.last_seq + len(q) + 64)))
+            for body, _ in q:
+                need += len(body)
+            if self._total + need > self.max_bytes:
+                self._make_room(self._total + need - self.max_bytes, t, utc)
+            first = self.last_seq + 1
+            frames = []
+            for i in range(len(q)):
+                body, low = q[i]
+                frames.append((b'{"seq":%d' % (first + i) + body, first + i, low))
+            self._write(frames)
         except OSError as e:
             if e.errno != _ENOSPC:
                 raise
+            done = self.last_seq - first + 1 if first else 0
             # The filesystem is full before our budget is (other files grew): no room
             # even for a gap record. Re-read what a half-done compaction left, then
             # drop whole oldest segments, each committed in meta before it goes.
             self._recover(False)
-            self._full(rec, low)
+            for i in range(max(0, done), len(q)):
+                self._full(q[i][0], q[i][1], t, utc)
         return self.last_seq
 
-    def _full(self, rec, low):
+    def wear(self):
+        """Estimated 4 KiB flash erases caused by this outbox's writes since open():
+        littlefs copies a file's partly filled last block into a freshly erased one on
+        each write session (open .. close) of a file beyond _INLINE bytes; its
+        directory log (where small files, renames and removes go) erases a block every
+        ~_META_PER_ERASE commits.
+        Checked against the virtual flash's counter (tests/mpy/test_outbox_burst.py)."""
+        return self.writes + self.commits // _META_PER_ERASE
+
+    def _full(self, body, low, t, utc):
         """The filesystem has no free block: not even a gap record fits. So whole
         oldest segments go, each drop first committed in meta (small: it lives in the
         directory's metadata, no data block), then declared in a gap record; open()
         declares a drop that meta still holds."""
-        t = rec.get("t", 0)
-        utc = rec.get("utc")
         while self._segs:
             self._drop_oldest(t, utc)
             try:
                 if self._intent:
                     self._declare()
-                self._write(self._encode(rec, self.last_seq + 1), self.last_seq + 1, low)
+                seq = self.last_seq + 1
+                self._write([(b'{"seq":%d' % seq + body, seq, low)])
                 return
             except OSError as e:
                 if e.errno != _ENOSPC:
@@ -597,9 +700,7 @@ class Outbox:
                     off = f[2]
         return n
 
-    def _make_room(self, need, rec):
-        t = rec.get("t", 0)
-        utc = rec.get("utc")
+    def _make_room(self, need, t, utc):
         # Acked and low-value records first, everywhere; then the oldest of any kind.
         freed = self._compact(need, t, utc, False)
         if freed < need:
@@ -743,6 +844,7 @@ class Outbox:
                         out.close()
                         out = None
                         os.rename(tmp, self._path(segs[j][_KEY]))
+                        self._wrote(cur[_SIZE], 2)
                         made.append(cur)
                         j += 1
                     if out is None:
@@ -765,6 +867,7 @@ class Outbox:
                 out.close()
                 out = None
                 os.rename(tmp, self._path(segs[j][_KEY]))
+                self._wrote(cur[_SIZE], 2)
                 made.append(cur)
                 j += 1
         finally:
