@@ -1,13 +1,14 @@
 """Soak: the agent for hours on the ESP32-sized board, in the outage lab.
 
-    python -m bench.soak [--minutes 120] [--heap 56K] [--micropython PATH]
+    python -m bench.soak [--minutes 120] [--heap auto|56K] [--micropython PATH]
         [--every-s 300] [--busy-s 3] [--loss 1] [--seed N] [--json OUT] [--workdir DIR]
 
 One long lab scenario (bench/lab: network namespaces, RFC 5737 addresses, the real
 collector; root) played against the agent on the virtual board:
 
 - the MicroPython binary of `--micropython` (default: the 32-bit build with the agent
-  frozen in, `./dev mp32`) with a `--heap` heap (default 56K, a classic ESP32's
+  frozen in, `./dev mp32`) with a `--heap` heap (default: 48 KB for the agent on top of
+  what the virtual board's own modules take, measured at the start; a classic ESP32's
   MicroPython heap with Wi-Fi up is about 100 KB, FACTS.md);
 - 1 % packet loss on the WAN for the whole run (`--loss`);
 - an internet LED that is steady while the line is idle and flickers with traffic: it
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import re
 import subprocess
@@ -156,10 +158,25 @@ def default_micropython() -> str:
     return str(mp32.build(quiet=True))
 
 
+AGENT_HEAP_KB = 48
+
+
+def auto_heap(micropython: str, frozen: bool) -> str:
+    """48 KB for the agent on top of the virtual board's residue (its modules, mounted
+    image and boot script: C code and ROM on an ESP32), measured with this binary."""
+    from bench.agent_heap import vboard_breakdown
+    with tempfile.TemporaryDirectory(prefix="wwsoak-heap-") as tmp:
+        parts = vboard_breakdown(Path(tmp), micropython, Path(tmp), frozen=frozen)
+    residue = sum(v for k, v in parts.items() if k != "runtime")
+    return f"{AGENT_HEAP_KB + math.ceil(residue / 1024)}K"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=120)
-    ap.add_argument("--heap", default="56K")
+    ap.add_argument("--heap", default="auto",
+                    help="MicroPython heap (default auto: 48K for the agent + what the virtual "
+                         "board's own modules take, measured now; as tests/test_agent_heap_mp32.py)")
     ap.add_argument("--micropython", help="the MicroPython binary (default: ./dev mp32's)")
     ap.add_argument("--not-frozen", action="store_true",
                     help="the binary has no agent frozen in: run the agent's .mpy files")
@@ -180,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--busy-s: at least 0.5")
     try:
         micropython = a.micropython or default_micropython()
+        heap = a.heap if a.heap != "auto" else auto_heap(micropython, frozen=not a.not_frozen)
         duration = a.minutes * 60
         sc = scn.parse({"name": "soak", "duration_s": duration,
                         "description": "bench/soak.py", "timeline": timeline(duration, a.every_s, a.loss)},
@@ -187,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         wd = (a.workdir or Path(tempfile.mkdtemp(prefix="wwsoak-"))).resolve()
         wd.mkdir(parents=True, exist_ok=True)
         runner.check_tools()
-        run = SoakRun(sc, wd, seed=a.seed, heap=a.heap, micropython=micropython,
+        run = SoakRun(sc, wd, seed=a.seed, heap=heap, micropython=micropython,
                       frozen=not a.not_frozen, busy_s=a.busy_s)
         started = time.monotonic()
         res = run.through()
@@ -196,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: {e}", file=sys.stderr)
         return 2
     figures = {
-        "minutes": round(seconds / 60, 1), "heap": a.heap, "micropython": micropython,
+        "minutes": round(seconds / 60, 1), "heap": heap, "micropython": micropython,
         "seed": res["seed"], "loss_pct": a.loss, "busy_s": a.busy_s, "workdir": str(wd),
         "outages_scripted": len(res["truth"]), "found": len(res["found"]), "missed": res["missed"],
         "false": res["false"], "misclassified": res.get("misclassified", 0),
