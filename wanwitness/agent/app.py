@@ -334,6 +334,12 @@ class App:
                 except (OSError, ValueError) as e:
                     self.record({"k": "error", "key": "probe", "msg": str(e)})
                     r = None
+                except MemoryError:
+                    # A fragmented heap had no block for a reply: this round is lost,
+                    # not the prober (the watchdog would reset the board for it).
+                    gc.collect()
+                    self.record({"k": "error", "key": "probe", "msg": "out of memory: round skipped"})
+                    r = None
                 if r is not None:
                     self._probe_changes(r["results"])
                     self._rtt(r["results"])
@@ -380,6 +386,9 @@ class App:
             try:
                 r = await probe.probe_round(tg, wait, 1)
             except (OSError, ValueError):
+                return
+            except MemoryError:
+                gc.collect()        # as in a round: the watch is lost, not the prober
                 return
             self.detector.watch(t, r["anchors_ok"] > 0, r["dns_ok"])
             slot += every
