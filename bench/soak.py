@@ -54,6 +54,8 @@ EVENTS = (  # (what, seconds): one every --every-s, in turn
 DOWN = {"wan": "down", "router": "off", "dns": "down", "wifi": "down"}
 UP = {"wan": "up", "router": "on", "dns": "up", "wifi": "up"}
 RE_HEAP = re.compile(r"heap alloc=(\d+) peak=(\d+) free=(\d+)")
+RE_MEMERR = re.compile(r"memerr=(\d+)")
+RE_TRACE_MEM = re.compile(r"^\S+ MemoryError", re.M)
 RE_MAXFREE = re.compile(r"max free sz: (\d+)")
 RE_BOOT = re.compile(r"\[vboard\] boot \d+: (\S+)")
 
@@ -129,6 +131,8 @@ def agent_figures(log_text: str, block: int) -> dict[str, Any]:
     maxfree = [int(m[1]) for m in RE_MAXFREE.finditer(log_text)]
     boots = RE_BOOT.findall(log_text)
     return {"resets": max(0, len(boots) - 1), "reset_causes": sorted(set(boots[1:])),
+            "memory_errors_survived": max((int(m[1]) for m in RE_MEMERR.finditer(log_text)), default=0),
+            "memory_errors_fatal": len(RE_TRACE_MEM.findall(log_text)),
             "heap_lines": len(heap),
             "alloc_max": max((h[0] for h in heap), default=None),
             "peak": max((h[1] for h in heap), default=None),

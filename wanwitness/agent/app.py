@@ -111,6 +111,7 @@ class App:
         self.budget = {}
         self._crash_log = bool(read_crashes())  # read once: cleared after a clean run
         self.heap_peak = 0    # gc.mem_alloc() high-water, sampled once a second (watchdog)
+        self.mem_errors = 0   # MemoryErrors a task survived (a lost round, a batch later)
         self.outbox_error = None
         self.line = "up"
         self.net = Net(cfg.get("wifi.ssid"), cfg.get("wifi.password"))
@@ -338,6 +339,7 @@ class App:
                     # A fragmented heap had no block for a reply: this round is lost,
                     # not the prober (the watchdog would reset the board for it).
                     gc.collect()
+                    self.mem_errors += 1
                     self.record({"k": "error", "key": "probe", "msg": "out of memory: round skipped"})
                     r = None
                 if r is not None:
@@ -389,6 +391,7 @@ class App:
                 return
             except MemoryError:
                 gc.collect()        # as in a round: the watch is lost, not the prober
+                self.mem_errors += 1
                 return
             self.detector.watch(t, r["anchors_ok"] > 0, r["dns_ok"])
             slot += every
@@ -412,7 +415,16 @@ class App:
             if not self.mq.connected:
                 await asyncio.sleep_ms(200)
                 continue
-            recs = self.outbox.pending(BATCH_RECS)
+            try:
+                recs = self.outbox.pending(BATCH_RECS)
+            except MemoryError:
+                # No block for a segment's bytes in a fragmented heap: the records stay
+                # on flash (pending() only reads); try again after a collection.
+                recs = None
+                gc.collect()
+                self.mem_errors += 1
+                await asyncio.sleep_ms(500)
+                continue
             if not recs:
                 await self._wait_ack(1000)
                 continue
@@ -448,7 +460,8 @@ class App:
         while True:
             self.stamp("heartbeat")
             free = gc.mem_free()
-            print("heap alloc=%d peak=%d free=%d" % (gc.mem_alloc(), self.heap_peak, free))
+            print("heap alloc=%d peak=%d free=%d memerr=%d" % (gc.mem_alloc(), self.heap_peak, free,
+                                                               self.mem_errors))
             if self.mq.connected:
                 t = self.clock.now()
                 utc = self.clock.utc_ms(t)
