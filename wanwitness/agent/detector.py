@@ -89,9 +89,10 @@
 # LEDS. led_roles maps a role to what its LED means; blinking counts as on:
 #   "wan"   off => WAN down (isp_down)       "alarm"  on/blink => WAN down (LOS LED)
 #   "power" off => router off (local_down)   anything else: evidence only
-# - The power LED dark within LED_SKEW_MS (1 s) after a WAN LED whose isp_down no round
-#   confirmed yet: one event, the router switched off; local_down from the WAN LED's ms
-#   (the isp_down is left with no length).
+# - The power LED dark within LED_SKEW_MS (1 s) after a WAN LED that opened an isp_down
+#   (confirmed or not: the access point outlives the router by its beacon timeout, so
+#   rounds still run and fail meanwhile): one event, the router switched off; local_down
+#   from the WAN LED's ms (the isp_down is left with no length).
 # - An LED saying "down" opens the outage at once, at the LED's transition ms, bound
 #   = that ms - LED_BOUND_MS (its previous sample still said "up"): isp_down from up /
 #   dns_down / degraded, local_down from any state but itself. If the newest rounds
@@ -347,7 +348,8 @@ class Detector:
         k = self._tail(_CONFIRMS[cls], self.since)
         at = t
         bound = t - self.LED_BOUND_MS if t > self.LED_BOUND_MS else 0
-        if cls == LOCAL and self._unconf and self.state == ISP and t - self.since <= self.LED_SKEW_MS:
+        if (cls == LOCAL and (self._unconf or self._by == "led") and self.state == ISP
+                and t - self.since <= self.LED_SKEW_MS):
             # The WAN LED went dark just before the power LED, and no round has seen the
             # line since: the router went off, from the first LED's ms.
             at = self.since
@@ -356,7 +358,7 @@ class Detector:
         if k:
             # The probes already fail: the outage began no later than their first failure.
             i = len(hist) - k
-            if hist[i][_T] < t and (self.since is None or hist[i][_T] > self.since):
+            if hist[i][_T] < at and (self.since is None or hist[i][_T] > self.since):
                 at, bound = self._sharpen(i, 0)
             ev["by"] = "led+probe"
             self._evidence(ev, i)
