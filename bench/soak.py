@@ -57,7 +57,7 @@ RE_HEAP = re.compile(r"heap alloc=(\d+) peak=(\d+) free=(\d+)")
 RE_MEMERR = re.compile(r"memerr=(\d+)")
 RE_TRACE_MEM = re.compile(r"^\S+ MemoryError", re.M)
 RE_MAXFREE = re.compile(r"max free sz: (\d+)")
-RE_BOOT = re.compile(r"\[vboard\] boot \d+: (\S+)")
+RE_BOOT = re.compile(r"\[vboard\] boot \d+: (\w+)")
 
 
 def timeline(duration_s: float, every_s: float, loss: int) -> list[dict[str, Any]]:
