@@ -53,9 +53,11 @@ EVENTS = (  # (what, seconds): one every --every-s, in turn
     ("wan", 30), ("router", 15), ("dns", 20), ("wan", 8), ("wifi", 20))
 DOWN = {"wan": "down", "router": "off", "dns": "down", "wifi": "down"}
 UP = {"wan": "up", "router": "on", "dns": "up", "wifi": "up"}
+TICKS_START = (1 << 30) - 300_000
 RE_HEAP = re.compile(r"heap alloc=(\d+) peak=(\d+) free=(\d+)")
 RE_MEMERR = re.compile(r"memerr=(\d+)")
 RE_TRACE_MEM = re.compile(r"^\S+ MemoryError", re.M)
+RE_GC_USED = re.compile(r"GC: total: \d+, used: (\d+)")
 RE_MAXFREE = re.compile(r"max free sz: (\d+)")
 RE_BOOT = re.compile(r"\[vboard\] boot \d+: (\w+)")
 
@@ -108,12 +110,16 @@ class BusyLeds(runner.LedDriver):
 
 class SoakRun(runner.Run):
     def __init__(self, sc: scn.Scenario, workdir: Path, *, seed: int | None, heap: str,
-                 micropython: str, frozen: bool, busy_s: float):
+                 micropython: str, frozen: bool, busy_s: float, ticks_start: int | None,
+                 meminfo_s: int):
         super().__init__(sc, workdir, seed=seed, drain_timeout_s=300)
         self.busy_s = busy_s
         self.ready_led = ("on", "blink")
         self.agent_args = ["--heap", heap, "--micropython", micropython] + (["--frozen"] if frozen else [])
-        self.env["WANWITNESS_VBOARD_MEMINFO_S"] = "60"   # the largest free block, a minute apart
+        if ticks_start is not None:
+            self.agent_args += ["--ticks-start", str(ticks_start)]
+        # live bytes and the largest free block after a collection, every meminfo_s
+        self.env["WANWITNESS_VBOARD_MEMINFO_S"] = str(meminfo_s)
 
     def make_leds(self) -> runner.LedDriver:
         return BusyLeds(self.control, self.lab, self.seed, self.busy_s)
@@ -130,13 +136,18 @@ def agent_figures(log_text: str, block: int) -> dict[str, Any]:
     heap = [tuple(map(int, m.groups())) for m in RE_HEAP.finditer(log_text)]
     maxfree = [int(m[1]) for m in RE_MAXFREE.finditer(log_text)]
     boots = RE_BOOT.findall(log_text)
+    live = [int(m[1]) for m in RE_GC_USED.finditer(log_text)]
+    # memerr= counts from 0 at every boot: the sum of each boot's last count
+    survived = sum(max((int(m[1]) for m in RE_MEMERR.finditer(part)), default=0)
+                   for part in RE_BOOT.split(log_text)[::2])
     return {"resets": max(0, len(boots) - 1), "reset_causes": sorted(set(boots[1:])),
-            "memory_errors_survived": max((int(m[1]) for m in RE_MEMERR.finditer(log_text)), default=0),
+            "memory_errors_survived": survived,
             "memory_errors_fatal": len(RE_TRACE_MEM.findall(log_text)),
             "heap_lines": len(heap),
             "alloc_max": max((h[0] for h in heap), default=None),
             "peak": max((h[1] for h in heap), default=None),
             "free_min": min((h[2] for h in heap), default=None),
+            "live_max": max(live, default=None),   # after a collection (the board's reports)
             "largest_free_block_min": min(maxfree) * block if maxfree else None}
 
 
@@ -187,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every-s", type=float, default=300, help="seconds between scripted outages")
     ap.add_argument("--busy-s", type=float, default=3, help="the busy LED's slot (s)")
     ap.add_argument("--loss", type=int, default=1, help="WAN packet loss, %% (0..20)")
+    ap.add_argument("--ticks-start", type=int, default=TICKS_START,
+                    help="the board's time.ticks_ms() at the start (default %(default)s: five "
+                         "minutes before a 32-bit port's ticks wrap at 2**30, as after 12.4 days up); "
+                         "-1: the host's clock")
+    ap.add_argument("--meminfo-s", type=int, default=60,
+                    help="seconds between the board's heap reports (live bytes, largest free block)")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path)
@@ -199,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--loss: 0..20 (more is a degraded line, not a soak)")
     if a.busy_s < 0.5:
         ap.error("--busy-s: at least 0.5")
+    if not -1 <= a.ticks_start < 1 << 30:
+        ap.error("--ticks-start: 0..2**30-1 ms, or -1")
+    if a.meminfo_s < 1:
+        ap.error("--meminfo-s: at least 1")
     try:
         micropython = a.micropython or default_micropython()
         heap = a.heap if a.heap != "auto" else auto_heap(micropython, frozen=not a.not_frozen)
@@ -210,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         wd.mkdir(parents=True, exist_ok=True)
         runner.check_tools()
         run = SoakRun(sc, wd, seed=a.seed, heap=heap, micropython=micropython,
-                      frozen=not a.not_frozen, busy_s=a.busy_s)
+                      frozen=not a.not_frozen, busy_s=a.busy_s,
+                      ticks_start=None if a.ticks_start < 0 else a.ticks_start, meminfo_s=a.meminfo_s)
         started = time.monotonic()
         res = run.through()
         seconds = time.monotonic() - started

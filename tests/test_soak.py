@@ -30,6 +30,8 @@ def test_the_script_is_a_valid_scenario_with_every_kind_of_event(minutes: int) -
     (["--every-s", "10"], "--every-s: at least 60"),
     (["--loss", "50"], "--loss: 0..20"),
     (["--busy-s", "0.1"], "--busy-s: at least 0.5"),
+    (["--ticks-start", str(1 << 30)], "--ticks-start: 0..2**30-1 ms, or -1"),
+    (["--meminfo-s", "0"], "--meminfo-s: at least 1"),
 ])
 def test_a_wrong_argument_is_one_clear_line(args: list[str], message: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,3 +58,24 @@ def test_the_busy_led_switches_between_steady_and_flicker_by_a_seeded_coin(tmp_p
     assert "level" in steady and steady["level"] > 40000
     assert flicker.get("pattern") == "flicker"
     assert dark["level"] < 5000
+
+
+def test_the_figures_add_up_memory_errors_over_boots_and_take_the_live_peak() -> None:
+    log = "\n".join([
+        "09:00:00.000 [vboard] boot 1: PWRON_RESET, pid 1",
+        "09:00:01.000 heap alloc=45000 peak=42000 free=11000 memerr=0",
+        "09:00:02.000 GC: total: 64000, used: 49000, free: 15000",
+        "09:00:02.000  No. of 1-blocks: 700, 2-blocks: 100, max blk sz: 257, max free sz: 300",
+        "09:00:06.000 heap alloc=60000 peak=61000 free=4000 memerr=7",
+        "09:00:07.000 [vboard] boot 2: WDT_RESET, pid 2",
+        "09:00:08.000 heap alloc=44000 peak=43000 free=20000 memerr=2",
+        "09:00:09.000 GC: total: 64000, used: 51500, free: 12500",
+        "09:00:09.000  No. of 1-blocks: 700, 2-blocks: 100, max blk sz: 257, max free sz: 120",
+        "09:00:10.000 heap alloc=50000 peak=52000 free=14000 memerr=2",
+    ])
+    f = soak.agent_figures(log, 16)
+    assert f["resets"] == 1 and f["reset_causes"] == ["WDT_RESET"]
+    assert f["memory_errors_survived"] == 7 + 2
+    assert f["live_max"] == 51500
+    assert f["largest_free_block_min"] == 120 * 16
+    assert f["peak"] == 61000 and f["free_min"] == 4000

@@ -402,3 +402,29 @@ def test_user_error_frozen_without_a_frozen_agent(bdir: Path):
     with pytest.raises(UserError) as e:
         run_virtual(bdir / "config.json", bdir / "board.flash", log=Log(), frozen=True)
     assert "no agent frozen in" in one_line(e) and "./dev mp32" in one_line(e)
+
+
+# --- the clock started elsewhere (bench/soak.py: just below 2**30 ms) ------------------
+
+def test_ticks_start_sets_the_boards_clock_and_it_runs_on_across_a_reset(bdir: Path):
+    start = (1 << 30) - 20_000
+    stand_in(bdir, """\
+        import machine, time
+        print("ticks=%d cause=%d" % (time.ticks_ms(), machine.reset_cause()))
+        if machine.reset_cause() == machine.PWRON_RESET:
+            time.sleep_ms(300)
+            machine.reset()
+        """)
+    log = Log()
+    board = make_board(bdir, log, ticks_start=start)
+    assert run_bounded(board) == 0
+    ticks = [(int(t), int(c)) for t, c in re.findall(r"ticks=(\d+) cause=(\d+)", log.text)]
+    assert [c for _, c in ticks] == [1, 2], log.text   # PWRON, then HARD after machine.reset()
+    # within a second of the start (the offset is whole seconds), plus the boot itself
+    assert start - 1000 <= ticks[0][0] <= start + 5000, (ticks, start)
+    assert ticks[1][0] - ticks[0][0] >= 300, ticks     # one clock across both boots
+
+
+def test_ticks_start_out_of_range_is_a_one_line_error(bdir: Path):
+    with pytest.raises(UserError, match="ticks start"):
+        make_board(bdir, Log(), ticks_start=1 << 30)

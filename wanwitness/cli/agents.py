@@ -96,9 +96,13 @@ def agent_add(obj: Ctx, db: str | None, name: str, out: Path | None, broker_host
 @click.option("--frozen", is_flag=True,
               help="The binary has the agent frozen in (`./dev mp32`): run that, not this "
                    "checkout's agent files.")
+@click.option("--ticks-start", type=click.IntRange(0, (1 << 30) - 1), metavar="MS",
+              help="Start the board's time.ticks_ms() here (within a second; root: a time "
+                   "namespace), e.g. 1073441824, five minutes before a 32-bit port's ticks "
+                   "wrap at 2**30 as after 12.4 days up.")
 def agent_run(virtual: bool, board_config_path: Path | None, serial_link: Path | None,
               flash: Path | None, control: Path | None, chip: str | None, heap: str,
-              micropython: Path | None, frozen: bool) -> None:
+              micropython: Path | None, frozen: bool, ticks_start: int | None) -> None:
     """Run the real agent on the virtual board until Ctrl-C."""
     from wanwitness.virtual.supervisor import run_virtual
     if serial_link is not None:
@@ -114,7 +118,7 @@ def agent_run(virtual: bool, board_config_path: Path | None, serial_link: Path |
         raise UserError("give --config CONFIG.json (the agent from this checkout) or "
                         "--serial PATH --flash IMAGE (a bare board to deploy onto)")
     sys.exit(run_virtual(board_config_path, flash, control_path=control, heap=heap, chip=chip,
-                         micropython=micropython, frozen=frozen))
+                         micropython=micropython, frozen=frozen, ticks_start=ticks_start))
 
 
 @agent.command("list")

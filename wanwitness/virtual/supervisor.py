@@ -27,6 +27,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,6 +124,28 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+TICKS_PERIOD = 1 << 30   # time.ticks_ms() wraps here on a 32-bit port (the ESP32)
+
+
+def clock_offset_s(ticks_start: int) -> int:
+    """Seconds to add to CLOCK_MONOTONIC (a time namespace, `unshare --time`) so that a
+    board started now reads time.ticks_ms() ~ ticks_start (mod 2**30, within a second):
+    e.g. just below 2**30, where a 32-bit port's ticks wrap and its small ints end,
+    which a board reaches after 12.4 days up. Root only; UserError where it cannot be."""
+    if not 0 <= ticks_start < TICKS_PERIOD:
+        raise UserError(f"ticks start {ticks_start} is not in 0..{TICKS_PERIOD - 1} (ms)")
+    if shutil.which("unshare") is None:
+        raise UserError("starting the board's clock elsewhere needs `unshare` (util-linux)")
+    try:
+        subprocess.run(["unshare", "--time", "--monotonic", "1", "true"], check=True,
+                       capture_output=True, timeout=10)
+    except (subprocess.CalledProcessError, OSError, subprocess.TimeoutExpired) as e:
+        raise UserError("starting the board's clock elsewhere needs a time namespace "
+                        f"(root, Linux 5.6 or later): unshare --time failed ({e})") from None
+    now_ms = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1000)
+    return ((ticks_start - now_ms) % TICKS_PERIOD) // 1000
+
+
 class VirtualBoard:
     """One virtual ESP32: its flash image, control file and state file, and the process
     that is its CPU. `run()` powers it on and keeps restarting it like the real board."""
@@ -133,7 +156,7 @@ class VirtualBoard:
                  log: IO[str] | None = None, micropython: str | os.PathLike | None = None,
                  extra_path: list[str | os.PathLike] | tuple = (), chip: str | None = None,
                  restart_delay: float = RESTART_DELAY_S, env: dict | None = None,
-                 frozen: bool = False):
+                 frozen: bool = False, ticks_start: int | None = None):
         # No config: the board holds its own (deployed onto the flash, wanwitness/vserial.py)
         self.config_path = Path(config_path).resolve() if config_path is not None else None
         if self.config_path is not None:
@@ -163,6 +186,7 @@ class VirtualBoard:
         self.frozen = frozen
         if frozen:
             check_frozen_agent(self.micropython)
+        self.clock_offset_s = clock_offset_s(ticks_start) if ticks_start is not None else None
         self.proc: subprocess.Popen | None = None
         self.boots: list[str] = []      # reset cause of each boot, in order
         self.exits: list[int] = []      # return code of each ended boot
@@ -282,8 +306,12 @@ class VirtualBoard:
 
     def _spawn(self) -> tuple[subprocess.Popen, threading.Thread]:
         """Start one boot: the micropython process and the thread reading its console."""
+        # In a time namespace of its own when the board's clock starts elsewhere: one
+        # offset for every boot, so its ticks run on across resets.
+        shift = ([] if self.clock_offset_s is None
+                 else ["unshare", "--time", "--monotonic", str(self.clock_offset_s)])
         proc = subprocess.Popen(
-            [self.micropython, "-X", f"heapsize={self.heap}", *self.boot_args()],
+            [*shift, self.micropython, "-X", f"heapsize={self.heap}", *self.boot_args()],
             cwd=str(self.flash_image.parent), env=self.child_env(),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True)

@@ -32,6 +32,7 @@ from array import array
 from micropython import const
 
 BLOCK_SIZE = const(4096)
+_BLANK = const(256)
 DEFAULT_SIZE = const(2 * 1024 * 1024)
 ERASE_MS = const(45)   # W25Q32JV tSE typical (4 KiB sector erase)
 PAGE_US = const(400)   # W25Q32JV tPP typical (256-byte page program)
@@ -55,10 +56,12 @@ class FileFlash:
         self.page_us = page_us
         self.block_size = block_size
         self.sync = sync  # flush (fsync on the unix port) after every write; tests may skip it
-        self._blank = b"\xff" * block_size  # allocated once: erase may run on a full heap
+        # An erased stretch, written block_size // len times per erase: allocated once (an
+        # erase may run on a full heap) and small (on an ESP32 the erase is C, no heap).
+        self._blank = b"\xff" * _BLANK if block_size % _BLANK == 0 else b"\xff" * block_size
         if create:
             with open(path, "wb") as f:
-                for _ in range(size // block_size):
+                for _ in range(size // block_size * (block_size // len(self._blank))):
                     f.write(self._blank)
         self._f = open(path, "r+b")
         self.blocks = self._f.seek(0, 2) // block_size
@@ -114,7 +117,8 @@ class FileFlash:
 
     def _erase(self, block):
         self._f.seek(block * self.block_size)
-        self._f.write(self._blank)
+        for _ in range(self.block_size // len(self._blank)):
+            self._f.write(self._blank)
         if self.sync:
             self._f.flush()
         self.erases += 1

@@ -6,6 +6,7 @@ import sys
 import time
 
 import _thread
+import gc
 import os
 import micropython
 from micropython import const
@@ -307,6 +308,7 @@ class WDT:
         # its largest free block included, on the console every WANWITNESS_VBOARD_MEMINFO_S
         if _MEMINFO_MS and ticks_diff(now, _meminfo[0]) >= _MEMINFO_MS:
             _meminfo[0] = now
+            gc.collect()  # what is live, and the largest block an allocation can get
             micropython.mem_info()
 
 
