@@ -69,6 +69,11 @@ def fold(recs):
     cur = None
     for r in recs:
         if r.get("retract") and cur is not None:
+            # a retraction back to the outage the withdrawn one switched from restores
+            # it: it goes on from its own start (docs/protocol.md § Timeline)
+            if out and out[-1][0] == r["s"] and out[-1][2] == cur[1]:
+                cur = out.pop()[:2]
+                continue
             cur = None
         if cur is not None and r["s"] == cur[0]:
             continue

@@ -245,4 +245,46 @@ def test_an_outage_older_than_the_beacon_timeout_is_not_the_links():
     eq([(x["s"], x.get("retract")) for x in out], [("local_down", None)])
 
 
+def test_a_late_noticed_wifi_loss_during_a_wan_outage_the_leds_show_restores_it():
+    # The WAN down at 10 300 (the internet LED dark, rounds confirm the isp_down); the
+    # agent's Wi-Fi goes at 18 100 while the router stays on (its power LED lit). Until
+    # the beacon timeout the rounds fail at the gateway too: local_down from 20 000. The
+    # link lost at 24 100 says that was our link: the isp_down goes on from 10 300.
+    r = Run()
+    r.rounds("ggggg")
+    r.led(9000, "power", "on")
+    r.led(10300, "internet", "off", now=11000)
+    r.rounds("iiii")                        # 12 000 .. 18 000
+    out = r.rounds("lll")                   # 20 000 .. 24 000
+    out += r.check(r.d.link(24100, False), 24100)
+    eq([(x["s"], x.get("retract")) for x in out], [("local_down", None), ("isp_down", True)])
+    ev = out[1]["ev"]
+    eq((out[1]["at"], ev["by"], ev["link_down"]), (20000, "link", 24100))
+    eq(r.d.state, "isp_down")
+    eq(r.d.link(38000, True), [])
+    r.t = 36000
+    r.rounds("ii")                          # 40 000, 42 000: still down
+    r.led(43300, "internet", "on", now=44000)
+    r.rounds("ggg")
+    # one isp_down, from the LED's ms to its return: nothing of our own Wi-Fi in it
+    eq([o for o in fold(r.recs) if o[1] != o[2]], [("isp_down", 10300, 43300)])
+
+
+def test_without_a_lit_power_led_a_late_noticed_wifi_loss_keeps_the_local_down():
+    # The same with no power LED read, or the power LED dark: the router may be off.
+    for power in (None, "off"):
+        r = Run()
+        r.rounds("ggggg")
+        if power:
+            r.led(9000, "power", "on")
+        r.led(10300, "internet", "off", now=11000)
+        r.rounds("iiii")
+        if power:
+            r.led(19000, "power", power, now=20500)
+        r.rounds("lll")
+        out = r.check(r.d.link(24100, False), 24100)
+        eq([x.get("retract") for x in out], [None] * len(out), power)
+        eq(r.d.state, "local_down", power)
+
+
 mpyunit.main(globals())

@@ -198,6 +198,7 @@ class Detector:
         self._link = True          # the board's Wi-Fi link (link())
         self._link_down_t = None   # ms it was last lost
         self._prior = None         # (state, since, bound, by) before it, for a retraction
+        self._from = None          # ... before a probe-opened outage, for link()
         self._chain = []           # unconfirmed LED outages it replaced, oldest first
         self._isp_run = 0
         self._isp_best = 0
@@ -303,12 +304,38 @@ class Detector:
             if self.state == LOCAL and self._unconf:
                 self._confirm(out, "led+link")
             elif (self._by == "probe" and self.state in _OWN and self.since is not None
-                  and t - self.since <= self.LINK_LAG_MS and self._router_fine()):
+                  and t - self.since <= self.LINK_LAG_MS):
                 # The rounds failed because our link was going: the access point is lost
                 # only after its beacon timeout. The router's LEDs say it and the line
                 # are fine: withdrawn from its start (ev.by "link").
-                self._retract(out, UP, {"by": "link", "link_down": t})
+                ev = {"by": "link", "link_down": t}
+                if self._router_fine():
+                    self._retract(out, UP, ev)
+                elif self._lit_router_says(self._from):
+                    # During an outage the LEDs show (its WAN LED dark, the power LED
+                    # lit): the rounds' local_down was our link, the outage before it
+                    # goes on from its own start (the collector restores it).
+                    s, since, bound, by = self._from
+                    rec = self._rec(s, self.since, self._bound, ev)
+                    rec["retract"] = True
+                    out.append(rec)
+                    self._set(s, since, bound, by)
+                    self._from = None
         return out
+
+    def _lit_router_says(self, prior):
+        # prior (state, since, bound, by) is an outage an LED still says while the power
+        # LED is read and lit (without one a router switched off looks the same).
+        if prior is None or prior[0] not in (ISP, DNS, DEG) or prior[1] is None:
+            return False
+        lit = False
+        for role, st in self.leds.items():
+            m = _MEANING.get(self.led_roles.get(role))
+            if m is not None and m[0] == LOCAL and st is not None:
+                if _says(m, st):
+                    return False
+                lit = True
+        return lit and self._down_led(prior[0]) is not None
 
     def _router_fine(self):
         # An LED that goes dark when the router or its WAN fails is lit, and none says down.
@@ -847,6 +874,8 @@ class Detector:
             self._cusum, self._cusum_ok = self._cusum_pre
         else:
             self._cusum = self._cusum_ok = 0
+        # What a probe-opened outage switched from, for link(): (state, since, bound, by)
+        self._from = (self.state, self.since, self._bound, self._by) if by == "probe" else None
         self.state = s
         self.since = at
         self._bound = bound
