@@ -7,6 +7,7 @@ import binascii
 import gc
 import json
 import os
+import time
 
 import flash
 import mpyunit
@@ -214,5 +215,22 @@ def test_changes_to_and_from_off_are_written_at_once():
     log.wrote("on", 61600)
     assert log.offer("off", 61700, 61700)
 
+
+def test_an_led_steady_for_a_week_writes_its_next_change_at_once():
+    # ticks_diff() is signed over half the ticks period: on the ESP32 (2**30 ms) a
+    # record 2**29 ms (6.2 days) or more ago reads as in the future. Its next change is
+    # due, not held until the ticks come round again.
+    period = time.ticks_add(0, -1) + 1        # 2**30 on a 32-bit port, 2**62 on 64 bits
+    log = LedLog(60000)
+    assert log.offer("on", 5000, 5000)
+    log.wrote("on", 5000)
+    now = time.ticks_add(time.ticks_add(5000, period // 2 - 1), 1001)  # (one add: at most half)
+    assert time.ticks_diff(now, 5000) < 0      # what the wrap makes of it
+    assert log.offer("blink", now, now)
+    log2 = LedLog(60000)
+    log2.offer("on", 5000, 5000)
+    log2.wrote("on", 5000)
+    assert not log2.offer("blink", 6000, 6000)  # a moment later: held
+    eq(log2.due(now), ("blink", 6000))         # ... and due a week later
 
 mpyunit.main(globals())

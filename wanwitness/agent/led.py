@@ -275,7 +275,7 @@ class LedLog:
         w = self.written
         if w is None or st == OFF or w == OFF:
             return True
-        if ticks_diff(now, self.last) >= self.every_ms and self.held is None:
+        if self._long(now) and self.held is None:
             return True
         if st == w:
             self.held = None
@@ -297,9 +297,16 @@ class LedLog:
 
     def due(self, now):
         """The held change to write now (every_ms after the last record), else None."""
-        if self.held is not None and ticks_diff(now, self.last) >= self.every_ms:
+        if self.held is not None and self._long(now):
             return self.take()
         return None
+
+    def _long(self, now):
+        # every_ms or more since the last record. ticks_diff() is signed over half the
+        # ticks period (2**29 ms, 6.2 days, on the ESP32): a record never lies ahead, so
+        # a negative difference is a last record that long ago (a steady LED for a week).
+        d = ticks_diff(now, self.last)
+        return d < 0 or d >= self.every_ms
 
     def wrote(self, st, now):
         self.written = st

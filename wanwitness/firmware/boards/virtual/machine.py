@@ -288,7 +288,7 @@ def _fire():
 
 
 _MEMINFO_MS = int(os.getenv("WANWITNESS_VBOARD_MEMINFO_S") or 0) * 1000
-_meminfo = [0]
+_meminfo = [None]  # ticks of the last report (None: none yet)
 
 
 class WDT:
@@ -306,7 +306,7 @@ class WDT:
         _wdt[0] = now
         # Instrumentation for bench/soak.py (no ESP32 counterpart): the heap's layout,
         # its largest free block included, on the console every WANWITNESS_VBOARD_MEMINFO_S
-        if _MEMINFO_MS and ticks_diff(now, _meminfo[0]) >= _MEMINFO_MS:
+        if _MEMINFO_MS and (_meminfo[0] is None or ticks_diff(now, _meminfo[0]) >= _MEMINFO_MS):
             _meminfo[0] = now
             gc.collect()  # what is live, and the largest block an allocation can get
             micropython.mem_info()
