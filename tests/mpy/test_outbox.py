@@ -256,6 +256,26 @@ def test_seq_persists_and_grows_across_reopen():
     eq(ob.append(probe(7)), 7)
 
 
+def test_no_segment_outgrows_seg_bytes_with_the_next_boots_marker():
+    # pending() reads a segment whole into the 4 KiB buffer: one that grew past it by a
+    # boot marker would need a second 4 KiB block on a fragmented heap.
+    for fill in range(3960, 4096, 7):
+        ob = fresh(seg=4096)
+        n = 0
+        while True:
+            size = sum(os.stat("ob/%d" % k)[6] for k in segments())
+            if size + 120 > fill:
+                break
+            ob.append(probe(n, 60))
+            n += 1
+        ob.append(probe(n, max(1, fill - size - 60)))
+        for _ in range(2):
+            ob = reopen()
+            ob.append(probe(n + 1, 20))
+        for k in segments():
+            assert os.stat("ob/%d" % k)[6] <= 4096, (fill, k, os.stat("ob/%d" % k)[6])
+        eq(len(everything(ob)), n + 3, fill)
+
 def test_ack_cursor_persists():
     ob = fresh()
     for i in range(6):

@@ -73,6 +73,10 @@ def _marker(boot):
     return struct.pack("<HI", len(j), binascii.crc32(j) & 0xFFFFFFFF) + j
 
 
+def _marker_len(boot):
+    return _HDR + len(b'{"boot":%d}' % boot)
+
+
 def _frame(buf, off, size):
     """(seq, kind bytes, end) of a valid frame at buf[off], else None; a boot
     marker is (0, boot, end)."""
@@ -284,11 +288,14 @@ class Outbox:
             tail = segs[-1] if segs else None
             data, seq, low = frames[i]
             flen = len(data) + _HDR
-            new = tail is None or self._seal or (tail[_SIZE] and tail[_SIZE] + flen > self.seg_bytes)
+            # (a segment of an earlier boot takes a boot marker first: it counts too, so
+            # no segment outgrows seg_bytes and pending() reads each into _buf)
+            mlen = 0 if tail is not None and tail[_BOOT] == self.boot else _marker_len(self.boot)
+            new = tail is None or self._seal or (tail[_SIZE] and tail[_SIZE] + mlen + flen > self.seg_bytes)
             if new:
                 tail = [seq, 0, seq, seq, 0, 0, -1]
             mark = _marker(self.boot) if tail[_BOOT] != self.boot else None
-            size = tail[_SIZE]
+            size = tail[_SIZE] + (len(mark) if mark else 0)
             j = i
             while j < n:
                 flen = len(frames[j][0]) + _HDR
@@ -310,7 +317,7 @@ class Outbox:
                 if new:
                     self._rm(tail[_KEY])
                 raise
-            self._wrote(size + (len(mark) if mark else 0), 1)
+            self._wrote(size, 1)
             if new:
                 segs.append(tail)
                 self._seal = False
