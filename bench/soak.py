@@ -56,6 +56,7 @@ UP = {"wan": "up", "router": "on", "dns": "up", "wifi": "up"}
 TICKS_START = (1 << 30) - 300_000
 RE_HEAP = re.compile(r"heap alloc=(\d+) peak=(\d+) free=(\d+)")
 RE_MEMERR = re.compile(r"memerr=(\d+)")
+RE_GAP = re.compile(r"memerr=\d+ gap=(\d+)")
 RE_TRACE_MEM = re.compile(r"^\S+ MemoryError", re.M)
 RE_GC_USED = re.compile(r"GC: total: \d+, used: (\d+)")
 RE_MAXFREE = re.compile(r"max free sz: (\d+)")
@@ -148,6 +149,8 @@ def agent_figures(log_text: str, block: int) -> dict[str, Any]:
             "peak": max((h[1] for h in heap), default=None),
             "free_min": min((h[2] for h in heap), default=None),
             "live_max": max(live, default=None),   # after a collection (the board's reports)
+            # the longest gap between two LED sample turns (the loop's longest stall)
+            "sample_gap_max_ms": max((int(m[1]) for m in RE_GAP.finditer(log_text)), default=None),
             "largest_free_block_min": min(maxfree) * block if maxfree else None}
 
 

@@ -111,6 +111,7 @@ class App:
         self.budget = {}
         self._crash_log = bool(read_crashes())  # read once: cleared after a clean run
         self.heap_peak = 0    # gc.mem_alloc() high-water, sampled once a second (watchdog)
+        self.gap_max = 0      # the longest gap between two LED sample turns (ms)
         self.mem_errors = 0   # MemoryErrors a task survived (a lost round, a batch later)
         self.outbox_error = None
         self.line = "up"
@@ -293,9 +294,15 @@ class App:
         from led import next_due
         det = self.detector
         due = time.ticks_ms()
+        prev = None
         while True:
             self.stamp("sampler")
             now = time.ticks_ms()
+            if prev is not None:
+                g = time.ticks_diff(now, prev)
+                if g > self.gap_max:
+                    self.gap_max = g    # the loop's longest stall, as the LEDs saw it
+            prev = now
             for ch, role, log in self.leds:
                 ch.sample(now)
                 held = log.due(now)
@@ -460,8 +467,8 @@ class App:
         while True:
             self.stamp("heartbeat")
             free = gc.mem_free()
-            print("heap alloc=%d peak=%d free=%d memerr=%d" % (gc.mem_alloc(), self.heap_peak, free,
-                                                               self.mem_errors))
+            print("heap alloc=%d peak=%d free=%d memerr=%d gap=%d" % (
+                gc.mem_alloc(), self.heap_peak, free, self.mem_errors, self.gap_max))
             if self.mq.connected:
                 t = self.clock.now()
                 utc = self.clock.utc_ms(t)
