@@ -404,6 +404,8 @@ def test_summarize_and_table():
     r1 = score.result("a", T, [f("isp_down", 10_250, 21_500, 9)], {9: 12_000}, [1, 2], [], 0,
                       {"gatus": []})
     r2 = score.result("b", [], [f("isp_down", 1_000, 2_000)], {}, [1, 3], [], 1, {"gatus": []})
+    r1["sample_gap_max_ms"] = 57
+    r2["sample_gap_max_ms"] = 31
     s = score.summarize([r1, r2])
     o = s["overall"]
     assert o["truth"] == 1 and o["recall"] == 1.0 and o["false"] == 1
@@ -412,6 +414,16 @@ def test_summarize_and_table():
     assert o["peers"]["gatus"]["missed"] == 1
     text = score.table(s)
     assert "| a | 1 | 100% | 0 |" in text and "**overall**" in text and "gatus" in text
+    assert o["sample_gap_max_ms"] == 57 and "| 1 | 1 | 57 |" in text   # lost, dup, LED gap
+
+
+def test_sample_gap_is_the_largest_gap_on_the_agents_console():
+    from bench.lab.runner import sample_gap_max
+    log = ("09:00:00 heap alloc=1 peak=2 free=3 memerr=0 gap=21\n"
+           "09:00:05 heap alloc=1 peak=2 free=3 memerr=0 gap=57\n"
+           "09:00:06 [vboard] boot 2: WDT_RESET\n09:00:07 heap alloc=1 peak=2 free=3 memerr=0 gap=20\n")
+    assert sample_gap_max(log) == 57
+    assert sample_gap_max("no heap lines") is None
 
 
 # --- runner helpers (pure parts) ------------------------------------------------------

@@ -762,6 +762,8 @@ class Run:
                            [r.seq for r in recs], [(g.first, g.last) for g in gaps],
                            int(conflicts), peers)
         res["seed"] = self.seed
+        res["sample_gap_max_ms"] = sample_gap_max((self.dir / "agent.log").read_text(errors="replace")
+                                                  if (self.dir / "agent.log").exists() else "")
         extras = {
             "t0": self.t0_ms, "applied": [
                 {"at": e.at, "set": e.key, "to": e.value, "ms": t, "offset_s": (t - self.t0_ms) / 1000}
@@ -773,6 +775,15 @@ class Run:
             "records": len(recs)}
         _write_json(self.dir / "details.json", {"result": res, **extras})
         return res
+
+
+RE_SAMPLE_GAP = re.compile(r" gap=(\d+)")
+
+
+def sample_gap_max(agent_log: str) -> int | None:
+    """The agent's longest gap between two LED sample turns (ms) over the run: the
+    largest `gap=` of its console's heap lines (each the maximum since that boot)."""
+    return max((int(m[1]) for m in RE_SAMPLE_GAP.finditer(agent_log)), default=None)
 
 
 def _children(pid: int) -> list[int]:

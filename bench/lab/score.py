@@ -284,6 +284,9 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "latency_median": median(lat), "latency_p95": p95(lat),
             "records_lost": sum(r["records_lost"] for r in rs),
             "records_duplicated": sum(r["records_duplicated"] for r in rs),
+            # the agent's longest gap between two LED sample turns (its console's gap=)
+            "sample_gap_max_ms": max((r["sample_gap_max_ms"] for r in rs
+                                      if r.get("sample_gap_max_ms") is not None), default=None),
             "peers": {name: {"missed": a["missed"], "false": a["false"],
                              "start_median": median(a["start"]), "end_median": median(a["end"])}
                       for name, a in peers.items()},
@@ -301,15 +304,16 @@ def table(summary: dict[str, Any]) -> str:
     """Two Markdown tables: ours, then the peers', per scenario and overall."""
     rows = list(summary["scenarios"].items()) + [("**overall**", summary["overall"])]
     out = ["| scenario | truth | recall | false | misclassified | start err med / p95 (s) | "
-           "end err med / p95 (s) | detection med / p95 (s) | lost | dup |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "end err med / p95 (s) | detection med / p95 (s) | lost | dup | LED gap (ms) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, f in rows:
         recall = "-" if f["recall"] is None else f"{f['recall']:.0%}"
         out.append(f"| {name} | {f['truth']} | {recall} | {f['false']} | {f['misclassified']} | "
                    f"{_f(f['start_median'])} / {_f(f['start_p95'])} | "
                    f"{_f(f['end_median'])} / {_f(f['end_p95'])} | "
                    f"{_f(f['latency_median'])} / {_f(f['latency_p95'])} | "
-                   f"{f['records_lost']} | {f['records_duplicated']} |")
+                   f"{f['records_lost']} | {f['records_duplicated']} | "
+                   f"{'-' if f.get('sample_gap_max_ms') is None else f['sample_gap_max_ms']} |")
     peer_names: list[str] = []
     for _, f in rows:
         for p in f["peers"]:
