@@ -189,7 +189,7 @@ class Detector:
         self.leds = {}             # role -> 'off' | 'on' | 'blink'
         self._bound = None         # `bound` of the current state
         self._by = None            # what opened the current outage: 'probe' | 'led'
-        self._hist = []            # rounds (tuples, fields above), newest last
+        self._hist = []            # rounds (13-item lists, fields above), newest last
         self._hmax = self.LOSS_WINDOW + self.ISP_MAX_ROUNDS + 2
         self._led_end = None       # ms the current outage's LED came back (pending end)
         self._unconf = False       # opened by an LED, not yet confirmed by a probe
@@ -513,10 +513,27 @@ class Detector:
             cls = DEG       # (a query lost on a lossy round is the loss, not the resolver)
         else:
             cls = UP
-        hist.append((t, cls, loss, ok, n, gateway_ok, dns_ok, lossy, dt,
-                     a[1], a[2], q[1], q[2]))
-        if len(hist) > self._hmax:
-            hist.pop(0)
+        # A full history recycles its oldest round's list: a new one every round (2 s),
+        # each kept for over a minute, peppered a small heap with holes (fragmentation).
+        if len(hist) >= self._hmax:
+            r = hist.pop(0)
+            r[_T] = t
+            r[_C] = cls
+            r[_LOSS] = loss
+            r[_OK] = ok
+            r[_N] = n
+            r[_GW] = gateway_ok
+            r[_DNS] = dns_ok
+            r[_LOSSY] = lossy
+            r[_DT] = dt
+            r[_AM] = a[1]
+            r[_AB] = a[2]
+            r[_QM] = q[1]
+            r[_QB] = q[2]
+            hist.append(r)
+        else:
+            hist.append([t, cls, loss, ok, n, gateway_ok, dns_ok, lossy, dt,
+                         a[1], a[2], q[1], q[2]])
         out = []
         self._step(hist[-1], cls, out)
         return out
