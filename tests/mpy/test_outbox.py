@@ -636,6 +636,95 @@ def test_full_filesystem_cut_before_the_gap_record():
     eq("gap" in json.loads(read("ob/meta")), False)
 
 
+class _NoBlockFor:
+    """outbox's open() failing with MemoryError on the calls numbered in `fail` (from
+    1): a fragmented heap with no block for littlefs's file buffer."""
+
+    def __init__(self, fail):
+        self.fail = fail
+        self.calls = 0
+
+    def __call__(self, *a):
+        self.calls += 1
+        if self.calls in self.fail:
+            raise MemoryError("memory allocation failed, allocating 252 bytes")
+        return open(*a)
+
+
+def _seqs_and_ts(ob):
+    return [(r["seq"], r["t"]) for r in (json.loads(b) for b in everything(ob))]
+
+
+def test_memory_error_in_flush_keeps_the_records_queued():
+    ob = fresh()
+    for i in range(3):
+        ob.queue(state(i))
+    eq(ob.flush(), 3)
+    for i in range(3, 7):
+        ob.queue(state(i))
+    outbox.open = _NoBlockFor((1,))
+    try:
+        try:
+            ob.flush()
+            raise AssertionError("flush() did not raise")
+        except MemoryError:
+            pass
+        eq(ob.queued(), 4)   # nothing written, nothing dropped
+        eq(ob.last_seq, 3)
+        eq(ob.nflushed, 0)
+        eq(ob.flush(), 7)    # the next try writes them, in order
+    finally:
+        del outbox.open
+    eq(ob.queued(), 0)
+    want = [(s, s - 1) for s in range(1, 8)]
+    eq(_seqs_and_ts(ob), want)
+    eq(_seqs_and_ts(reopen()), want)  # and so does the next boot
+
+
+def test_memory_error_between_segments_writes_each_record_once():
+    ob = fresh(seg=1024)
+    ob.q_bytes = 4096  # one flush of all ten
+    for i in range(10):  # ~150 B each: two segments' worth
+        ob.queue(probe(i, pad=100))
+    outbox.open = _NoBlockFor((2,))  # the first segment is written, the second is not
+    try:
+        try:
+            ob.flush()
+            raise AssertionError("flush() did not raise")
+        except MemoryError:
+            pass
+        done = ob.nflushed
+        assert 0 < done < 10, done
+        eq(ob.last_seq, done)
+        eq(ob.queued(), 10 - done)
+        ob.queue(probe(10, pad=100))  # a record of the next turn goes behind them
+        eq(ob.flush(), 11)
+    finally:
+        del outbox.open
+    want = [(s, s - 1) for s in range(1, 12)]
+    eq(_seqs_and_ts(ob), want)
+    eq(_seqs_and_ts(reopen(seg=1024)), want)
+    check_covered(ob)
+
+
+def test_memory_error_when_the_queue_is_full_loses_nothing():
+    ob = fresh()
+    failing = outbox.open = _NoBlockFor((1,))
+    try:
+        n = 0
+        while not failing.calls:  # queue() flushes past q_bytes: that flush fails
+            ob.queue(state(n))
+            n += 1
+        # the failed flush kept the earlier ones; the record that triggered it joined them
+        assert n > 1, n
+        eq(ob.queued(), n)
+        eq(ob.last_seq, 0)
+        eq(ob.flush(), n)
+    finally:
+        del outbox.open
+    eq(_seqs_and_ts(reopen()), [(s, s - 1) for s in range(1, n + 1)])
+
+
 def test_deinit():
     ob = fresh()
     ob.deinit()

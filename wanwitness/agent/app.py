@@ -168,6 +168,16 @@ class App:
             ob.queue(rec)  # past ob.q_bytes it writes the ones before first
         except OSError as e:
             self._failed(e)
+        except MemoryError:
+            # No block to encode it in: one collection and one more try, else this
+            # record is lost (said on the console), not the task that made it.
+            gc.collect()
+            self.mem_errors += 1
+            try:
+                ob.queue(rec)
+            except MemoryError:
+                print("record lost: out of memory:", rec.get("k"))
+                return
         else:
             if before and ob.queued() == 1:
                 self._announce()
@@ -182,6 +192,14 @@ class App:
         except OSError as e:  # flash full or failing: keep running, say so in heartbeats
             self._failed(e)
             return
+        except MemoryError:
+            # No block for the file session: the records not written stay queued (the
+            # outbox put them back) for the flusher's next try, after a collection.
+            gc.collect()
+            self.mem_errors += 1
+            self._announce()
+            self.flush_ev.set()
+            return
         self._announce()
 
     def _failed(self, e):
@@ -194,10 +212,12 @@ class App:
         # to last_seq, in queue order).
         ob = self.outbox
         first = ob.last_seq - ob.nflushed + 1
+        n = ob.nflushed
         for i, k, what in self._say:
-            if i < ob.nflushed:
+            if i < n:
                 print("record", first + i, k, what)
-        self._say = []
+        # (after a flush cut short by a MemoryError, the rest wait in the queue)
+        self._say = [(i - n, k, w) for i, k, w in self._say if i >= n] if ob.queued() else []
 
     async def flusher(self):
         while True:

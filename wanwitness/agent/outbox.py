@@ -304,13 +304,17 @@ class Outbox:
                 size += flen
                 j += 1
             hdr = self._hdr
+            # The CRCs first: above 2**30 each is a long int on a 32-bit port, an
+            # allocation that must not fail halfway through the file session (that would
+            # leave frames on flash this outbox does not count).
+            crcs = [binascii.crc32(frames[k][0]) & 0xFFFFFFFF for k in range(i, j)]
             try:
                 with open(self._path(tail[_KEY]), "ab") as f:
                     if mark:
                         f.write(mark)
                     for k in range(i, j):
                         data = frames[k][0]
-                        struct.pack_into("<HI", hdr, 0, len(data), binascii.crc32(data) & 0xFFFFFFFF)
+                        struct.pack_into("<HI", hdr, 0, len(data), crcs[k - i])
                         f.write(hdr)
                         f.write(data)
             except OSError:
@@ -520,7 +524,10 @@ class Outbox:
         if len(body) + 20 > _MAXLEN:
             raise ValueError("record of %d bytes does not fit a frame" % len(body))
         if self._q and self._qbytes + len(body) > self.q_bytes:
-            self.flush()
+            try:
+                self.flush()
+            except MemoryError:
+                pass  # they stay queued (flush() put them back), rec joins them
         self._q.append((body, rec.get("k") in ("probe", "stats", "led")))
         self._qbytes += len(body)
         self._qt = rec.get("t", 0)
@@ -532,7 +539,8 @@ class Outbox:
     def flush(self):
         """Write the queued records, in order, as one append (two when they start a new
         segment); returns the last seq on flash. The queue is empty afterwards, also
-        when it raises (a failing flash: the app reports it)."""
+        when it raises OSError (a failing flash: the app reports it); on MemoryError
+        the records not yet on flash are queued again (nflushed: how many were written)."""
         q = self._q
         if not q:
             return self.last_seq
@@ -554,6 +562,15 @@ class Outbox:
                 body, low = q[i]
                 frames.append((b'{"seq":%d' % (first + i) + body, first + i, low))
             self._write(frames)
+        except MemoryError:
+            # No block for a file session or a frame: what is not on flash goes back to
+            # the queue, in order, for the next flush (nothing is lost, nothing doubled).
+            done = self.last_seq - first + 1 if first else 0
+            self._q = q[max(0, done):]
+            for body, _ in self._q:
+                self._qbytes += len(body)
+            self.nflushed = done
+            raise
         except OSError as e:
             if e.errno != _ENOSPC:
                 raise
