@@ -33,9 +33,7 @@ def measure(seg_bytes, n):
     except OSError:
         pass
     dev = flash.mount(IMAGE, sync=False, erase_ms=0, page_us=0)  # counts only: no fsync, no erase wait
-    ob = Outbox()
-    ob.seg_bytes = seg_bytes
-    ob._buf = bytearray(seg_bytes)
+    ob = Outbox(seg_bytes=seg_bytes)
     ob.open()
     size = len(ob._encode(rec(1000), 1000))
     base = used_blocks()

@@ -29,8 +29,7 @@ def main():
     check = len(sys.argv) > 3 and sys.argv[3] == "check"
     flash.mount(image, size=256 * 1024, erase_ms=0, page_us=0)  # cuts, not timing: many records
     print("M")
-    ob = Outbox(max_bytes=MAX_BYTES)
-    ob.seg_bytes = SEG_BYTES
+    ob = Outbox(max_bytes=MAX_BYTES, seg_bytes=SEG_BYTES)
     ob.open()
     print("O %d %d %d %d %d %s" % (ob.boot, ob.last_seq, ob.acked, ob.depth, ob.corrupt,
                                    str(ob.lost).replace(" ", "")))

@@ -36,9 +36,8 @@ def fresh(max_bytes=131072, seg=4096, size=512 * 1024):
 
 def reopen(max_bytes=131072, seg=4096):
     """A new Outbox on the same flash: what the next boot sees."""
-    gc.collect()  # each Outbox holds a 4 KiB buffer: the old ones go first
-    ob = Outbox(max_bytes=max_bytes)
-    ob.seg_bytes = seg
+    gc.collect()  # each Outbox holds a segment-sized buffer: the old ones go first
+    ob = Outbox(max_bytes=max_bytes, seg_bytes=seg)
     ob.open()
     return ob
 
@@ -454,10 +453,11 @@ def test_bounded_drops_low_value_first_with_gap():
                 eq(kinds[s], "probe")
                 eq(s in have, False)
     eq(n, ob.dropped)
-    # and the next boot sees the same
-    ob2 = reopen(max_bytes=4096, seg=1024)
-    eq(ob2.corrupt, 0)
-    eq(seqs(ob2), have)
+    # and the next boot sees the same (this one's buffer and records freed first)
+    ob = rs = gaps = None
+    ob = reopen(max_bytes=4096, seg=1024)
+    eq(ob.corrupt, 0)
+    eq(seqs(ob), have)
 
 
 def test_bounded_exact_gap_record():
@@ -606,8 +606,10 @@ def test_full_filesystem_drops_oldest_with_gap():
     rs = check_covered(ob)
     eq(rs[-1]["seq"], ob.last_seq)
     eq(ob._intent, None)
-    # what the next boot sees is the same
-    eq(seqs(reopen(max_bytes=1 << 30)), [r["seq"] for r in rs])
+    # what the next boot sees is the same (this one's buffer and records freed first)
+    want = [r["seq"] for r in rs]
+    ob = rs = None
+    eq(seqs(reopen(max_bytes=1 << 30)), want)
 
 
 def test_full_filesystem_cut_before_the_gap_record():

@@ -185,9 +185,11 @@ class Outbox:
     gap_ranges = 16    # drop ranges per gap record: keeps each gap record small
     slack = 1024       # a compaction frees this much more than it must: runs rarely
 
-    def __init__(self, root="ob", max_bytes=131072):
+    def __init__(self, root="ob", max_bytes=131072, seg_bytes=0):
         self.root = root
         self.max_bytes = max_bytes
+        if seg_bytes:
+            self.seg_bytes = seg_bytes  # smaller segments (tests, figures): a buffer to fit
         self._buf = bytearray(self.seg_bytes)
         self._hdr = bytearray(_HDR)
         self._segs = []       # [key, size, first, last, n, lowb, boot], oldest first
