@@ -396,6 +396,31 @@ def test_rounds_do_not_leak():
     assert used[-1] - used[1] < 512, used
 
 
+def test_a_silent_resolver_leaves_no_query_behind_whatever_the_timeout():
+    # A round that times out exactly when a DNS retry's own timer does (every 250 ms):
+    # the round's cancel was lost in that race and the query went on, its last try
+    # waiting for good (one socket on the poller and ~0.5 KB of heap per round, the
+    # soak's live heap grew by 4 KB in one outage). Each query must end with its round.
+    us, uport = free_port(socket.SOCK_DGRAM, 33000)
+    targets = {"dns": "127.0.0.1:%d" % uport}
+
+    async def main():
+        left = []
+        for to in (250, 500, 750, 1000, 500, 500):
+            r = await probe.probe_round(targets, to)
+            eq((to, r["dns_ok"]), (to, False))
+            await asyncio.sleep_ms(50)
+            left.append(len(asyncio.core._io_queue.map))
+        await asyncio.sleep_ms(1500)  # longer than any retry: an orphan would still wait
+        left.append(len(asyncio.core._io_queue.map))
+        return left
+
+    try:
+        eq(run(main()), [0] * 7)
+    finally:
+        us.close()
+
+
 def test_round_with_nothing_to_do():
     r = run(probe.probe_round({}, 100))
     eq((r["gateway_ok"], r["anchors_ok"], r["anchors_total"], r["loss_pct"], r["dns_ok"], r["icmp"]),

@@ -586,18 +586,19 @@ class App:
         interval = int(self.cfg.get("probe.interval_s") * 1000)
         self.budget = {"sender": 30000, "heartbeat": self.cfg.get("hb_s") * 1000 + 15000,
                        "net": 30000, "clock": 30000, "stats": 10000}
-        tasks = [asyncio.create_task(self.mq.run_forever()),
-                 asyncio.create_task(self.net.keep(lambda: self.stamp("net"))),
-                 asyncio.create_task(self.sender()),
-                 asyncio.create_task(self.flusher()),
-                 asyncio.create_task(self.heartbeat()),
-                 asyncio.create_task(self.timekeeper()),
-                 asyncio.create_task(self.stats())]
+        run = self._outlive_oom
+        tasks = [asyncio.create_task(run(self.mq.run_forever)),
+                 asyncio.create_task(run(lambda: self.net.keep(lambda: self.stamp("net")))),
+                 asyncio.create_task(run(self.sender)),
+                 asyncio.create_task(run(self.flusher)),
+                 asyncio.create_task(run(self.heartbeat)),
+                 asyncio.create_task(run(self.timekeeper)),
+                 asyncio.create_task(run(self.stats))]
         if not self.safe:
             self.budget["sampler"] = 5000
             self.budget["prober"] = interval + self.cfg.get("probe.timeout_ms") + 15000
-            tasks.append(asyncio.create_task(self.sampler()))
-            tasks.append(asyncio.create_task(self.prober()))
+            tasks.append(asyncio.create_task(run(self.sampler)))
+            tasks.append(asyncio.create_task(run(self.prober)))
         await self.mq.subscribe(self.t_ack, 1)  # renewed by the client on every connect
         gc.collect()
         # A collection after every 4 KB allocated, not only when the heap is full: short-
@@ -605,7 +606,22 @@ class App:
         # 4 KiB flash buffer still finds a free block (the soak on a 58K heap: 237
         # MemoryErrors in 5 min without, none with).
         gc.threshold(4096)
-        await self.watchdog(tasks)
+        await run(lambda: self.watchdog(tasks))
+
+    async def _outlive_oom(self, start):
+        # Run the task start() makes; after a MemoryError (counted, the heap collected)
+        # start it again rather than let it end: a task that ended stops the watchdog's
+        # feeding and the board resets 20 s later, its RAM queue lost (the soak on a
+        # 58K heap lost its heartbeat so, at a heap nearly full of a leak since fixed).
+        # A task that cannot get going again still misses its stamps: the watchdog
+        # stays the last resort.
+        while True:
+            try:
+                return await start()
+            except MemoryError:
+                gc.collect()
+                self.mem_errors += 1
+                await asyncio.sleep_ms(100)
 
 
 def _tls(cfg):

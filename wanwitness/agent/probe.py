@@ -11,7 +11,7 @@ import errno
 import socket
 import sys
 from os import urandom
-from time import ticks_us, ticks_diff
+from time import ticks_add, ticks_diff, ticks_ms, ticks_us
 from micropython import const
 
 # Tunables; a round's targets dict may override the ports.
@@ -514,9 +514,14 @@ def dns_parse(pkt, qid, name=None, n=None):
     return [a for o, a in addrs if o in chain]
 
 
-async def _dns(e, server, name, port, most=_DNS_TRIES):
-    # One A query, sent up to `most` times; fills e, with e["addrs"] and e["tries"]
-    # (the queries sent). OK: NOERROR and >= 1 A record.
+async def _dns(e, server, name, port, most, deadline):
+    # One A query, sent up to `most` times until `deadline` (ticks_ms); fills e, with
+    # e["addrs"] and e["tries"] (the queries sent). OK: NOERROR and >= 1 A record.
+    # Every wait ends by the deadline on its own, not only by the caller's cancel: a
+    # cancel that reaches this task while its retry timer's own wait_for is cancelling
+    # the reply task is forwarded there and lost (asyncio's Task.cancel follows the
+    # chain of awaited tasks), and the query then went on, its last try waiting for
+    # good on a silent resolver (a socket and ~0.5 KB of heap per lost cancel).
     qid = _rand16()
     qn = dns_query_into(_dq, qid, name)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -528,16 +533,20 @@ async def _dns(e, server, name, port, most=_DNS_TRIES):
         s.connect(_addr(server, port)[1])
         tries = 0
         while True:
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0:
+                return  # e stays "timeout"
             s.send(memoryview(_dq)[:qn])
             tries += 1
             e["tries"] = tries
             try:
-                if tries < most:
-                    addrs = await asyncio.wait_for_ms(_dns_reply(s, qid, name), _DNS_RETRY_MS)
-                else:  # the last try waits for the round's own timeout
-                    addrs = await _dns_reply(s, qid, name)
+                # the last try waits until the deadline
+                wait = min(left, _DNS_RETRY_MS) if tries < most else left
+                addrs = await asyncio.wait_for_ms(_dns_reply(s, qid, name), wait)
                 break
             except asyncio.TimeoutError:
+                if tries >= most:
+                    return
                 continue
             except ValueError as er:
                 _done(e, None, er.args[0])
@@ -604,14 +613,16 @@ async def tcp(addr, port, timeout_ms):
 async def dns(server, name, timeout_ms, port=53):
     # A query for name at server -> rtt_ms or None.
     e = _entry("dns", "dns", server)
-    return (await _one(e, _dns(e, server, name, port), timeout_ms))["rtt"]
+    end = ticks_add(ticks_ms(), timeout_ms)
+    return (await _one(e, _dns(e, server, name, port, _DNS_TRIES, end), timeout_ms))["rtt"]
 
 
 async def resolve(server, name, timeout_ms=2000, port=53):
     # Non-blocking lookup -> ['a.b.c.d', ...] or None. Use it, not
     # socket.getaddrinfo(), which blocks the event loop.
     e = _entry("dns", "dns", server)
-    return (await _one(e, _dns(e, server, name, port), timeout_ms)).get("addrs")
+    end = ticks_add(ticks_ms(), timeout_ms)
+    return (await _one(e, _dns(e, server, name, port, _DNS_TRIES, end), timeout_ms)).get("addrs")
 
 
 def check_targets(targets):
@@ -676,7 +687,7 @@ async def probe_round(targets, timeout_ms, dns_tries=_DNS_TRIES):
         ip, port = split_target(srv, 53)
         dns_e = res["dns:" + srv] = _entry("dns", "dns", ip)
         jobs.append(_job(dns_e, _dns(dns_e, ip, targets.get("dns_name", DNS_NAME), port,
-                                     dns_tries)))
+                                     dns_tries, ticks_add(ticks_ms(), timeout_ms))))
     if pings:
         jobs.append(_ping(raw, pings))
     # One deadline for the round: when it passes, wait_for cancels the gather,

@@ -288,6 +288,7 @@ def _fire():
 
 
 _MEMINFO_MS = int(os.getenv("WANWITNESS_VBOARD_MEMINFO_S") or 0) * 1000
+_MEMINFO_MAP = 1 if os.getenv("WANWITNESS_VBOARD_MEMINFO_MAP") else 0  # and the block map
 _meminfo = [None]  # ticks of the last report (None: none yet)
 
 
@@ -309,7 +310,7 @@ class WDT:
         if _MEMINFO_MS and (_meminfo[0] is None or ticks_diff(now, _meminfo[0]) >= _MEMINFO_MS):
             _meminfo[0] = now
             gc.collect()  # what is live, and the largest block an allocation can get
-            micropython.mem_info()
+            micropython.mem_info(_MEMINFO_MAP)
 
 
 def wdt_running():
