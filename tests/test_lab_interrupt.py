@@ -17,7 +17,7 @@ import pytest
 
 from bench.lab.topology import PREFIX, netns_list
 
-from .test_lab_topology import alive, root_snapshot
+from .test_lab_topology import alive, root_snapshot, sigint_as_in_a_terminal
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_DIR = ROOT / "bench" / "scenarios" / "ci"
@@ -49,7 +49,8 @@ def start_suite(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     env = dict(os.environ, TMPDIR=str(tmp_path))  # the lab's work directories go here
     proc = subprocess.Popen([sys.executable, "-m", "bench.lab", "suite", str(CI_DIR)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(log, "wb"), start_new_session=True)
+                            stderr=open(log, "wb"), start_new_session=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     deadline = time.monotonic() + 120
     while "timeline starts" not in log.read_text(errors="replace"):
         assert proc.poll() is None, log.read_text()

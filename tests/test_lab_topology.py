@@ -349,9 +349,17 @@ time.sleep(600)
 """
 
 
+def sigint_as_in_a_terminal() -> None:
+    """preexec_fn: Ctrl-C's default action in the child, as a user's shell gives it. A
+    test run started in the background (`cmd &` in a script) ignores SIGINT, its
+    children inherit that, and Python then installs no KeyboardInterrupt at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_lab_process() -> tuple[subprocess.Popen, str, int]:
     proc = subprocess.Popen([sys.executable, "-c", LAB_SCRIPT], cwd=REPO, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     assert proc.stdout is not None
     ready = select.select([proc.stdout], [], [], 30)[0]
     line = proc.stdout.readline() if ready else ""
@@ -390,7 +398,8 @@ print("closed", flush=True)
 
 def test_ctrl_c_during_close_lets_it_finish():
     proc = subprocess.Popen([sys.executable, "-c", STUBBORN_SCRIPT], cwd=REPO, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     owner = proc.stdout.readline().strip()  # type: ignore[union-attr]
     assert owner.startswith("wwlab-"), proc.communicate()[1]
     time.sleep(0.5)
