@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENDORED = ROOT / "third_party" / "micropython" / "micropython-1.28.0-unix.tar.gz"
 MANIFEST = ROOT / "wanwitness" / "firmware" / "manifest_unix32.py"
+CENSUS = ROOT / "testing" / "heap_census.c"
 BUILD = ROOT / "build" / "mp32"
 BINARY = BUILD / "micropython32"
 STAMP = BUILD / "micropython32.sha256"
@@ -86,7 +87,7 @@ def inputs_digest(src: Path) -> str:
         for sub in ("py", "extmod", "ports/unix"):
             if (src / sub).is_dir():
                 _hash_tree(h, src / sub)
-    for p in [MANIFEST, Path(__file__).resolve(), *frozen_sources()]:
+    for p in [MANIFEST, CENSUS, Path(__file__).resolve(), *frozen_sources()]:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     h.update(" ".join(MAKE_FLAGS).encode())
     return h.hexdigest()
@@ -115,6 +116,30 @@ def _unpack(tarball: Path) -> Path:
     return tops[0]
 
 
+_CENSUS_MARK = "/* wanwitness: heap census */"
+_DUMP = "void gc_dump_alloc_table(const mp_print_t *print) {\n"
+
+
+def _add_census(tree: Path) -> None:
+    """micropython.mem_info(1) prints a census of the heap by type instead of its block
+    map (testing/heap_census.c): only in our own unpacked copy of the source, never in a
+    tree of the user's ($WANWITNESS_MICROPYTHON_SRC), which builds unchanged."""
+    gc_c = tree / "py" / "gc.c"
+    text = gc_c.read_text()
+    if _CENSUS_MARK in text:
+        return
+    if text.count(_DUMP) != 1:
+        raise BuildError(f"{gc_c}: no gc_dump_alloc_table() to add the heap census to")
+    text = text.replace(_DUMP, f'{_CENSUS_MARK}\n#include "{CENSUS}"\n{_DUMP}'
+                        "    census_print(print);\n    return;\n")
+    gc_c.write_text(text)
+
+
+def census_built() -> bool:
+    """True when the build's mem_info(1) prints the census (built from a tarball)."""
+    return source().is_file()
+
+
 def _make(args: list[str], log: Path, quiet: bool) -> None:
     with log.open("a") as out:
         out.write("$ make " + " ".join(args) + "\n")
@@ -139,6 +164,8 @@ def build(quiet: bool = False) -> Path:
             raise BuildError(f"{tool} is missing: apt-get install build-essential gcc-multilib")
     BUILD.mkdir(parents=True, exist_ok=True)
     tree = _unpack(src) if src.is_file() else src
+    if src.is_file():
+        _add_census(tree)
     log = BUILD / "build.log"
     log.write_text("")
     if not quiet:
