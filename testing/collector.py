@@ -14,7 +14,7 @@ class CollectorProcess:
     def __init__(self, workdir: Path, db_url: str, *, broker: str | None = None,
                  listen: tuple[str, int] | None = None, username: str = "", password: str = "",
                  extra_env: dict[str, str] | None = None, collector_conf: str = "",
-                 new_session: bool = False):
+                 new_session: bool = False, web: tuple[str, int] | None = None):
         # new_session: Ctrl-C at the terminal reaches only the harness, which then stops
         # the collector in order (the benchmarks).
         self.workdir = Path(workdir)
@@ -22,6 +22,7 @@ class CollectorProcess:
         self.db_url = db_url
         self.broker = broker
         self.listen = listen
+        self.web = web  # None: --no-web
         self.config = self.workdir / "config.toml"
         lines = ["[broker]"]
         if broker:
@@ -37,6 +38,7 @@ class CollectorProcess:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "wanwitness", "collect", "--db", self.db_url]
+        cmd += ["--web", f"{self.web[0]}:{self.web[1]}"] if self.web else ["--no-web"]
         if self.listen:
             cmd += ["--listen", f"{self.listen[0]}:{self.listen[1]}"]
         return cmd

@@ -140,7 +140,8 @@ def test_collect_on_a_busy_port_says_so_and_how_to_choose_another(ww, tmp_path):
         busy.listen(1)
         port = busy.getsockname()[1]
         # a process: collect calls logging.basicConfig, binds a port and starts threads
-        proc = ww.process("collect", "--db", f"sqlite:///{tmp_path}/w.db", "--listen", f"127.0.0.1:{port}")
+        proc = ww.process("collect", "--db", f"sqlite:///{tmp_path}/w.db", "--listen", f"127.0.0.1:{port}",
+                          "--no-web")
     assert proc.returncode == 2
     line = [x for x in proc.stderr.splitlines() if x.startswith("wanwitness:")][0]
     assert f"127.0.0.1:{port} is already in use" in line

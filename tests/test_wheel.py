@@ -51,7 +51,8 @@ def test_the_wheel_carries_the_agent_the_firmware_and_the_virtual_board(wheel):
                     "wanwitness/firmware/WIRING.md", "wanwitness/firmware/boards/esp32-devkitc.json",
                     "wanwitness/firmware/boards/virtual/run.py",
                     "wanwitness/firmware/boards/virtual/machine.py",
-                    "wanwitness/claims/rules/data/uk-ofcom-amounts.json"):
+                    "wanwitness/claims/rules/data/uk-ofcom-amounts.json",
+                    "wanwitness/web/templates/now.html", "wanwitness/web/static/style.css"):
         assert shipped in names
     # test support and development files stay out
     assert not [n for n in names if n.startswith(("testing/", "tests/", "bench/"))]

@@ -223,6 +223,12 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
         "quarantine_max_bytes": (_int_range(0, 2**40), 4 * 1024 * 1024,
                                  "payload bytes of refused messages kept per agent"),
     },
+    "web": {
+        "listen": (_host_port_or_off, ("127.0.0.1", 8765), "web UI and API HOST:PORT; \"off\" = "
+                   "none; an address other than loopback needs `wanwitness web password`"),
+        "tls_cert": (_path, "", "certificate (PEM) to serve the web UI over HTTPS"),
+        "tls_key": (_path, "", "its private key (PEM)"),
+    },
     "agents": {
         "broker_host": (_str, "", "host name the boards use to reach the broker"),
     },
@@ -290,6 +296,13 @@ class CollectorSection:
 
 
 @dataclass(frozen=True)
+class WebSection:
+    listen: tuple[str, int] | None
+    tls_cert: str
+    tls_key: str
+
+
+@dataclass(frozen=True)
 class AgentsSection:
     broker_host: str
 
@@ -328,7 +341,7 @@ class ClaimSection:
 
 SECTIONS: dict[str, type] = {
     "store": StoreSection, "broker": BrokerSection, "collector": CollectorSection,
-    "agents": AgentsSection, "tariff": TariffSection, "customer": CustomerSection,
+    "web": WebSection, "agents": AgentsSection, "tariff": TariffSection, "customer": CustomerSection,
     "isp": IspSection, "claim": ClaimSection,
 }
 
@@ -355,6 +368,10 @@ class Config:
     @property
     def collector(self) -> CollectorSection:
         return CollectorSection(**self.values["collector"])
+
+    @property
+    def web(self) -> WebSection:
+        return WebSection(**self.values["web"])
 
     @property
     def agents(self) -> AgentsSection:

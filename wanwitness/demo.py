@@ -92,6 +92,7 @@ class Demo:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = f"sqlite:///{self.workdir / 'wanwitness.db'}"
         self.broker_port = broker_port or free_port()
+        self.web_port = free_port()
         self.interval_s = interval_s
         self.hb_s = hb_s
         self.wdt_s = wdt_s
@@ -152,7 +153,8 @@ class Demo:
             self.setup()
         self.say(f"ledger {self.workdir / 'wanwitness.db'}; logs in {self.workdir}")
         self.start_collector()
-        self.say(f"collector up; broker on 127.0.0.1:{self.broker_port}")
+        self.say(f"collector up; broker on 127.0.0.1:{self.broker_port}, "
+                 f"web UI on http://127.0.0.1:{self.web_port}/")
         self.start_agent()
         self.say("agent started on the virtual board; waiting for its boot record")
         self.wait_records(lambda n_boot, n_state: n_boot >= 1, 60, "the agent's boot record")
@@ -162,12 +164,15 @@ class Demo:
             if (self.workdir / "collector.log").exists() else ""
         if self.external:
             self.collector_proc = self._spawn(
-                ["collect", "--db", self.db_url, "--broker", f"mqtt://127.0.0.1:{self.broker_port}"],
+                ["collect", "--db", self.db_url, "--broker", f"mqtt://127.0.0.1:{self.broker_port}",
+                 "--web", f"127.0.0.1:{self.web_port}"],
                 "collector.log", env={"WANWITNESS_BROKER_USERNAME": self.external[0],
                                       "WANWITNESS_BROKER_PASSWORD": self.external[1]})
         else:
             self.collector_proc = self._spawn(["collect", "--db", self.db_url, "--listen",
-                                               f"127.0.0.1:{self.broker_port}"], "collector.log")
+                                               f"127.0.0.1:{self.broker_port}",
+                                               "--web", f"127.0.0.1:{self.web_port}"],
+                                              "collector.log")
         # Its log, not a probe of the port: a bare TCP connect would be logged by the
         # broker as a client that went away before CONNECT.
         self._wait_log("collector.log", "connected to", 30, after=len(logged))
@@ -316,9 +321,9 @@ def run_demo(workdir: Path, *, outage_s: float = 20, settle_s: float = 12, once:
             print(f"truth: isp_down {timeline.iso(truth.start_ms)} .. {timeline.iso(truth.end_ms)}")
         if once:
             return 0
-        demo.say("still running: collector on 127.0.0.1:%d, agent on the virtual board. "
-                 "Edit %s to play with the LED and Wi-Fi; Ctrl-C stops."
-                 % (demo.broker_port, demo.control))
+        demo.say("still running: collector on 127.0.0.1:%d (web UI http://127.0.0.1:%d/), "
+                 "agent on the virtual board. Edit %s to play with the LED and Wi-Fi; "
+                 "Ctrl-C stops." % (demo.broker_port, demo.web_port, demo.control))
         while all(p.poll() is None for p in demo.procs):
             time.sleep(1)
         return 1

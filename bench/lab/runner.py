@@ -410,7 +410,7 @@ class Run:
 
     def start_collector(self) -> None:
         argv = [sys.executable, "-m", "wanwitness", "--config", str(self.collector_conf),
-                "collect", "--db", self.db_url]
+                "collect", "--db", self.db_url, "--no-web"]
         if self.external_broker:
             argv += ["--broker", f"mqtt://{SERVER}:{BROKER_PORT}"]
         else:

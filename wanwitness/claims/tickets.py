@@ -9,8 +9,9 @@ offset (2026-11-03T09:12+01:00, ...Z) is taken as it is. The store keeps UTC ms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -192,6 +193,38 @@ def close(store: s.Store, number: str, at: datetime, tz: ZoneInfo) -> Ticket:
     with store.engine.begin() as conn:
         conn.execute(T.update().where(T.c.number == before.number).values(closed_ms=to_ms(at)))
     return before
+
+
+_UNSET: Any = object()
+
+
+def update(store: s.Store, number: str, tz: ZoneInfo, *, closed: datetime | None = _UNSET,
+           channel: str | None = _UNSET, operator: str | None = _UNSET,
+           promised: datetime | None = _UNSET, note: str | None = _UNSET) -> Ticket:
+    """Change the fields given (None clears one); the whole ticket is validated again
+    before anything is written. Returns the ticket as it is now."""
+    before = get(store, number)
+    changes: dict[str, Any] = {}
+    if closed is not _UNSET:
+        changes["closed"] = closed
+    if channel is not _UNSET:
+        changes["channel"] = check_channel(channel)
+    if operator is not _UNSET:
+        changes["operator"] = (operator or "").strip() or None
+    if promised is not _UNSET:
+        changes["promised"] = promised
+    if note is not _UNSET:
+        changes["note"] = (note or "").strip() or None
+    after = replace(before, **changes)
+    try:
+        validate(after, tz)
+    except ValueError as e:
+        raise UserError(f"ticket {before.number}: {e}") from None
+    with store.engine.begin() as conn:
+        conn.execute(T.update().where(T.c.number == before.number).values(
+            closed_ms=_opt_ms(after.closed), channel=after.channel, operator=after.operator,
+            promised_ms=_opt_ms(after.promised), note=after.note))
+    return after
 
 
 def add_appointment(store: s.Store, number: str, at: datetime, missed: bool) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from wanwitness import __version__
-from wanwitness.cli import agents, boards, broker, claims, collect, demo, flash, ledger, service, settings
+from wanwitness.cli import agents, boards, broker, claims, collect, demo, flash, ledger, service, settings, web
 from wanwitness.cli.common import Ctx
 from wanwitness.errors import UserError
 
@@ -39,6 +39,7 @@ flash.register(cli)
 boards.register(cli)
 claims.register(cli)
 service.register(cli)
+web.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,9 +29,14 @@ if TYPE_CHECKING:
               "broker (default: [broker] tls_listen, 0.0.0.0:8883, served once `wanwitness broker "
               "tls init` has made its certificate).")
 @click.option("--prefix", metavar="PREFIX", help="Topic prefix (default: wanwitness).")
+@click.option("--web", "web_listen", metavar="HOST:PORT", help="Address of the web UI and API "
+              "(default: [web] listen, 127.0.0.1:8765); other than loopback it needs "
+              "`wanwitness web password`.")
+@click.option("--no-web", is_flag=True, help="Serve no web UI.")
 @click.pass_obj
 def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
-            tls_listen: str | None, prefix: str | None) -> None:
+            tls_listen: str | None, prefix: str | None, web_listen: str | None,
+            no_web: bool) -> None:
     """Receive the agents' records and keep them in the ledger (runs until Ctrl-C)."""
     from wanwitness.collector.agents import check_agent_password, list_agents
     from wanwitness.collector.loop import Collector
@@ -44,8 +49,16 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     listen_at = checked(cfg._host_port, listen, "--listen") if listen else conf.broker.listen
     tls_at = (checked(cfg._host_port_or_off, tls_listen, "--tls-listen") if tls_listen is not None
               else conf.broker.tls_listen)
+    if no_web and web_listen:
+        raise UserError("--web and --no-web: choose one")
+    web_at = (None if no_web else checked(cfg._host_port, web_listen, "--web") if web_listen
+              else conf.web.listen)
+    if web_at is not None and bool(conf.web.tls_cert) != bool(conf.web.tls_key):
+        raise UserError("[web] tls_cert and tls_key: set both to serve the web UI over HTTPS, "
+                        "or neither")
     setup_logging(conf.collector.log_level)
     store = obj.store(db)
+    web_sock = _web_socket(store, web_at)
     embedded = None
     username, password = conf.broker.username, conf.broker.password
     if not broker_url:
@@ -86,6 +99,20 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
                           quota=Quota(conf.collector.quarantine_max_rows,
                                       conf.collector.quarantine_max_bytes))
 
+    web_server = None
+    if web_sock is not None:
+        from zoneinfo import ZoneInfo
+
+        from wanwitness.web.app import WebSettings, create_app, is_loopback
+        from wanwitness.web.server import WebServer
+        web_host = web_sock.getsockname()[0]
+        app = create_app(store, WebSettings(tz=ZoneInfo(conf.tariff.timezone),
+                                            loopback_only=is_loopback(web_host),
+                                            tls=bool(conf.web.tls_cert),
+                                            status=lambda: dict(collector.status)))
+        web_server = WebServer(app, web_sock, certfile=conf.web.tls_cert, keyfile=conf.web.tls_key)
+        web_server.start()
+
     def on_signal(_sig, _frame):
         collector.stop()
 
@@ -102,6 +129,8 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     if embedded:
         for warning in plain_mqtt_warnings(embedded.listening, tls=embedded.tls is not None):
             click.echo(warning, err=True)
+    if web_server is not None:
+        click.echo(f"web UI on {web_server.url}", err=True)
     if n_agents == 0:
         click.echo("No agents yet: add one with `wanwitness agent add NAME`.", err=True)
     try:
@@ -111,11 +140,31 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
                 "no connection to %s yet; still trying", broker_url)
         collector.run()
     finally:
+        if web_server is not None:
+            web_server.stop()
         collector.close()
         if embedded:
             embedded.stop()
         click.echo(f"stopped: {collector.stored} record(s) stored, "
                    f"{collector.quarantined} quarantined this run.", err=True)
+
+
+def _web_socket(store, web_at: tuple[str, int] | None):
+    """The web UI's listening socket, bound now so a busy port stops the start; None
+    when the web UI is off. Off loopback without a password is refused."""
+    if web_at is None:
+        return None
+    from wanwitness.web import auth
+    from wanwitness.web.app import is_loopback
+    from wanwitness.web.server import bind
+    host, port = web_at
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if not is_loopback(host) and not auth.has_password(store):
+        raise UserError(f"refusing to serve the web UI on {where} without a password: anyone "
+                        f"on that network could read and change your records. Set one with "
+                        f"`wanwitness web password`, or serve it on loopback (--web "
+                        f"127.0.0.1:{port}, [web] listen), or turn it off with --no-web")
+    return bind(host, port)
 
 
 def _tls_listener(conf: cfg.Config, tls_at: tuple[str, int] | None, *, explicit: bool) -> TlsListener | None:

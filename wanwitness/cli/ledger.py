@@ -15,8 +15,8 @@ from wanwitness.errors import UserError
 @click.pass_obj
 def verify(obj: Ctx, db: str | None) -> None:
     """Recompute the ledger's hash chain; exit 1 at the first broken link."""
-    from wanwitness.collector.ledger import verify as run_verify
-    result = run_verify(obj.store(db, must_exist=True))
+    from wanwitness.collector.ledger import verify_and_record
+    result = verify_and_record(obj.store(db, must_exist=True))
     if result.ok:
         click.echo(f"ok: {result.count} record(s), head {result.head}")
         return

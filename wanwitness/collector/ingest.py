@@ -220,7 +220,8 @@ class Ingestor:
 
         # Pass 1: classify and validate, no writes except quarantine.
         batches: list[tuple[Message, protocol.Batch]] = []
-        beats: list[tuple[str, str, int, int, int]] = []  # (agent, ob, boot, t, recv_ms)
+        beats: list[tuple[str, str, int, int, Message]] = []  # (agent, ob, boot, t, message)
+        health: dict[str, Message] = {}  # agent -> its newest heartbeat
         for msg in messages:
             kind, topic_agent = self._kind(msg.topic)
             if kind in ("status", "ack"):
@@ -243,7 +244,7 @@ class Ingestor:
                 except protocol.ProtocolError as e:
                     quarantine(msg, topic_agent, f"invalid heartbeat: {e}")
                     continue
-                beats.append((topic_agent, hb_ob, boot, t, msg.recv_ms))  # boot: the outbox's
+                beats.append((topic_agent, hb_ob, boot, t, msg))  # boot: the outbox's
                 continue
             try:
                 batch = protocol.parse_batch(msg.payload, msg.topic, self.prefix)
@@ -282,14 +283,16 @@ class Ingestor:
             if recs:
                 mapped.append((msg, replace(batch, boot=boot, recs=recs)))
         batches = mapped
-        for agent_id, ob, boot, t, recv_ms in beats:
-            st = streams.get(agent_id, ob, recv_ms)
+        for agent_id, ob, boot, t, beat in beats:
+            st = streams.get(agent_id, ob, beat.recv_ms)
             boot += st.boot_base
             if st.boot_end is not None and boot > st.boot_end:
                 log.debug("heartbeat of replaced outbox %r of %s ignored", ob, agent_id)
                 continue
             streams.saw(agent_id, 0, boot)
-            note(agent_id, boot, t, recv_ms)
+            note(agent_id, boot, t, beat.recv_ms)
+            if agent_id not in health or beat.recv_ms >= health[agent_id].recv_ms:
+                health[agent_id] = beat
 
         # Pass 2: what is already stored, one query per agent and chunk; seqs above the
         # agent's highest stored one (the usual case) need no lookup.
@@ -362,6 +365,11 @@ class Ingestor:
             assert row is not None
             new_seqs = fresh.get(agent_id, set())
             values: dict[str, Any] = {}
+            if agent_id in health:
+                beat = health[agent_id]
+                values["last_hb"] = json.dumps(protocol.heartbeat_health(beat.payload),
+                                               sort_keys=True, separators=(",", ":"))
+                values["last_hb_ms"] = beat.recv_ms
             new_ack = self._advance(conn, agent_id, row, new_seqs)
             if new_seqs and max(new_seqs) > row.max_seq:
                 values["max_seq"] = row.max_seq = max(new_seqs)

@@ -113,3 +113,28 @@ def verify(store: s.Store) -> VerifyResult:
         return VerifyResult(False, result.count, result.head, None,
                             f"{orphans} record(s) are not in the ledger")
     return result
+
+
+LAST_VERIFY_KEY = "ledger.last_verify"
+
+
+def verify_and_record(store: s.Store) -> VerifyResult:
+    """`verify`, and its result kept in the store's settings (what the web UI and
+    `GET /api/v1/ledger` show as the last verification)."""
+    result = verify(store)
+    store.set_setting(LAST_VERIFY_KEY, json.dumps({
+        "at_ms": s.now_ms(), "ok": result.ok, "count": result.count, "head": result.head,
+        "broken_at": result.broken_pos, "problem": result.problem}, sort_keys=True))
+    return result
+
+
+def last_verify(store: s.Store) -> dict | None:
+    """The last recorded verification (`verify_and_record`), or None."""
+    text = store.setting(LAST_VERIFY_KEY)
+    if not text:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -374,3 +374,31 @@ def parse_heartbeat_ob(payload: bytes) -> tuple[int, int, str]:
     every `hb_s` seconds: decoding one twice costs nothing worth a second parser."""
     boot, t = parse_heartbeat(payload)
     return boot, t, _ob(decode(payload), "hb")
+
+
+# What a heartbeat says of the board's health (docs/protocol.md § Heartbeat), and the
+# type each field must have to be kept: the rest, and a field of another type, is left
+# out (the fields are informational: a heartbeat is never refused for them).
+_HEALTH_FIELDS: dict[str, tuple[type, ...]] = {
+    "s": (str,), "heap": (int,), "peak": (int,), "q": (int,), "rssi": (int,),
+    "safe": (bool,), "fe": (int,), "utc": (int,),
+}
+
+
+def heartbeat_health(payload: bytes) -> dict[str, Any]:
+    """The health fields of a valid heartbeat (`parse_heartbeat` passed), each kept only
+    when it has its documented type and a sane size: what the web UI shows."""
+    doc = decode(payload)
+    out: dict[str, Any] = {"boot": doc["boot"], "t": doc["t"]}
+    for key, types in _HEALTH_FIELDS.items():
+        v = doc.get(key)
+        if isinstance(v, bool) and bool not in types:
+            continue  # True is an int to Python, not to the protocol
+        if not isinstance(v, types):
+            continue
+        if isinstance(v, str) and len(v) > 32:
+            continue
+        if isinstance(v, int) and not isinstance(v, bool) and not -2**53 < v < 2**53:
+            continue
+        out[key] = v
+    return out

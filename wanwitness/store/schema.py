@@ -34,6 +34,10 @@ agents = sa.Table(
     # The outbox id of the agent's current stream (migration 5); NULL: none yet, its
     # batches carry no outbox id (the legacy stream).
     sa.Column("ob", sa.String(8)),
+    # The newest heartbeat's health fields as compact JSON (protocol.heartbeat_health)
+    # and when it came (migration 6): what the web UI shows of the board now.
+    sa.Column("last_hb", sa.Text),
+    sa.Column("last_hb_ms", sa.BigInteger),
 )
 
 # Each outbox an agent has sent from (migration 5): a board whose flash is erased starts
@@ -300,6 +304,12 @@ def _m4(conn: Connection) -> None:
 def _m5(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE agents ADD COLUMN ob VARCHAR(8)")
     streams.to_metadata(sa.MetaData()).create(conn)
+
+
+@migration(6, "agents.last_hb, agents.last_hb_ms")
+def _m6(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE agents ADD COLUMN last_hb TEXT")
+    conn.exec_driver_sql("ALTER TABLE agents ADD COLUMN last_hb_ms BIGINT")
 
 
 def migrate(engine: Engine) -> list[int]:

@@ -1,0 +1,341 @@
+"""The web UI and its JSON API over real HTTP (uvicorn on a loopback port), on SQLite
+and on the real PostgreSQL: what each endpoint says of seeded records, and who may do
+what (login, back-off, CSRF, cross-origin, host names)."""
+
+from __future__ import annotations
+
+import json
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from testing.records import HOUR, MIN, T0, Board, ingest
+from wanwitness import store as s
+from wanwitness.collector import protocol
+from wanwitness.collector.agents import add_agent
+from wanwitness.collector.ingest import Ingestor, Message
+from wanwitness.web import auth
+from wanwitness.web.app import WebSettings, create_app
+from wanwitness.web.server import WebServer, bind
+
+SEC = 1000
+NOW = T0 + 6 * HOUR
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def seeded(store):
+    """Agent `home`: a boot, a 30-minute isp_down (ended), then a local_down going on,
+    and a heartbeat with the board's health. Agent `attic`: registered, never seen."""
+    add_agent(store, "home", hb_s=30)
+    add_agent(store, "attic", hb_s=30)
+    ing = Ingestor(store)
+    b = Board(ing, "home")
+    b.boot, b.boot_utc = 1, T0
+    b.rec("boot", T0, reset="WDT_RESET", fw="0.1.0", safe=False, hb_s=30)
+    b.state("isp_down", T0 + HOUR, bound=T0 + HOUR - 2 * SEC,
+            ev={"anchors": {"ok": 0, "of": 3}, "gateway": "ok"})
+    b.state("up", T0 + HOUR + 30 * MIN)
+    b.state("local_down", NOW - 10 * MIN, ev={"gateway": "fail"})
+    beat = {"boot": 1, "t": b.t(NOW), "s": "local_down", "heap": 23456, "peak": 41000, "q": 3,
+            "rssi": -61, "safe": False, "fe": 12}
+    ingest(ing, Message("wanwitness/home/hb", json.dumps(beat).encode(), NOW))
+    return store
+
+
+class Web:
+    """The app served on a free loopback port, and a browser-like session for it."""
+
+    def __init__(self, store, *, loopback_only: bool = True, clock=None) -> None:
+        self.backoff = auth.Backoff(clock=clock) if clock else auth.Backoff()
+        settings = WebSettings(tz=ZoneInfo("Europe/Berlin"), loopback_only=loopback_only,
+                               status=lambda: {"home": "online"}, backoff=self.backoff,
+                               now_ms=lambda: NOW + MIN)
+        self.server = WebServer(create_app(store, settings), bind("127.0.0.1", 0))
+        self.server.start()
+        self.base = f"http://127.0.0.1:{self.server.port}"
+        self.http = requests.Session()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return self.http.get(self.url(path), timeout=30, **kw)
+
+    def token(self) -> str:
+        return self.get("/api/v1/session").json()["csrf"]
+
+    def send(self, method: str, path: str, body: dict, *, csrf: bool = True) -> requests.Response:
+        headers = {auth.CSRF_HEADER: self.token()} if csrf else {}
+        return self.http.request(method, self.url(path), json=body, headers=headers, timeout=30)
+
+    def close(self) -> None:
+        self.http.close()
+        self.server.stop()
+
+
+@pytest.fixture
+def web(seeded):
+    w = Web(seeded)
+    yield w
+    w.close()
+
+
+# --- reading -------------------------------------------------------------------------
+
+def test_agents_say_the_state_now_the_last_outage_and_the_boards_health(web):
+    agents = {a["id"]: a for a in web.get("/api/v1/agents").json()}
+    home = agents["home"]
+    assert home["state"] == "local_down"
+    assert home["since"] == "2026-11-03T11:50:00.000Z"
+    assert home["last_outage"]["class"] == "isp_down"
+    assert home["last_outage"]["start"] == "2026-11-03T07:00:00.000Z"
+    assert home["last_outage"]["end"] == "2026-11-03T07:30:00.000Z"
+    assert (home["heap_free"], home["heap_peak"], home["rssi"], home["outbox"]) == (23456, 41000, -61, 3)
+    assert (home["firmware"], home["reset_cause"], home["safe_mode"]) == ("0.1.0", "WDT_RESET", False)
+    assert home["last_heartbeat"] == "2026-11-03T12:00:00.000Z"
+    assert home["status"] == "online"
+    attic = agents["attic"]
+    assert attic["state"] == "never_seen" and attic["last_seen"] is None and attic["heap_free"] is None
+
+
+def test_outages_filter_by_class_and_time_and_export_csv(web):
+    every = web.get("/api/v1/outages", params={"agent": "home"}).json()
+    assert [o["class"] for o in every] == ["isp_down", "local_down"]
+    assert every[0]["start_uncertainty_s"] == 2.0
+    assert every[0]["evidence"]["ev"] == {"anchors": {"ok": 0, "of": 3}, "gateway": "ok"}
+    assert every[1]["end"] is None
+    only = web.get("/api/v1/outages", params={"class": "isp_down"}).json()
+    assert [o["class"] for o in only] == ["isp_down"]
+    late = web.get("/api/v1/outages", params={"since": "2026-11-03T10:00:00Z"}).json()
+    assert [o["class"] for o in late] == ["local_down"]
+    csv = web.get("/api/v1/outages.csv", params={"agent": "home"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text.splitlines()
+    assert lines[0] == "agent,class,start,end,start_uncertainty_s,evidence"
+    assert lines[1].startswith("home,isp_down,2026-11-03T07:00:00.000Z,2026-11-03T07:30:00.000Z,2.0,")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"since": "yesterday"}, "since/until: use an ISO 8601 date or time"),
+    ({"since": "2026-11-04", "until": "2026-11-03"}, "until must be later than since"),
+])
+def test_a_bad_time_filter_is_a_clear_400(web, params, message):
+    r = web.get("/api/v1/outages", params=params)
+    assert r.status_code == 400
+    assert message in r.json()["detail"]
+
+
+def test_an_unknown_class_is_refused_with_the_field_named(web):
+    r = web.get("/api/v1/outages", params={"class": "isp_up"})
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("class:")
+
+
+def test_the_ledger_reports_its_head_and_a_verification_kept_for_later(web, seeded):
+    before = web.get("/api/v1/ledger").json()
+    assert before["count"] == 4 and len(before["head"]) == 64 and before["last_verify"] is None
+    r = web.send("POST", "/api/v1/ledger/verify", {})
+    assert r.status_code == 200
+    done = r.json()["last_verify"]
+    assert done["ok"] is True and done["count"] == 4 and done["head"] == before["head"]
+    assert web.get("/api/v1/ledger").json()["last_verify"] == done
+
+
+def test_the_ledger_verification_names_a_broken_link(web, seeded):
+    with seeded.engine.begin() as conn:
+        conn.execute(s.records.update().where(s.records.c.seq == 2)
+                     .values(body=s.records.c.body + " "))
+    done = web.send("POST", "/api/v1/ledger/verify", {}).json()["last_verify"]
+    assert done["ok"] is False and done["broken_at"] == 2
+
+
+def test_the_pages_show_the_state_and_the_outages_in_the_contracts_time_zone(web):
+    now = web.get("/")
+    assert now.status_code == 200
+    assert 'data-agent="home"' in now.text and "local down" in now.text
+    assert "2026-11-03 12:50:00" in now.text  # 11:50Z in Berlin
+    table = web.get("/outages", params={"class": "isp_down"})
+    assert "2026-11-03 08:00:00" in table.text and "30m 00s" in table.text
+    assert "local down" not in table.text.split("<tbody>")[1]
+
+
+# --- tickets ---------------------------------------------------------------------------
+
+def test_a_ticket_is_added_linked_by_time_and_closed(web):
+    r = web.send("POST", "/api/v1/tickets", {"number": "4711", "opened": "2026-11-03 08:10",
+                                             "channel": "phone", "operator": "17 / Maria"})
+    assert r.status_code == 201, r.text
+    t = r.json()
+    assert t["opened"] == "2026-11-03T07:10:00Z"  # Berlin local time in, UTC out
+    assert len(t["outages"]) == 1  # the isp_down it reported
+    r = web.send("PATCH", "/api/v1/tickets/4711", {"closed": "2026-11-03T09:00:00+01:00"})
+    assert r.status_code == 200 and r.json()["closed"] == "2026-11-03T08:00:00Z"
+    assert [x["number"] for x in web.get("/api/v1/tickets").json()] == ["4711"]
+
+
+@pytest.mark.parametrize("method, path, body, status, message", [
+    ("POST", "/api/v1/tickets", {"number": "1", "opened": "3 Nov"}, 400, "not a date/time"),
+    ("POST", "/api/v1/tickets", {"number": "1", "opened": "2026-11-03 08:10", "channel": "fax"},
+     400, "channel 'fax'"),
+    ("POST", "/api/v1/tickets", {"number": "1", "opened": "2026-11-03 08:10", "x": 1}, 422, "x:"),
+    ("PATCH", "/api/v1/tickets/404", {"note": "?"}, 404, "no ticket '404'"),
+])
+def test_a_bad_ticket_is_refused_with_what_is_wrong(web, method, path, body, status, message):
+    r = web.send(method, path, body)
+    assert r.status_code == status
+    assert message in r.json()["detail"]
+    assert web.get("/api/v1/tickets").json() == []
+
+
+def test_a_ticket_cannot_close_before_it_opened_and_stays_as_it_was(web):
+    assert web.send("POST", "/api/v1/tickets", {"number": "7", "opened": "2026-11-03 08:10"}).ok
+    r = web.send("PATCH", "/api/v1/tickets/7", {"closed": "2026-11-02 08:10"})
+    assert r.status_code == 400 and "is before opened" in r.json()["detail"]
+    assert web.get("/api/v1/tickets").json()[0]["closed"] is None
+
+
+def test_the_ticket_form_adds_a_ticket_and_shows_a_mistake_with_the_input_kept(web):
+    page = web.get("/tickets")
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    bad = web.http.post(web.url("/tickets"), data={"csrf": token, "number": "88",
+                                                   "opened": "soon", "operator": "Bob"})
+    assert bad.status_code == 400 and "not a date/time" in bad.text and 'value="Bob"' in bad.text
+    ok = web.http.post(web.url("/tickets"), data={"csrf": token, "number": "88",
+                                                  "opened": "2026-11-03 08:10"})
+    assert ok.status_code == 200 and ok.url.endswith("/tickets")  # after the redirect
+    assert "<td>88</td>" in ok.text
+
+
+# --- who may do what -------------------------------------------------------------------
+
+def test_changes_need_the_sessions_csrf_token(web):
+    r = web.send("POST", "/api/v1/tickets", {"number": "1", "opened": "2026-11-03 08:10"}, csrf=False)
+    assert r.status_code == 403 and auth.CSRF_HEADER in r.json()["detail"]
+    other = requests.Session()
+    stolen = other.get(web.url("/api/v1/session")).json()["csrf"]  # another session's token
+    r = web.http.post(web.url("/api/v1/tickets"), json={"number": "1", "opened": "2026-11-03 08:10"},
+                      headers={auth.CSRF_HEADER: stolen})
+    assert r.status_code == 403
+    form = web.http.post(web.url("/tickets"), data={"csrf": "", "number": "1",
+                                                    "opened": "2026-11-03 08:10"})
+    assert form.status_code == 403 and "reload the page" in form.text
+    assert web.get("/api/v1/tickets").json() == []
+
+
+def test_a_request_from_another_site_is_refused_even_with_a_token(web):
+    token = web.token()
+    r = web.http.post(web.url("/api/v1/tickets"), json={"number": "1", "opened": "2026-11-03 08:10"},
+                      headers={auth.CSRF_HEADER: token, "Origin": "http://evil.example"})
+    assert r.status_code == 403 and "cross-origin" in r.json()["detail"]
+
+
+def test_on_loopback_only_loopback_host_names_are_served(web):
+    # DNS rebinding: a page on evil.example whose name now points at 127.0.0.1.
+    r = web.get("/api/v1/agents", headers={"Host": f"evil.example:{web.server.port}"})
+    assert r.status_code == 400
+    assert web.get("/api/v1/agents", headers={"Host": f"localhost:{web.server.port}"}).ok
+
+
+def test_with_a_password_everything_needs_a_login_and_failures_back_off(seeded):
+    auth.set_password(seeded, "correct horse")
+    clock = FakeClock()
+    web = Web(seeded, loopback_only=False, clock=clock)
+    try:
+        assert web.get("/api/v1/agents").status_code == 401
+        page = web.get("/", allow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=/"
+        assert web.get("/static/style.css").ok  # the login page needs its style
+        codes = [web.send("POST", "/api/v1/login", {"password": "wrong"}).status_code
+                 for _ in range(4)]
+        assert codes == [401, 401, 401, 401]  # three free, the fourth costs 1 s
+        r = web.send("POST", "/api/v1/login", {"password": "correct horse"})
+        assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+        clock.now += 1.5
+        r = web.send("POST", "/api/v1/login", {"password": "correct horse"})
+        assert r.status_code == 200 and r.json()["logged_in"] is True
+        assert web.get("/api/v1/agents").ok
+        # A new password ends the session made under the old one.
+        auth.set_password(seeded, "battery staple")
+        assert web.get("/api/v1/agents").status_code == 401
+    finally:
+        web.close()
+
+
+def test_the_login_form_logs_in_and_out(seeded):
+    auth.set_password(seeded, "correct horse")
+    web = Web(seeded, loopback_only=False)
+    try:
+        form = web.get("/login?next=/outages")
+        token = form.text.split('name="csrf" value="')[1].split('"')[0]
+        wrong = web.http.post(web.url("/login"), data={"csrf": token, "password": "nope",
+                                                       "next": "/outages"})
+        assert wrong.status_code == 401 and "wrong password" in wrong.text
+        ok = web.http.post(web.url("/login"), data={"csrf": token, "password": "correct horse",
+                                                    "next": "//evil.example/"})
+        assert ok.url == web.url("/")  # not to another site
+        cookie = next(c for c in web.http.cookies if c.name == "wanwitness_session")
+        assert cookie.has_nonstandard_attr("HttpOnly") or "httponly" in str(cookie._rest).lower()
+        token = ok.text.split('name="csrf" value="')[1].split('"')[0]
+        out = web.http.post(web.url("/logout"), data={"csrf": token})
+        assert out.url.startswith(web.url("/login"))
+        assert web.get("/api/v1/agents").status_code == 401
+    finally:
+        web.close()
+
+
+def test_the_backoff_doubles_and_is_capped():
+    clock = FakeClock()
+    b = auth.Backoff(free=2, cap_s=10, clock=clock)
+    assert [b.failed("a") for _ in range(7)] == [0, 0, 1, 2, 4, 8, 10]
+    assert b.wait_s("a") == 10 and b.wait_s("b") == 0
+    b.succeeded("a")
+    assert b.wait_s("a") == 0
+
+
+def test_a_short_web_password_is_refused(store):
+    from wanwitness.errors import UserError
+    with pytest.raises(UserError, match="at least 8 characters"):
+        auth.set_password(store, "short")
+    assert not auth.has_password(store)
+
+
+# --- heartbeats --------------------------------------------------------------------------
+
+def test_only_the_documented_health_fields_of_their_type_are_kept():
+    beat = {"boot": 1, "t": 5, "heap": "lots", "peak": True, "q": 2, "rssi": -70, "safe": 1,
+            "s": "x" * 40, "fe": 2**60, "extra": {"a": 1}}
+    assert protocol.heartbeat_health(json.dumps(beat).encode()) == {"boot": 1, "t": 5, "q": 2,
+                                                                    "rssi": -70}
+
+
+def test_the_newest_heartbeat_of_a_commit_is_the_one_kept(store):
+    add_agent(store, "home", hb_s=30)
+    msgs = [Message("wanwitness/home/hb", json.dumps({"boot": 1, "t": t, "heap": h}).encode(), T0 + t)
+            for t, h in ((2000, 2), (3000, 3), (1000, 1))]
+    assert Ingestor(store).ingest(msgs).quarantined == 0
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(s.agents.c.last_hb, s.agents.c.last_hb_ms)).one()
+    assert json.loads(row.last_hb)["heap"] == 3 and row.last_hb_ms == T0 + 3000
+
+
+def test_off_loopback_a_password_removed_while_serving_locks_everyone_out(seeded):
+    auth.set_password(seeded, "correct horse")
+    web = Web(seeded, loopback_only=False)
+    try:
+        assert web.send("POST", "/api/v1/login", {"password": "correct horse"}).ok
+        assert web.get("/api/v1/agents").ok
+        seeded.set_setting(auth.PASSWORD_KEY, "")  # wanwitness web password --remove
+        assert web.get("/api/v1/agents").status_code == 401
+        assert web.get("/", allow_redirects=False).status_code == 303
+    finally:
+        web.close()

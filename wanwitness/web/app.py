@@ -1,0 +1,545 @@
+"""The web UI and its JSON API (FastAPI on Starlette; pages rendered with Jinja2).
+
+Why these: FastAPI describes every route in OpenAPI from its type hints (the API's
+contract, `/openapi.json`, which the tests fuzz with schemathesis); Starlette under it
+gives signed-cookie sessions and static files; Jinja2 is already the letters'
+templating. Pages are server-rendered HTML that reads without JavaScript; nothing is
+loaded from the internet (no CDN: FastAPI's own /docs pages are off for that reason).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from wanwitness import __version__
+from wanwitness import store as s
+from wanwitness.claims import tickets as tk
+from wanwitness.claims.build import ticket_dict
+from wanwitness.collector import timeline
+from wanwitness.errors import UserError
+from wanwitness.web import auth, data
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "wanwitness_session"
+SESSION_MAX_AGE_S = 7 * 86400
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+# --- the API's shapes (OpenAPI) --------------------------------------------------------
+
+class OutageOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    agent: str
+    cls: str = Field(alias="class", description="isp_down, local_down, dns_down, degraded "
+                     "or unknown (the witness could not see)")
+    start: str = Field(description="UTC, ISO 8601")
+    end: str | None = Field(description="UTC; null while it goes on")
+    start_uncertainty_s: float | None
+    evidence: dict[str, Any]
+
+
+class AgentOut(BaseModel):
+    id: str
+    enabled: bool
+    hb_s: int
+    state: str = Field(description="up, an outage class, unknown (silent) or never_seen")
+    since: str | None
+    status: str | None = Field(description="online/offline as the agent last said on its "
+                               "status topic (null: not heard by this collector)")
+    last_seen: str | None
+    last_heartbeat: str | None
+    heap_free: int | None
+    heap_peak: int | None
+    rssi: int | None
+    outbox: int | None = Field(description="records on the board not yet acknowledged")
+    flash_erases: int | None
+    safe_mode: bool | None
+    firmware: str | None
+    reset_cause: str | None
+    last_outage: OutageOut | None
+
+
+class VerifyOut(BaseModel):
+    at: str | None
+    ok: bool
+    count: int | None
+    head: str | None
+    broken_at: int | None
+    problem: str | None
+
+
+class LedgerOut(BaseModel):
+    count: int
+    head: str | None
+    last_record: str | None
+    last_verify: VerifyOut | None
+
+
+class AppointmentOut(BaseModel):
+    at: str | None
+    missed: bool
+
+
+class TicketOut(BaseModel):
+    number: str
+    opened: str | None
+    closed: str | None
+    channel: str | None
+    operator: str | None
+    promised: str | None
+    appointments: list[AppointmentOut]
+    note: str | None
+    outages: list[str]
+    declined_s: float | None = None
+
+
+_WHEN = ("a local time in the tariff's time zone (2026-11-03 09:12) or ISO 8601 with an "
+         "offset (2026-11-03T09:12+01:00)")
+
+
+class TicketIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    number: str = Field(min_length=1, max_length=tk.NUMBER_MAX)
+    opened: str = Field(min_length=1, max_length=64, description=_WHEN)
+    closed: str | None = Field(None, max_length=64)
+    channel: str | None = Field(None, description="phone, email, app or office")
+    operator: str | None = Field(None, max_length=tk.OPERATOR_MAX)
+    promised: str | None = Field(None, max_length=64)
+    note: str | None = Field(None, max_length=10_000)
+
+
+class TicketPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    closed: str | None = Field(None, max_length=64)
+    channel: str | None = None
+    operator: str | None = Field(None, max_length=tk.OPERATOR_MAX)
+    promised: str | None = Field(None, max_length=64)
+    note: str | None = Field(None, max_length=10_000)
+
+
+class SessionOut(BaseModel):
+    logged_in: bool
+    password_required: bool
+    csrf: str = Field(description=f"send it back as the {auth.CSRF_HEADER} header (API) or "
+                      f"the `{auth.CSRF_FIELD}` form field")
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str = Field(max_length=1024)
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+ClassQ = Annotated[str | None, Query(alias="class", pattern="^(" + "|".join(data.OUTAGE_CLASSES) + ")$")]
+AgentQ = Annotated[str | None, Query(max_length=32)]
+TimeQ = Annotated[str | None, Query(max_length=64, description="ISO 8601; no offset = UTC")]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
+    404: {"model": Problem}, 429: {"model": Problem}}
+
+
+# --- the app ---------------------------------------------------------------------------
+
+class WebSettings:
+    """What the app needs besides the store."""
+
+    def __init__(self, *, tz: ZoneInfo, loopback_only: bool, tls: bool = False,
+                 status: Callable[[], dict[str, str]] | None = None,
+                 backoff: auth.Backoff | None = None,
+                 now_ms: Callable[[], int] = s.now_ms) -> None:
+        self.now_ms = now_ms
+        self.tz = tz
+        self.loopback_only = loopback_only
+        self.tls = tls
+        self.status = status or dict
+        self.backoff = backoff or auth.Backoff()
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
+    app = FastAPI(title="wanwitness", version=__version__,
+                  description="The outage ledger of your internet line, read and annotated.",
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    tz = settings.tz
+
+    def password_mark() -> str:
+        """Changes whenever the password does: a session made under another password
+        is not logged in (`wanwitness web password` ends every session)."""
+        hashed = store.setting(auth.PASSWORD_KEY) or ""
+        return hashlib.sha256(hashed.encode()).hexdigest()[:16] if hashed else ""
+
+    def csrf_token(request: Request) -> str:
+        token = request.session.get("csrf")
+        if not isinstance(token, str) or not token:
+            token = request.session["csrf"] = auth.new_csrf()
+        return token
+
+    def logged_in(request: Request) -> bool:
+        mark = password_mark()
+        if not mark:
+            # No password: open on loopback; off loopback nobody (it was removed while
+            # the collector ran: `collect` would not have started so).
+            return settings.loopback_only
+        return request.session.get("auth") == mark
+
+    def same_origin(request: Request) -> bool:
+        origin = request.headers.get("origin")
+        if not origin or origin == "null":
+            return origin is None
+        return urlsplit(origin).netloc == request.headers.get("host", "")
+
+    # -- dependencies
+    def need_login_api(request: Request) -> None:
+        if not logged_in(request):
+            raise HTTPException(401, "log in first: POST /api/v1/login")
+
+    def need_csrf_header(request: Request) -> None:
+        if not same_origin(request):
+            raise HTTPException(403, "cross-origin request refused")
+        if not auth.same_token(request.headers.get(auth.CSRF_HEADER), request.session.get("csrf")):
+            raise HTTPException(403, f"missing or wrong {auth.CSRF_HEADER} header "
+                                     "(GET /api/v1/session gives the token)")
+
+    def check_form_csrf(request: Request, token: str) -> None:
+        if not same_origin(request) or not auth.same_token(token, request.session.get("csrf")):
+            raise HTTPException(403, "the form has expired or came from another site: "
+                                     "reload the page and send it again")
+
+    login_ = [Depends(need_login_api)]
+    changes_ = [Depends(need_login_api), Depends(need_csrf_header)]
+
+    def when(text: str | None, what: str) -> datetime | None:
+        if text is None or not text.strip():
+            return None
+        try:
+            return tk.parse_when(text, tz, what)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+
+    # -- errors: a clear JSON (API) or page (browser), never a traceback
+    @app.exception_handler(UserError)
+    async def _user_error(request: Request, exc: UserError) -> Response:
+        status = 404 if str(exc).startswith("no ticket") else 400
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+        return _page(request, "error.html", {"message": str(exc)}, status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api/") or request.url.path == "/openapi.json":
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                                headers=exc.headers)
+        message = "no such page" if exc.status_code == 404 else str(exc.detail)
+        return _page(request, "error.html", {"message": message}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query"))
+            parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg", ""))
+        message = "; ".join(parts) or "invalid request"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": message}, status_code=422)
+        return _page(request, "error.html", {"message": message}, 422)
+
+    def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        ctx = {"csrf": csrf_token(request), "version": __version__, "tz": tz.key,
+               "logged_in": logged_in(request), "password_required": bool(password_mark()),
+               "path": request.url.path, **context}
+        return templates.TemplateResponse(request, name, ctx, status_code=status)
+
+    def local(ms_or_iso: int | str | None) -> str:
+        if ms_or_iso is None:
+            return ""
+        if isinstance(ms_or_iso, str):
+            dt = datetime.fromisoformat(ms_or_iso.replace("Z", "+00:00"))
+        else:
+            dt = datetime.fromtimestamp(ms_or_iso / 1000, UTC)
+        return dt.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+    def to_ms(text: str) -> int:
+        return timeline.parse_time(text, option="time")
+
+    templates.env.filters["local"] = local
+    templates.env.filters["ms"] = to_ms
+    templates.env.filters["iso"] = data.iso
+    templates.env.filters["duration"] = lambda ms: timeline.duration(int(ms))
+
+    # -- session and login ------------------------------------------------------------
+    @app.get("/api/v1/session", response_model=SessionOut, tags=["session"])
+    def api_session(request: Request) -> dict[str, Any]:
+        """Whether this session is logged in, and its CSRF token."""
+        return {"logged_in": logged_in(request), "password_required": bool(password_mark()),
+                "csrf": csrf_token(request)}
+
+    def try_login(request: Request, password: str) -> None:
+        address = request.client.host if request.client else "?"
+        wait = settings.backoff.wait_s(address)
+        if wait:
+            raise HTTPException(429, f"too many failed logins: try again in {wait} s",
+                                headers={"Retry-After": str(wait)})
+        if not password_mark():
+            raise UserError("no web password is set (wanwitness web password): nothing to log in to")
+        if not auth.check(store, password):
+            wait = settings.backoff.failed(address)
+            raise HTTPException(401, "wrong password" + (f"; wait {wait} s before the next try"
+                                                         if wait else ""))
+        settings.backoff.succeeded(address)
+        request.session.clear()
+        request.session["auth"] = password_mark()
+        request.session["csrf"] = auth.new_csrf()
+
+    @app.post("/api/v1/login", response_model=SessionOut, responses=_ERRORS, tags=["session"],
+              dependencies=[Depends(need_csrf_header)])
+    def api_login(request: Request, body: LoginIn) -> dict[str, Any]:
+        """Log this session in (send the CSRF token of GET /api/v1/session)."""
+        try_login(request, body.password)
+        return api_session(request)
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_page(request: Request, next: str = "/") -> Response:
+        return _page(request, "login.html", {"next": _safe_next(next), "error": None})
+
+    @app.post("/login", include_in_schema=False)
+    def login_form(request: Request, password: Annotated[str, Form(max_length=1024)] = "",
+                   csrf: Annotated[str, Form(max_length=200)] = "",
+                   next: Annotated[str, Form(max_length=2000)] = "/") -> Response:
+        check_form_csrf(request, csrf)
+        try:
+            try_login(request, password)
+        except HTTPException as e:
+            return _page(request, "login.html", {"next": _safe_next(next), "error": e.detail},
+                         e.status_code)
+        return RedirectResponse(_safe_next(next), status_code=303)
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
+        check_form_csrf(request, csrf)
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
+
+    # -- the API ---------------------------------------------------------------------
+    @app.get("/api/v1/agents", response_model=list[AgentOut], responses=_ERRORS, tags=["read"],
+             dependencies=login_)
+    def api_agents() -> list[dict[str, Any]]:
+        """Every agent: the line's state now and since when, last seen, the board's health."""
+        return data.agents(store, now_ms=settings.now_ms(), status=settings.status())
+
+    def outage_query(agent: str | None, since: str | None, until: str | None) -> tuple:
+        try:
+            since_ms = timeline.parse_time(since, option="since") if since else None
+            until_ms = timeline.parse_time(until, option="until") if until else None
+        except UserError:
+            raise UserError("since/until: use an ISO 8601 date or time, e.g. 2026-11-03 or "
+                            "2026-11-03T09:12:00Z") from None
+        if since_ms is not None and until_ms is not None and until_ms <= since_ms:
+            raise UserError("until must be later than since")
+        return agent, since_ms, until_ms
+
+    @app.get("/api/v1/outages", response_model=list[OutageOut], response_model_by_alias=True,
+             responses=_ERRORS, tags=["read"], dependencies=login_)
+    def api_outages(agent: AgentQ = None, since: TimeQ = None, until: TimeQ = None,
+                    cls: ClassQ = None) -> list[dict[str, Any]]:
+        """Outages and unknown spans overlapping [since, until), oldest first: the fields
+        of `wanwitness outages --json`."""
+        a, since_ms, until_ms = outage_query(agent, since, until)
+        return [data.outage_dict(o) for o in data.outages(store, agent=a, since_ms=since_ms,
+                                                          until_ms=until_ms, cls=cls,
+                                                          now_ms=settings.now_ms())]
+
+    @app.get("/api/v1/outages.csv", response_class=PlainTextResponse, responses=_ERRORS,
+             tags=["read"], dependencies=login_)
+    def api_outages_csv(agent: AgentQ = None, since: TimeQ = None, until: TimeQ = None,
+                        cls: ClassQ = None) -> Response:
+        """The same as CSV (`wanwitness outages --csv`)."""
+        a, since_ms, until_ms = outage_query(agent, since, until)
+        rows = data.outages(store, agent=a, since_ms=since_ms, until_ms=until_ms, cls=cls,
+                            now_ms=settings.now_ms())
+        return Response(timeline.to_csv(rows), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="outages.csv"'})
+
+    @app.get("/api/v1/ledger", response_model=LedgerOut, responses=_ERRORS, tags=["read"],
+             dependencies=login_)
+    def api_ledger() -> dict[str, Any]:
+        """The ledger's head, its length and the last verification of the chain."""
+        return data.ledger(store)
+
+    @app.post("/api/v1/ledger/verify", response_model=LedgerOut, responses=_ERRORS,
+              tags=["read"], dependencies=changes_)
+    def api_ledger_verify() -> dict[str, Any]:
+        """Recompute the whole chain now (as `wanwitness verify`) and keep the result."""
+        return data.ledger(store, verify=True)
+
+    def tickets_linked() -> list[dict[str, Any]]:
+        from wanwitness.claims import link
+        from wanwitness.claims.build import outage_from_timeline
+        outages = [outage_from_timeline(o) for o in timeline.query(store, now_ms=settings.now_ms())]
+        return [ticket_dict(t) for t in link.link(tk.list_all(store), outages,
+                                                   tk.overrides(store))]
+
+    def ticket_out(number: str) -> dict[str, Any]:
+        for t in tickets_linked():
+            if t["number"] == number:
+                return t
+        raise UserError(f"no ticket {number!r}")
+
+    @app.get("/api/v1/tickets", response_model=list[TicketOut], responses=_ERRORS,
+             tags=["tickets"], dependencies=login_)
+    def api_tickets() -> list[dict[str, Any]]:
+        """Every ticket, oldest report first, with the outages each is linked to."""
+        return tickets_linked()
+
+    def add_ticket(body: TicketIn) -> str:
+        try:
+            t = tk.new_ticket(body.number, when(body.opened, "opened"), tz=tz,  # type: ignore[arg-type]
+                              closed=when(body.closed, "closed"),
+                              channel=tk.check_channel(body.channel or None),
+                              operator=body.operator, promised=when(body.promised, "promised"),
+                              note=body.note)
+        except ValueError as e:
+            raise UserError(f"ticket {body.number.strip()}: {e}") from None
+        tk.add(store, t)
+        return t.number
+
+    @app.post("/api/v1/tickets", response_model=TicketOut, status_code=201,
+              responses=_ERRORS, tags=["tickets"], dependencies=changes_)
+    def api_ticket_add(body: TicketIn) -> dict[str, Any]:
+        """Record a fault report (linked to outages by time)."""
+        return ticket_out(add_ticket(body))
+
+    @app.patch("/api/v1/tickets/{number}", response_model=TicketOut, responses=_ERRORS,
+               tags=["tickets"], dependencies=changes_)
+    def api_ticket_patch(number: str, body: TicketPatch) -> dict[str, Any]:
+        """Change a ticket: the fields sent (null clears one), e.g. {"closed": "..."}."""
+        given = body.model_dump(exclude_unset=True)
+        changes: dict[str, Any] = {}
+        for key in ("closed", "promised"):
+            if key in given:
+                changes[key] = when(given[key], key)
+        for key in ("channel", "operator", "note"):
+            if key in given:
+                changes[key] = given[key]
+        try:
+            t = tk.update(store, number, tz, **changes)
+        except ValueError as e:
+            raise UserError(f"ticket {number.strip()}: {e}") from None
+        return ticket_out(t.number)
+
+    # -- pages ------------------------------------------------------------------------
+    def page_login(request: Request) -> Response | None:
+        if logged_in(request):
+            return None
+        return RedirectResponse("/login?next=" + quote(request.url.path), status_code=303)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def now_page(request: Request) -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        now = settings.now_ms()
+        return _page(request, "now.html", {"agents": data.agents(store, now_ms=now,
+                                                                 status=settings.status()),
+                                           "now_ms": now})
+
+    @app.get("/outages", response_class=HTMLResponse, include_in_schema=False)
+    def outages_page(request: Request, agent: AgentQ = None, since: TimeQ = None,
+                     until: TimeQ = None, cls: ClassQ = None) -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        a, since_ms, until_ms = outage_query(agent, since, until)
+        now = settings.now_ms()
+        rows = data.outages(store, agent=a, since_ms=since_ms, until_ms=until_ms, cls=cls,
+                            now_ms=now)
+        return _page(request, "outages.html", {
+            "rows": rows, "now_ms": now, "classes": data.OUTAGE_CLASSES,
+            "q": {"agent": agent or "", "since": since or "", "until": until or "",
+                  "class": cls or ""}})
+
+    @app.get("/tickets", response_class=HTMLResponse, include_in_schema=False)
+    def tickets_page(request: Request) -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        return _page(request, "tickets.html", {"tickets": tickets_linked(),
+                                               "channels": tk.CHANNELS, "error": None})
+
+    @app.post("/tickets", include_in_schema=False)
+    def tickets_form(request: Request, csrf: Annotated[str, Form(max_length=200)] = "",
+                     number: Annotated[str, Form(max_length=tk.NUMBER_MAX)] = "",
+                     opened: Annotated[str, Form(max_length=64)] = "",
+                     channel: Annotated[str, Form(max_length=20)] = "",
+                     operator: Annotated[str, Form(max_length=tk.OPERATOR_MAX)] = "",
+                     note: Annotated[str, Form(max_length=10_000)] = "") -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        check_form_csrf(request, csrf)
+        try:
+            if not number.strip() or not opened.strip():
+                raise UserError("a ticket needs its number and when you reported the fault")
+            add_ticket(TicketIn(number=number, opened=opened, closed=None, channel=channel or None,
+                                operator=operator or None, promised=None, note=note or None))
+        except UserError as e:
+            return _page(request, "tickets.html", {
+                "tickets": tickets_linked(), "channels": tk.CHANNELS, "error": str(e),
+                "form": {"number": number, "opened": opened, "channel": channel,
+                         "operator": operator, "note": note}}, 400)
+        return RedirectResponse("/tickets", status_code=303)
+
+    @app.post("/tickets/{number}/close", include_in_schema=False)
+    def ticket_close_form(request: Request, number: str,
+                          csrf: Annotated[str, Form(max_length=200)] = "",
+                          closed: Annotated[str, Form(max_length=64)] = "") -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        check_form_csrf(request, csrf)
+        at = when(closed, "closed") or datetime.now(UTC)
+        tk.update(store, number, tz, closed=at)
+        return RedirectResponse("/tickets", status_code=303)
+
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    # Outermost last: the host check runs before anything reads the session.
+    app.add_middleware(SessionMiddleware, secret_key=auth.session_secret(store),
+                       session_cookie=SESSION_COOKIE, max_age=SESSION_MAX_AGE_S,
+                       same_site="strict", https_only=settings.tls)
+    if settings.loopback_only:
+        # A page on another site cannot reach us through a DNS name it points at
+        # 127.0.0.1 (DNS rebinding): only loopback names are served.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS)
+    return app
+
+
+def _safe_next(target: str) -> str:
+    """Only a path on this site (an open redirect helps phishing)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target

@@ -1,0 +1,23 @@
+// The running timer of each agent's state on the Now page. The page reads without it.
+(function () {
+  "use strict";
+  function fmt(ms) {
+    var s = Math.max(0, Math.floor(ms / 1000));
+    var d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600);
+    var m = Math.floor(s % 3600 / 60), sec = s % 60;
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    if (d) return d + "d " + two(h) + "h " + two(m) + "m";
+    if (h) return h + "h " + two(m) + "m " + two(sec) + "s";
+    if (m) return m + "m " + two(sec) + "s";
+    return sec + "s";
+  }
+  var timers = document.querySelectorAll(".timer[data-since]");
+  function tick() {
+    var now = Date.now();
+    timers.forEach(function (el) {
+      var since = Date.parse(el.getAttribute("data-since"));
+      if (!isNaN(since)) el.textContent = "(" + fmt(now - since) + ")";
+    });
+  }
+  if (timers.length) { tick(); setInterval(tick, 1000); }
+})();
