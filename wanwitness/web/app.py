@@ -14,13 +14,13 @@ import ipaddress
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
@@ -112,25 +112,31 @@ class TicketOut(BaseModel):
 
 _WHEN = ("a local time in the tariff's time zone (2026-11-03 09:12) or ISO 8601 with an "
          "offset (2026-11-03T09:12+01:00)")
+# A date, or a date and time with an optional offset: what the pages and the CLI take.
+TIME_PATTERN = (r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?"
+                r"(Z|[+-]\d{2}:\d{2})?\s*$")
+_TIME_HELP = "use a date or a date and time, e.g. 2026-11-03, 2026-11-03 09:12 or 2026-11-03T09:12+01:00"
+NUMBER_PATTERN = r"^[^\x00-\x1f]*[^\x00-\x1f\s][^\x00-\x1f]*$"
+Channel = Literal["phone", "email", "app", "office"]
 
 
 class TicketIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    number: str = Field(min_length=1, max_length=tk.NUMBER_MAX)
-    opened: str = Field(min_length=1, max_length=64, description=_WHEN)
-    closed: str | None = Field(None, max_length=64)
-    channel: str | None = Field(None, description="phone, email, app or office")
+    number: str = Field(min_length=1, max_length=tk.NUMBER_MAX, pattern=NUMBER_PATTERN)
+    opened: str = Field(max_length=64, pattern=TIME_PATTERN, description=_WHEN)
+    closed: str | None = Field(None, max_length=64, pattern=TIME_PATTERN, description=_WHEN)
+    channel: Channel | None = None
     operator: str | None = Field(None, max_length=tk.OPERATOR_MAX)
-    promised: str | None = Field(None, max_length=64)
+    promised: str | None = Field(None, max_length=64, pattern=TIME_PATTERN, description=_WHEN)
     note: str | None = Field(None, max_length=10_000)
 
 
 class TicketPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    closed: str | None = Field(None, max_length=64)
-    channel: str | None = None
+    closed: str | None = Field(None, max_length=64, pattern=TIME_PATTERN, description=_WHEN)
+    channel: Channel | None = None
     operator: str | None = Field(None, max_length=tk.OPERATOR_MAX)
-    promised: str | None = Field(None, max_length=64)
+    promised: str | None = Field(None, max_length=64, pattern=TIME_PATTERN, description=_WHEN)
     note: str | None = Field(None, max_length=10_000)
 
 
@@ -150,13 +156,15 @@ class Problem(BaseModel):
     detail: str
 
 
-ClassQ = Annotated[str | None, Query(alias="class", pattern="^(" + "|".join(data.OUTAGE_CLASSES) + ")$")]
+# Filters: empty is the same as absent (the pages' filter form sends every field).
+ClassQ = Annotated[str | None, Query(alias="class", pattern="^(|" + "|".join(data.OUTAGE_CLASSES) + ")$")]
 AgentQ = Annotated[str | None, Query(max_length=32)]
-TimeQ = Annotated[str | None, Query(max_length=64, description="ISO 8601; no offset = UTC")]
+TimeQ = Annotated[str | None, Query(max_length=64, pattern=r"^\s*$|" + TIME_PATTERN,
+                                    description="ISO 8601 date or time; no offset = UTC")]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
-    404: {"model": Problem}, 429: {"model": Problem}}
+    404: {"model": Problem}, 409: {"model": Problem}, 429: {"model": Problem}}
 
 
 # --- the app ---------------------------------------------------------------------------
@@ -249,7 +257,9 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
     # -- errors: a clear JSON (API) or page (browser), never a traceback
     @app.exception_handler(UserError)
     async def _user_error(request: Request, exc: UserError) -> Response:
-        status = 404 if str(exc).startswith("no ticket") else 400
+        text = str(exc)
+        status = (404 if text.startswith(("no ticket", "no agent named"))
+                  else 409 if "already exists" in text else 400)
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": str(exc)}, status_code=status)
         return _page(request, "error.html", {"message": str(exc)}, status)
@@ -267,7 +277,12 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         parts = []
         for err in exc.errors():
             where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query"))
-            parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg", ""))
+            msg = err.get("msg", "invalid")
+            if err.get("type") == "string_pattern_mismatch":
+                pattern = (err.get("ctx") or {}).get("pattern")
+                msg = (_TIME_HELP if pattern and pattern.endswith(TIME_PATTERN) else
+                       "not blank, no control characters" if pattern == NUMBER_PATTERN else msg)
+            parts.append(f"{where}: {msg}" if where else msg)
         message = "; ".join(parts) or "invalid request"
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": message}, status_code=422)
@@ -310,7 +325,8 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
             raise HTTPException(429, f"too many failed logins: try again in {wait} s",
                                 headers={"Retry-After": str(wait)})
         if not password_mark():
-            raise UserError("no web password is set (wanwitness web password): nothing to log in to")
+            raise HTTPException(409, "no web password is set (wanwitness web password): "
+                                     "nothing to log in to")
         if not auth.check(store, password):
             wait = settings.backoff.failed(address)
             raise HTTPException(401, "wrong password" + (f"; wait {wait} s before the next try"
@@ -356,16 +372,32 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         """Every agent: the line's state now and since when, last seen, the board's health."""
         return data.agents(store, now_ms=settings.now_ms(), status=settings.status())
 
-    def outage_query(agent: str | None, since: str | None, until: str | None) -> tuple:
+    def outage_query(agent: str | None, since: str | None, until: str | None, *,
+                     local: bool = False) -> tuple:
+        """(agent, since_ms, until_ms); a time without an offset is UTC, or with `local`
+        (the pages) a local time in the tariff's zone."""
+        since, until = (since or "").strip() or None, (until or "").strip() or None
+
+        def ms(text: str | None, what: str) -> int | None:
+            if text is None:
+                return None
+            if local:
+                try:
+                    return tk.to_ms(tk.parse_when(text, tz, what))
+                except ValueError as e:
+                    raise UserError(str(e)) from None
+            return timeline.parse_time(text, option=what)
+
         try:
-            since_ms = timeline.parse_time(since, option="since") if since else None
-            until_ms = timeline.parse_time(until, option="until") if until else None
+            since_ms, until_ms = ms(since, "since"), ms(until, "until")
         except UserError:
+            if local:
+                raise
             raise UserError("since/until: use an ISO 8601 date or time, e.g. 2026-11-03 or "
                             "2026-11-03T09:12:00Z") from None
         if since_ms is not None and until_ms is not None and until_ms <= since_ms:
             raise UserError("until must be later than since")
-        return agent, since_ms, until_ms
+        return agent or None, since_ms, until_ms
 
     @app.get("/api/v1/outages", response_model=list[OutageOut], response_model_by_alias=True,
              responses=_ERRORS, tags=["read"], dependencies=login_)
@@ -375,16 +407,17 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         of `wanwitness outages --json`."""
         a, since_ms, until_ms = outage_query(agent, since, until)
         return [data.outage_dict(o) for o in data.outages(store, agent=a, since_ms=since_ms,
-                                                          until_ms=until_ms, cls=cls,
+                                                          until_ms=until_ms, cls=cls or None,
                                                           now_ms=settings.now_ms())]
 
-    @app.get("/api/v1/outages.csv", response_class=PlainTextResponse, responses=_ERRORS,
-             tags=["read"], dependencies=login_)
+    @app.get("/api/v1/outages.csv", response_class=Response, tags=["read"], dependencies=login_,
+             responses={**_ERRORS, 200: {"description": "CSV with a header line",
+                                         "content": {"text/csv": {"schema": {"type": "string"}}}}})
     def api_outages_csv(agent: AgentQ = None, since: TimeQ = None, until: TimeQ = None,
                         cls: ClassQ = None) -> Response:
         """The same as CSV (`wanwitness outages --csv`)."""
         a, since_ms, until_ms = outage_query(agent, since, until)
-        rows = data.outages(store, agent=a, since_ms=since_ms, until_ms=until_ms, cls=cls,
+        rows = data.outages(store, agent=a, since_ms=since_ms, until_ms=until_ms, cls=cls or None,
                             now_ms=settings.now_ms())
         return Response(timeline.to_csv(rows), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="outages.csv"'})
@@ -420,15 +453,19 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         """Every ticket, oldest report first, with the outages each is linked to."""
         return tickets_linked()
 
-    def add_ticket(body: TicketIn) -> str:
+    def add_ticket(number: str, opened: str, *, closed: str | None = None,
+                   channel: str | None = None, operator: str | None = None,
+                   promised: str | None = None, note: str | None = None) -> str:
+        """Validate and store a ticket (UserError: what is wrong); returns its number."""
         try:
-            t = tk.new_ticket(body.number, when(body.opened, "opened"), tz=tz,  # type: ignore[arg-type]
-                              closed=when(body.closed, "closed"),
-                              channel=tk.check_channel(body.channel or None),
-                              operator=body.operator, promised=when(body.promised, "promised"),
-                              note=body.note)
+            at = when(opened, "opened")
+            if at is None:
+                raise ValueError("a ticket needs when you reported the fault")
+            t = tk.new_ticket(number, at, tz=tz, closed=when(closed, "closed"),
+                              channel=tk.check_channel(channel or None), operator=operator,
+                              promised=when(promised, "promised"), note=note)
         except ValueError as e:
-            raise UserError(f"ticket {body.number.strip()}: {e}") from None
+            raise UserError(f"ticket {number.strip()}: {e}") from None
         tk.add(store, t)
         return t.number
 
@@ -436,7 +473,9 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
               responses=_ERRORS, tags=["tickets"], dependencies=changes_)
     def api_ticket_add(body: TicketIn) -> dict[str, Any]:
         """Record a fault report (linked to outages by time)."""
-        return ticket_out(add_ticket(body))
+        return ticket_out(add_ticket(body.number, body.opened, closed=body.closed,
+                                     channel=body.channel, operator=body.operator,
+                                     promised=body.promised, note=body.note))
 
     @app.patch("/api/v1/tickets/{number}", response_model=TicketOut, responses=_ERRORS,
                tags=["tickets"], dependencies=changes_)
@@ -476,14 +515,18 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
                      until: TimeQ = None, cls: ClassQ = None) -> Response:
         if (r := page_login(request)) is not None:
             return r
-        a, since_ms, until_ms = outage_query(agent, since, until)
+        a, since_ms, until_ms = outage_query(agent, since, until, local=True)
         now = settings.now_ms()
-        rows = data.outages(store, agent=a, since_ms=since_ms, until_ms=until_ms, cls=cls,
+        rows = data.outages(store, agent=a, since_ms=since_ms, until_ms=until_ms, cls=cls or None,
                             now_ms=now)
+        # The exports ask the API, whose times without an offset are UTC: sent in UTC.
+        export = {"agent": a or "", "since": data.iso(since_ms) or "",
+                  "until": data.iso(until_ms) or "", "class": cls or ""}
         return _page(request, "outages.html", {
             "rows": rows, "now_ms": now, "classes": data.OUTAGE_CLASSES,
             "q": {"agent": agent or "", "since": since or "", "until": until or "",
-                  "class": cls or ""}})
+                  "class": cls or ""},
+            "export": urlencode({k: v for k, v in export.items() if v})})
 
     @app.get("/tickets", response_class=HTMLResponse, include_in_schema=False)
     def tickets_page(request: Request) -> Response:
@@ -505,8 +548,8 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         try:
             if not number.strip() or not opened.strip():
                 raise UserError("a ticket needs its number and when you reported the fault")
-            add_ticket(TicketIn(number=number, opened=opened, closed=None, channel=channel or None,
-                                operator=operator or None, promised=None, note=note or None))
+            add_ticket(number, opened, channel=channel or None, operator=operator or None,
+                       note=note or None)
         except UserError as e:
             return _page(request, "tickets.html", {
                 "tickets": tickets_linked(), "channels": tk.CHANNELS, "error": str(e),

@@ -11,9 +11,14 @@
     if (m) return m + "m " + two(sec) + "s";
     return sec + "s";
   }
+  // Counted from the server's clock when it rendered the page (data-now), not from
+  // this device's clock, which may be off by minutes.
+  var cards = document.querySelector("[data-now]");
+  var serverNow = cards ? Number(cards.getAttribute("data-now")) : NaN;
+  var loaded = Date.now();
   var timers = document.querySelectorAll(".timer[data-since]");
   function tick() {
-    var now = Date.now();
+    var now = isNaN(serverNow) ? Date.now() : serverNow + (Date.now() - loaded);
     timers.forEach(function (el) {
       var since = Date.parse(el.getAttribute("data-since"));
       if (!isNaN(since)) el.textContent = "(" + fmt(now - since) + ")";

@@ -1,0 +1,173 @@
+"""The web UI in a real headless Chromium (Debian's `chromium`, driven by Playwright):
+what a user sees and does, at a desktop and a phone width. Screenshots go to
+build/artifacts/web/ (WANWITNESS_ARTIFACTS to move them), to be looked at."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.test_web import Web, seed
+from wanwitness.store import open_store
+from wanwitness.web import auth
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("WANWITNESS_ARTIFACTS", ROOT / "build" / "artifacts")) / "web"
+CHROMIUM = os.environ.get("WANWITNESS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}  # a current phone, CSS pixels
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (./dev test does), "
+                    "or set WANWITNESS_CHROMIUM")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def web(tmp_path):
+    store = seed(open_store(f"sqlite:///{tmp_path}/w.db"))
+    w = Web(store)
+    yield w
+    w.close()
+    store.dispose()
+
+
+def page_at(browser, size: dict) -> Page:
+    context = browser.new_context(viewport=size, locale="en-GB", timezone_id="Europe/Berlin")
+    return context.new_page()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("size, label", [(DESKTOP, "desktop"), (PHONE, "phone")])
+def test_now_shows_each_line_state_with_a_running_timer(browser, web, size, label):
+    page = page_at(browser, size)
+    page.goto(web.url("/"))
+    home = page.locator('[data-agent="home"]')
+    expect(home.locator(".badge")).to_have_text("local down")
+    expect(home).to_contain_text("since 2026-11-03 12:50:00")
+    expect(home).to_contain_text("heap 23456 B free")
+    expect(home).to_contain_text("Wi-Fi -61 dBm")
+    expect(home).to_contain_text("last reset WDT_RESET")
+    expect(page.locator('[data-agent="attic"] .badge')).to_have_text("never seen")
+    # The timer runs in the browser, from the server's now (NOW + 1 min: 11 minutes in).
+    timer = home.locator(".timer")
+    expect(timer).to_have_text(re.compile(r"^\(11m 0\ds\)$"))
+    first = timer.inner_text()
+    page.wait_for_timeout(1200)
+    assert timer.inner_text() != first
+    # Nothing is wider than the screen (the phone must not scroll sideways).
+    assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
+    shot(page, f"now-{label}")
+    page.context.close()
+
+
+@pytest.mark.parametrize("size, label", [(DESKTOP, "desktop"), (PHONE, "phone")])
+def test_outages_are_listed_in_local_time_and_filtered_by_class(browser, web, size, label):
+    page = page_at(browser, size)
+    page.goto(web.url("/outages"))
+    rows = page.locator("table.outages tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("isp down")
+    expect(rows.nth(0)).to_contain_text("2026-11-03 08:00:00")  # 07:00Z in Berlin
+    expect(rows.nth(0)).to_contain_text("30m 00s")
+    expect(rows.nth(1)).to_contain_text("ongoing")
+    shot(page, f"outages-{label}")
+    page.select_option("select[name=class]", "isp_down")
+    page.click("form.filters button")
+    expect(rows).to_have_count(1)
+    assert "class=isp_down" in page.url
+    with page.expect_download() as got:
+        page.click("text=CSV")
+    csv = Path(got.value.path()).read_text()
+    assert csv.splitlines()[1].startswith("home,isp_down,2026-11-03T07:00:00.000Z")
+    page.context.close()
+
+
+def test_a_ticket_is_added_through_the_form_and_closed(browser, web):
+    page = page_at(browser, PHONE)
+    page.goto(web.url("/tickets"))
+    expect(page.locator("p.empty")).to_have_text("No tickets yet.")
+    page.fill("input[name=number]", "4711")
+    page.fill("input[name=opened]", "2026-11-03 08:10")
+    page.select_option("select[name=channel]", "phone")
+    page.fill("input[name=operator]", "17 / Maria")
+    page.click("text=Add ticket")
+    row = page.locator("table.tickets tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("4711")
+    expect(row).to_contain_text("2026-11-03 08:10:00")
+    expect(row).to_contain_text("17 / Maria")
+    expect(row.locator("td").nth(5)).to_have_text("1")  # linked to the isp_down by time
+    shot(page, "tickets-phone")
+    page.click("text=Closed now")
+    expect(row.locator("td").nth(2)).not_to_have_text("open")
+    # A mistake is shown with what was typed kept.
+    page.fill("input[name=number]", "4712")
+    page.fill("input[name=opened]", "last Tuesday")
+    page.fill("input[name=operator]", "Bob")
+    page.click("text=Add ticket")
+    expect(page.locator("p.error")).to_contain_text("not a date/time")
+    expect(page.locator("input[name=operator]")).to_have_value("Bob")
+    page.context.close()
+
+
+def test_with_a_password_the_browser_logs_in_and_out(browser, tmp_path):
+    store = seed(open_store(f"sqlite:///{tmp_path}/w.db"))
+    auth.set_password(store, "correct horse")
+    web = Web(store, loopback_only=False)
+    try:
+        page = page_at(browser, DESKTOP)
+        page.goto(web.url("/outages"))
+        assert re.search(r"/login\?next=/outages$", page.url)
+        page.fill("input[name=password]", "wrong one")
+        page.click("button:has-text('Log in')")
+        expect(page.locator("p.error")).to_have_text("wrong password")
+        page.fill("input[name=password]", "correct horse")
+        page.click("button:has-text('Log in')")
+        expect(page.locator("h1")).to_have_text("Outages")
+        cookie = next(c for c in page.context.cookies() if c["name"] == "wanwitness_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        page.click("text=Log out")
+        expect(page.locator("h1")).to_have_text("Log in")
+        page.goto(web.url("/"))
+        assert "/login" in page.url
+        page.context.close()
+    finally:
+        web.close()
+        store.dispose()
+
+
+def test_the_outage_filter_takes_local_times_and_exports_the_same_rows(browser, web):
+    page = page_at(browser, DESKTOP)
+    page.goto(web.url("/outages"))
+    # 12:00 in Berlin is 11:00Z: after the isp_down, before the local_down.
+    page.fill("input[name=since]", "2026-11-03 12:00")
+    page.click("form.filters button")
+    rows = page.locator("table.outages tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.nth(0)).to_contain_text("local down")
+    with page.expect_download() as got:
+        page.click("text=CSV")
+    lines = Path(got.value.path()).read_text().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("home,local_down,2026-11-03T11:50:00.000Z")
+    page.fill("input[name=since]", "someday")
+    page.click("form.filters button")
+    expect(page.locator("p.error")).to_contain_text("use a date or a date and time")
+    page.context.close()
