@@ -5,6 +5,7 @@ what (login, back-off, CSRF, cross-origin, host names)."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,6 +17,7 @@ from wanwitness import store as s
 from wanwitness.collector import protocol
 from wanwitness.collector.agents import add_agent
 from wanwitness.collector.ingest import Ingestor, Message
+from wanwitness.store import open_store
 from wanwitness.web import auth
 from wanwitness.web.app import WebSettings, create_app
 from wanwitness.web.server import WebServer, bind
@@ -85,6 +87,18 @@ class Web:
     def close(self) -> None:
         self.http.close()
         self.server.stop()
+
+
+@contextmanager
+def seeded_web(directory):
+    """The seeded store on SQLite in `directory`, served."""
+    store = seed(open_store(f"sqlite:///{directory}/w.db"))
+    web = Web(store)
+    try:
+        yield web
+    finally:
+        web.close()
+        store.dispose()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.test_web import Web, seed
+from tests.test_web import Web, seed, seeded_web
 from wanwitness.store import open_store
 from wanwitness.web import auth
 
@@ -38,11 +38,8 @@ def browser():
 
 @pytest.fixture
 def web(tmp_path):
-    store = seed(open_store(f"sqlite:///{tmp_path}/w.db"))
-    w = Web(store)
-    yield w
-    w.close()
-    store.dispose()
+    with seeded_web(tmp_path) as w:
+        yield w
 
 
 def page_at(browser, size: dict) -> Page:

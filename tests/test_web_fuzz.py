@@ -8,8 +8,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from tests.test_web import Web, seed
-from wanwitness.store import open_store
+from tests.test_web import seeded_web
 from wanwitness.web import auth
 
 pytestmark = pytest.mark.integration  # ~25 s: the whole suite, not the fast tier
@@ -17,11 +16,8 @@ pytestmark = pytest.mark.integration  # ~25 s: the whole suite, not the fast tie
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory):
-    store = seed(open_store(f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/w.db"))
-    web = Web(store)
-    yield web
-    web.close()
-    store.dispose()
+    with seeded_web(tmp_path_factory.mktemp("fuzz")) as web:
+        yield web
 
 
 def test_the_api_never_fails_on_what_its_description_allows(fuzzed):
