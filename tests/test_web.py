@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,6 +14,7 @@ import requests
 import sqlalchemy as sa
 
 from testing.records import HOUR, MIN, T0, Board, ingest
+from wanwitness import config as cfg
 from wanwitness import store as s
 from wanwitness.collector import protocol
 from wanwitness.collector.agents import add_agent
@@ -58,12 +60,36 @@ def seeded(store):
     return seed(store)
 
 
+CONFIG = """
+[tariff]
+monthly_fee = "40.00"
+currency = "EUR"
+timezone = "Europe/Berlin"
+[customer]
+name = "Erika Mustermann"
+customer_number = "K-123456"
+contract = "V-9876"
+[isp]
+name = "Example Telecom"
+[claim]
+rules = "de-tkg58"
+"""
+
+
+def make_config(directory: Path) -> cfg.Config:
+    path = Path(directory) / "wanwitness.toml"
+    path.write_text(CONFIG)
+    return cfg.load(path, env={})
+
+
 class Web:
     """The app served on a free loopback port, and a browser-like session for it."""
 
-    def __init__(self, store, *, loopback_only: bool = True, clock=None) -> None:
+    def __init__(self, store, *, loopback_only: bool = True, clock=None,
+                 config: cfg.Config | None = None) -> None:
         self.backoff = auth.Backoff(clock=clock) if clock else auth.Backoff()
         settings = WebSettings(tz=ZoneInfo("Europe/Berlin"), loopback_only=loopback_only,
+                               config=config,
                                status=lambda: {"home": "online"}, backoff=self.backoff,
                                now_ms=lambda: NOW + MIN)
         self.server = WebServer(create_app(store, settings), bind("127.0.0.1", 0))
@@ -93,7 +119,7 @@ class Web:
 def seeded_web(directory):
     """The seeded store on SQLite in `directory`, served."""
     store = seed(open_store(f"sqlite:///{directory}/w.db"))
-    web = Web(store)
+    web = Web(store, config=make_config(directory))
     try:
         yield web
     finally:
@@ -102,8 +128,8 @@ def seeded_web(directory):
 
 
 @pytest.fixture
-def web(seeded):
-    w = Web(seeded)
+def web(seeded, tmp_path):
+    w = Web(seeded, config=make_config(tmp_path))
     yield w
     w.close()
 
@@ -143,21 +169,21 @@ def test_outages_filter_by_class_and_time_and_export_csv(web):
     assert lines[1].startswith("home,isp_down,2026-11-03T07:00:00.000Z,2026-11-03T07:30:00.000Z,2.0,")
 
 
-@pytest.mark.parametrize("params, status, message", [
-    ({"since": "yesterday"}, 422, "since: use a date or a date and time, e.g. 2026-11-03"),
-    ({"until": "2026-13-03"}, 400, "since/until: use an ISO 8601 date or time"),
-    ({"since": "2026-11-04", "until": "2026-11-03"}, 400, "until must be later than since"),
+@pytest.mark.parametrize("path, params, status, message", [
+    ("outages", {"since": "yesterday"}, 422, "since: use a date or a date and time, e.g. 2026-11-03"),
+    ("outages", {"until": "2026-13-03"}, 400, "since/until: use an ISO 8601 date or time"),
+    ("outages", {"since": "2026-11-04", "until": "2026-11-03"}, 400, "until must be later than since"),
+    ("outages", {"class": "isp_up"}, 422, "class:"),
+    ("outages", {"agent": "ghost"}, 404, "no agent named 'ghost'"),
+    ("claims/preview", {"period": "2026-13"}, 400, "period"),
+    ("claims/preview", {"period": "Nov"}, 422, "period:"),
+    ("claims/preview", {"period": "2026-11", "rules": "xx-none"}, 400, "xx-none"),
+    ("claims/download", {"period": "2026-11"}, 422, "format: Field required"),
 ])
-def test_a_bad_time_filter_is_a_clear_error(web, params, status, message):
-    r = web.get("/api/v1/outages", params=params)
+def test_a_bad_query_is_a_clear_error(web, path, params, status, message):
+    r = web.get(f"/api/v1/{path}", params=params)
     assert r.status_code == status
     assert message in r.json()["detail"]
-
-
-def test_an_unknown_class_is_refused_with_the_field_named(web):
-    r = web.get("/api/v1/outages", params={"class": "isp_up"})
-    assert r.status_code == 422
-    assert r.json()["detail"].startswith("class:")
 
 
 def test_the_ledger_reports_its_head_and_a_verification_kept_for_later(web, seeded):
@@ -363,3 +389,42 @@ def test_off_loopback_a_password_removed_while_serving_locks_everyone_out(seeded
         assert web.get("/", allow_redirects=False).status_code == 303
     finally:
         web.close()
+
+
+# --- the claim ---------------------------------------------------------------------------
+
+def test_the_claim_preview_counts_the_reported_isp_down_under_the_configured_rules(web):
+    assert web.send("POST", "/api/v1/tickets", {"number": "4711", "opened": "2026-11-03 08:10"}).ok
+    claim = web.get("/api/v1/claims/preview", params={"period": "2026-11"}).json()
+    assert claim["rules"]["name"] == "de-tkg58" and claim["period"]["label"] == "2026-11"
+    assert claim["currency"] == "EUR" and claim["tickets"][0]["number"] == "4711"
+    [isp] = [o for o in claim["outages"] if o["class"] == "isp_down"]
+    assert isp["start"].startswith("2026-11-03T07:00:00") and isp["duration_s"] == 1800.0
+    [local] = [o for o in claim["outages"] if o["class"] == "local_down"]
+    assert local["claimed"] is False  # your own equipment is never claimed
+    # A 30-minute fault fixed within TKG §58's grace days is owed nothing.
+    assert claim["total"] == "0.00"
+
+
+def test_the_claim_downloads_as_a_pdf_letter_and_an_evidence_bundle(web):
+    pdf = web.get("/api/v1/claims/download", params={"period": "2026-11", "format": "pdf"})
+    assert pdf.status_code == 200, pdf.text
+    assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF-")
+    assert 'filename="claim-2026-11-de-tkg58.pdf"' in pdf.headers["content-disposition"]
+    csv = web.get("/api/v1/claims/download", params={"period": "2026-11", "format": "csv"})
+    assert csv.status_code == 200 and csv.text.startswith("period,rules,kind,description,amount,")
+    z = web.get("/api/v1/claims/evidence", params={"period": "2026-11"})
+    assert z.status_code == 200 and z.content.startswith(b"PK")
+    import io
+    import zipfile
+    assert "verify.py" in zipfile.ZipFile(io.BytesIO(z.content)).namelist()
+
+
+def test_the_claim_page_shows_the_total_the_evidence_and_the_downloads(web):
+    page = web.get("/claim", params={"period": "2026-11"})
+    assert page.status_code == 200
+    assert "0.00 EUR" in page.text and "de-tkg58" in page.text
+    assert "No ticket in this period" in page.text
+    assert "/api/v1/claims/download?period=2026-11&amp;rules=de-tkg58&amp;lang=en&amp;format=pdf" in page.text
+    bad = web.get("/claim", params={"period": "2026-13"})
+    assert bad.status_code == 200 and 'class="error"' in bad.text

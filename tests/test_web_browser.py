@@ -168,3 +168,19 @@ def test_the_outage_filter_takes_local_times_and_exports_the_same_rows(browser, 
     page.click("form.filters button")
     expect(page.locator("p.error")).to_contain_text("use a date or a date and time")
     page.context.close()
+
+
+def test_the_claim_page_downloads_the_pdf_letter(browser, web):
+    page = page_at(browser, DESKTOP)
+    page.goto(web.url("/claim"))
+    page.fill("input[name=period]", "2026-11")
+    page.select_option("select[name=lang]", "de")
+    page.click("form.filters button")
+    expect(page.locator(".claim-summary h2")).to_contain_text("2026-11")
+    expect(page.locator(".claim-outages tbody tr")).to_have_count(2)
+    shot(page, "claim-desktop")
+    with page.expect_download() as got:
+        page.click("text=letter (PDF)")
+    assert got.value.suggested_filename == "claim-2026-11-de-tkg58.pdf"
+    assert Path(got.value.path()).read_bytes().startswith(b"%PDF-")
+    page.context.close()

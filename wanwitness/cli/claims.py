@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from wanwitness.claims.model import Ticket
     from wanwitness.cli.common import Ctx
 
-FORMATS = ("json", "csv", "md", "html", "pdf")
+from wanwitness.claims.make import FORMATS
 
 
 def parse_option_args(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -230,29 +230,8 @@ def ticket_unlink(obj: Ctx, db: str | None, number: str, outage: str) -> None:
 
 def _pack_and_options(obj: Ctx, rules_name: str | None, option_args: tuple[str, ...]
                       ) -> tuple[Any, dict[str, Any]]:
-    from wanwitness.claims import build as b
-    conf = obj.config
-    configured = conf.claim.rules
-    name = rules_name or configured
-    if not name:
-        raise UserError(f"no rule pack chosen: pass --rules NAME or set [claim] rules in "
-                        f"{conf.path} (rule packs: {', '.join(b.pack_names())})")
-    pack = b.load_pack(name)
-    # [claim.options] belong to the configured pack; another pack gets only --option.
-    raw: dict[str, str | list[str]] = dict(conf.claim.options) if name == configured else {}
-    raw.update(parse_option_args(option_args))
-    return pack, pack.parse_options(raw)
-
-
-def _encode(claim: dict[str, Any], fmt: str, lang: str) -> bytes:
-    from wanwitness.claims.build import to_json
-    if fmt == "json":
-        return to_json(claim).encode()
-    if fmt == "csv":
-        from wanwitness.claims.csvout import to_csv
-        return to_csv(claim).encode()
-    from wanwitness.claims.render import render
-    return render(claim, fmt, lang)
+    from wanwitness.claims.make import choose_pack
+    return choose_pack(obj.config, rules_name, parse_option_args(option_args))
 
 
 def _write(data: bytes, out: Path | None) -> None:
@@ -309,6 +288,7 @@ def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
           tariff_file: Path | None) -> None:
     """Compute the refund claim for a billing period and write it (JSON, CSV or a letter)."""
     from wanwitness.claims import build as b
+    from wanwitness.claims.make import encode, missing_parties
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "pdf" and out is None and sys.stdout.isatty():
@@ -331,11 +311,11 @@ def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
         click.echo(f"note: {warning}", err=True)
     result = b.build(inputs, pack, options, lang)
     if fmt in ("md", "html", "pdf"):
-        missing = [f"[{p}] name" for p in ("customer", "isp") if not result[p]["name"]]
+        missing = missing_parties(result)
         if missing:
             where = tariff_file if file_mode else obj.config.path
             raise UserError(f"a letter needs {' and '.join(missing)}: set it in {where}")
-    data = _encode(result, fmt, lang)
+    data = encode(result, fmt, lang)
     if evidence is not None and store is not None:
         # First: it checks the ledger, and a broken one should leave no claim behind.
         from wanwitness.claims.bundle import write_bundle

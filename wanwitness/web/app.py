@@ -30,9 +30,11 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from wanwitness import __version__
 from wanwitness import store as s
+from wanwitness.claims import make
 from wanwitness.claims import tickets as tk
 from wanwitness.claims.build import ticket_dict
 from wanwitness.collector import timeline
+from wanwitness.config import LANGS, Config
 from wanwitness.errors import UserError
 from wanwitness.web import auth, data
 
@@ -162,6 +164,15 @@ AgentQ = Annotated[str | None, Query(max_length=32)]
 TimeQ = Annotated[str | None, Query(max_length=64, pattern=r"^\s*$|" + TIME_PATTERN,
                                     description="ISO 8601 date or time; no offset = UTC")]
 
+PeriodQ = Annotated[str | None, Query(pattern=r"^(|\d{4}-\d{2})$", description=(
+    "billing period YYYY-MM (it starts on [tariff] period_start_day of that month); "
+    "default: the last complete one"))]
+RulesQ = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9-]*$",
+                                     description="rule pack (default: [claim] rules)")]
+LangQ = Annotated[Literal["en", "de", "hu", "ru", "sw"] | None,
+                  Query(description="letter language (default: [claim] lang)")]
+FormatQ = Annotated[Literal["json", "csv", "md", "html", "pdf"], Query(alias="format")]
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
     404: {"model": Problem}, 409: {"model": Problem}, 429: {"model": Problem}}
@@ -173,11 +184,13 @@ class WebSettings:
     """What the app needs besides the store."""
 
     def __init__(self, *, tz: ZoneInfo, loopback_only: bool, tls: bool = False,
+                 config: Config | None = None,
                  status: Callable[[], dict[str, str]] | None = None,
                  backoff: auth.Backoff | None = None,
                  now_ms: Callable[[], int] = s.now_ms) -> None:
         self.now_ms = now_ms
         self.tz = tz
+        self.config = config  # None: no claims (they need [tariff], [customer], [isp])
         self.loopback_only = loopback_only
         self.tls = tls
         self.status = status or dict
@@ -495,6 +508,76 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
             raise UserError(f"ticket {number.strip()}: {e}") from None
         return ticket_out(t.number)
 
+    # -- claims -----------------------------------------------------------------------
+    def claim_for(period: str | None, rules: str | None, lang: str | None
+                  ) -> tuple[dict[str, Any], Any, str]:
+        """(the claim, its inputs, its language) for the period and rule pack."""
+        from wanwitness.claims import build as b
+        conf = settings.config
+        if conf is None:
+            raise UserError("claims are not available here (no configuration)")
+        language = lang or conf.claim.lang
+        pack, options = make.choose_pack(conf, rules or None, {}, how="a rule pack")
+        try:
+            inputs = b.from_store(store, conf, period or None,
+                                  now=datetime.fromtimestamp(settings.now_ms() / 1000, UTC))
+        except b.PeriodError as e:
+            raise UserError(f"period: {e}") from None
+        result = b.build(inputs, pack, options, language)
+        result["warnings"] = list(inputs.warnings)
+        return result, inputs, language
+
+    @app.get("/api/v1/claims/rules", response_model=dict[str, Any], responses=_ERRORS,
+             tags=["claims"], dependencies=login_)
+    def api_claim_rules() -> dict[str, Any]:
+        """The rule packs there are, and the configured one."""
+        from wanwitness.claims.build import pack_names
+        conf = settings.config
+        return {"rules": pack_names(), "default": conf.claim.rules if conf else "",
+                "langs": list(LANGS), "default_lang": conf.claim.lang if conf else "en"}
+
+    @app.get("/api/v1/claims/preview", response_model=dict[str, Any], responses=_ERRORS,
+             tags=["claims"], dependencies=login_)
+    def api_claim_preview(period: PeriodQ = None, rules: RulesQ = None,
+                          lang: LangQ = None) -> dict[str, Any]:
+        """The claim for a billing period as JSON (`wanwitness claim --format json`), with
+        `warnings`: what the evidence lacks (time the witness did not see, ...)."""
+        return claim_for(period, rules, lang)[0]
+
+    @app.get("/api/v1/claims/download", response_class=Response, tags=["claims"],
+             dependencies=login_, responses={**_ERRORS, 200: {
+                 "description": "the claim (json, csv) or its letter (md, html, pdf)",
+                 "content": {t.split(";")[0]: {"schema": {"type": "string"}}
+                             for t in make.MEDIA_TYPES.values()}}})
+    def api_claim_download(fmt: FormatQ, period: PeriodQ = None, rules: RulesQ = None,
+                           lang: LangQ = None) -> Response:
+        """The claim as a file: `format` json, csv, md, html or pdf (the letter)."""
+        result, _inputs, language = claim_for(period, rules, lang)
+        if fmt in ("md", "html", "pdf") and (missing := make.missing_parties(result)):
+            raise UserError(f"a letter needs {' and '.join(missing)}: set it in the configuration")
+        name = f"claim-{result['period']['label']}-{result['rules']['name']}.{fmt}"
+        return Response(make.encode(result, fmt, language), media_type=make.MEDIA_TYPES[fmt],
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.get("/api/v1/claims/evidence", response_class=Response, tags=["claims"],
+             dependencies=login_, responses={**_ERRORS, 200: {
+                 "description": "the evidence bundle (zip; python3 verify.py checks it)",
+                 "content": {"application/zip": {"schema": {"type": "string"}}}}})
+    def api_claim_evidence(period: PeriodQ = None, rules: RulesQ = None) -> Response:
+        """The evidence bundle of the claim: its ledger records, the chain up to the head
+        and a verifier that needs nothing but Python."""
+        import tempfile
+
+        from wanwitness.claims.bundle import write_bundle
+        result, inputs, _language = claim_for(period, rules, None)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "evidence.zip"
+            write_bundle(path, store, result, inputs)
+            body = path.read_bytes()
+        name = f"evidence-{result['period']['label']}.zip"
+        return Response(body, media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
     # -- pages ------------------------------------------------------------------------
     def page_login(request: Request) -> Response | None:
         if logged_in(request):
@@ -567,6 +650,29 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         at = when(closed, "closed") or datetime.now(UTC)
         tk.update(store, number, tz, closed=at)
         return RedirectResponse("/tickets", status_code=303)
+
+    @app.get("/claim", response_class=HTMLResponse, include_in_schema=False)
+    def claim_page(request: Request, period: PeriodQ = None, rules: RulesQ = None,
+                   lang: LangQ = None) -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        from wanwitness.claims.build import pack_names
+        conf = settings.config
+        context: dict[str, Any] = {
+            "packs": pack_names(), "langs": LANGS, "claim": None, "error": None,
+            "q": {"period": period or "", "rules": rules or (conf.claim.rules if conf else ""),
+                  "lang": lang or (conf.claim.lang if conf else "en")}}
+        try:
+            result, _inputs, _language = claim_for(period, rules, lang)
+        except UserError as e:
+            context["error"] = str(e)
+            return _page(request, "claim.html", context, 200)
+        context["claim"] = result
+        context["missing"] = make.missing_parties(result)
+        context["q"]["period"] = result["period"]["label"]
+        context["download"] = urlencode({"period": result["period"]["label"],
+                                         "rules": result["rules"]["name"], "lang": result["lang"]})
+        return _page(request, "claim.html", context)
 
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
