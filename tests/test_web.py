@@ -428,3 +428,45 @@ def test_the_claim_page_shows_the_total_the_evidence_and_the_downloads(web):
     assert "/api/v1/claims/download?period=2026-11&amp;rules=de-tkg58&amp;lang=en&amp;format=pdf" in page.text
     bad = web.get("/claim", params={"period": "2026-13"})
     assert bad.status_code == 200 and 'class="error"' in bad.text
+
+
+# --- the calendar ------------------------------------------------------------------------
+
+def test_the_calendar_draws_each_day_and_never_across_a_gap(web):
+    assert web.send("POST", "/api/v1/tickets", {"number": "4711", "opened": "2026-11-03 08:10"}).ok
+    cal = web.get("/api/v1/calendar", params={"period": "2026-11", "agent": "home"}).json()
+    assert cal["period"] == "2026-11" and len(cal["days"]) == 30 and cal["timezone"] == "Europe/Berlin"
+    day = {d["date"]: d for d in cal["days"]}
+    nov3 = day["2026-11-03"]
+    by = {s["cls"]: s for s in nov3["segments"]}
+    # Heard from 07:00 local (06:00Z); an isp_down 08:00-08:30 local = 1/3..1/3+1/48 of the day.
+    assert by["up"]["left"] == pytest.approx(100 * 7 / 24, abs=0.01)
+    assert by["isp_down"]["left"] == pytest.approx(100 * 8 / 24, abs=0.01)
+    assert by["isp_down"]["width"] == pytest.approx(100 * 0.5 / 24, abs=0.01)
+    assert by["local_down"]["left"] == pytest.approx(100 * (12 + 50 / 60) / 24, abs=0.01)
+    # The app's now is 13:01 local: the local_down ends there and nothing is drawn after it.
+    assert by["up"]["left"] + by["up"]["width"] == pytest.approx(100 * (13 + 1 / 60) / 24, abs=0.01)
+    assert nov3["down_s"] == 1800 + 11 * 60
+    assert day["2026-11-02"]["segments"] == []  # before the first contact: empty, not up
+    assert day["2026-11-04"]["segments"] == [] and day["2026-11-04"]["future"]
+    kinds = [(m["kind"], m["title"]) for m in nov3["marks"]]
+    assert ("opened", "08:10:00 ticket 4711 reported") in kinds
+    # de-tkg58: day 3 after a report received on 3 Nov is 6 Nov, day 5 is 8 Nov.
+    assert [m["title"][:17] for m in day["2026-11-06"]["marks"]] == ["00:00:00 ticket 4"]
+    assert "day 3" in day["2026-11-06"]["marks"][0]["title"]
+    assert "day 5" in day["2026-11-08"]["marks"][0]["title"]
+
+
+def test_a_day_the_clocks_change_is_23_hours_long(web):
+    cal = web.get("/api/v1/calendar", params={"period": "2026-03"}).json()
+    hours = {d["date"]: d["hours"] for d in cal["days"]}
+    assert hours["2026-03-29"] == 23 and hours["2026-03-28"] == 24
+
+
+def test_the_calendar_page_shows_the_strips_and_moves_between_periods(web):
+    page = web.get("/calendar", params={"period": "2026-11", "agent": "home"})
+    assert page.status_code == 200
+    assert page.text.count('class="cal-row') == 31  # the axis and 30 days
+    assert 'data-class="isp_down"' in page.text and 'data-kind="deadline"' not in page.text
+    assert 'href="/calendar?period=2026-10&amp;agent=home"' in page.text
+    assert web.get("/calendar", params={"agent": "ghost"}).status_code == 404

@@ -184,3 +184,28 @@ def test_the_claim_page_downloads_the_pdf_letter(browser, web):
     assert got.value.suggested_filename == "claim-2026-11-de-tkg58.pdf"
     assert Path(got.value.path()).read_bytes().startswith(b"%PDF-")
     page.context.close()
+
+
+@pytest.mark.parametrize("size, label", [(DESKTOP, "desktop"), (PHONE, "phone")])
+def test_the_calendar_shows_the_outage_on_its_day(browser, web, size, label):
+    assert web.send("POST", "/api/v1/tickets", {"number": "4711", "opened": "2026-11-03 08:10"}).ok
+    page = page_at(browser, size)
+    page.goto(web.url("/calendar?period=2026-11"))
+    day = page.locator('.cal-row[data-date="2026-11-03"]')
+    outage = day.locator('.seg[data-class="isp_down"]')
+    expect(outage).to_have_count(1)
+    expect(outage).to_have_attribute("title", "isp down 08:00:00–08:30:00")
+    # Drawn where 08:00-08:30 is on the strip: a third of the way, 1/48 of it wide.
+    strip = day.locator(".cal-strip").bounding_box()
+    box = outage.bounding_box()
+    assert box is not None and strip is not None
+    assert abs((box["x"] - strip["x"]) / strip["width"] - 8 / 24) < 0.01
+    assert abs(box["width"] / strip["width"] - 0.5 / 24) < 0.01
+    expect(day.locator('.mark[data-kind="opened"]')).to_have_count(1)
+    expect(page.locator('.cal-row[data-date="2026-11-06"] .mark[data-kind="deadline"]')).to_have_count(1)
+    expect(page.locator('.cal-row[data-date="2026-11-02"] .seg')).to_have_count(0)
+    assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
+    shot(page, f"calendar-{label}")
+    page.click("text=← 2026-10")
+    expect(page.locator("h1")).to_have_text("Billing period 2026-10")
+    page.context.close()

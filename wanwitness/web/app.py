@@ -651,6 +651,32 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         tk.update(store, number, tz, closed=at)
         return RedirectResponse("/tickets", status_code=303)
 
+    def need_config() -> Config:
+        if settings.config is None:
+            raise UserError("not available here (no configuration)")
+        return settings.config
+
+    @app.get("/api/v1/calendar", response_model=dict[str, Any], responses=_ERRORS,
+             tags=["read"], dependencies=login_)
+    def api_calendar(period: PeriodQ = None, agent: AgentQ = None) -> dict[str, Any]:
+        """One agent's billing period day by day (local days of [tariff] timezone): the
+        line's segments with their share of the day (`left`, `width` in %), tickets and
+        the configured rule pack's deadlines as marks. Default: the current period."""
+        return data.calendar(store, need_config(), period=period or None, agent=agent or None,
+                             now_ms=settings.now_ms())
+
+    @app.get("/calendar", response_class=HTMLResponse, include_in_schema=False)
+    def calendar_page(request: Request, period: PeriodQ = None, agent: AgentQ = None) -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        cal = data.calendar(store, need_config(), period=period or None, agent=agent or None,
+                            now_ms=settings.now_ms())
+        y, m = (int(x) for x in cal["period"].split("-"))
+        prev = f"{y - 1:04d}-12" if m == 1 else f"{y:04d}-{m - 1:02d}"
+        nxt = f"{y + 1:04d}-01" if m == 12 else f"{y:04d}-{m + 1:02d}"
+        return _page(request, "calendar.html", {"cal": cal, "prev": prev, "next": nxt,
+                                                "classes": data.CALENDAR_CLASSES})
+
     @app.get("/claim", response_class=HTMLResponse, include_in_schema=False)
     def claim_page(request: Request, period: PeriodQ = None, rules: RulesQ = None,
                    lang: LangQ = None) -> Response:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from wanwitness import store as s
 from wanwitness.collector import timeline
 from wanwitness.collector.ledger import last_verify, verify_and_record
+from wanwitness.config import Config
+from wanwitness.errors import UserError
 
 OUTAGE_CLASSES = ("isp_down", "local_down", "dns_down", "degraded", timeline.UNKNOWN)
 
@@ -137,3 +142,122 @@ def ledger(store: s.Store, *, verify: bool = False) -> dict[str, Any]:
                     "broken_at": done.get("broken_at"), "problem": done.get("problem")}
     return {"count": head.pos if head else 0, "head": head.hash if head else None,
             "last_record": iso(last_ms), "last_verify": verified}
+
+
+# --- the period calendar ------------------------------------------------------------------
+
+CALENDAR_CLASSES = ("up", "isp_down", "local_down", "dns_down", "degraded", timeline.UNKNOWN)
+
+
+def _period_now(start_day: int, tz: ZoneInfo, now_ms: int) -> str:
+    local = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(tz)
+    y, m = local.year, local.month
+    if local.day < start_day:
+        y, m = (y - 1, 12) if m == 1 else (y, m - 1)
+    return f"{y:04d}-{m:02d}"
+
+
+def _first_heard(conn: sa.Connection, agent: str) -> int | None:
+    return conn.execute(sa.select(sa.func.min(s.boots.c.first_recv_ms))
+                        .where(s.boots.c.agent == agent)).scalar()
+
+
+def calendar(store: s.Store, conf: Config, *, period: str | None = None, agent: str | None = None,
+             now_ms: int | None = None) -> dict[str, Any]:
+    """One 24-hour strip per local day of a billing period for one agent: what the line
+    was, in segments with their share of the day; the tickets' opening and closing, and
+    the configured rule pack's deadlines for each ticket, as marks. Time the witness did
+    not see is `unknown` (hatched), time before its first contact and after now is left
+    empty: no strip is drawn across a gap as if the line were up."""
+    from wanwitness.claims import tickets as tk
+    from wanwitness.claims.model import Tariff
+    from wanwitness.claims.rules import get as get_pack
+
+    now = s.now_ms() if now_ms is None else now_ms
+    tz = ZoneInfo(conf.tariff.timezone)
+    tariff = Tariff(Decimal(0), "XXX", conf.tariff.period_start_day, conf.tariff.timezone)
+    try:
+        p = tariff.period(period or _period_now(conf.tariff.period_start_day, tz, now))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    rows = _agent_ids(store)
+    names = [r.id for r in rows]
+    if agent is None:  # the first agent heard from, else the first one
+        heard = [r.id for r in rows if r.last_recv_ms is not None]
+        agent = (heard or names or [None])[0]
+    elif agent not in names:
+        raise UserError(f"no agent named {agent!r} (wanwitness agent list)")
+    start_ms, end_ms = tk.to_ms(p.start), tk.to_ms(p.end)
+    spans: list[timeline.Outage] = []
+    first = None
+    if agent is not None:
+        spans = timeline.query(store, agent=agent, since_ms=start_ms, until_ms=end_ms, now_ms=now)
+        with store.engine.connect() as conn:
+            first = _first_heard(conn, agent)
+    seen_from = max(start_ms, first) if first is not None else None
+    seen_to = min(end_ms, now)
+
+    marks: list[tuple[int, str, str]] = []  # (ms, kind, text)
+    pack = None
+    if conf.claim.rules:
+        try:
+            pack = get_pack(conf.claim.rules)
+        except UserError:
+            pack = None
+    for t in tk.list_all(store):
+        marks.append((tk.to_ms(t.opened), "opened", f"ticket {t.number} reported"))
+        if t.closed is not None:
+            marks.append((tk.to_ms(t.closed), "closed", f"ticket {t.number} closed"))
+        if pack is not None and (t.closed is None or t.closed > p.start):
+            for at, what in pack.milestones(t, tz, conf.claim.options):
+                marks.append((tk.to_ms(at), "deadline", f"ticket {t.number}, {pack.name}: {what}"))
+
+    days = []
+    for d in p.days():
+        d0 = tk.to_ms(datetime(d.year, d.month, d.day, tzinfo=tz))
+        nxt = date.fromordinal(d.toordinal() + 1)
+        d1 = tk.to_ms(datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz))
+        length = d1 - d0
+
+        def seg(a: int, b: int, cls: str, title: str) -> dict[str, Any] | None:
+            a, b = max(a, d0), min(b, d1)
+            if b <= a:
+                return None
+            return {"cls": cls, "left": round(100 * (a - d0) / length, 3),
+                    "width": round(100 * (b - a) / length, 3), "title": title,
+                    "start": iso(a), "end": iso(b)}
+
+        segs = []
+        if seen_from is not None and seen_to > seen_from:
+            base = seg(seen_from, seen_to, "up", "up")
+            if base:
+                segs.append(base)
+        for o in spans:
+            end = o.end_ms if o.end_ms is not None else now
+            what = o.cls.replace("_", " ")
+            piece = seg(o.start_ms, end, o.cls,
+                        f"{what} {_clock(o.start_ms, tz)}–{_clock(end, tz)}"
+                        f"{'' if o.end_ms is not None else ' (going on)'}")
+            if piece:
+                segs.append(piece)
+        day_marks = [{"kind": kind, "left": round(100 * (ms - d0) / length, 3),
+                      "title": f"{_clock(ms, tz)} {text}"}
+                     for ms, kind, text in sorted(marks) if d0 <= ms < d1]
+        down_ms = sum(min(o.end_ms if o.end_ms is not None else now, d1) - max(o.start_ms, d0)
+                      for o in spans if o.cls != timeline.UNKNOWN
+                      and o.start_ms < d1 and (o.end_ms if o.end_ms is not None else now) > d0)
+        days.append({"date": d.isoformat(), "weekday": d.strftime("%a"), "hours": length / 3_600_000,
+                     "segments": segs, "marks": day_marks, "down_s": max(down_ms, 0) / 1000,
+                     "future": d0 >= now})
+    return {"period": p.label, "agent": agent, "agents": names, "timezone": tz.key,
+            "days": days, "rules": pack.name if pack else None}
+
+
+def _clock(ms: int, tz: ZoneInfo) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).astimezone(tz).strftime("%H:%M:%S")
+
+
+def _agent_ids(store: s.Store) -> list[Any]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(sa.select(s.agents.c.id, s.agents.c.last_recv_ms)
+                                 .order_by(s.agents.c.id)))

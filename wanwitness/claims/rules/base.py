@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 from ...errors import UserError
 from ..model import CLAIMABLE_ALWAYS, ITEM_KINDS, Item, Outage, Period, RuleResult, Tariff, Ticket, iso, money
@@ -145,6 +146,12 @@ class RulePack:
     # note's reason when only part of it was.
     not_counted: ClassVar[str] = "not counted under this rule"
     partly_counted: ClassVar[str] = "not counted under this rule"
+
+    def milestones(self, ticket: Ticket, tz: ZoneInfo, options: Mapping[str, Any] | None = None
+                   ) -> list[tuple[datetime, str]]:
+        """The rule's deadlines for a reported fault, as (UTC instant, what happens from
+        then): what the web UI's calendar marks. None for a rule whose clock is the outage."""
+        return []
 
     def parse_options(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults overlaid with `given` (strings or typed values), validated."""

@@ -30,8 +30,10 @@ No amount here is configuration.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from ..model import Ticket
 from .base import EXCLUDE, Option, PackRun, RulePack
@@ -65,6 +67,13 @@ class DeTkg58(RulePack):
                    "of complete outage")
     partly_counted = ("before the report, on the day of the report or the 2 calendar days "
                       "after it, or on days without complete outage")
+
+    def milestones(self, ticket: Ticket, tz: ZoneInfo, options: Any = None) -> list[tuple[datetime, str]]:
+        received = local_date(ticket.opened, tz)
+        return [(local_midnight(received + timedelta(days=GRACE_DAYS + 1), tz),
+                 "day 3: EUR 5 or 10 % of the fee a day from here"),
+                (local_midnight(received + timedelta(days=GRACE_DAYS + 3), tz),
+                 "day 5: EUR 10 or 20 % a day from here")]
 
     def count(self, run: PackRun) -> None:
         p, tz, partial = run.period, run.tz, run.options["partial_days"]

@@ -27,9 +27,12 @@ not due.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from ..model import Ticket
 from .base import EXCLUDE, Option, PackRun, RulePack, classes_option
 from .days import add_months, clip, fmt_duration, local_date, local_midnight, merge, month_starts, overlap_s, utc
 
@@ -59,6 +62,10 @@ class HuEszr(RulePack):
     }
     not_counted = "repaired within 72 hours of the report"
     partly_counted = "before the report or within the 72 hour repair deadline"
+
+    def milestones(self, ticket: Ticket, tz: ZoneInfo, options: Any = None) -> list[tuple[datetime, str]]:
+        deadline = utc(ticket.opened) + REPAIR_DEADLINE + timedelta(seconds=ticket.declined_s)
+        return [(deadline, "72 h after the report: the repair deadline; a penalty from here")]
 
     def count(self, run: PackRun) -> None:
         self._penalty_days(run)

@@ -26,12 +26,14 @@ are uprated each April.
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from ..model import Ticket
 from .base import EXCLUDE, Option, PackRun, RulePack
 from .days import day_span, days_with_outage, local_date, local_midnight, merge, nth_working_day_after
 
@@ -84,6 +86,14 @@ class UkOfcom(RulePack):
     not_counted = "fixed by the end of the 2nd full working day after the report"
     partly_counted = ("before the report or within the 2 full working days after the day "
                       "of the report")
+
+    def milestones(self, ticket: Ticket, tz: ZoneInfo, options: Any = None) -> list[tuple[datetime, str]]:
+        known, _first, _last = bank_holidays()
+        extra = self.parse_options(options)["extra_holidays"]
+        last_grace = nth_working_day_after(local_date(ticket.opened, tz), FULL_WORKING_DAYS,
+                                           known | frozenset(extra))
+        return [(local_midnight(last_grace + timedelta(days=1), tz),
+                 "after the 2nd full working day: a daily amount from here")]
 
     def count(self, run: PackRun) -> None:
         p, tz = run.period, run.tz
