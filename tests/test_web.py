@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,6 +13,7 @@ import requests
 import sqlalchemy as sa
 
 from testing.records import HOUR, MIN, T0, Board, ingest
+from testing.webconfig import make_config
 from wanwitness import config as cfg
 from wanwitness import store as s
 from wanwitness.collector import protocol
@@ -58,28 +58,6 @@ def seed(store):
 @pytest.fixture
 def seeded(store):
     return seed(store)
-
-
-CONFIG = """
-[tariff]
-monthly_fee = "40.00"
-currency = "EUR"
-timezone = "Europe/Berlin"
-[customer]
-name = "Erika Mustermann"
-customer_number = "K-123456"
-contract = "V-9876"
-[isp]
-name = "Example Telecom"
-[claim]
-rules = "de-tkg58"
-"""
-
-
-def make_config(directory: Path) -> cfg.Config:
-    path = Path(directory) / "wanwitness.toml"
-    path.write_text(CONFIG)
-    return cfg.load(path, env={})
 
 
 class Web:

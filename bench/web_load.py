@@ -1,0 +1,174 @@
+"""Page load times of the web UI over a year of data.
+
+Builds a store with `--agents` agents (3) and `--days` days (365) of history through
+the real ingest path: an hourly heartbeat (agents registered with hb_s 3600, the
+longest period the protocol allows, so the timeline sees a witness that never went
+silent without 1 million heartbeats), a boot a week, and `--outages-per-day` outages
+a day at random times (isp_down, dns_down, local_down, degraded; seconds to hours).
+Then serves the web UI on a loopback port (uvicorn, as `collect` does) and times each
+page and API call `--repeat` times with a real HTTP client: the first (cold) load and
+the median and max of the rest.
+
+    .venv/bin/python -m bench.web_load [--agents 3] [--days 365] [--db URL] [--json OUT]
+
+Loopback only; a temporary SQLite store unless --db names one (it must be empty).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import requests
+
+from testing.records import Board, hb_message, rec_message
+from testing.webconfig import make_config
+from wanwitness import store as s
+from wanwitness.collector.agents import add_agent
+from wanwitness.collector.ingest import Ingestor
+from wanwitness.web.app import WebSettings, create_app
+from wanwitness.web.server import WebServer, bind
+
+DAY = 86_400_000
+HOUR = 3_600_000
+START = 1767222000000  # 2026-01-01T00:00:00+01:00 (Europe/Berlin)
+CLASSES = (("isp_down", 0.5), ("dns_down", 0.2), ("local_down", 0.15), ("degraded", 0.15))
+def build(store: s.Store, agents: int, days: int, per_day: float, seed: int) -> dict[str, int]:
+    rng = random.Random(seed)
+    ing = Ingestor(store)
+    counts = {"records": 0, "heartbeats": 0, "outages": 0}
+    for i in range(agents):
+        name = f"agent{i + 1}"
+        add_agent(store, name, hb_s=3600)
+        b = Board(ing, name)
+        for day in range(days):
+            d0 = START + day * DAY
+            if day % 7 == 0:
+                b.boot, b.boot_utc = day // 7 + 1, d0
+                b.rec("boot", d0, deliver=False, reset="PWRON_RESET", fw="0.1.0", safe=False, hb_s=3600)
+            # Outages at random times this day, none overlapping the next.
+            starts = sorted(rng.uniform(0, DAY - 3 * HOUR) for _ in range(_poisson(rng, per_day)))
+            last_end = d0
+            for off in starts:
+                at = int(d0 + off)
+                if at <= last_end + 60_000:
+                    continue
+                cls = rng.choices([c for c, _ in CLASSES], [w for _, w in CLASSES])[0]
+                length = int(min(2 * HOUR, rng.lognormvariate(6.0, 1.6) * 1000))
+                b.state(cls, at, bound=at - 2000, ev={"by": "probe"}, deliver=False)
+                b.state("up", at + length, deliver=False)
+                last_end = at + length
+                counts["outages"] += 1
+            msgs = ([rec_message(name, b.boot, b.outbox, d0 + DAY - 1000, sent_t=b.t(d0 + DAY - 1000))]
+                    if b.outbox else [])
+            counts["records"] += len(b.outbox)
+            b.outbox = []
+            msgs += [hb_message(name, b.boot, b.t(d0 + h * HOUR), d0 + h * HOUR) for h in range(24)]
+            counts["heartbeats"] += 24
+            result = ing.ingest(msgs)
+            if result.quarantined:
+                raise SystemExit(f"web_load: the generated data was refused: {result.reasons}")
+    return counts
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    n, p, limit = 0, 1.0, pow(2.718281828459045, -lam)
+    while True:
+        p *= rng.random()
+        if p < limit:
+            return n
+        n += 1
+
+
+def timed(http: requests.Session, url: str, repeat: int) -> dict[str, Any]:
+    times, size, status = [], 0, 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        r = http.get(url, timeout=600)
+        times.append(time.perf_counter() - t0)
+        size, status = len(r.content), r.status_code
+    warm = times[1:] or times
+    return {"status": status, "bytes": size, "cold_s": times[0],
+            "median_s": statistics.median(warm), "max_s": max(warm)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--agents", type=int, default=3)
+    ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--outages-per-day", type=float, default=3.0)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--db", help="an empty store's URL (default: a temporary SQLite file)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    if not 1 <= args.agents <= 100 or not 1 <= args.days <= 3660 or args.repeat < 1:
+        ap.error("--agents 1..100, --days 1..3660, --repeat >= 1")
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.db or f"sqlite:///{tmp}/w.db"
+        store = s.open_store(url)
+        with store.engine.connect() as conn:
+            used = conn.execute(s.agents.select().limit(1)).first() is not None
+        if used:
+            print(f"web_load: {url} is not empty", file=sys.stderr)
+            return 2
+        t0 = time.perf_counter()
+        counts = build(store, args.agents, args.days, args.outages_per_day, args.seed)
+        built_s = time.perf_counter() - t0
+        print(f"web_load: {args.agents} agents x {args.days} days: {counts['records']} records, "
+              f"{counts['heartbeats']} heartbeats, {counts['outages']} outages, built in "
+              f"{built_s:.1f} s", file=sys.stderr)
+        conf = make_config(Path(tmp))
+        now = START + args.days * DAY
+        app = create_app(store, WebSettings(tz=ZoneInfo("Europe/Berlin"), loopback_only=True,
+                                            config=conf, now_ms=lambda: now))
+        server = WebServer(app, bind("127.0.0.1", 0))
+        server.start()
+        base = f"http://127.0.0.1:{server.port}"
+        last = time.strftime("%Y-%m", time.gmtime((now - DAY) / 1000))
+        month_from = time.strftime("%Y-%m-01", time.gmtime((now - DAY) / 1000))
+        pages = [
+            ("Now", "/"),
+            ("Calendar (a month, one agent)", f"/calendar?period={last}&agent=agent1"),
+            ("Outages, one agent, one month", f"/outages?agent=agent1&since={month_from}"),
+            ("Outages, all, the year", "/outages"),
+            ("Claim preview (a month)", f"/claim?period={last}"),
+            ("API agents", "/api/v1/agents"),
+            ("API outages, one agent, one month",
+             f"/api/v1/outages?agent=agent1&since={month_from}"),
+            ("API outages, all, the year", "/api/v1/outages"),
+        ]
+        rows = []
+        try:
+            http = requests.Session()
+            for label, path in pages:
+                r = timed(http, base + path, args.repeat)
+                r.update(page=label, path=path)
+                rows.append(r)
+                if r["status"] != 200:
+                    print(f"web_load: {path} answered {r['status']}", file=sys.stderr)
+        finally:
+            server.stop()
+            store.dispose()
+    print("| page | cold (s) | median (s) | max (s) | bytes |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['page']} | {r['cold_s']:.2f} | {r['median_s']:.2f} | {r['max_s']:.2f} | "
+              f"{r['bytes']:,} |")
+    if args.json:
+        args.json.write_text(json.dumps({"agents": args.agents, "days": args.days,
+                                         "counts": counts, "built_s": built_s, "pages": rows},
+                                        indent=2))
+    return 0 if all(r["status"] == 200 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
