@@ -448,3 +448,34 @@ def test_the_calendar_page_shows_the_strips_and_moves_between_periods(web):
     assert 'data-class="isp_down"' in page.text and 'data-kind="deadline"' not in page.text
     assert 'href="/calendar?period=2026-10&amp;agent=home"' in page.text
     assert web.get("/calendar", params={"agent": "ghost"}).status_code == 404
+
+
+def test_an_outage_shows_the_ledger_records_it_was_derived_from(web):
+    d = web.get("/api/v1/outage", params={"agent": "home", "start": "2026-11-03T07:00:00.000Z"}).json()
+    assert d["outage"]["class"] == "isp_down" and d["duration_s"] == 1800
+    assert [(r["seq"], r["role"], r["kind"]) for r in d["records"]] == [
+        (2, "opened it", "state"), (3, "closed it", "state")]
+    assert d["records"][0]["body"]["ev"] == {"anchors": {"ok": 0, "of": 3}, "gateway": "ok"}
+    assert all(len(r["hash"]) == 64 and r["ledger_pos"] == r["seq"] for r in d["records"])
+    page = web.get("/outages", params={"agent": "home"})
+    link = "/outage?agent=home&amp;start=2026-11-03T07%3A00%3A00.000Z"
+    assert link in page.text
+    detail = web.get(link.replace("&amp;", "&"))
+    assert detail.status_code == 200 and "opened it" in detail.text and "closed it" in detail.text
+    missing = web.get("/api/v1/outage", params={"agent": "home", "start": "2026-11-03T07:00:01.000Z"})
+    assert missing.status_code == 404 and "no outage of 'home' starts at" in missing.json()["detail"]
+
+
+def test_an_agent_is_revoked_only_when_its_name_is_typed(web, seeded):
+    page = web.get("/agents")
+    assert page.status_code == 200 and 'data-agent="home"' in page.text and "23456 B" in page.text
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    wrong = web.http.post(web.url("/agents/home/revoke"), data={"csrf": token, "confirm": "hom"})
+    assert wrong.status_code == 400 and "type its name" in wrong.text
+    ok = web.http.post(web.url("/agents/home/revoke"), data={"csrf": token, "confirm": "home"})
+    assert ok.status_code == 200 and "(revoked)" in ok.text
+    from wanwitness.collector.agents import check_agent_password, list_agents
+    assert [a.enabled for a in list_agents(seeded) if a.id == "home"] == [False]
+    assert not check_agent_password(seeded, "home", "anything")
+    r = web.send("POST", "/api/v1/agents/ghost/revoke", {})
+    assert r.status_code == 404 and "no agent named 'ghost'" in r.json()["detail"]

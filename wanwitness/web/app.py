@@ -164,6 +164,9 @@ AgentQ = Annotated[str | None, Query(max_length=32)]
 TimeQ = Annotated[str | None, Query(max_length=64, pattern=r"^\s*$|" + TIME_PATTERN,
                                     description="ISO 8601 date or time; no offset = UTC")]
 
+StartQ = Annotated[str, Query(max_length=40, pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+                              description="the outage's start as listed (UTC, ms, Z)")]
+AgentReq = Annotated[str, Query(max_length=32)]
 PeriodQ = Annotated[str | None, Query(pattern=r"^(|\d{4}-\d{2})$", description=(
     "billing period YYYY-MM (it starts on [tariff] period_start_day of that month); "
     "default: the last complete one"))]
@@ -271,7 +274,7 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
     @app.exception_handler(UserError)
     async def _user_error(request: Request, exc: UserError) -> Response:
         text = str(exc)
-        status = (404 if text.startswith(("no ticket", "no agent named"))
+        status = (404 if text.startswith(("no ticket", "no agent named", "no outage of"))
                   else 409 if "already exists" in text else 400)
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": str(exc)}, status_code=status)
@@ -434,6 +437,52 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
                             now_ms=settings.now_ms())
         return Response(timeline.to_csv(rows), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="outages.csv"'})
+
+    @app.get("/api/v1/outage", response_model=dict[str, Any], responses=_ERRORS, tags=["read"],
+             dependencies=login_)
+    def api_outage(agent: AgentReq, start: StartQ) -> dict[str, Any]:
+        """One outage and the ledger records behind it (seq, role, ledger position, hash,
+        the record itself)."""
+        return data.outage_detail(store, agent, start, now_ms=settings.now_ms())
+
+    @app.get("/outage", response_class=HTMLResponse, include_in_schema=False)
+    def outage_page(request: Request, agent: AgentReq, start: StartQ) -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        detail = data.outage_detail(store, agent, start, now_ms=settings.now_ms())
+        return _page(request, "outage.html", {"d": detail, "now_ms": settings.now_ms()})
+
+    @app.post("/api/v1/agents/{agent}/revoke", response_model=AgentOut, responses=_ERRORS,
+              tags=["agents"], dependencies=changes_)
+    def api_agent_revoke(agent: str) -> dict[str, Any]:
+        """Refuse the agent's connections and records from now on (its ledger stays;
+        `wanwitness agent reset-password NAME` lets it back in)."""
+        from wanwitness.collector.agents import set_enabled
+        set_enabled(store, agent, False)
+        return next(a for a in data.agents(store, now_ms=settings.now_ms(), status=settings.status())
+                    if a["id"] == agent)
+
+    @app.get("/agents", response_class=HTMLResponse, include_in_schema=False)
+    def agents_page(request: Request) -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        return _page(request, "agents.html", {
+            "agents": data.agents(store, now_ms=settings.now_ms(), status=settings.status()),
+            "ledger": data.ledger(store), "external_broker": bool(settings.config and
+                                                                 settings.config.broker.url)})
+
+    @app.post("/agents/{agent}/revoke", include_in_schema=False)
+    def agent_revoke_form(request: Request, agent: str,
+                          csrf: Annotated[str, Form(max_length=200)] = "",
+                          confirm: Annotated[str, Form(max_length=40)] = "") -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        check_form_csrf(request, csrf)
+        if confirm != agent:
+            raise UserError(f"to revoke {agent!r}, type its name into the box")
+        from wanwitness.collector.agents import set_enabled
+        set_enabled(store, agent, False)
+        return RedirectResponse("/agents", status_code=303)
 
     @app.get("/api/v1/ledger", response_model=LedgerOut, responses=_ERRORS, tags=["read"],
              dependencies=login_)

@@ -261,3 +261,39 @@ def _agent_ids(store: s.Store) -> list[Any]:
     with store.engine.connect() as conn:
         return list(conn.execute(sa.select(s.agents.c.id, s.agents.c.last_recv_ms)
                                  .order_by(s.agents.c.id)))
+
+
+# --- one outage and the records behind it --------------------------------------------------
+
+def outage_detail(store: s.Store, agent: str, start: str, *,
+                  now_ms: int | None = None) -> dict[str, Any]:
+    """The outage (or unknown span) of `agent` that starts at `start` (its ISO time as
+    listed), and the ledger records it was derived from: opening, restating and closing
+    state records, each with its position and hash in the chain."""
+    rows = timeline.query(store, agent=agent, now_ms=now_ms)
+    found = [o for o in rows if iso(o.start_ms) == start]
+    if not found:
+        raise UserError(f"no outage of {agent!r} starts at {start} (wanwitness outages --agent {agent})")
+    o = found[0]
+    ev = o.evidence
+    roles = [("opened it", ev.get("open_seq"))]
+    roles += [("restated it", q) for q in ev.get("cont_seqs") or []]
+    roles.append(("closed it", ev.get("close_seq")))
+    wanted = {q: role for role, q in roles if isinstance(q, int) and not isinstance(q, bool)}
+    R, L = s.records, s.ledger
+    records = []
+    if wanted:
+        with store.engine.connect() as conn:
+            for r in conn.execute(
+                    sa.select(R.c.seq, R.c.boot, R.c.k, R.c.t.label("agent_t"), R.c.body, R.c.recv_ms,
+                              R.c.pos, L.c.hash)
+                    .join(L, L.c.pos == R.c.pos)
+                    .where(R.c.agent == agent, R.c.seq.in_(sorted(wanted))).order_by(R.c.seq)):
+                records.append({"seq": r.seq, "role": wanted[r.seq], "boot": r.boot, "kind": r.k,
+                                "t": r.agent_t, "received": iso(r.recv_ms), "ledger_pos": r.pos,
+                                "hash": r.hash, "body": json.loads(r.body)})
+    end_note = None
+    if o.end_ms is not None and ev.get("close_seq") is None:
+        end_note = ev.get("end") or "ended without a closing record (the agent restarted or went silent)"
+    return {"outage": outage_dict(o), "records": records, "end_note": end_note,
+            "duration_s": None if o.end_ms is None else (o.end_ms - o.start_ms) / 1000}
