@@ -475,9 +475,8 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
     def agent_revoke_form(request: Request, agent: str,
                           csrf: Annotated[str, Form(max_length=200)] = "",
                           confirm: Annotated[str, Form(max_length=40)] = "") -> Response:
-        if (r := page_login(request)) is not None:
+        if (r := form_guard(request, csrf)) is not None:
             return r
-        check_form_csrf(request, csrf)
         if confirm != agent:
             raise UserError(f"to revoke {agent!r}, type its name into the box")
         from wanwitness.collector.agents import set_enabled
@@ -633,6 +632,13 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
             return None
         return RedirectResponse("/login?next=" + quote(request.url.path), status_code=303)
 
+    def form_guard(request: Request, csrf: str) -> Response | None:
+        """A form post: the login page when not logged in, 403 without the CSRF token."""
+        if (r := page_login(request)) is not None:
+            return r
+        check_form_csrf(request, csrf)
+        return None
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def now_page(request: Request) -> Response:
         if (r := page_login(request)) is not None:
@@ -674,9 +680,8 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
                      channel: Annotated[str, Form(max_length=20)] = "",
                      operator: Annotated[str, Form(max_length=tk.OPERATOR_MAX)] = "",
                      note: Annotated[str, Form(max_length=10_000)] = "") -> Response:
-        if (r := page_login(request)) is not None:
+        if (r := form_guard(request, csrf)) is not None:
             return r
-        check_form_csrf(request, csrf)
         try:
             if not number.strip() or not opened.strip():
                 raise UserError("a ticket needs its number and when you reported the fault")
@@ -693,9 +698,8 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
     def ticket_close_form(request: Request, number: str,
                           csrf: Annotated[str, Form(max_length=200)] = "",
                           closed: Annotated[str, Form(max_length=64)] = "") -> Response:
-        if (r := page_login(request)) is not None:
+        if (r := form_guard(request, csrf)) is not None:
             return r
-        check_form_csrf(request, csrf)
         at = when(closed, "closed") or datetime.now(UTC)
         tk.update(store, number, tz, closed=at)
         return RedirectResponse("/tickets", status_code=303)
