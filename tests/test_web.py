@@ -65,9 +65,10 @@ class Web:
 
     def __init__(self, store, *, loopback_only: bool = True, clock=None,
                  config: cfg.Config | None = None) -> None:
+        self.store = store
         self.backoff = auth.Backoff(clock=clock) if clock else auth.Backoff()
         settings = WebSettings(tz=ZoneInfo("Europe/Berlin"), loopback_only=loopback_only,
-                               config=config,
+                               config=config, events_poll_s=0.2,
                                status=lambda: {"home": "online"}, backoff=self.backoff,
                                now_ms=lambda: NOW + MIN)
         self.server = WebServer(create_app(store, settings), bind("127.0.0.1", 0))
@@ -479,3 +480,36 @@ def test_an_agent_is_revoked_only_when_its_name_is_typed(web, seeded):
     assert not check_agent_password(seeded, "home", "anything")
     r = web.send("POST", "/api/v1/agents/ghost/revoke", {})
     assert r.status_code == 404 and "no agent named 'ghost'" in r.json()["detail"]
+
+
+def test_the_live_stream_sends_the_states_at_once_and_again_when_one_changes(web, seeded):
+    def events(lines):
+        kind = None
+        for raw in lines:
+            line = raw.decode() if isinstance(raw, bytes) else raw
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind == "agents":
+                yield {a["id"]: a for a in json.loads(line[6:])}
+
+    with web.http.get(web.url("/api/v1/events"), stream=True, timeout=30) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        stream = events(r.iter_lines())
+        first = next(stream)
+        assert first["home"]["state"] == "local_down" and first["attic"]["state"] == "never_seen"
+        # The line comes back: a record through the real ingest path.
+        b = Board(Ingestor(seeded), "home", seq=4)
+        b.boot, b.boot_utc = 1, T0
+        b.state("up", NOW + 30 * SEC)
+        second = next(stream)
+        assert second["home"]["state"] == "up" and second["home"]["since"] == "2026-11-03T12:00:30.000Z"
+    assert web.http.get(web.url("/api/v1/agents"), timeout=30).ok  # the server goes on
+
+
+def test_without_a_login_the_live_stream_is_refused(seeded):
+    auth.set_password(seeded, "correct horse")
+    web = Web(seeded, loopback_only=False)
+    try:
+        assert web.get("/api/v1/events").status_code == 401
+    finally:
+        web.close()

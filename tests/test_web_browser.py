@@ -209,3 +209,18 @@ def test_the_calendar_shows_the_outage_on_its_day(browser, web, size, label):
     page.click("text=← 2026-10")
     expect(page.locator("h1")).to_have_text("Billing period 2026-10")
     page.context.close()
+
+
+def test_the_now_page_follows_a_change_of_state_by_itself(browser, web):
+    from testing.records import T0, Board
+    from tests.test_web import NOW
+    from wanwitness.collector.ingest import Ingestor
+    page = page_at(browser, PHONE)
+    page.goto(web.url("/"))
+    badge = page.locator('[data-agent="home"] .badge')
+    expect(badge).to_have_text("local down")
+    b = Board(Ingestor(web.store), "home", seq=4)
+    b.boot, b.boot_utc = 1, T0
+    b.state("up", NOW + 30_000)
+    expect(badge).to_have_text("up", timeout=10_000)  # no reload by the user
+    page.context.close()

@@ -30,6 +30,8 @@ def test_the_api_never_fails_on_what_its_description_allows(fuzzed):
     for result in api.get_all_operations():
         operation = result.ok()
         labels.append(operation.label)
+        if operation.label == "GET /api/v1/events":
+            continue  # a stream that does not end (tested in test_web.py)
 
         # With the session's cookie and CSRF token, so changes get past the guard and into
         # the code behind it; the guard itself is tested in test_web.py.

@@ -9,9 +9,11 @@ loaded from the internet (no CDN: FastAPI's own /docs pages are off for that rea
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
-from collections.abc import Callable
+import json
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,8 +21,9 @@ from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
@@ -190,8 +193,9 @@ class WebSettings:
                  config: Config | None = None,
                  status: Callable[[], dict[str, str]] | None = None,
                  backoff: auth.Backoff | None = None,
-                 now_ms: Callable[[], int] = s.now_ms) -> None:
+                 now_ms: Callable[[], int] = s.now_ms, events_poll_s: float = 2.0) -> None:
         self.now_ms = now_ms
+        self.events_poll_s = events_poll_s
         self.tz = tz
         self.config = config  # None: no claims (they need [tariff], [customer], [isp])
         self.loopback_only = loopback_only
@@ -451,6 +455,35 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
             return r
         detail = data.outage_detail(store, agent, start, now_ms=settings.now_ms())
         return _page(request, "outage.html", {"d": detail, "now_ms": settings.now_ms()})
+
+    def state_now() -> str:
+        """What the live stream sends: each agent's state, since when, last heard, status."""
+        rows = data.agents(store, now_ms=settings.now_ms(), status=settings.status())
+        return json.dumps([{k: a[k] for k in ("id", "state", "since", "last_seen", "status")}
+                           for a in rows], separators=(",", ":"))
+
+    @app.get("/api/v1/events", tags=["read"], dependencies=login_, responses={**_ERRORS, 200: {
+        "description": "server-sent events: `agents` (a JSON list of each agent's id, state, "
+                       "since, last_seen and status) at once and whenever one of them changes; "
+                       "a comment line every 15 s keeps the connection open",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+    async def api_events(request: Request) -> StreamingResponse:
+        """A live stream of the agents' states (text/event-stream; EventSource in a page)."""
+        async def stream() -> AsyncIterator[str]:
+            yield "retry: 5000\n\n"
+            sent, quiet = None, 0.0
+            while not await request.is_disconnected():
+                now = await run_in_threadpool(state_now)
+                if now != sent:
+                    yield f"event: agents\ndata: {now}\n\n"
+                    sent, quiet = now, 0.0
+                elif quiet >= 15:
+                    yield ": still here\n\n"
+                    quiet = 0.0
+                await asyncio.sleep(settings.events_poll_s)
+                quiet += settings.events_poll_s
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/api/v1/agents/{agent}/revoke", response_model=AgentOut, responses=_ERRORS,
               tags=["agents"], dependencies=changes_)

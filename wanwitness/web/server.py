@@ -67,7 +67,9 @@ class WebServer:
         self.host, self.port = sock.getsockname()[:2]
         config = uvicorn.Config(app, log_level="warning", access_log=False,
                                 ssl_certfile=certfile or None, ssl_keyfile=keyfile or None,
-                                lifespan="off", server_header=False, timeout_keep_alive=15)
+                                lifespan="off", server_header=False, timeout_keep_alive=15,
+                                # open event streams end within 3 s of a stop
+                                timeout_graceful_shutdown=3)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="wanwitness-web", daemon=True)
         self.scheme = "https" if certfile else "http"

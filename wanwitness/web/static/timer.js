@@ -25,4 +25,18 @@
     });
   }
   if (timers.length) { tick(); setInterval(tick, 1000); }
+
+  // Live: when an agent's state changes, show the page anew (the server renders it).
+  if (cards && window.EventSource) {
+    var shown = {};
+    document.querySelectorAll("[data-agent]").forEach(function (el) {
+      shown[el.getAttribute("data-agent")] = el.getAttribute("data-state");
+    });
+    var events = new EventSource("/api/v1/events");
+    events.addEventListener("agents", function (e) {
+      var agents = JSON.parse(e.data);
+      var changed = agents.some(function (a) { return shown[a.id] !== a.state; });
+      if (changed) { events.close(); window.location.reload(); }
+    });
+  }
 })();
