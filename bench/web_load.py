@@ -44,7 +44,8 @@ CLASSES = (("isp_down", 0.5), ("dns_down", 0.2), ("local_down", 0.15), ("degrade
 def build(store: s.Store, agents: int, days: int, per_day: float, seed: int) -> dict[str, int]:
     rng = random.Random(seed)
     ing = Ingestor(store)
-    counts = {"records": 0, "heartbeats": 0, "outages": 0}
+    counts = {"records": 0, "heartbeats": 0, "outages": 0, "tickets": 0}
+    longest: dict[str, tuple[int, int]] = {}  # month -> agent1's longest isp_down (length, start)
     for i in range(agents):
         name = f"agent{i + 1}"
         add_agent(store, name, hb_s=3600)
@@ -64,6 +65,9 @@ def build(store: s.Store, agents: int, days: int, per_day: float, seed: int) -> 
                 cls = rng.choices([c for c, _ in CLASSES], [w for _, w in CLASSES])[0]
                 length = int(min(2 * HOUR, rng.lognormvariate(6.0, 1.6) * 1000))
                 b.state(cls, at, bound=at - 2000, ev={"by": "probe"}, deliver=False)
+                month = time.strftime("%Y-%m", time.gmtime(at / 1000))
+                if i == 0 and cls == "isp_down" and length > longest.get(month, (0, 0))[0]:
+                    longest[month] = (length, at)
                 b.state("up", at + length, deliver=False)
                 last_end = at + length
                 counts["outages"] += 1
@@ -76,6 +80,16 @@ def build(store: s.Store, agents: int, days: int, per_day: float, seed: int) -> 
             result = ing.ingest(msgs)
             if result.quarantined:
                 raise SystemExit(f"web_load: the generated data was refused: {result.reasons}")
+    # The user reported agent1's longest ISP outage of each month 10 minutes in.
+    from datetime import UTC, datetime
+
+    from wanwitness.claims import tickets as tk
+    tz = ZoneInfo("Europe/Berlin")
+    for n, (_month, (_length, at)) in enumerate(sorted(longest.items()), start=1):
+        opened = datetime.fromtimestamp((at + 600_000) / 1000, UTC)
+        tk.add(store, tk.new_ticket(f"T{n:03d}", opened, tz=tz, channel="phone",
+                                    operator="support"))
+        counts["tickets"] += 1
     return counts
 
 
@@ -86,6 +100,29 @@ def _poisson(rng: random.Random, lam: float) -> int:
         if p < limit:
             return n
         n += 1
+
+
+def shots(base: str, period: str, out: Path) -> None:
+    """The calendar, the Now page and the call sheet in Debian's Chromium (Playwright)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+    out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                    args=["--no-sandbox"])
+        for name, path, size in (
+                ("calendar", f"/calendar?period={period}&agent=agent1", {"width": 1100, "height": 800}),
+                ("now", "/", {"width": 1100, "height": 500}),
+                ("callsheet-phone", "/callsheet?agent=agent1", {"width": 390, "height": 844})):
+            page = browser.new_context(viewport=size, locale="en-GB",
+                                       timezone_id="Europe/Berlin").new_page()
+            r = page.goto(base + path)
+            if r is not None and r.ok:
+                page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+                print(f"web_load: screenshot {out / name}.png", file=sys.stderr)
+            page.context.close()
+        browser.close()
 
 
 def timed(http: requests.Session, url: str, repeat: int) -> dict[str, Any]:
@@ -109,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--db", help="an empty store's URL (default: a temporary SQLite file)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--screenshots", type=Path, metavar="DIR",
+                    help="also save Chromium screenshots of the pages here (README's images)")
     args = ap.parse_args(argv)
     if not 1 <= args.agents <= 100 or not 1 <= args.days <= 3660 or args.repeat < 1:
         ap.error("--agents 1..100, --days 1..3660, --repeat >= 1")
@@ -124,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         counts = build(store, args.agents, args.days, args.outages_per_day, args.seed)
         built_s = time.perf_counter() - t0
         print(f"web_load: {args.agents} agents x {args.days} days: {counts['records']} records, "
-              f"{counts['heartbeats']} heartbeats, {counts['outages']} outages, built in "
+              f"{counts['heartbeats']} heartbeats, {counts['outages']} outages, "
+              f"{counts['tickets']} tickets, built in "
               f"{built_s:.1f} s", file=sys.stderr)
         conf = make_config(Path(tmp))
         now = START + args.days * DAY
@@ -155,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(r)
                 if r["status"] != 200:
                     print(f"web_load: {path} answered {r['status']}", file=sys.stderr)
+            if args.screenshots:
+                shots(base, last, args.screenshots)
         finally:
             server.stop()
             store.dispose()

@@ -238,9 +238,11 @@ class PackRun:
         outages; an outage linked to several tickets runs from the first report only."""
         taken: set[str] = set()
         out = []
+        claimable = self.claimable
         for t in sorted((t for t in self.tickets if t.number not in self.excluded_tickets),
                         key=lambda t: t.opened):
-            linked = [o for o in self.claimable if o.id in t.outage_ids and o.id not in taken]
+            ids = set(t.outage_ids)
+            linked = [o for o in claimable if o.id in ids and o.id not in taken]
             again = [oid for oid in t.outage_ids if oid in taken]
             if again:
                 self.note(f"ticket {t.number} reports an outage already reported earlier; "
