@@ -10,8 +10,9 @@ What a run does (every process in a lab namespace, every address RFC 5737):
 3. Register agent "lab" in the store with the library (`add_agent`, as `wanwitness
    agent add --db` does) and write its config: broker 192.0.2.10:1883, gateway
    192.0.2.1, the lab's anchors, DNS 198.51.100.53 / example.test, no NTP, an
-   "internet" LED on GPIO 34 and a "power" LED on GPIO 35, hb_s 5, then the scenario's
-   overrides.
+   "internet" LED on GPIO 34 and a "power" LED on GPIO 35, both with the levels
+   `wanwitness calibrate` would measure (2500 dark, 52000 lit: the detector knows the
+   power LED is lit from boot), hb_s 5, then the scenario's overrides.
 4. Start the collector in the `server` namespace (`wanwitness collect --listen
    192.0.2.10:1883`, its embedded broker). A scenario that switches `broker` gets an
    external Mosquitto in `server` instead and the collector connects to it with
@@ -463,8 +464,12 @@ class Run:
                          "anchors": list(self.lab.addresses["anchors"]),
                          "dns": {"server": self.lab.addresses["dns"], "name": "example.test"},
                          "ntp": None}
-        conf["leds"] = [{"pin": PIN_INTERNET, "role": "internet"},
-                        {"pin": PIN_POWER, "role": "power"}]
+        # Calibrated, as the setup guide has it (`wanwitness calibrate` writes the levels
+        # it measured): a channel without levels learns them only when its LED changes,
+        # so a power LED lit since boot would stay unknown to the detector.
+        levels = [LED_DARK["level"], LED_STEADY["level"]]
+        conf["leds"] = [{"pin": PIN_INTERNET, "role": "internet", "levels": levels},
+                        {"pin": PIN_POWER, "role": "power", "levels": levels}]
         for key, value in self.sc.agent.items():
             if isinstance(value, dict) and isinstance(conf.get(key), dict):
                 conf[key] = {**conf[key], **value}
