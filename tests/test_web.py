@@ -64,13 +64,13 @@ class Web:
     """The app served on a free loopback port, and a browser-like session for it."""
 
     def __init__(self, store, *, loopback_only: bool = True, clock=None,
-                 config: cfg.Config | None = None) -> None:
+                 config: cfg.Config | None = None, now_ms: int = NOW + MIN) -> None:
         self.store = store
         self.backoff = auth.Backoff(clock=clock) if clock else auth.Backoff()
         settings = WebSettings(tz=ZoneInfo("Europe/Berlin"), loopback_only=loopback_only,
                                config=config, events_poll_s=0.2,
                                status=lambda: {"home": "online"}, backoff=self.backoff,
-                               now_ms=lambda: NOW + MIN)
+                               now_ms=lambda: now_ms)
         self.server = WebServer(create_app(store, settings), bind("127.0.0.1", 0))
         self.server.start()
         self.base = f"http://127.0.0.1:{self.server.port}"

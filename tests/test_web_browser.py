@@ -224,3 +224,47 @@ def test_the_now_page_follows_a_change_of_state_by_itself(browser, web):
     b.state("up", NOW + 30_000)
     expect(badge).to_have_text("up", timeout=10_000)  # no reload by the user
     page.context.close()
+
+
+def test_the_call_sheet_answers_the_support_script_and_keeps_the_ticket(browser, tmp_path):
+    from testing.webconfig import make_config
+    from tests.test_callsheet import NOW as CALL_NOW
+    from tests.test_callsheet import local
+    from tests.test_callsheet import seed as seed_calls
+    from wanwitness.collector.timeline import iso
+    store = open_store(f"sqlite:///{tmp_path}/w.db")
+    at = seed_calls(store)
+    # A minute after the seeded agent's last heartbeat: its isp_down is going on.
+    web = Web(store, config=make_config(tmp_path), now_ms=CALL_NOW + 60_000)
+    try:
+        page = page_at(browser, PHONE)
+        # The outage going on: the ISP's line, the router on and answering.
+        page.goto(web.url("/"))
+        page.click("text=What to tell them")
+        sheet = page.locator(".callsheet")
+        expect(sheet.locator(".callsheet-meaning")).to_have_text(
+            "Your router is on and answers; the line beyond it is down.")
+        # To the second, in local time (the language's own date format).
+        expect(sheet.locator(".fact-start dd")).to_have_text("Nov 3, 2026, " + local(at.isp, "%-I:%M:%S %p"))
+        expect(sheet).to_contain_text("K-123456")
+        expect(sheet.locator(".fact-led_power dd")).to_contain_text("on")
+        shot(page, "callsheet-isp_down-phone")
+        # The router switched off an hour earlier: a past outage, by its start.
+        page.goto(web.url(f"/callsheet?agent=home&start={iso(at.off)}"))
+        expect(sheet.locator(".callsheet-meaning")).to_have_text("Your router is off (no power).")
+        expect(sheet.locator(".fact-start dd")).to_contain_text(local(at.off, "%-I:%M:%S"))
+        shot(page, "callsheet-router_off-phone")
+        # Noting the call makes a ticket linked to this outage (a local_down: never by time).
+        page.fill("input[name=number]", "CS-77")
+        page.fill("input[name=operator]", "Maria / 17")
+        page.click(".callsheet-note button")
+        expect(page.locator("h1")).to_have_text("Tickets")
+        [ticket] = web.get("/api/v1/tickets").json()
+        assert ticket["number"] == "CS-77" and ticket["operator"] == "Maria / 17"
+        # The router-off outage by the sheet's link (a local_down is never linked by time),
+        # the ISP outage going on at the call's time by the time rule.
+        assert ticket["outages"] == [f"home@{iso(at.off)}", f"home@{iso(at.isp)}"]
+        page.context.close()
+    finally:
+        web.close()
+        store.dispose()

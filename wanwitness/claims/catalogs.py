@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
-from babel.messages.extract import extract_from_dir
+from babel.messages.extract import extract_from_dir, extract_from_file
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po, write_po
 from babel.support import NullTranslations, Translations
@@ -25,6 +25,7 @@ DOMAIN = "wanwitness"
 LANGUAGES = ("en", "de", "hu", "ru", "sw")
 SOURCE_LANGUAGE = "en"            # the msgids are the English text
 CLAIMS_DIR = Path(__file__).resolve().parent
+CALLSHEET_SOURCES = (CLAIMS_DIR.parent / "web" / "callsheet.py",)
 LOCALE_DIR = CLAIMS_DIR / "locale"
 POT_PATH = LOCALE_DIR / f"{DOMAIN}.pot"
 
@@ -70,6 +71,11 @@ def translations(lang: str) -> NullTranslations:
     return Translations(fp=buf, domain=DOMAIN)
 
 
+def N_(msgid: str) -> str:
+    """Mark a string for extraction; it is translated where it is used."""
+    return msgid
+
+
 def extract() -> Catalog:
     """Every msgid used by the letter's code and templates, as a template catalog."""
     cat = Catalog(project="wanwitness", version=__version__, domain=DOMAIN, locale=None, charset="utf-8",
@@ -79,6 +85,13 @@ def extract() -> Catalog:
     for filename, lineno, message, comments, context in extract_from_dir(
             str(CLAIMS_DIR), _METHOD_MAP, options, strip_comment_tags=True):
         cat.add(message, None, [(filename, lineno)], auto_comments=comments, context=context)
+    # The call sheet (web UI and `wanwitness callsheet`) speaks the letters' languages
+    # from the same catalogs.
+    for path in CALLSHEET_SOURCES:
+        for lineno, message, comments, context in extract_from_file(
+                "python", str(path), strip_comment_tags=True):
+            cat.add(message, None, [(f"../{path.parent.name}/{path.name}", lineno)],
+                    auto_comments=comments, context=context)
     return cat
 
 

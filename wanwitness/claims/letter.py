@@ -22,13 +22,7 @@ from babel.dates import format_date, format_skeleton, get_datetime_format
 from babel.units import format_unit
 
 from ..errors import UserError
-from .catalogs import LANGUAGES, SOURCE_LANGUAGE, check_language, translations
-
-
-def N_(msgid: str) -> str:
-    """Mark a string for extraction; it is translated where it is used."""
-    return msgid
-
+from .catalogs import LANGUAGES, N_, SOURCE_LANGUAGE, check_language, translations
 
 # Words for the claim's codes (wanwitness.collector.timeline classes, ticket channels, rule units).
 OUTAGE_CLASSES = {

@@ -13,7 +13,20 @@ from pathlib import Path
 import click
 
 from wanwitness import __version__
-from wanwitness.cli import agents, boards, broker, claims, collect, demo, flash, ledger, service, settings, web
+from wanwitness.cli import (
+    agents,
+    boards,
+    broker,
+    callsheet,
+    claims,
+    collect,
+    demo,
+    flash,
+    ledger,
+    service,
+    settings,
+    web,
+)
 from wanwitness.cli.common import Ctx
 from wanwitness.errors import UserError
 
@@ -40,6 +53,7 @@ boards.register(cli)
 claims.register(cli)
 service.register(cli)
 web.register(cli)
+callsheet.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

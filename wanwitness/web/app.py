@@ -763,6 +763,50 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         return _page(request, "calendar.html", {"cal": cal, "prev": prev, "next": nxt,
                                                 "classes": data.CALENDAR_CLASSES})
 
+
+    def sheet_for(agent: str | None, start: str | None, lang: str | None) -> dict[str, Any]:
+        from wanwitness.web import callsheet as cs
+        conf = need_config()
+        if start:
+            cs.parse_start(start, tz, "start")  # a clear error naming the parameter
+        return cs.build(store, conf, agent=agent or None, start=start or None,
+                        lang=lang or conf.claim.lang, now_ms=settings.now_ms())
+
+    @app.get("/api/v1/callsheet", response_model=dict[str, Any], responses=_ERRORS,
+             tags=["read"], dependencies=login_)
+    def api_callsheet(agent: AgentQ = None, start: Annotated[str | None, Query(max_length=80)] = None,
+                      lang: LangQ = None) -> dict[str, Any]:
+        """What to tell the ISP's support line about the outage going on now (or the one
+        that started at `start`): the facts in `lang`, and what to note during the call."""
+        return sheet_for(agent, start, lang)
+
+    @app.get("/callsheet", response_class=HTMLResponse, include_in_schema=False)
+    def callsheet_page(request: Request, agent: AgentQ = None,
+                       start: Annotated[str | None, Query(max_length=80)] = None,
+                       lang: LangQ = None) -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        return _page(request, "callsheet.html", {"sheet": sheet_for(agent, start, lang)})
+
+    @app.post("/callsheet/ticket", include_in_schema=False)
+    def callsheet_ticket(request: Request, csrf: Annotated[str, Form(max_length=200)] = "",
+                         agent: Annotated[str, Form(max_length=32)] = "",
+                         start: Annotated[str, Form(max_length=80)] = "",
+                         number: Annotated[str, Form(max_length=tk.NUMBER_MAX)] = "",
+                         operator: Annotated[str, Form(max_length=tk.OPERATOR_MAX)] = "",
+                         opened: Annotated[str, Form(max_length=64)] = "") -> Response:
+        """The notes of the call: a ticket, linked to the outage the sheet was about
+        (also a local_down, which is never linked by time)."""
+        if (r := form_guard(request, csrf)) is not None:
+            return r
+        sheet = sheet_for(agent, start, None)
+        if not number.strip() or not opened.strip():
+            raise UserError("the ticket number and the time of the call are needed")
+        added = add_ticket(number, opened, channel="phone", operator=operator or None)
+        if isinstance(sheet.get("open_seq"), int):
+            tk.set_link(store, added, sheet["agent"], sheet["open_seq"], True)
+        return RedirectResponse("/tickets", status_code=303)
+
     @app.get("/claim", response_class=HTMLResponse, include_in_schema=False)
     def claim_page(request: Request, period: PeriodQ = None, rules: RulesQ = None,
                    lang: LangQ = None) -> Response:
