@@ -74,3 +74,39 @@ def test_with_a_password_collect_serves_off_loopback_and_asks_for_it(ww, tmp_pat
     finally:
         col.stop()
     assert "Traceback" not in col.log()
+
+
+def test_with_a_certificate_the_web_ui_is_served_over_https_with_secure_cookies(ww, tmp_path):
+    from wanwitness.broker.tls import init_tls
+    files, _kept = init_tls(tmp_path / "tls", ["127.0.0.1"])
+    db = f"sqlite:///{tmp_path}/w.db"
+    assert ww.process("web", "password", "--stdin", "--db", db, input="correct horse\n").returncode == 0
+    web_port = free_port()
+    config = f'[web]\ntls_cert = "{files.cert}"\ntls_key = "{files.key}"\n'
+    col = CollectorProcess(tmp_path / "col", db, listen=("127.0.0.1", free_port()),
+                           web=("0.0.0.0", web_port), collector_conf=config)
+    col.start()
+    try:
+        assert f"web UI on https://127.0.0.1:{web_port}/" in col.log()
+        base = f"https://127.0.0.1:{web_port}"
+        # verify= on the call: requests prefers REQUESTS_CA_BUNDLE to a session's verify
+        r = requests.get(base + "/api/v1/session", timeout=30, verify=str(files.ca_cert))
+        assert r.status_code == 200
+        cookie = r.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"http://127.0.0.1:{web_port}/api/v1/session", timeout=10)
+    finally:
+        col.stop()
+    assert "Traceback" not in col.log()
+
+
+def test_half_a_certificate_is_one_clear_line(ww, tmp_path):
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[web]\ntls_cert = "{cert}"\n')
+    proc = ww.process("--config", str(config), "collect", "--db", f"sqlite:///{tmp_path}/w.db",
+                      timeout=60)
+    assert proc.returncode == 2
+    assert "[web] tls_cert and tls_key: set both" in one_clear_line(proc)
