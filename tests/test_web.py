@@ -513,3 +513,25 @@ def test_without_a_login_the_live_stream_is_refused(seeded):
         assert web.get("/api/v1/events").status_code == 401
     finally:
         web.close()
+
+
+def test_a_ticket_is_edited_and_gets_appointments_through_the_page_and_the_api(web):
+    assert web.send("POST", "/api/v1/tickets", {"number": "4711", "opened": "2026-11-03 08:10"}).ok
+    r = web.send("POST", "/api/v1/tickets/4711/appointments", {"at": "2026-11-05 08:00", "missed": True})
+    assert r.status_code == 201 and r.json()["appointments"] == [{"at": "2026-11-05T07:00:00Z", "missed": True}]
+    page = web.get("/tickets")
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    edited = web.http.post(web.url("/tickets/4711/edit"), data={
+        "csrf": token, "channel": "email", "operator": "Team B", "promised": "2026-11-06 18:00",
+        "closed": "", "note": "second call"})
+    assert edited.status_code == 200 and edited.url.endswith("/tickets")
+    added = web.http.post(web.url("/tickets/4711/appointment"), data={"csrf": token, "at": "2026-11-07 09:00"})
+    assert added.status_code == 200
+    [t] = web.get("/api/v1/tickets").json()
+    assert (t["channel"], t["operator"], t["promised"], t["note"]) == (
+        "email", "Team B", "2026-11-06T17:00:00Z", "second call")
+    assert t["appointments"] == [{"at": "2026-11-05T07:00:00Z", "missed": True},
+                                 {"at": "2026-11-07T08:00:00Z", "missed": False}]
+    bad = web.http.post(web.url("/tickets/4711/edit"), data={"csrf": token, "closed": "2026-11-01 00:00"})
+    assert bad.status_code == 400 and "is before opened" in bad.text
+    assert web.send("POST", "/api/v1/tickets/nope/appointments", {"at": "2026-11-05 08:00"}).status_code == 404

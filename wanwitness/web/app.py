@@ -145,6 +145,12 @@ class TicketPatch(BaseModel):
     note: str | None = Field(None, max_length=10_000)
 
 
+class AppointmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at: str = Field(max_length=64, pattern=TIME_PATTERN, description="when the technician was due: " + _WHEN)
+    missed: bool = Field(False, description="the technician did not come")
+
+
 class SessionOut(BaseModel):
     logged_in: bool
     password_required: bool
@@ -571,6 +577,16 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
                                      channel=body.channel, operator=body.operator,
                                      promised=body.promised, note=body.note))
 
+    @app.post("/api/v1/tickets/{number}/appointments", response_model=TicketOut, status_code=201,
+              responses=_ERRORS, tags=["tickets"], dependencies=changes_)
+    def api_ticket_appointment(number: str, body: AppointmentIn) -> dict[str, Any]:
+        """A technician appointment for the ticket (`missed`: the technician did not come;
+        rules such as TKG §58(4) pay for it)."""
+        due = when(body.at, "at")
+        assert due is not None  # the pattern admits no empty time
+        tk.add_appointment(store, number, due, body.missed)
+        return ticket_out(tk.get(store, number).number)
+
     @app.patch("/api/v1/tickets/{number}", response_model=TicketOut, responses=_ERRORS,
                tags=["tickets"], dependencies=changes_)
     def api_ticket_patch(number: str, body: TicketPatch) -> dict[str, Any]:
@@ -733,8 +749,39 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
                           closed: Annotated[str, Form(max_length=64)] = "") -> Response:
         if (r := form_guard(request, csrf)) is not None:
             return r
-        at = when(closed, "closed") or datetime.now(UTC)
+        at = when(closed, "closed") or datetime.fromtimestamp(settings.now_ms() / 1000, UTC)
         tk.update(store, number, tz, closed=at)
+        return RedirectResponse("/tickets", status_code=303)
+
+    @app.post("/tickets/{number}/edit", include_in_schema=False)
+    def ticket_edit_form(request: Request, number: str,
+                         csrf: Annotated[str, Form(max_length=200)] = "",
+                         channel: Annotated[str, Form(max_length=20)] = "",
+                         operator: Annotated[str, Form(max_length=tk.OPERATOR_MAX)] = "",
+                         promised: Annotated[str, Form(max_length=64)] = "",
+                         closed: Annotated[str, Form(max_length=64)] = "",
+                         note: Annotated[str, Form(max_length=10_000)] = "") -> Response:
+        if (r := form_guard(request, csrf)) is not None:
+            return r
+        try:
+            tk.update(store, number, tz, channel=channel or None, operator=operator or None,
+                      promised=when(promised, "promised"), closed=when(closed, "closed"),
+                      note=note or None)
+        except ValueError as e:
+            raise UserError(f"ticket {number.strip()}: {e}") from None
+        return RedirectResponse("/tickets", status_code=303)
+
+    @app.post("/tickets/{number}/appointment", include_in_schema=False)
+    def ticket_appointment_form(request: Request, number: str,
+                                csrf: Annotated[str, Form(max_length=200)] = "",
+                                at: Annotated[str, Form(max_length=64)] = "",
+                                missed: Annotated[str, Form(max_length=10)] = "") -> Response:
+        if (r := form_guard(request, csrf)) is not None:
+            return r
+        due = when(at, "appointment")
+        if due is None:
+            raise UserError("an appointment needs the time the technician was due")
+        tk.add_appointment(store, number, due, bool(missed))
         return RedirectResponse("/tickets", status_code=303)
 
     def need_config() -> Config:
