@@ -30,6 +30,7 @@ RESEND_MS = 15000     # a batch PUBACKed but not acked by the collector is sent 
 BATCH_RECS = 900      # record bytes per batch: with its head a batch stays within 1 KiB
 BATCH_BUF = 1088      # the sender's buffer: a batch of up to 1 KiB with its PUBLISH header
 STATS_MS = 3600000
+RESERVE = 512         # bytes kept back for a record that finds no block (App.record)
 NTP_EVERY_MS = 3600000
 CRASH_FILE = "crashes.json"
 CRASH_WINDOW_MS = 600000  # 3 crashes within 10 minutes of uptime -> safe mode
@@ -113,6 +114,11 @@ class App:
         self.heap_peak = 0    # gc.mem_alloc() high-water, sampled once a second (watchdog)
         self.gap_max = 0      # the longest gap between two LED sample turns (ms)
         self.mem_errors = 0   # MemoryErrors a task survived (a lost round, a batch later)
+        self.lost = 0         # records dropped for want of memory (said in an error record)
+        self._lost_said = 0
+        # A block kept free for the one thing that must not be lost to a full heap: a
+        # record (a state change above all). Given up on a MemoryError, taken back later.
+        self._reserve = bytearray(RESERVE)
         self.outbox_error = None
         self.line = "up"
         self.net = Net(cfg.get("wifi.ssid"), cfg.get("wifi.password"))
@@ -169,13 +175,13 @@ class App:
         except OSError as e:
             self._failed(e)
         except MemoryError:
-            # No block to encode it in: one collection and one more try, else this
-            # record is lost (said on the console), not the task that made it.
+            # No block to encode it in: a collection and one more try, then the block
+            # kept for this (RESERVE) and a last try; else the record is lost (said on the
+            # console now and in an error record once there is room), not the task.
             gc.collect()
             self.mem_errors += 1
-            try:
-                ob.queue(rec)
-            except MemoryError:
+            if not self._queue_again(rec):
+                self.lost += 1
                 print("record lost: out of memory:", rec.get("k"))
                 return
         else:
@@ -270,6 +276,34 @@ class App:
             self.record({"k": "error", "key": "probe", "msg": problem})
             self.targets = {"anchors": []}
             break
+
+    def _queue_again(self, rec):
+        for last in (False, True):
+            if last:
+                if self._reserve is None:
+                    return False
+                self._reserve = None
+                gc.collect()
+            try:
+                self.outbox.queue(rec)
+                return True
+            except MemoryError:
+                pass
+        return False
+
+    def _after_oom(self):
+        # Each heartbeat: the reserve taken back when there is room again, and records
+        # lost since the last time said in an error record (the ledger shows the hole).
+        if self._reserve is None:
+            try:
+                self._reserve = bytearray(RESERVE)
+            except MemoryError:
+                return
+        if self.lost > self._lost_said:
+            n = self.lost - self._lost_said
+            self._lost_said = self.lost
+            self.record({"k": "error", "key": "memory",
+                         "msg": "%d record(s) lost: no memory to queue them" % n})
 
     def _led(self, role, tr, log, tick):
         self.record({"k": "led", "ch": role, "st": tr[0], "at": tr[1]})
@@ -501,6 +535,7 @@ class App:
         hb_ms = self.cfg.get("hb_s") * 1000
         while True:
             self.stamp("heartbeat")
+            self._after_oom()
             free = gc.mem_free()
             print("heap alloc=%d peak=%d free=%d memerr=%d gap=%d" % (
                 gc.mem_alloc(), self.heap_peak, free, self.mem_errors, self.gap_max))
