@@ -55,7 +55,7 @@ class Board:
     def hb(self, utc: int) -> None:
         ingest(self.ingestor, hb_message(self.agent, self.boot, self.t(utc), utc))
 
-    def rec(self, kind: str, utc: int, *, deliver: bool = True, **fields: Any) -> int:
+    def rec(self, kind: str, utc: int, /, *, deliver: bool = True, **fields: Any) -> int:
         self.seq += 1
         rec = {"seq": self.seq, "t": self.t(utc), "utc": None, "k": kind, **fields}
         self.outbox.append(rec)

@@ -26,6 +26,7 @@ from wanwitness.web.server import WebServer, bind
 
 SEC = 1000
 NOW = T0 + 6 * HOUR
+SEEDED_RECORDS = 7  # what seed() stores for `home` (the next record's seq follows)
 
 
 class FakeClock:
@@ -48,6 +49,10 @@ def seed(store):
     b.state("isp_down", T0 + HOUR, bound=T0 + HOUR - 2 * SEC,
             ev={"anchors": {"ok": 0, "of": 3}, "gateway": "ok"})
     b.state("up", T0 + HOUR + 30 * MIN)
+    b.rec("led", NOW - 10 * MIN - 2 * SEC, ch="internet", st="off", at=b.t(NOW - 10 * MIN - 2 * SEC))
+    b.rec("probe", NOW - 10 * MIN - SEC, tg="gw:192.0.2.1", kind="icmp", ok=False, rtt=None,
+          err="timeout")
+    b.rec("probe", NOW - 10 * MIN - SEC, tg="198.51.100.7", kind="icmp", ok=True, rtt=23, err=None)
     b.state("local_down", NOW - 10 * MIN, ev={"gateway": "fail"})
     beat = {"boot": 1, "t": b.t(NOW), "s": "local_down", "heap": 23456, "peak": 41000, "q": 3,
             "rssi": -61, "safe": False, "fe": 12}
@@ -129,6 +134,12 @@ def test_agents_say_the_state_now_the_last_outage_and_the_boards_health(web):
     assert home["status"] == "online"
     attic = agents["attic"]
     assert attic["state"] == "never_seen" and attic["last_seen"] is None and attic["heap_free"] is None
+    # What the witness sees: each LED's and each target's newest word.
+    assert home["sees"]["leds"] == {"internet": {"state": "off", "received": "2026-11-03T11:49:58.000Z"}}
+    assert home["sees"]["targets"]["gw:192.0.2.1"]["ok"] is False
+    assert home["sees"]["targets"]["gw:192.0.2.1"]["error"] == "timeout"
+    assert home["sees"]["targets"]["198.51.100.7"]["rtt_ms"] == 23
+    assert attic["sees"] == {"leds": {}, "targets": {}}
 
 
 def test_outages_filter_by_class_and_time_and_export_csv(web):
@@ -167,11 +178,11 @@ def test_a_bad_query_is_a_clear_error(web, path, params, status, message):
 
 def test_the_ledger_reports_its_head_and_a_verification_kept_for_later(web, seeded):
     before = web.get("/api/v1/ledger").json()
-    assert before["count"] == 4 and len(before["head"]) == 64 and before["last_verify"] is None
+    assert before["count"] == SEEDED_RECORDS and len(before["head"]) == 64 and before["last_verify"] is None
     r = web.send("POST", "/api/v1/ledger/verify", {})
     assert r.status_code == 200
     done = r.json()["last_verify"]
-    assert done["ok"] is True and done["count"] == 4 and done["head"] == before["head"]
+    assert done["ok"] is True and done["count"] == SEEDED_RECORDS and done["head"] == before["head"]
     assert web.get("/api/v1/ledger").json()["last_verify"] == done
 
 
@@ -498,7 +509,7 @@ def test_the_live_stream_sends_the_states_at_once_and_again_when_one_changes(web
         first = next(stream)
         assert first["home"]["state"] == "local_down" and first["attic"]["state"] == "never_seen"
         # The line comes back: a record through the real ingest path.
-        b = Board(Ingestor(seeded), "home", seq=4)
+        b = Board(Ingestor(seeded), "home", seq=SEEDED_RECORDS)
         b.boot, b.boot_utc = 1, T0
         b.state("up", NOW + 30 * SEC)
         second = next(stream)

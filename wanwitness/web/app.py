@@ -79,6 +79,9 @@ class AgentOut(BaseModel):
     firmware: str | None
     reset_cause: str | None
     last_outage: OutageOut | None
+    sees: dict[str, Any] = Field(description="`leds`: each LED's last state; `targets`: each "
+                                 "probe target's last result (ok, rtt_ms, error, kind), from "
+                                 "the agent's newest records")
 
 
 class VerifyOut(BaseModel):

@@ -72,6 +72,33 @@ def _last_boots(conn: sa.Connection) -> dict[str, _BootInfo]:
     return out
 
 
+SEEN_RECENT = 200  # newest records of an agent searched for its LEDs' and targets' last word
+
+
+def _seen(conn: sa.Connection, agent: str) -> dict[str, Any]:
+    """What the witness sees, from its newest records: each LED's last state, each probe
+    target's last result (the agent writes a probe record when a target's answer changes
+    and for failures, so the newest one per target is its state now)."""
+    R = s.records
+    leds: dict[str, dict[str, Any]] = {}
+    targets: dict[str, dict[str, Any]] = {}
+    rows = conn.execute(sa.select(R.c.k, R.c.body, R.c.recv_ms)
+                        .where(R.c.agent == agent, R.c.k.in_(("led", "probe")))
+                        .order_by(R.c.seq.desc()).limit(SEEN_RECENT))
+    for k, body, recv_ms in rows:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            continue
+        if k == "led" and isinstance(doc.get("ch"), str) and doc["ch"] not in leds:
+            leds[doc["ch"]] = {"state": doc.get("st"), "received": iso(recv_ms)}
+        elif k == "probe" and isinstance(doc.get("tg"), str) and doc["tg"] not in targets:
+            targets[doc["tg"]] = {"ok": doc.get("ok"), "rtt_ms": doc.get("rtt"),
+                                  "error": doc.get("err"), "kind": doc.get("kind"),
+                                  "received": iso(recv_ms)}
+    return {"leds": dict(sorted(leds.items())), "targets": dict(sorted(targets.items()))}
+
+
 def agents(store: s.Store, *, now_ms: int | None = None,
            status: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every registered agent: the line's state now and since when, the last outage,
@@ -87,6 +114,7 @@ def agents(store: s.Store, *, now_ms: int | None = None,
                                       A.c.last_recv_ms, A.c.last_hb, A.c.last_hb_ms)
                             .order_by(A.c.id)).all()
         boots = _last_boots(conn)
+        seen = {r.id: _seen(conn, r.id) for r in rows}
     out = []
     for r in rows:
         mine = by_agent.get(r.id, [])
@@ -120,6 +148,7 @@ def agents(store: s.Store, *, now_ms: int | None = None,
             "safe_mode": health.get("safe", boot.safe),
             "firmware": boot.fw, "reset_cause": boot.reset,
             "last_outage": outage_dict(last) if last else None,
+            "sees": seen[r.id],
         })
     return out
 
