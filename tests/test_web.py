@@ -546,3 +546,20 @@ def test_a_ticket_is_edited_and_gets_appointments_through_the_page_and_the_api(w
     bad = web.http.post(web.url("/tickets/4711/edit"), data={"csrf": token, "closed": "2026-11-01 00:00"})
     assert bad.status_code == 400 and "is before opened" in bad.text
     assert web.send("POST", "/api/v1/tickets/nope/appointments", {"at": "2026-11-05 08:00"}).status_code == 404
+
+
+def test_a_bug_is_one_line_to_the_user_not_a_traceback(seeded, tmp_path, monkeypatch):
+    from wanwitness.web import data as web_data
+
+    def broken(*_a, **_k):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(web_data, "ledger", broken)
+    web = Web(seeded, config=make_config(tmp_path))
+    try:
+        r = web.get("/api/v1/ledger")
+        assert r.status_code == 500
+        assert r.json() == {"detail": "internal error: KeyError (details in the collector's log)"}
+        assert "Traceback" not in web.get("/agents").text
+    finally:
+        web.close()

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import ipaddress
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from wanwitness.errors import UserError
 from wanwitness.web import auth, data
 
 HERE = Path(__file__).parent
+log = logging.getLogger("wanwitness.web")
 SESSION_COOKIE = "wanwitness_session"
 SESSION_MAX_AGE_S = 7 * 86400
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
@@ -882,6 +884,7 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
+    app.add_middleware(_Bugs)
     # Outermost last: the host check runs before anything reads the session.
     app.add_middleware(SessionMiddleware, secret_key=auth.session_secret(store),
                        session_cookie=SESSION_COOKIE, max_age=SESSION_MAX_AGE_S,
@@ -891,6 +894,41 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         # 127.0.0.1 (DNS rebinding): only loopback names are served.
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS)
     return app
+
+
+class _Bugs:
+    """A bug in a route: one line to the user (JSON for the API, a page otherwise), the
+    traceback in the collector's log; never a traceback in the browser."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            log.exception("web: %s %s failed", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            text = f"internal error: {type(exc).__name__} (details in the collector's log)"
+            response: Response
+            if str(scope.get("path", "")).startswith("/api/"):
+                response = JSONResponse({"detail": text}, status_code=500)
+            else:
+                response = HTMLResponse("<!doctype html><title>Error</title><h1>That did not "
+                                        f"work</h1><p>{text}</p>", status_code=500)
+            await response(scope, receive, send)
 
 
 def _safe_next(target: str) -> str:
