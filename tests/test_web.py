@@ -60,6 +60,13 @@ def seed(store):
     return store
 
 
+def line_back(store) -> None:
+    """`home`'s line comes back 30 s after NOW: a state record through the real ingest."""
+    b = Board(Ingestor(store), "home", seq=SEEDED_RECORDS)
+    b.boot, b.boot_utc = 1, T0
+    b.state("up", NOW + 30 * SEC)
+
+
 @pytest.fixture
 def seeded(store):
     return seed(store)
@@ -509,9 +516,7 @@ def test_the_live_stream_sends_the_states_at_once_and_again_when_one_changes(web
         first = next(stream)
         assert first["home"]["state"] == "local_down" and first["attic"]["state"] == "never_seen"
         # The line comes back: a record through the real ingest path.
-        b = Board(Ingestor(seeded), "home", seq=SEEDED_RECORDS)
-        b.boot, b.boot_utc = 1, T0
-        b.state("up", NOW + 30 * SEC)
+        line_back(seeded)
         second = next(stream)
         assert second["home"]["state"] == "up" and second["home"]["since"] == "2026-11-03T12:00:30.000Z"
     assert web.http.get(web.url("/api/v1/agents"), timeout=30).ok  # the server goes on

@@ -212,16 +212,12 @@ def test_the_calendar_shows_the_outage_on_its_day(browser, web, size, label):
 
 
 def test_the_now_page_follows_a_change_of_state_by_itself(browser, web):
-    from testing.records import T0, Board
-    from tests.test_web import NOW, SEEDED_RECORDS
-    from wanwitness.collector.ingest import Ingestor
+    from tests.test_web import line_back
     page = page_at(browser, PHONE)
     page.goto(web.url("/"))
     badge = page.locator('[data-agent="home"] .badge')
     expect(badge).to_have_text("local down")
-    b = Board(Ingestor(web.store), "home", seq=SEEDED_RECORDS)
-    b.boot, b.boot_utc = 1, T0
-    b.state("up", NOW + 30_000)
+    line_back(web.store)
     expect(badge).to_have_text("up", timeout=10_000)  # no reload by the user
     page.context.close()
 

@@ -183,7 +183,7 @@ StartQ = Annotated[str, Query(max_length=40, pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:
 AgentReq = Annotated[str, Query(max_length=32)]
 PeriodQ = Annotated[str | None, Query(pattern=r"^(|\d{4}-\d{2})$", description=(
     "billing period YYYY-MM (it starts on [tariff] period_start_day of that month); "
-    "default: the last complete one"))]
+    "default: the last complete one for a claim, the current one for the calendar"))]
 RulesQ = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9-]*$",
                                      description="rule pack (default: [claim] rules)")]
 LangQ = Annotated[Literal["en", "de", "hu", "ru", "sw"] | None,
