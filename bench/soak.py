@@ -1,7 +1,8 @@
 """Soak: the agent for hours on the ESP32-sized board, in the outage lab.
 
     python -m bench.soak [--minutes 120] [--heap auto|56K] [--micropython PATH]
-        [--every-s 300] [--busy-s 3] [--loss 1] [--seed N] [--json OUT] [--workdir DIR]
+        [--every-s 300] [--busy-s 3] [--loss 1] [--realtime PRIO] [--seed N] [--json OUT]
+        [--workdir DIR]
 
 One long lab scenario (bench/lab: network namespaces, RFC 5737 addresses, the real
 collector; root) played against the agent on the virtual board:
@@ -35,6 +36,8 @@ import json
 import math
 import random
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -179,6 +182,20 @@ def default_micropython() -> str:
 AGENT_HEAP_KB = 48
 
 
+def realtime_wrapper(workdir: Path, micropython: str, priority: int) -> str:
+    """A script that runs `micropython` at SCHED_FIFO `priority` (chrt, util-linux)."""
+    chrt = shutil.which("chrt")
+    if chrt is None:
+        raise UserError("soak: --realtime needs chrt (Debian util-linux)")
+    probe = subprocess.run([chrt, "-f", str(priority), "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise UserError(f"soak: --realtime {priority}: chrt refused: {probe.stderr.strip()} (run as root)")
+    path = workdir / "micropython-rt"
+    path.write_text(f"#!/bin/sh\nexec {shlex.quote(chrt)} -f {priority} {shlex.quote(str(Path(micropython).resolve()))} \"$@\"\n")
+    path.chmod(0o755)
+    return str(path)
+
+
 def auto_heap(micropython: str, frozen: bool) -> str:
     """48 KB for the agent on top of the virtual board's residue (its modules, mounted
     image and boot script: C code and ROM on an ESP32), measured with this binary."""
@@ -207,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
                          "-1: the host's clock")
     ap.add_argument("--meminfo-s", type=int, default=60,
                     help="seconds between the board's heap reports (live bytes, largest free block)")
+    ap.add_argument("--realtime", type=int, default=0, metavar="PRIO",
+                    help="run the agent's MicroPython at this SCHED_FIFO priority (chrt -f, 1..99; "
+                         "root): on the chip the MicroPython task has a core of its own, so a busy "
+                         "host's scheduler stalls are not the agent's loop gaps (default 0: off)")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path)
@@ -223,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--ticks-start: 0..2**30-1 ms, or -1")
     if a.meminfo_s < 1:
         ap.error("--meminfo-s: at least 1")
+    if not 0 <= a.realtime <= 99:
+        ap.error("--realtime: 0 (off) or a SCHED_FIFO priority 1..99")
     try:
         micropython = a.micropython or default_micropython()
         heap = a.heap if a.heap != "auto" else auto_heap(micropython, frozen=not a.not_frozen)
@@ -233,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         wd = (a.workdir or Path(tempfile.mkdtemp(prefix="wwsoak-"))).resolve()
         wd.mkdir(parents=True, exist_ok=True)
         runner.check_tools()
-        run = SoakRun(sc, wd, seed=a.seed, heap=heap, micropython=micropython,
+        agent_binary = realtime_wrapper(wd, micropython, a.realtime) if a.realtime else micropython
+        run = SoakRun(sc, wd, seed=a.seed, heap=heap, micropython=agent_binary,
                       frozen=not a.not_frozen, busy_s=a.busy_s,
                       ticks_start=None if a.ticks_start < 0 else a.ticks_start, meminfo_s=a.meminfo_s)
         started = time.monotonic()
@@ -244,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     figures = {
         "minutes": round(seconds / 60, 1), "heap": heap, "micropython": micropython,
+        "realtime": a.realtime,
         "seed": res["seed"], "loss_pct": a.loss, "busy_s": a.busy_s, "workdir": str(wd),
         "outages_scripted": len(res["truth"]), "found": len(res["found"]), "missed": res["missed"],
         "false": res["false"], "misclassified": res.get("misclassified", 0),
