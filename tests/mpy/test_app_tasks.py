@@ -1,4 +1,5 @@
-# app.App's tasks on MicroPython: a MemoryError at the top of a task starts it again
+# app.App on MicroPython: the watches between rounds (a slow round's slots go with the next
+# watch); its tasks: a MemoryError at the top of a task starts it again
 # (counted) instead of ending it, which would stop the watchdog's feeding; a record that
 # finds no block takes the reserve kept for it, and one lost anyway is said in the ledger.
 import asyncio
@@ -136,6 +137,91 @@ def test_without_room_for_the_reserve_nothing_is_said_yet():
     finally:
         del app.bytearray
     eq((a._reserve, a.lost, a._lost_said), (None, 1, 0))
+
+
+
+# ---------------------------------------------------------------- watches between rounds
+
+class _Up:
+    def up(self):
+        return True
+
+
+class _Seen:
+    # what App._watches tells the detector: (anchors answered, anchors probed) a watch
+    def __init__(self):
+        self.watches = []
+
+    def watch(self, t, anchors_ok, dns_ok, anchors_total=1):
+        self.watches.append((anchors_ok, anchors_total))
+
+
+class _Watcher(app.App):
+    # _watches() with real probes: three TCP anchors listening on loopback
+    def __init__(self, anchors):
+        self.targets = {"anchors": anchors}
+        self._rtt_ms = 0
+        self._watch_i = -1
+        self.net = _Up()
+        self.clock = _Clock()
+        self.detector = _Seen()
+        self.mem_errors = 0
+
+    def stamp(self, name):
+        pass
+
+
+def _watch_after(round_ms):
+    # The watches after a round that took round_ms of a 2 s interval (500 ms apart):
+    # the anchors each one probed, and what the detector was told.
+    import socket
+    import time
+    servers = []
+    anchors = []
+    port = 20000 + time.ticks_ms() % 20000
+    while len(servers) < 3:   # no getsockname() here: the next free port
+        port += 1
+        s = socket.socket()
+        try:
+            s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        except OSError:
+            s.close()
+            continue
+        s.listen(8)
+        servers.append(s)
+        anchors.append("127.0.0.1:%d" % port)
+    w = _Watcher(anchors)
+    probed = []
+    real = app.probe.probe_round
+
+    async def spy(targets, wait, tries=5):
+        probed.append([anchors.index(a) for a in targets["anchors"]])
+        return await real(targets, wait, tries)
+
+    app.probe.probe_round = spy
+    try:
+        start = time.ticks_add(time.ticks_ms(), -round_ms)
+        asyncio.run(w._watches(start, 2000, 500, 1500))
+    finally:
+        app.probe.probe_round = real
+        for s in servers:
+            s.close()
+    return probed, w.detector.watches
+
+
+def test_a_fast_round_leaves_three_watches_of_one_anchor_each_in_turn():
+    eq(_watch_after(50), ([[0], [1], [2]], [(1, 1), (1, 1), (1, 1)]))
+
+
+def test_a_round_that_waited_out_its_timeout_sends_the_slots_anchors_with_one_watch():
+    # 80 % loss: every round waits 1.5 s for a lost echo. The slots at 0.5 and 1 s were
+    # taken: their anchors go with the watch at 1.5 s, so the CUSUM gets as many probes
+    # as on a clean line (the lab's loss-80 was called after 24 s with one a round).
+    eq(_watch_after(1500), ([[0, 1, 2]], [(3, 3)]))
+
+
+def test_a_round_of_one_second_owes_one_slot():
+    eq(_watch_after(1000), ([[0, 1], [2]], [(2, 2), (1, 1)]))
 
 
 mpyunit.main(globals())

@@ -420,7 +420,7 @@ class App:
                     r = None
                 if r is not None:
                     self._probe_changes(r["results"])
-                    self._rtt(r["results"])
+                    self._rtt(r["results"], r["dns_tries"])
                     dns = r["results"].get("dns:" + targets.get("dns", ""))
                     self._states(self.detector.round(t, r["gateway_ok"], r["anchors_ok"],
                                                      r["anchors_total"], r["dns_ok"],
@@ -431,10 +431,15 @@ class App:
             left = interval - time.ticks_diff(time.ticks_ms(), start)
             await asyncio.sleep_ms(max(50, left))
 
-    def _rtt(self, results):
-        # The slowest answer of the round, smoothed: what a watch waits for.
+    def _rtt(self, results, dns_tries):
+        # The slowest answer of the round, smoothed: what a watch waits for. Not a
+        # query sent again (dns_tries > 1): its rtt counts from the first send, 250 ms
+        # a try, and one such answer on a lossy line made every watch wait the round's
+        # whole timeout, so none fitted between rounds for the next dozen rounds.
         worst = 0
         for res in results.values():
+            if res["kind"] == "dns" and dns_tries > 1:
+                continue
             if res["ok"] and res.get("rtt") and res["rtt"] > worst:
                 worst = res["rtt"]
         if worst:
@@ -443,8 +448,12 @@ class App:
     async def _watches(self, start, interval, every, timeout_ms):
         # Between rounds, every `every` ms from the round's start: one anchor (in turn)
         # and one DNS query, one try each, waiting 4 round trips (at least 250 ms, at
-        # most the round's timeout). They only sharpen the detector's times and
-        # confirm an outage early (detector.py STREAKS): no record of their own.
+        # most the round's timeout). They only sharpen the detector's times, confirm an
+        # outage early and feed the fast degraded CUSUM (detector.py STREAKS, FAST
+        # DEGRADED): no record of their own. A round that waited out its timeout for a
+        # lost probe took the first slots: their anchors go with the next watch (at
+        # most every anchor once), so a lossy line is probed as often as a clean one
+        # (never more), which is what calls `degraded` within 15 s at 80 % loss.
         if not every:
             return
         wait = min(max(250, 4 * self._rtt_ms), timeout_ms)
@@ -453,13 +462,19 @@ class App:
         while True:
             self.stamp("prober")
             now = time.ticks_diff(time.ticks_ms(), start)
+            k = 1
+            while slot + every <= now:
+                slot += every   # a slot the round took: its anchor goes with this watch
+                k += 1
             if slot < now:
                 slot = now      # a slow round took the slot: watch at once
             if slot + wait > interval - 20 or not self.net.up():
                 return
             await asyncio.sleep_ms(slot - now)
-            self._watch_i = (self._watch_i + 1) % len(anchors)
-            tg = dict(self.targets, anchors=[anchors[self._watch_i]])
+            k = min(k, len(anchors))
+            i = self._watch_i
+            tg = dict(self.targets, anchors=[anchors[(i + j + 1) % len(anchors)] for j in range(k)])
+            self._watch_i = (i + k) % len(anchors)
             t = self.clock.now()
             try:
                 r = await probe.probe_round(tg, wait, 1)
@@ -469,7 +484,7 @@ class App:
                 gc.collect()        # as in a round: the watch is lost, not the prober
                 self.mem_errors += 1
                 return
-            self.detector.watch(t, r["anchors_ok"] > 0, r["dns_ok"])
+            self.detector.watch(t, r["anchors_ok"], r["dns_ok"], r["anchors_total"])
             slot += every
 
     def _probe_changes(self, results):

@@ -450,14 +450,17 @@ class Detector:
             st[4] += n
         st[3] = t
 
-    def watch(self, t, anchor_ok, dns_ok):
-        # A watch between rounds at ms t (one anchor, one DNS query, one try each;
-        # None: not probed). No records: it sharpens the times of the next ones and
-        # adds to the failure streaks that confirm an outage early (STREAKS).
-        if anchor_ok is not None:
-            self._obs(0, t, anchor_ok, 1)
+    def watch(self, t, anchors_ok, dns_ok, anchors_total=1):
+        # A watch between rounds at ms t (anchors_ok of anchors_total anchors answered,
+        # True/False for one; one DNS query; one try each; None: not probed). No
+        # records: it sharpens the times of the next ones and adds to the failure
+        # streaks that confirm an outage early (STREAKS) and to the CUSUM.
+        if anchors_ok is not None:
+            n = anchors_total if anchors_total and anchors_total > 0 else 1
+            ok = min(int(anchors_ok), n)
+            self._obs(0, t, ok > 0, n)
             if self._cusum_on():
-                self._cusum_add(0 if anchor_ok else 1, 1 if anchor_ok else 0)
+                self._cusum_add(n - ok, ok)
         if dns_ok is not None:
             self._obs(1, t, dns_ok, 1)
 
