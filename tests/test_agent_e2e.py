@@ -62,6 +62,14 @@ def test_an_outage_driven_through_the_virtual_board_is_recorded_as_isp_down(demo
     errors = records(d, "error")
     assert [(e["key"], e["msg"]) for e in errors] == [
         ("debounce.down", "config: expected an integer, got a string")]
+    # The heartbeats' round-trip summaries (the latency charts): the anchors lost the
+    # probes of the outage and answered the others, with times.
+    L = s.latency
+    lat = query(d, sa.select(L.c.target, sa.func.sum(L.c.sent), sa.func.sum(L.c.lost),
+                             sa.func.min(L.c.rtt_min), sa.func.max(L.c.rtt_max))
+                .where(L.c.agent == AGENT).group_by(L.c.target))
+    anchors = [r for r in lat if not r[0].startswith(("gw:", "dns:"))]
+    assert anchors and all(sent > lost > 0 and 0 <= lo <= hi for _, sent, lost, lo, hi in anchors), lat
 
 
 def test_a_hung_task_is_reset_by_the_watchdog_and_a_crash_loop_ends_in_safe_mode(demo):

@@ -110,6 +110,48 @@ def test_acks_are_per_agent_and_heartbeats_feed_the_boot(ing, store):
     assert (boot.boot, boot.last_t, boot.first_seq, boot.last_recv_ms) == (7, 99000, 1, 12)
 
 
+def hb(t, lat, recv_ms):
+    return Message("wanwitness/a1/hb", json.dumps({"boot": 1, "t": t, "lat": lat}).encode(), recv_ms)
+
+
+def latency_rows(store):
+    with store.engine.connect() as c:
+        L = s.latency
+        return [tuple(r) for r in c.execute(
+            sa.select(L.c.bucket_ms, L.c.target, L.c.sent, L.c.lost, L.c.rtt_min, L.c.rtt_max,
+                      L.c.med_w, L.c.med_n).order_by(L.c.bucket_ms, L.c.target))]
+
+
+def test_heartbeat_latency_summaries_add_up_in_five_minute_buckets(ing, store):
+    # Two heartbeats in one transaction and one in the next fall in the same bucket; the
+    # fourth opens the next bucket. A target that never answered keeps its NULL times.
+    b0 = 1_764_000_000_000 // 300_000 * 300_000
+    ing.ingest([hb(30_000, {"198.51.100.7": [15, 3, 12, 20, 80], "dns:198.51.100.53": [15, 15, None, None, None]}, b0 + 1_000),
+                hb(60_000, {"198.51.100.7": [15, 0, 9, 18, 40]}, b0 + 31_000)])
+    ing.ingest([hb(90_000, {"198.51.100.7": [15, 5, 30, 50, 95], "dns:198.51.100.53": [15, 0, 4, 5, 6]}, b0 + 61_000),
+                hb(390_000, {"198.51.100.7": [15, 15, None, None, None]}, b0 + 301_000)])
+    assert latency_rows(store) == [
+        (b0, "198.51.100.7", 45, 8, 9, 95, 20 * 12 + 18 * 15 + 50 * 10, 37),
+        (b0, "dns:198.51.100.53", 30, 15, 4, 6, 5 * 15, 15),
+        (b0 + 300_000, "198.51.100.7", 15, 15, None, None, 0, 0),
+    ]
+    # a heartbeat's other fields are as before: its health is the newest one
+    with store.engine.connect() as c:
+        assert json.loads(c.execute(sa.select(s.agents.c.last_hb).where(s.agents.c.id == "a1"))
+                          .scalar_one())["t"] == 390_000
+
+
+def test_a_malformed_latency_entry_is_left_out_and_the_heartbeat_kept(ing, store):
+    b0 = 1_764_000_000_000 // 300_000 * 300_000
+    r = ing.ingest([hb(30_000, {"198.51.100.7": [15, 16, 1, 2, 3],       # more lost than sent
+                                "198.51.100.8": [15, 0, 9, 5, 40],       # median below min
+                                "with space": [1, 0, 1, 1, 1],
+                                "198.51.100.9": [True, 0, 1, 1, 1],      # a bool is no count
+                                "203.0.113.9": [4, 1, 10, 11, 12]}, b0)])
+    assert r.quarantined == 0
+    assert latency_rows(store) == [(b0, "203.0.113.9", 4, 1, 10, 12, 33, 3)]
+
+
 def _tamper(store, sql):
     with store.engine.begin() as c:
         c.exec_driver_sql(sql)

@@ -165,10 +165,14 @@ class _Watcher(app.App):
         self.net = _Up()
         self.clock = _Clock()
         self.detector = _Seen()
+        self.lat = app.probe.Summary()
         self.mem_errors = 0
 
     def stamp(self, name):
         pass
+
+
+_LAT = []   # the heartbeat summary the last _watch_after() left
 
 
 def _watch_after(round_ms):
@@ -206,6 +210,7 @@ def _watch_after(round_ms):
         app.probe.probe_round = real
         for s in servers:
             s.close()
+    _LAT[:] = [w.lat.take()]
     return probed, w.detector.watches
 
 
@@ -222,6 +227,14 @@ def test_a_round_that_waited_out_its_timeout_sends_the_slots_anchors_with_one_wa
 
 def test_a_round_of_one_second_owes_one_slot():
     eq(_watch_after(1000), ([[0, 1], [2]], [(2, 2), (1, 1)]))
+
+
+def test_the_watches_probes_go_into_the_heartbeats_summary():
+    import json
+    _watch_after(50)
+    lat = json.loads("{" + _LAT[0][1:] + "}")["lat"]
+    eq(sorted((n, lost) for n, lost, lo, med, hi in lat.values()), [(1, 0), (1, 0), (1, 0)])
+    eq(all(0 <= lo <= med <= hi for n, lost, lo, med, hi in lat.values()), True, lat)
 
 
 mpyunit.main(globals())

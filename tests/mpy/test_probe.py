@@ -484,4 +484,58 @@ def test_event_loop_never_stalls_while_probes_time_out():
     assert stats["max"] <= 60, "the ticker stalled for %d ms" % stats["max"]
 
 
+# ---------------------------------------------------------------- heartbeat summary
+
+def _res(ok, rtt=None, kind="icmp"):
+    return {"ok": ok, "rtt": rtt if ok else None, "kind": kind}
+
+
+def _lat(summary):
+    import json
+    text = summary.take()
+    return json.loads("{" + text[1:] + "}")["lat"] if text else None
+
+
+def test_summary_counts_probes_and_losses_and_gives_min_median_max():
+    s = probe.Summary()
+    for rtt in (30, 10, 20, 50):
+        s.add({"198.51.100.7": _res(True, rtt), "gw:192.0.2.1": _res(True, 2)})
+    s.add({"198.51.100.7": _res(False), "gw:192.0.2.1": _res(True, 4)})
+    eq(_lat(s), {"198.51.100.7": [5, 1, 10, 25, 50], "gw:192.0.2.1": [5, 0, 2, 2, 4]})
+
+
+def test_summary_starts_a_new_window_and_says_nothing_answered_with_nulls():
+    s = probe.Summary()
+    s.add({"198.51.100.7": _res(True, 12)})
+    eq(_lat(s), {"198.51.100.7": [1, 0, 12, 12, 12]})
+    eq(_lat(s), None)           # nothing probed since: no "lat" at all
+    s.add({"198.51.100.7": _res(False)})
+    s.add({"198.51.100.7": _res(False)})
+    eq(_lat(s), {"198.51.100.7": [2, 2, None, None, None]})
+
+
+def test_a_query_sent_again_counts_once_and_adds_no_time():
+    s = probe.Summary()
+    s.add({"dns:198.51.100.53": _res(True, 760, "dns")}, 4)   # answered after 3 resends
+    s.add({"dns:198.51.100.53": _res(True, 9, "dns")}, 1)
+    eq(_lat(s), {"dns:198.51.100.53": [2, 0, 9, 9, 9]})
+
+
+def test_the_median_is_of_the_newest_answers_and_min_max_of_all():
+    s = probe.Summary()
+    s.add({"a": _res(True, 1)})
+    s.add({"a": _res(True, 900)})
+    for _ in range(40):
+        s.add({"a": _res(True, 100)})
+    eq(_lat(s), {"a": [42, 0, 1, 100, 900]})
+
+
+def test_times_are_clamped_and_targets_capped():
+    s = probe.Summary(most=2)
+    s.add({"a": _res(True, 70000)})
+    s.add({"b": _res(True, 5)})
+    s.add({"c": _res(True, 5)})   # a third target: not kept
+    eq(_lat(s), {"a": [1, 0, 65535, 65535, 65535], "b": [1, 0, 5, 5, 5]})
+
+
 mpyunit.main(globals())

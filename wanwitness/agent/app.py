@@ -134,6 +134,7 @@ class App:
         self._last_probe = {}
         self._rtt_ms = 0        # the rounds' slowest answers, smoothed (watches wait 4x)
         self._watch_i = -1      # the anchor the last watch probed
+        self.lat = probe.Summary()  # RTT and loss per target for the heartbeat
         b = "%s/%s/" % (self.prefix, self.id)
         self.t_rec, self.t_hb, self.t_ack, self.t_status = b + "rec", b + "hb", b + "ack", b + "status"
         self.mq = Client(cfg.get("broker.host"), cfg.get("broker.port"), client_id="ww-" + self.id,
@@ -421,6 +422,7 @@ class App:
                 if r is not None:
                     self._probe_changes(r["results"])
                     self._rtt(r["results"], r["dns_tries"])
+                    self.lat.add(r["results"], r["dns_tries"])
                     dns = r["results"].get("dns:" + targets.get("dns", ""))
                     self._states(self.detector.round(t, r["gateway_ok"], r["anchors_ok"],
                                                      r["anchors_total"], r["dns_ok"],
@@ -485,6 +487,7 @@ class App:
                 self.mem_errors += 1
                 return
             self.detector.watch(t, r["anchors_ok"], r["dns_ok"], r["anchors_total"])
+            self.lat.add(r["results"])
             slot += every
 
     def _probe_changes(self, results):
@@ -554,14 +557,15 @@ class App:
             free = gc.mem_free()
             print("heap alloc=%d peak=%d free=%d memerr=%d gap=%d" % (
                 gc.mem_alloc(), self.heap_peak, free, self.mem_errors, self.gap_max))
+            lat = self.lat.take()   # this heartbeat's window, sent or not
             if self.mq.connected:
                 t = self.clock.now()
                 utc = self.clock.utc_ms(t)
                 msg = ('{"boot":%d,"t":%d,"utc":%s,"s":"%s","heap":%d,"peak":%d,"q":%d,"rssi":%s,'
-                       '"safe":%s,"fe":%d%s}') % (
+                       '"safe":%s,"fe":%d%s%s}') % (
                     self.boot, t, "null" if utc is None else str(utc), self.line, free,
                     self.heap_peak, self.outbox.depth, _js(self.net.rssi()),
-                    "true" if self.safe else "false", self.outbox.wear(), self._hb_ob)
+                    "true" if self.safe else "false", self.outbox.wear(), self._hb_ob, lat)
                 await self.mq.publish(self.t_hb, msg.encode(), 0, False)
             _rtc_uptime(self.clock.now())
             await asyncio.sleep_ms(hb_ms)

@@ -10,6 +10,7 @@ import asyncio
 import errno
 import socket
 import sys
+from array import array
 from os import urandom
 from time import ticks_add, ticks_diff, ticks_ms, ticks_us
 from micropython import const
@@ -45,6 +46,7 @@ _DNS_RX = const(512)     # RFC 1035 4.2.1: UDP messages are at most 512 bytes
 # second, and each unanswered one is a failed probe the detector counts (STREAKS).
 _DNS_TRIES = const(5)
 _DNS_RETRY_MS = const(250)
+_KEEP = const(32)       # answer times per target kept for the heartbeat's median
 _PAYLOAD = b"wanwitns"
 _RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 
@@ -719,3 +721,54 @@ async def probe_round(targets, timeout_ms, dns_tries=_DNS_TRIES):
         "dns_tries": dns_e.pop("tries", 1) if dns_e else 0,
         "icmp": (raw is not None) if want_icmp else None,
     }
+
+
+class Summary:
+    # Per target since the last heartbeat: probes sent, lost, the fastest and slowest
+    # answer, and the newest _KEEP answer times (a ring, for the median): the
+    # heartbeat's "lat" (docs/protocol.md § Heartbeat), what the latency charts draw.
+    # Rounds and watches both add; nothing is allocated per probe.
+    def __init__(self, most=8):
+        self.most = most     # targets kept (a round's: gateway, anchors, resolver)
+        self.t = {}          # tg -> [sent, lost, answers, lo, hi, ring of _KEEP ms]
+
+    def add(self, results, dns_tries=1):
+        # One round's or watch's results. A query sent again counts once, and its
+        # answer adds no time (its rtt runs from the first send).
+        for tg, res in results.items():
+            s = self.t.get(tg)
+            if s is None:
+                if len(self.t) >= self.most:
+                    continue
+                s = self.t[tg] = [0, 0, 0, 0, 0, array("H", bytes(2 * _KEEP))]
+            s[0] += 1
+            if not res["ok"]:
+                s[1] += 1
+                continue
+            rtt = res.get("rtt")
+            if rtt is None or (res["kind"] == "dns" and dns_tries > 1):
+                continue
+            rtt = min(max(rtt, 0), 65535)
+            if not s[2] or rtt < s[3]:
+                s[3] = rtt
+            if not s[2] or rtt > s[4]:
+                s[4] = rtt
+            s[5][s[2] % _KEEP] = rtt
+            s[2] += 1
+
+    def take(self):
+        # -> ',"lat":{"tg":[sent,lost,min,median,max],...}' ("" when nothing was
+        # probed; null times when nothing answered), and the next window begins.
+        out = ""
+        for tg, s in self.t.items():
+            if not s[0]:
+                continue
+            k = min(s[2], _KEEP)
+            if k:
+                v = sorted(s[5][:k])
+                med = v[k // 2] if k & 1 else (v[k // 2 - 1] + v[k // 2]) // 2
+                out += ',"%s":[%d,%d,%d,%d,%d]' % (tg, s[0], s[1], s[3], med, s[4])
+            else:
+                out += ',"%s":[%d,%d,null,null,null]' % (tg, s[0], s[1])
+            s[0] = s[1] = s[2] = 0
+        return ',"lat":{%s}' % out[1:] if out else ""

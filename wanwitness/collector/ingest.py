@@ -222,6 +222,7 @@ class Ingestor:
         batches: list[tuple[Message, protocol.Batch]] = []
         beats: list[tuple[str, str, int, int, Message]] = []  # (agent, ob, boot, t, message)
         health: dict[str, Message] = {}  # agent -> its newest heartbeat
+        latency: dict[tuple[str, int, str], list[Any]] = {}  # (agent, bucket, target) -> sums
         for msg in messages:
             kind, topic_agent = self._kind(msg.topic)
             if kind in ("status", "ack"):
@@ -293,6 +294,9 @@ class Ingestor:
             note(agent_id, boot, t, beat.recv_ms)
             if agent_id not in health or beat.recv_ms >= health[agent_id].recv_ms:
                 health[agent_id] = beat
+            bucket = beat.recv_ms // s.LATENCY_BUCKET_MS * s.LATENCY_BUCKET_MS
+            for lat in protocol.heartbeat_latency(beat.payload):
+                _add_latency(latency, (agent_id, bucket, lat.target), lat)
 
         # Pass 2: what is already stored, one query per agent and chunk; seqs above the
         # agent's highest stored one (the usual case) need no lookup.
@@ -359,6 +363,8 @@ class Ingestor:
             conn.execute(s.ledger.insert(), new_ledger)
             conn.execute(s.ledger_head.update().where(s.ledger_head.c.id == 1)
                          .values(pos=pos, hash=prev.hex()))
+        if latency:
+            _write_latency(conn, latency)
         last_recv = self._write_seen(conn, seen)
         for agent_id in sorted(touched | set(last_recv)):  # sorted: one lock order
             row = agent_rows[agent_id]
@@ -530,3 +536,51 @@ class _Streams:
             old.seq_end, old.boot_end = new.seq_base, new.boot_base
             self.conn.execute(S.update().where(S.c.agent == agent, S.c.ob == ob)
                               .values(seq_end=new.seq_base, boot_end=new.boot_base))
+
+
+def _add_latency(acc: dict[tuple[str, int, str], list[Any]], key: tuple[str, int, str],
+                 lat: protocol.Latency) -> None:
+    """One heartbeat's line into its bucket's sums: [sent, lost, min, max, med_w, med_n]."""
+    answered = lat.sent - lat.lost
+    med_w = lat.rtt_med * answered if lat.rtt_med is not None else 0
+    med_n = answered if lat.rtt_med is not None else 0
+    row = acc.get(key)
+    if row is None:
+        acc[key] = [lat.sent, lat.lost, lat.rtt_min, lat.rtt_max, med_w, med_n]
+        return
+    row[0] += lat.sent
+    row[1] += lat.lost
+    row[2] = _least(row[2], lat.rtt_min)
+    row[3] = _greatest(row[3], lat.rtt_max)
+    row[4] += med_w
+    row[5] += med_n
+
+
+def _least(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _greatest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _write_latency(conn: sa.Connection, acc: dict[tuple[str, int, str], list[Any]]) -> None:
+    """Add the sums to the stored buckets (schema.latency): an upsert on either backend."""
+    from sqlalchemy.dialects import postgresql, sqlite
+    L = s.latency
+    stmt = (postgresql.insert(L) if conn.dialect.name == "postgresql" else sqlite.insert(L))
+    ex = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[L.c.agent, L.c.bucket_ms, L.c.target],
+        set_={
+            "sent": L.c.sent + ex.sent, "lost": L.c.lost + ex.lost,
+            "rtt_min": sa.case((L.c.rtt_min.is_(None), ex.rtt_min), (ex.rtt_min.is_(None), L.c.rtt_min),
+                               (ex.rtt_min < L.c.rtt_min, ex.rtt_min), else_=L.c.rtt_min),
+            "rtt_max": sa.case((L.c.rtt_max.is_(None), ex.rtt_max), (ex.rtt_max.is_(None), L.c.rtt_max),
+                               (ex.rtt_max > L.c.rtt_max, ex.rtt_max), else_=L.c.rtt_max),
+            "med_w": L.c.med_w + ex.med_w, "med_n": L.c.med_n + ex.med_n,
+        })
+    for (agent, bucket, target), (sent, lost, lo, hi, med_w, med_n) in sorted(acc.items()):
+        conn.execute(stmt, {"agent": agent, "bucket_ms": bucket, "target": target, "sent": sent,
+                            "lost": lost, "rtt_min": lo, "rtt_max": hi, "med_w": med_w,
+                            "med_n": med_n})

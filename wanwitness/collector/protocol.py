@@ -402,3 +402,47 @@ def heartbeat_health(payload: bytes) -> dict[str, Any]:
             continue
         out[key] = v
     return out
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One target's line of a heartbeat's `lat`: probes sent and lost since the
+    heartbeat before, and the round trips (ms) of the answers: all None when none
+    answered with a time."""
+    target: str
+    sent: int
+    lost: int
+    rtt_min: int | None
+    rtt_med: int | None
+    rtt_max: int | None
+
+
+LAT_TARGETS = 16
+_LAT_TARGET = re.compile(r"[!-~]{1,64}")  # printable ASCII, no spaces: "gw:192.0.2.1"
+
+
+def heartbeat_latency(payload: bytes) -> list[Latency]:
+    """The `lat` summaries of a valid heartbeat (`parse_heartbeat` passed). Informational
+    like the health fields: an entry that is not as documented is left out, the rest kept
+    (at most LAT_TARGETS); no `lat`, or not an object: []."""
+    lat = decode(payload).get("lat")
+    if not isinstance(lat, dict):
+        return []
+    out: list[Latency] = []
+    for target, v in lat.items():
+        if len(out) >= LAT_TARGETS:
+            break
+        if not _LAT_TARGET.fullmatch(target) or not isinstance(v, list) or len(v) != 5:
+            continue
+        if not all(type(x) is int and 0 <= x <= 65535 for x in v[:2]):
+            continue
+        sent, lost = v[0], v[1]
+        if not 0 < sent or lost > sent:
+            continue
+        times = v[2:]
+        if times == [None, None, None]:
+            out.append(Latency(target, sent, lost, None, None, None))
+        elif all(type(x) is int and 0 <= x <= 65535 for x in times) and \
+                times[0] <= times[1] <= times[2] and lost < sent:
+            out.append(Latency(target, sent, lost, times[0], times[1], times[2]))
+    return out

@@ -168,6 +168,26 @@ outages = sa.Table(
     sa.Index("ix_outages_agent_start", "agent", "start_ms"),
 )
 
+# Round-trip times and loss per agent and probe target, from the heartbeats' "lat"
+# summaries (docs/protocol.md § Heartbeat), summed into 5-minute buckets (bucket_ms: the
+# bucket's start, UTC ms, by the collector's clock when the heartbeat came). Not
+# evidence (heartbeats are not records, not in the ledger): what the latency charts draw.
+# rtt_min/rtt_max: NULL while nothing answered with a time; med_w / med_n: the heartbeat
+# medians weighted by their answers, for the bucket's typical round trip (med_w/med_n).
+LATENCY_BUCKET_MS = 300_000
+latency = sa.Table(
+    "latency", metadata,
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("bucket_ms", sa.BigInteger, primary_key=True),
+    sa.Column("target", sa.String(64), primary_key=True),
+    sa.Column("sent", sa.BigInteger, nullable=False),
+    sa.Column("lost", sa.BigInteger, nullable=False),
+    sa.Column("rtt_min", sa.Integer),
+    sa.Column("rtt_max", sa.Integer),
+    sa.Column("med_w", sa.BigInteger, nullable=False),
+    sa.Column("med_n", sa.BigInteger, nullable=False),
+)
+
 settings = sa.Table(
     "settings", metadata,
     sa.Column("key", sa.String(64), primary_key=True),
@@ -310,6 +330,11 @@ def _m5(conn: Connection) -> None:
 def _m6(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE agents ADD COLUMN last_hb TEXT")
     conn.exec_driver_sql("ALTER TABLE agents ADD COLUMN last_hb_ms BIGINT")
+
+
+@migration(7, "latency")
+def _m7(conn: Connection) -> None:
+    latency.to_metadata(sa.MetaData()).create(conn)
 
 
 def migrate(engine: Engine) -> list[int]:
