@@ -388,6 +388,69 @@ def test_off_loopback_a_password_removed_while_serving_locks_everyone_out(seeded
         web.close()
 
 
+# --- latency and loss --------------------------------------------------------------------
+
+ANCHOR, RESOLVER = "198.51.100.7", "dns:198.51.100.53"
+OUT_FROM, OUT_TO = NOW - 30 * MIN, NOW - 20 * MIN      # every anchor probe lost
+GAP_FROM, GAP_TO = NOW - 80 * MIN, NOW - 50 * MIN      # no heartbeat (the server was off)
+
+
+def seed_latency(store) -> int:
+    """`home`'s heartbeats every 30 s over the two hours to NOW, through the real ingest:
+    the anchor answers 10 of 10 in 10/20/40 ms, except 10 minutes with all lost; the
+    resolver always in 3/5/9 ms; no heartbeats for half an hour. Returns the count."""
+    msgs = []
+    for k in range(241):
+        recv = NOW - 2 * HOUR + k * 30 * SEC
+        if GAP_FROM <= recv < GAP_TO:
+            continue
+        anchor = [10, 10, None, None, None] if OUT_FROM <= recv < OUT_TO else [10, 0, 10, 20, 40]
+        beat = {"boot": 1, "t": recv - T0, "lat": {ANCHOR: anchor, RESOLVER: [10, 0, 3, 5, 9]}}
+        msgs.append(Message("wanwitness/home/hb", json.dumps(beat).encode(), recv))
+    assert Ingestor(store).ingest(msgs).quarantined == 0
+    return len(msgs)
+
+
+def test_latency_says_round_trips_and_loss_per_target_and_leaves_gaps_empty(seeded, tmp_path):
+    beats = seed_latency(seeded)
+    web = Web(seeded, config=make_config(tmp_path), now_ms=NOW)
+    try:
+        d = web.get("/api/v1/latency?agent=home&range=day").json()
+        assert (d["agent"], d["range"], d["step_s"]) == ("home", "day", 300)
+        assert [t["target"] for t in d["targets"]] == [ANCHOR, RESOLVER]   # gateway, anchors, dns
+        pts = {p["ms"]: p for p in d["targets"][0]["points"]}
+        # 25 five-minute buckets over two hours, less the 6 without a heartbeat
+        assert len(pts) == 19
+        assert not [ms for ms in pts if GAP_FROM <= ms < GAP_TO]
+        assert pts[NOW - 100 * MIN] == {"t": "2026-11-03T10:20:00.000Z", "ms": NOW - 100 * MIN, "sent": 100,
+                                   "lost": 0, "loss_pct": 0.0, "min": 10, "typical": 20, "max": 40}
+        assert (pts[OUT_FROM]["loss_pct"], pts[OUT_FROM]["min"], pts[OUT_FROM]["typical"]) == (100.0, None, None)
+        assert sum(p["sent"] for p in pts.values()) == beats * 10
+        week = web.get("/api/v1/latency?agent=home&range=week").json()
+        assert week["step_s"] == 1800
+        assert sum(p["sent"] for p in week["targets"][1]["points"]) == beats * 10
+
+        page = web.get("/latency?agent=home").text
+        assert page.count('<figure class="lat"') == 2
+        chart = page[page.index(f'data-target="{ANCHOR}"'):page.index(f'data-target="{RESOLVER}"')]
+        # three runs with times: before the gap, between the gap and the loss, after it
+        assert chart.count('class="band"') == 3 and chart.count('class="typical"') == 3
+        assert chart.count('class="loss all"') == 2
+        assert "typically 20 ms, slowest 40 ms" in chart
+    finally:
+        web.close()
+
+
+def test_latency_for_an_agent_without_summaries_and_bad_parameters(web):
+    r = web.get("/api/v1/latency?agent=attic")
+    assert r.ok and r.json()["targets"] == []
+    assert "No round-trip summaries from attic" in web.get("/latency?agent=attic").text
+    bad = web.get("/api/v1/latency?range=fortnight")
+    assert bad.status_code == 422 and "range" in bad.json()["detail"]
+    nobody = web.get("/api/v1/latency?agent=nobody")
+    assert nobody.status_code == 404 and "nobody" in nobody.json()["detail"]
+
+
 # --- the claim ---------------------------------------------------------------------------
 
 def test_the_claim_preview_counts_the_reported_isp_down_under_the_configured_rules(web):

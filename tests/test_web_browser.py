@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.test_web import Web, seed, seeded_web
+from tests.test_web import OUT_FROM, Web, seed, seed_latency, seeded_web
 from wanwitness.store import open_store
 from wanwitness.web import auth
 
@@ -208,6 +208,30 @@ def test_the_calendar_shows_the_outage_on_its_day(browser, web, size, label):
     shot(page, f"calendar-{label}")
     page.click("text=← 2026-10")
     expect(page.locator("h1")).to_have_text("Billing period 2026-10")
+    page.context.close()
+
+
+@pytest.mark.parametrize("size, label", [(DESKTOP, "desktop"), (PHONE, "phone")])
+def test_the_latency_chart_shows_the_lost_probes_where_they_were(browser, web, size, label):
+    seed_latency(web.store)
+    page = page_at(browser, size)
+    page.goto(web.url("/latency?agent=home&range=day"))
+    expect(page.locator("figure.lat")).to_have_count(2)
+    anchor = page.locator('figure.lat[data-target="198.51.100.7"]')
+    expect(anchor.locator("figcaption")).to_contain_text("typically 20 ms, slowest 40 ms")
+    lost = anchor.locator("rect.loss.all")
+    expect(lost).to_have_count(2)
+    # The first all-lost bucket (11:30 UTC, 12:30 in Berlin) sits where its time is on
+    # the day's axis (the last 24 hours to 13:05 Berlin), and says so when pointed at.
+    expect(lost.first.locator("title")).to_contain_text("03.11.2026 12:30: 100 probes, 100 lost")
+    svg = anchor.locator("svg").bounding_box()
+    box = lost.first.bounding_box()
+    assert svg is not None and box is not None
+    plot_x, plot_w = svg["x"] + svg["width"] * 48 / 800, svg["width"] * 748 / 800
+    frac = (OUT_FROM - (OUT_FROM + 35 * 60_000 - 86_400_000)) / 86_400_000
+    assert abs((box["x"] - plot_x) / plot_w - frac) < 0.01
+    assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
+    shot(page, f"latency-{label}")
     page.context.close()
 
 

@@ -175,6 +175,8 @@ class Problem(BaseModel):
 # Filters: empty is the same as absent (the pages' filter form sends every field).
 ClassQ = Annotated[str | None, Query(alias="class", pattern="^(|" + "|".join(data.OUTAGE_CLASSES) + ")$")]
 AgentQ = Annotated[str | None, Query(max_length=32)]
+RangeQ = Annotated[Literal["day", "week", "month", "year"], Query(
+    alias="range", description="the range up to now: day (5-minute steps), week (30 min), month (2 h), year (1 day)")]
 TimeQ = Annotated[str | None, Query(max_length=64, pattern=r"^\s*$|" + TIME_PATTERN,
                                     description="ISO 8601 date or time; no offset = UTC")]
 
@@ -815,6 +817,34 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         return _page(request, "calendar.html", {"cal": cal, "prev": prev, "next": nxt,
                                                 "classes": data.CALENDAR_CLASSES})
 
+
+    def latency_for(agent: str | None, range_: str) -> dict[str, Any]:
+        from wanwitness.web import latency as lat
+        name, names = data.pick_agent(store, agent or None)
+        if name is None:
+            return {"agent": None, "agents": names, "range": range_, "targets": []}
+        return {**lat.series(store, agent=name, range_=range_, now_ms=settings.now_ms()),
+                "agents": names}
+
+    @app.get("/api/v1/latency", response_model=dict[str, Any], responses=_ERRORS,
+             tags=["read"], dependencies=login_)
+    def api_latency(agent: AgentQ = None, range_: RangeQ = "day") -> dict[str, Any]:
+        """Round trips and loss per probe target over the last day, week, month or year
+        (the heartbeats' summaries; a bucket without a heartbeat is missing, not zero):
+        per bucket probes sent and lost, loss %, the fastest, typical and slowest answer
+        in ms. Default agent: the first one heard from."""
+        return latency_for(agent, range_)
+
+    @app.get("/latency", response_class=HTMLResponse, include_in_schema=False)
+    def latency_page(request: Request, agent: AgentQ = None, range_: RangeQ = "day") -> Response:
+        if (r := page_login(request)) is not None:
+            return r
+        from wanwitness.web import latency as lat
+        d = latency_for(agent, range_)
+        charts = [{"target": t["target"], "role": t["role"], "svg": lat.svg(d, t, tz),
+                   "sum": lat.summary(t)} for t in d["targets"]]
+        return _page(request, "latency.html", {"lat": d, "charts": charts,
+                                               "ranges": list(lat.RANGES)})
 
     def sheet_for(agent: str | None, start: str | None, lang: str | None) -> dict[str, Any]:
         from wanwitness.web import callsheet as cs

@@ -191,6 +191,19 @@ def _first_heard(conn: sa.Connection, agent: str) -> int | None:
                         .where(s.boots.c.agent == agent)).scalar()
 
 
+def pick_agent(store: s.Store, agent: str | None) -> tuple[str | None, list[str]]:
+    """`agent`, checked, or when None the first agent heard from, else the first one
+    (None: no agents); and every agent's name."""
+    rows = _agent_ids(store)
+    names = [r.id for r in rows]
+    if agent is None:
+        heard = [r.id for r in rows if r.last_recv_ms is not None]
+        return (heard or names or [None])[0], names
+    if agent not in names:
+        raise UserError(f"no agent named {agent!r} (wanwitness agent list)")
+    return agent, names
+
+
 def calendar(store: s.Store, conf: Config, *, period: str | None = None, agent: str | None = None,
              now_ms: int | None = None) -> dict[str, Any]:
     """One 24-hour strip per local day of a billing period for one agent: what the line
@@ -209,13 +222,7 @@ def calendar(store: s.Store, conf: Config, *, period: str | None = None, agent: 
         p = tariff.period(period or _period_now(conf.tariff.period_start_day, tz, now))
     except ValueError as e:
         raise UserError(str(e)) from None
-    rows = _agent_ids(store)
-    names = [r.id for r in rows]
-    if agent is None:  # the first agent heard from, else the first one
-        heard = [r.id for r in rows if r.last_recv_ms is not None]
-        agent = (heard or names or [None])[0]
-    elif agent not in names:
-        raise UserError(f"no agent named {agent!r} (wanwitness agent list)")
+    agent, names = pick_agent(store, agent)
     start_ms, end_ms = tk.to_ms(p.start), tk.to_ms(p.end)
     spans: list[timeline.Outage] = []
     first = None
