@@ -86,9 +86,10 @@ def write_config(path: Path, ha_broker: str, *, extra: str = "") -> Path:
 
 
 @pytest.fixture
-def setup(tmp_path, mosquitto, sqlite_url):
-    """A store with agent `kitchen` heard from, a publisher with the test's clock, a subscriber."""
-    store = open_store(sqlite_url)
+def setup(tmp_path, mosquitto, db_url):
+    """A store (SQLite, PostgreSQL) with agent `kitchen` heard from, a publisher with the
+    test's clock, a subscriber."""
+    store = open_store(db_url)
     add_agent(store, "kitchen")
     board = Board(Ingestor(store), "kitchen")
     board.boot, board.boot_utc = 1, T0
