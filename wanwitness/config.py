@@ -89,6 +89,17 @@ def _broker_url(v: Any) -> str:
     return text
 
 
+def _bool(v: Any) -> bool:
+    """true/false (TOML), or from the environment: true, false, yes, no, on, off, 1, 0."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("true", "yes", "on", "1"):
+        return True
+    if isinstance(v, str) and v.strip().lower() in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
 def _db_url(v: Any) -> str:
     text = _str(v).strip()
     if text and "://" not in text:
@@ -258,6 +269,19 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
         "lang": (_lang, "en", "letter language: en, de, hu, ru or sw"),
         "options": (_options, {}, "rule pack options, also as a table: [claim.options] partial_days = true"),
     },
+    # --- Home Assistant MQTT discovery (README "Home Assistant") ---
+    "homeassistant": {
+        "enabled": (_bool, True, "publish to Home Assistant when broker is set; false: not"),
+        "broker": (_broker_url, "", "Home Assistant's MQTT broker mqtt://HOST:PORT or mqtts://; "
+                   "empty = no Home Assistant"),
+        "username": (_str, "", "user name at that broker"),
+        "password": (_str, "", "password at that broker"),
+        "ca_file": (_path, "", "CA certificate for mqtts:// (default: system CAs)"),
+        "client_id": (_str, "wanwitness-homeassistant", "MQTT client id at that broker"),
+        "discovery_prefix": (_prefix, "homeassistant", "Home Assistant's MQTT discovery prefix"),
+        "interval_s": (_int_range(1, 3600), 60, "seconds between state updates when nothing "
+                       "changes (running durations, silence)"),
+    },
 }
 
 
@@ -339,10 +363,23 @@ class ClaimSection:
     options: dict[str, str | list[str]]
 
 
+@dataclass(frozen=True)
+class HomeAssistantSection:
+    enabled: bool
+    broker: str
+    username: str
+    password: str
+    ca_file: str
+    client_id: str
+    discovery_prefix: str
+    interval_s: int
+
+
 SECTIONS: dict[str, type] = {
     "store": StoreSection, "broker": BrokerSection, "collector": CollectorSection,
     "web": WebSection, "agents": AgentsSection, "tariff": TariffSection, "customer": CustomerSection,
     "isp": IspSection, "claim": ClaimSection,
+    "homeassistant": HomeAssistantSection,
 }
 
 
@@ -392,6 +429,10 @@ class Config:
     @property
     def claim(self) -> ClaimSection:
         return ClaimSection(**self.values["claim"])
+
+    @property
+    def homeassistant(self) -> HomeAssistantSection:
+        return HomeAssistantSection(**self.values["homeassistant"])
 
 
 def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
@@ -446,7 +487,8 @@ def example() -> str:
         for key, (_check, default, help_text) in keys.items():
             if isinstance(default, tuple):
                 default = f"{default[0]}:{default[1]}"
-            shown = f'"{default}"' if isinstance(default, str) else str(default)
+            shown = (f'"{default}"' if isinstance(default, str) else str(default).lower()
+                     if isinstance(default, bool) else str(default))
             lines.append(f"# {help_text}")
             lines.append(f"# {key} = {shown}")
         lines.append("")

@@ -99,6 +99,16 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
                           quota=Quota(conf.collector.quarantine_max_rows,
                                       conf.collector.quarantine_max_bytes))
 
+    home_assistant = None
+    ha = conf.homeassistant
+    if ha.enabled and ha.broker:
+        from wanwitness.collector.homeassistant import HomeAssistant, web_url
+        home_assistant = HomeAssistant(store, conf, prefix=prefix,
+                                       status=lambda: dict(collector.status),
+                                       support_url=web_url(web_sock.getsockname()[:2] if web_sock
+                                                           else None, bool(conf.web.tls_cert)))
+        collector.on_commit = home_assistant.changed
+
     web_server = None
     if web_sock is not None:
         from zoneinfo import ZoneInfo
@@ -131,9 +141,14 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             click.echo(warning, err=True)
     if web_server is not None:
         click.echo(f"web UI on {web_server.url}", err=True)
+    if home_assistant is not None:
+        click.echo(f"Home Assistant: MQTT discovery on {safe_url(ha.broker)} under "
+                   f"{ha.discovery_prefix}/", err=True)
     if n_agents == 0:
         click.echo("No agents yet: add one with `wanwitness agent add NAME`.", err=True)
     try:
+        if home_assistant is not None:
+            home_assistant.start()
         collector.connect()
         if not collector.wait_connected():
             logging.getLogger("wanwitness.collector").warning(
@@ -142,6 +157,8 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     finally:
         if web_server is not None:
             web_server.stop()
+        if home_assistant is not None:
+            home_assistant.close()
         collector.close()
         if embedded:
             embedded.stop()

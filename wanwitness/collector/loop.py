@@ -16,6 +16,7 @@ import queue
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -71,6 +72,9 @@ class Collector:
         self.summary_s = summary_s
         self._summary_at = time.monotonic() + summary_s
         self._summary_from = (0, 0)
+        # Called after every commit (from the writer loop): must only note it and return
+        # (the Home Assistant publisher wakes its own thread).
+        self.on_commit: Callable[[], None] | None = None
 
         parts = urlsplit(broker_url)
         self.host = parts.hostname or "127.0.0.1"
@@ -222,6 +226,8 @@ class Collector:
                 self.client.ack(item.mid, item.qos)
         for agent, seq in result.acks.items():
             self._publish_ack(agent, seq, result.streams.get(agent))
+        if self.on_commit is not None:
+            self.on_commit()
 
     def _republish_acks(self) -> None:
         """After each (re)connect: the broker may have lost its retained acks."""
