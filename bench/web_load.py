@@ -80,6 +80,7 @@ def build(store: s.Store, agents: int, days: int, per_day: float, seed: int) -> 
             result = ing.ingest(msgs)
             if result.quarantined:
                 raise SystemExit(f"web_load: the generated data was refused: {result.reasons}")
+    counts["latency_rows"] = latency_rows(store, agents, days, rng)
     # The user reported agent1's longest ISP outage of each month 10 minutes in.
     from datetime import UTC, datetime
 
@@ -93,6 +94,41 @@ def build(store: s.Store, agents: int, days: int, per_day: float, seed: int) -> 
     return counts
 
 
+TARGETS = ("gw:192.0.2.1", "198.51.100.7", "198.51.100.8", "203.0.113.9", "dns:198.51.100.53")
+
+
+def latency_rows(store: s.Store, agents: int, days: int, rng: random.Random) -> int:
+    """The latency table as 30-second heartbeats fill it: every 5-minute bucket of the
+    range for a gateway, three anchors and a resolver (written directly: the hourly
+    heartbeats above carry no summaries, and a year of 30 s heartbeats through ingest
+    would take hours to build). Returns the rows written."""
+    n = 0
+    step = s.LATENCY_BUCKET_MS
+    with store.engine.begin() as conn:
+        for i in range(agents):
+            rows: list[dict[str, Any]] = []
+            for k, target in enumerate(TARGETS):
+                base = 2 if k == 0 else 8 + 6 * k
+                for b in range(days * DAY // step):
+                    lost = rng.choices((0, 1, 2, 10), (90, 6, 3, 1))[0]
+                    typ = base + rng.randint(0, base)
+                    timed = lost < 10
+                    rows.append({"agent": f"agent{i + 1}", "bucket_ms": START + b * step,
+                                 "target": target, "sent": 10 if k == 0 else 40, "lost": lost,
+                                 "rtt_min": base if timed else None,
+                                 "rtt_max": typ * 3 if timed else None,
+                                 "med_w": typ * (40 - lost) if timed else 0,
+                                 "med_n": 40 - lost if timed else 0})
+                    if len(rows) >= 20_000:
+                        conn.execute(s.latency.insert(), rows)
+                        n += len(rows)
+                        rows = []
+            if rows:
+                conn.execute(s.latency.insert(), rows)
+                n += len(rows)
+    return n
+
+
 def _poisson(rng: random.Random, lam: float) -> int:
     n, p, limit = 0, 1.0, pow(2.718281828459045, -lam)
     while True:
@@ -103,7 +139,8 @@ def _poisson(rng: random.Random, lam: float) -> int:
 
 
 def shots(base: str, period: str, out: Path) -> None:
-    """The calendar, the Now page and the call sheet in Debian's Chromium (Playwright)."""
+    """The calendar, the Now page, the latency charts and the call sheet in Debian's
+    Chromium (Playwright)."""
     import shutil
 
     from playwright.sync_api import sync_playwright
@@ -114,6 +151,7 @@ def shots(base: str, period: str, out: Path) -> None:
         for name, path, size in (
                 ("calendar", f"/calendar?period={period}&agent=agent1", {"width": 1100, "height": 800}),
                 ("now", "/", {"width": 1100, "height": 500}),
+                ("latency", "/latency?agent=agent1&range=week", {"width": 1100, "height": 800}),
                 ("callsheet-phone", "/callsheet?agent=agent1", {"width": 390, "height": 844})):
             page = browser.new_context(viewport=size, locale="en-GB",
                                        timezone_id="Europe/Berlin").new_page()
@@ -164,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         built_s = time.perf_counter() - t0
         print(f"web_load: {args.agents} agents x {args.days} days: {counts['records']} records, "
               f"{counts['heartbeats']} heartbeats, {counts['outages']} outages, "
-              f"{counts['tickets']} tickets, built in "
+              f"{counts['tickets']} tickets, {counts['latency_rows']} latency rows, built in "
               f"{built_s:.1f} s", file=sys.stderr)
         conf = make_config(Path(tmp))
         now = START + args.days * DAY
@@ -181,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             ("Outages, one agent, one month", f"/outages?agent=agent1&since={month_from}"),
             ("Outages, all, the year", "/outages"),
             ("Claim preview (a month)", f"/claim?period={last}"),
+            ("Latency, one agent, a day", "/latency?agent=agent1&range=day"),
+            ("Latency, one agent, the year", "/latency?agent=agent1&range=year"),
+            ("API latency, one agent, a month", "/api/v1/latency?agent=agent1&range=month"),
             ("API agents", "/api/v1/agents"),
             ("API outages, one agent, one month",
              f"/api/v1/outages?agent=agent1&since={month_from}"),
