@@ -103,26 +103,37 @@ def latency_rows(store: s.Store, agents: int, days: int, rng: random.Random) -> 
     heartbeats above carry no summaries, and a year of 30 s heartbeats through ingest
     would take hours to build). Returns the rows written."""
     n = 0
-    step = s.LATENCY_BUCKET_MS
+    step, hour = s.LATENCY_SPANS_MS
     with store.engine.begin() as conn:
         for i in range(agents):
             rows: list[dict[str, Any]] = []
             for k, target in enumerate(TARGETS):
                 base = 2 if k == 0 else 8 + 6 * k
+                hourly: dict[int, dict[str, Any]] = {}
                 for b in range(days * DAY // step):
                     lost = rng.choices((0, 1, 2, 10), (90, 6, 3, 1))[0]
                     typ = base + rng.randint(0, base)
                     timed = lost < 10
-                    rows.append({"agent": f"agent{i + 1}", "bucket_ms": START + b * step,
-                                 "target": target, "sent": 10 if k == 0 else 40, "lost": lost,
-                                 "rtt_min": base if timed else None,
-                                 "rtt_max": typ * 3 if timed else None,
-                                 "med_w": typ * (40 - lost) if timed else 0,
-                                 "med_n": 40 - lost if timed else 0})
-                    if len(rows) >= 20_000:
-                        conn.execute(s.latency.insert(), rows)
-                        n += len(rows)
-                        rows = []
+                    at = START + b * step
+                    row = {"agent": f"agent{i + 1}", "span_ms": step, "bucket_ms": at,
+                           "target": target, "sent": 10, "lost": lost,
+                           "rtt_min": base if timed else None, "rtt_max": typ * 3 if timed else None,
+                           "med_w": typ * (10 - lost) if timed else 0,
+                           "med_n": 10 - lost if timed else 0}
+                    rows.append(row)
+                    h = hourly.setdefault(at // hour * hour, dict(row, span_ms=hour,
+                                                                  bucket_ms=at // hour * hour,
+                                                                  sent=0, lost=0, med_w=0, med_n=0))
+                    for key in ("sent", "lost", "med_w", "med_n"):
+                        h[key] += row[key]
+                    if timed:
+                        h["rtt_min"] = base
+                        h["rtt_max"] = max(h["rtt_max"] or 0, typ * 3)
+                rows.extend(hourly.values())
+                if len(rows) >= 20_000:
+                    conn.execute(s.latency.insert(), rows)
+                    n += len(rows)
+                    rows = []
             if rows:
                 conn.execute(s.latency.insert(), rows)
                 n += len(rows)

@@ -114,12 +114,13 @@ def hb(t, lat, recv_ms):
     return Message("wanwitness/a1/hb", json.dumps({"boot": 1, "t": t, "lat": lat}).encode(), recv_ms)
 
 
-def latency_rows(store):
+def latency_rows(store, span=300_000):
     with store.engine.connect() as c:
         L = s.latency
         return [tuple(r) for r in c.execute(
             sa.select(L.c.bucket_ms, L.c.target, L.c.sent, L.c.lost, L.c.rtt_min, L.c.rtt_max,
-                      L.c.med_w, L.c.med_n).order_by(L.c.bucket_ms, L.c.target))]
+                      L.c.med_w, L.c.med_n).where(L.c.span_ms == span)
+            .order_by(L.c.bucket_ms, L.c.target))]
 
 
 def test_heartbeat_latency_summaries_add_up_in_five_minute_buckets(ing, store):
@@ -134,6 +135,12 @@ def test_heartbeat_latency_summaries_add_up_in_five_minute_buckets(ing, store):
         (b0, "198.51.100.7", 45, 8, 9, 95, 20 * 12 + 18 * 15 + 50 * 10, 37),
         (b0, "dns:198.51.100.53", 30, 15, 4, 6, 5 * 15, 15),
         (b0 + 300_000, "198.51.100.7", 15, 15, None, None, 0, 0),
+    ]
+    h0 = b0 // 3_600_000 * 3_600_000   # the hour's bucket has them all (b0 is not late in it)
+    assert b0 + 300_000 < h0 + 3_600_000
+    assert latency_rows(store, 3_600_000) == [
+        (h0, "198.51.100.7", 60, 23, 9, 95, 20 * 12 + 18 * 15 + 50 * 10, 37),
+        (h0, "dns:198.51.100.53", 30, 15, 4, 6, 5 * 15, 15),
     ]
     # a heartbeat's other fields are as before: its health is the newest one
     with store.engine.connect() as c:

@@ -222,7 +222,7 @@ class Ingestor:
         batches: list[tuple[Message, protocol.Batch]] = []
         beats: list[tuple[str, str, int, int, Message]] = []  # (agent, ob, boot, t, message)
         health: dict[str, Message] = {}  # agent -> its newest heartbeat
-        latency: dict[tuple[str, int, str], list[Any]] = {}  # (agent, bucket, target) -> sums
+        latency: dict[tuple[str, int, int, str], list[Any]] = {}  # (agent, span, bucket, target) -> sums
         for msg in messages:
             kind, topic_agent = self._kind(msg.topic)
             if kind in ("status", "ack"):
@@ -294,9 +294,9 @@ class Ingestor:
             note(agent_id, boot, t, beat.recv_ms)
             if agent_id not in health or beat.recv_ms >= health[agent_id].recv_ms:
                 health[agent_id] = beat
-            bucket = beat.recv_ms // s.LATENCY_BUCKET_MS * s.LATENCY_BUCKET_MS
             for lat in protocol.heartbeat_latency(beat.payload):
-                _add_latency(latency, (agent_id, bucket, lat.target), lat)
+                for span in s.LATENCY_SPANS_MS:
+                    _add_latency(latency, (agent_id, span, beat.recv_ms // span * span, lat.target), lat)
 
         # Pass 2: what is already stored, one query per agent and chunk; seqs above the
         # agent's highest stored one (the usual case) need no lookup.
@@ -538,7 +538,7 @@ class _Streams:
                               .values(seq_end=new.seq_base, boot_end=new.boot_base))
 
 
-def _add_latency(acc: dict[tuple[str, int, str], list[Any]], key: tuple[str, int, str],
+def _add_latency(acc: dict[tuple[str, int, int, str], list[Any]], key: tuple[str, int, int, str],
                  lat: protocol.Latency) -> None:
     """One heartbeat's line into its bucket's sums: [sent, lost, min, max, med_w, med_n]."""
     answered = lat.sent - lat.lost
@@ -564,14 +564,14 @@ def _greatest(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def _write_latency(conn: sa.Connection, acc: dict[tuple[str, int, str], list[Any]]) -> None:
+def _write_latency(conn: sa.Connection, acc: dict[tuple[str, int, int, str], list[Any]]) -> None:
     """Add the sums to the stored buckets (schema.latency): an upsert on either backend."""
     from sqlalchemy.dialects import postgresql, sqlite
     L = s.latency
     stmt = (postgresql.insert(L) if conn.dialect.name == "postgresql" else sqlite.insert(L))
     ex = stmt.excluded
     stmt = stmt.on_conflict_do_update(
-        index_elements=[L.c.agent, L.c.bucket_ms, L.c.target],
+        index_elements=[L.c.agent, L.c.span_ms, L.c.bucket_ms, L.c.target],
         set_={
             "sent": L.c.sent + ex.sent, "lost": L.c.lost + ex.lost,
             "rtt_min": sa.case((L.c.rtt_min.is_(None), ex.rtt_min), (ex.rtt_min.is_(None), L.c.rtt_min),
@@ -580,7 +580,7 @@ def _write_latency(conn: sa.Connection, acc: dict[tuple[str, int, str], list[Any
                                (ex.rtt_max > L.c.rtt_max, ex.rtt_max), else_=L.c.rtt_max),
             "med_w": L.c.med_w + ex.med_w, "med_n": L.c.med_n + ex.med_n,
         })
-    for (agent, bucket, target), (sent, lost, lo, hi, med_w, med_n) in sorted(acc.items()):
-        conn.execute(stmt, {"agent": agent, "bucket_ms": bucket, "target": target, "sent": sent,
+    for (agent, span, bucket, target), (sent, lost, lo, hi, med_w, med_n) in sorted(acc.items()):
+        conn.execute(stmt, {"agent": agent, "span_ms": span, "bucket_ms": bucket, "target": target, "sent": sent,
                             "lost": lost, "rtt_min": lo, "rtt_max": hi, "med_w": med_w,
                             "med_n": med_n})

@@ -7,7 +7,7 @@
 
 from wanwitness.store.connect import Store, default_db_path, default_url, open_store
 from wanwitness.store.schema import (
-                                     LATENCY_BUCKET_MS,
+                                     LATENCY_SPANS_MS,
                                      MIGRATIONS,
                                      agents,
                                      boots,
@@ -31,7 +31,7 @@ from wanwitness.store.schema import (
                                      tickets,
 )
 
-__all__ = ["LATENCY_BUCKET_MS", "MIGRATIONS", "Store", "agents", "boots", "clock_points", "default_db_path",
+__all__ = ["LATENCY_SPANS_MS", "MIGRATIONS", "Store", "agents", "boots", "clock_points", "default_db_path",
            "default_url", "gaps", "latency", "ledger", "ledger_head", "metadata", "migrate", "migration",
            "now_ms", "open_store", "outages", "quarantine", "records", "schema_migrations",
            "settings", "streams", "ticket_appointments", "ticket_links", "tickets"]

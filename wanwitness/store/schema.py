@@ -169,15 +169,18 @@ outages = sa.Table(
 )
 
 # Round-trip times and loss per agent and probe target, from the heartbeats' "lat"
-# summaries (docs/protocol.md § Heartbeat), summed into 5-minute buckets (bucket_ms: the
-# bucket's start, UTC ms, by the collector's clock when the heartbeat came). Not
-# evidence (heartbeats are not records, not in the ledger): what the latency charts draw.
-# rtt_min/rtt_max: NULL while nothing answered with a time; med_w / med_n: the heartbeat
-# medians weighted by their answers, for the bucket's typical round trip (med_w/med_n).
-LATENCY_BUCKET_MS = 300_000
+# summaries (docs/protocol.md § Heartbeat), summed into buckets of 5 minutes and of an
+# hour (span_ms; bucket_ms: the bucket's start, UTC ms, by the collector's clock when the
+# heartbeat came): a year's chart reads 8,784 hours a target, not 105,408 5-minute
+# buckets. Not evidence (heartbeats are not records, not in the ledger): what the
+# latency charts draw. rtt_min/rtt_max: NULL while nothing answered with a time;
+# med_w / med_n: the heartbeat medians weighted by their answers, for the bucket's
+# typical round trip (med_w/med_n).
+LATENCY_SPANS_MS = (300_000, 3_600_000)
 latency = sa.Table(
     "latency", metadata,
     sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("span_ms", sa.Integer, primary_key=True),
     sa.Column("bucket_ms", sa.BigInteger, primary_key=True),
     sa.Column("target", sa.String(64), primary_key=True),
     sa.Column("sent", sa.BigInteger, nullable=False),

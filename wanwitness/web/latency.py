@@ -44,11 +44,13 @@ def series(store: s.Store, *, agent: str, range_: str, now_ms: int) -> dict[str,
     until = (now_ms // step + 1) * step   # the bucket now is in, whole
     since = until - span
     L = s.latency
+    span = max(x for x in s.LATENCY_SPANS_MS if step % x == 0)   # the coarsest that fits
     b = (L.c.bucket_ms // step).label("b")
     q = (sa.select(L.c.target, b, sa.func.sum(L.c.sent), sa.func.sum(L.c.lost),
                    sa.func.min(L.c.rtt_min), sa.func.max(L.c.rtt_max),
                    sa.func.sum(L.c.med_w), sa.func.sum(L.c.med_n))
-         .where(L.c.agent == agent, L.c.bucket_ms >= since, L.c.bucket_ms < until)
+         .where(L.c.agent == agent, L.c.span_ms == span, L.c.bucket_ms >= since,
+                L.c.bucket_ms < until)
          .group_by(L.c.target, b).order_by(L.c.target, b))
     targets: dict[str, list[dict[str, Any]]] = {}
     with store.engine.connect() as conn:
