@@ -335,3 +335,20 @@ def test_without_a_collector_in_the_process_there_are_no_ingest_metrics(lite):
     assert "wanwitness_messages_quarantined" not in names
     assert {"wanwitness_build", "wanwitness_outages", "process_cpu_seconds"} <= names
 
+
+def test_the_readme_lists_every_metric_with_its_type(lite):
+    from pathlib import Path
+
+    from prometheus_client.exposition import generate_latest
+
+    seed(lite)
+    text = generate_latest(registry(lite, now_ms=lambda: NOW, ingest=Ingestor(lite).metrics)).decode()
+    exposed = {line.split()[2]: line.split()[3] for line in text.splitlines()
+               if line.startswith("# TYPE wanwitness_")}
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    listed = {}
+    for line in readme.splitlines():
+        if line.startswith("| `wanwitness_"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            listed[cells[0].strip("`")] = cells[1]
+    assert listed == exposed
