@@ -231,6 +231,17 @@ def test_a_store_that_cannot_be_read_is_one_line_and_503(seeded, monkeypatch):
         assert "Traceback" not in r.text
 
 
+def test_a_bug_while_scraping_is_one_line_of_text(seeded, monkeypatch):
+    def broken(_self):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(StoreMetrics, "_collect", broken)
+    with served(seeded) as web:
+        r = web.get("/metrics")
+        assert r.status_code == 500 and r.headers["content-type"].startswith("text/plain")
+        assert r.text == "internal error: KeyError (details in the collector's log)\n"
+
+
 # --- counters as Prometheus needs them --------------------------------------------------------
 
 def _scrape(metrics: StoreMetrics) -> dict[tuple[str, frozenset], float]:

@@ -990,6 +990,8 @@ class _Bugs:
             response: Response
             if str(scope.get("path", "")).startswith("/api/"):
                 response = JSONResponse({"detail": text}, status_code=500)
+            elif scope.get("path") == "/metrics":
+                response = PlainTextResponse(text + "\n", status_code=500)
             else:
                 response = HTMLResponse("<!doctype html><title>Error</title><h1>That did not "
                                         f"work</h1><p>{text}</p>", status_code=500)
