@@ -18,7 +18,7 @@ from wanwitness import config as cfg
 from wanwitness import store as s
 from wanwitness.collector import protocol
 from wanwitness.collector.agents import add_agent
-from wanwitness.collector.ingest import Ingestor, Message
+from wanwitness.collector.ingest import IngestMetrics, Ingestor, Message
 from wanwitness.store import open_store
 from wanwitness.web import auth
 from wanwitness.web.app import WebSettings, create_app
@@ -76,13 +76,14 @@ class Web:
     """The app served on a free loopback port, and a browser-like session for it."""
 
     def __init__(self, store, *, loopback_only: bool = True, clock=None,
-                 config: cfg.Config | None = None, now_ms: int = NOW + MIN) -> None:
+                 config: cfg.Config | None = None, now_ms: int = NOW + MIN,
+                 ingest: IngestMetrics | None = None) -> None:
         self.store = store
         self.backoff = auth.Backoff(clock=clock) if clock else auth.Backoff()
         settings = WebSettings(tz=ZoneInfo("Europe/Berlin"), loopback_only=loopback_only,
                                config=config, events_poll_s=0.2,
                                status=lambda: {"home": "online"}, backoff=self.backoff,
-                               now_ms=lambda: now_ms)
+                               now_ms=lambda: now_ms, ingest=ingest)
         self.server = WebServer(create_app(store, settings), bind("127.0.0.1", 0))
         self.server.start()
         self.base = f"http://127.0.0.1:{self.server.port}"

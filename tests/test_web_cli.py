@@ -110,3 +110,57 @@ def test_half_a_certificate_is_one_clear_line(ww, tmp_path):
                       timeout=60)
     assert proc.returncode == 2
     assert "[web] tls_cert and tls_key: set both" in one_clear_line(proc)
+
+
+def test_collect_serves_prometheus_the_metrics_of_its_ingest_with_the_token(ww, tmp_path):
+    import json
+    import time
+
+    from testing.brokers import MqttClient
+    from tests.test_web_metrics import promtool_check, samples, value
+
+    db = f"sqlite:///{tmp_path}/w.db"
+    assert ww.process("web", "password", "--stdin", "--db", db, input="correct horse\n").returncode == 0
+    short = ww.process("web", "metrics-token", "--stdin", "--db", db, input="short\n")
+    assert short.returncode == 2 and "at least 16 characters" in one_clear_line(short)
+    made = ww.process("web", "metrics-token", "--db", db)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert len(token) >= 40 and "credentials_file" in made.stderr
+    assert ww.process("agent", "add", "home", "--db", db, "--out", str(tmp_path / "b.json")).returncode == 0
+    password = json.loads((tmp_path / "b.json").read_text())["broker"]["password"]
+    broker_port, web_port = free_port(), free_port()
+    col = CollectorProcess(tmp_path / "col", db, listen=("127.0.0.1", broker_port),
+                           web=("0.0.0.0", web_port), extra_env={"HOME": str(ww.home)})
+    col.start()
+    try:
+        url = f"http://127.0.0.1:{web_port}/metrics"
+        assert requests.get(url, timeout=30).status_code == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        before = samples(requests.get(url, headers=bearer, timeout=30).text)
+        assert value(before, "wanwitness_messages_quarantined_total", reason="invalid_batch") == 0
+        assert value(before, "wanwitness_agent_line_state", agent="home", state="never_seen") == 1
+        board = MqttClient(f"mqtt://127.0.0.1:{broker_port}", "home", username="home",
+                           password=password).connect()
+        try:
+            board.publish("wanwitness/home/rec", b'{"v":1,"agent":"home","boot":1,"recs":"x"}')
+        finally:
+            board.close()
+        deadline = time.monotonic() + 30
+        while True:
+            r = requests.get(url, headers=bearer, timeout=30)
+            after = samples(r.text)
+            if value(after, "wanwitness_messages_quarantined_total", reason="invalid_batch") >= 1:
+                break
+            assert time.monotonic() < deadline, "the quarantined message was not counted"
+            time.sleep(0.2)
+        assert value(after, "wanwitness_messages_quarantined_total", reason="invalid_batch") == 1
+        assert value(after, "wanwitness_ingest_commit_duration_seconds_count") >= 1
+        assert value(after, "process_cpu_seconds_total") > 0
+        promtool_check(r.text)
+        # --remove: the token no longer opens it.
+        assert ww.process("web", "metrics-token", "--remove", "--db", db).returncode == 0
+        assert requests.get(url, headers=bearer, timeout=30).status_code == 401
+    finally:
+        col.stop()
+    assert "Traceback" not in col.log()

@@ -119,7 +119,8 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
         app = create_app(store, WebSettings(tz=ZoneInfo(conf.tariff.timezone),
                                             loopback_only=is_loopback(web_host),
                                             tls=bool(conf.web.tls_cert), config=conf,
-                                            status=lambda: dict(collector.status)))
+                                            status=lambda: dict(collector.status),
+                                            ingest=collector.ingestor.metrics))
         web_server = WebServer(app, web_sock, certfile=conf.web.tls_cert, keyfile=conf.web.tls_key)
         web_server.start()
 

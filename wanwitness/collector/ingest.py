@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import Counter, Histogram, Metric
+from prometheus_client.registry import Collector
 
 from wanwitness import store as s
 from wanwitness.collector import ledger, protocol
@@ -77,12 +80,52 @@ def ack_payload(seq: int, stream: tuple[str, int] | None) -> str:
     return json.dumps({"seq": seq - base, "ob": ob}, separators=(",", ":"))
 
 
+# What a quarantine reason starts with (the text before its first ':', docs/protocol.md
+# "Quarantine"): the `reason` label of wanwitness_messages_quarantined_total, spaces
+# made underscores. Each is exposed from the start, at 0, so a rate sees the first one.
+QUARANTINE_REASONS = ("unexpected topic", "unknown agent", "unauthorised agent",
+                      "invalid heartbeat", "invalid batch", "conflicting record",
+                      "replaced outbox", "internal error")
+
+
+def reason_label(reason: str) -> str:
+    """A quarantine reason's kind as a Prometheus label value: `invalid_batch`."""
+    return reason.split(":", 1)[0].strip().replace(" ", "_")
+
+
+class IngestMetrics(Collector):
+    """What ingest measures in this process for /metrics (prometheus_client objects in
+    no registry: the web app's registry collects them through `collect`): the time of
+    each committed transaction and the messages quarantined, by reason."""
+
+    COMMIT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self.commit = Histogram(
+            "wanwitness_ingest_commit_duration_seconds",
+            "Time of one ingest transaction that committed (validate, store, chain, commit), "
+            "seconds", registry=None, buckets=self.COMMIT_BUCKETS_S)
+        self.quarantined = Counter(
+            "wanwitness_messages_quarantined", "Messages quarantined by this collector process, "
+            "by the kind of reason (docs/protocol.md, Quarantine)", ["reason"], registry=None)
+        for reason in QUARANTINE_REASONS:
+            self.quarantined.labels(reason_label(reason))
+
+    def committed(self, seconds: float, reasons: list[str]) -> None:
+        self.commit.observe(seconds)
+        for reason in reasons:
+            self.quarantined.labels(reason_label(reason)).inc()
+
+    def collect(self) -> Iterable[Metric]:
+        return [*self.commit.collect(), *self.quarantined.collect()]
+
+
 class Ingestor:
     def __init__(self, store: s.Store, prefix: str = "wanwitness", quota: Quota | None = None):
         self.store = store
         self.prefix = prefix
         self.quota = quota or Quota()
-        self.counters: Counter[str] = Counter()
+        self.metrics = IngestMetrics()
         self._full: set[str] = set()  # quarantine buckets whose full quota was logged
 
     # -- classification ------------------------------------------------------
@@ -105,6 +148,7 @@ class Ingestor:
         message (about 2 log2 n parts; never a commit per message). Any other
         database error (disk full, read-only, corrupt, connection lost) is raised:
         then nothing was stored and nothing may be acked (loop.py retries)."""
+        started = time.perf_counter()
         with self.store.engine.begin() as conn:
             result = IngestResult()
             try:
@@ -116,8 +160,7 @@ class Ingestor:
                 log.warning("a message in a group of %d failed (%s: %s); isolating it",
                             len(messages), type(e).__name__, db_reason(e))
                 result = self._isolate(conn, messages)
-        for reason in result.reasons:
-            self.counters[reason.split(":")[0]] += 1
+        self.metrics.committed(time.perf_counter() - started, result.reasons)
         return result
 
     def _isolate(self, conn: sa.Connection, messages: list[Message]) -> IngestResult:

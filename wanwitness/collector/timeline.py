@@ -256,7 +256,8 @@ def _switched_from(o: _Open, state: str) -> _Open | None:
 
 
 def _derive(conn: sa.Connection, agent: str, now_ms: int, include_retracted: bool,
-            *, lock: bool = False, notes: list[str] | None = None) -> list[Outage]:
+            *, lock: bool = False, notes: list[str] | None = None,
+            coverage: dict[int, int] | None = None) -> list[Outage]:
     A, R = s.agents, s.records
     q = sa.select(A.c.hb_s, A.c.last_recv_ms).where(A.c.id == agent)
     if lock:
@@ -267,6 +268,8 @@ def _derive(conn: sa.Connection, agent: str, now_ms: int, include_retracted: boo
     if arow is None:
         raise UserError(f"no agent named {agent!r} (wanwitness agent list)")
     boots = _load_boots(conn, agent)
+    if coverage is not None:
+        coverage.update({b.boot: b.cov_end for b in boots.values()})
     if not boots:
         return []
     order = sorted(boots.values(), key=lambda b: (b.cov_start, b.first_recv_ms, b.boot))
@@ -395,12 +398,15 @@ def _derive(conn: sa.Connection, agent: str, now_ms: int, include_retracted: boo
 
 
 def derive(store: s.Store, agent: str, *, now_ms: int | None = None,
-           include_retracted: bool = False, notes: list[str] | None = None) -> list[Outage]:
-    """Outages and unknown spans of one agent, computed from its records; what had to
-    be left out is described in `notes`."""
+           include_retracted: bool = False, notes: list[str] | None = None,
+           coverage: dict[int, int] | None = None) -> list[Outage]:
+    """Outages and unknown spans of one agent, computed from its records (read only:
+    the `outages` table is left as it is); what had to be left out is described in
+    `notes`. `coverage`, when given, gets each boot's end of coverage: the UTC ms of
+    the last thing heard from it (an ongoing outage is witnessed up to its boot's)."""
     now = s.now_ms() if now_ms is None else now_ms
     with store.engine.connect() as conn:
-        return _derive(conn, agent, now, include_retracted, notes=notes)
+        return _derive(conn, agent, now, include_retracted, notes=notes, coverage=coverage)
 
 
 def rebuild(store: s.Store, agent: str | None = None, *, now_ms: int | None = None,

@@ -21,12 +21,21 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from prometheus_client.exposition import generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
@@ -38,15 +47,19 @@ from wanwitness.claims import make
 from wanwitness.claims import tickets as tk
 from wanwitness.claims.build import ticket_dict
 from wanwitness.collector import timeline
+from wanwitness.collector.ingest import IngestMetrics
 from wanwitness.config import LANGS, Config
 from wanwitness.errors import UserError
-from wanwitness.web import auth, data
+from wanwitness.store.errors import reason as db_reason
+from wanwitness.web import auth, data, metrics
 
 HERE = Path(__file__).parent
 log = logging.getLogger("wanwitness.web")
 SESSION_COOKIE = "wanwitness_session"
 SESSION_MAX_AGE_S = 7 * 86400
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+# What prometheus_client's generate_latest writes: Prometheus's text format.
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 # --- the API's shapes (OpenAPI) --------------------------------------------------------
@@ -206,8 +219,10 @@ class WebSettings:
                  config: Config | None = None,
                  status: Callable[[], dict[str, str]] | None = None,
                  backoff: auth.Backoff | None = None,
-                 now_ms: Callable[[], int] = s.now_ms, events_poll_s: float = 2.0) -> None:
+                 now_ms: Callable[[], int] = s.now_ms, events_poll_s: float = 2.0,
+                 ingest: IngestMetrics | None = None) -> None:
         self.now_ms = now_ms
+        self.ingest = ingest  # the collector's ingest measurements for /metrics (None: none)
         self.events_poll_s = events_poll_s
         self.tz = tz
         self.config = config  # None: no claims (they need [tariff], [customer], [isp])
@@ -912,6 +927,26 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
                                          "rules": result["rules"]["name"], "lang": result["lang"]})
         return _page(request, "claim.html", context)
 
+    # -- Prometheus ----------------------------------------------------------------
+    registry = metrics.registry(store, now_ms=settings.now_ms, ingest=settings.ingest)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus(request: Request) -> Response:
+        """For whoever may read the UI (a logged-in session; anyone on loopback without
+        a password) and for a scraper sending the metrics token as a bearer token."""
+        if not (logged_in(request) or auth.check_metrics_token(store, request.headers.get("authorization"))):
+            how = ("send the token of `wanwitness web metrics-token` as a bearer token"
+                   if auth.has_metrics_token(store) else
+                   "set a token with `wanwitness web metrics-token` and send it as a bearer token")
+            return PlainTextResponse(f"/metrics needs a login: {how}\n", status_code=401,
+                                     headers={"WWW-Authenticate": 'Bearer realm="wanwitness metrics"'})
+        try:
+            body = generate_latest(registry)
+        except sa.exc.SQLAlchemyError as e:
+            log.warning("web: /metrics: the store cannot be read: %s", db_reason(e))
+            return PlainTextResponse(f"the store cannot be read: {db_reason(e)}\n", status_code=503)
+        return Response(body, media_type=METRICS_MEDIA_TYPE)
+
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     app.add_middleware(_Bugs)
@@ -955,6 +990,8 @@ class _Bugs:
             response: Response
             if str(scope.get("path", "")).startswith("/api/"):
                 response = JSONResponse({"detail": text}, status_code=500)
+            elif scope.get("path") == "/metrics":
+                response = PlainTextResponse(text + "\n", status_code=500)
             else:
                 response = HTMLResponse("<!doctype html><title>Error</title><h1>That did not "
                                         f"work</h1><p>{text}</p>", status_code=500)

@@ -8,12 +8,17 @@
 - Every session, logged in or not, carries a CSRF token: each form posts it back, each
   API call that changes something sends it as `X-CSRF-Token`.
 - Failed logins from one address wait longer and longer (`Backoff`).
+- Prometheus scrapes /metrics with a bearer token (`wanwitness web metrics-token`),
+  kept in the store as its SHA-256: the token is 256 random bits, so a slow hash would
+  only cost every scrape time and guard nothing (no dictionary holds it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import math
+import re
 import secrets
 import threading
 import time
@@ -63,6 +68,49 @@ def session_secret(store: Store) -> str:
         key = secrets.token_urlsafe(32)
         store.set_setting(SECRET_KEY, key)
     return key
+
+
+METRICS_TOKEN_KEY = "web.metrics_token_hash"
+MIN_METRICS_TOKEN = 16
+# RFC 6750's b64token: what an Authorization: Bearer header can carry as it is.
+_BEARER = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+
+def _token_hash(token: str) -> str:
+    return "sha256$" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def set_metrics_token(store: Store, token: str | None = None) -> str:
+    """Store the hash of the token Prometheus sends to /metrics (a new random one when
+    `token` is None) and return the token; the token before stops working."""
+    if token is None:
+        token = secrets.token_urlsafe(32)
+    if len(token) < MIN_METRICS_TOKEN:
+        raise UserError(f"the metrics token needs at least {MIN_METRICS_TOKEN} characters")
+    if not _BEARER.fullmatch(token):
+        raise UserError("the metrics token may hold only letters, digits and - . _ ~ + / "
+                        "(and = at its end): it is sent in an HTTP header")
+    store.set_setting(METRICS_TOKEN_KEY, _token_hash(token))
+    return token
+
+
+def remove_metrics_token(store: Store) -> None:
+    store.set_setting(METRICS_TOKEN_KEY, "")
+
+
+def has_metrics_token(store: Store) -> bool:
+    return bool(store.setting(METRICS_TOKEN_KEY))
+
+
+def check_metrics_token(store: Store, authorization: str | None) -> bool:
+    """Whether an `Authorization` header carries the metrics token (`Bearer <token>`)."""
+    hashed = store.setting(METRICS_TOKEN_KEY)
+    if not hashed or not authorization:
+        return False
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    return hmac.compare_digest(_token_hash(token.strip()), hashed)
 
 
 def new_csrf() -> str:

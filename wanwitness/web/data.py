@@ -99,6 +99,23 @@ def _seen(conn: sa.Connection, agent: str) -> dict[str, Any]:
     return {"leds": dict(sorted(leds.items())), "targets": dict(sorted(targets.items()))}
 
 
+LINE_STATES = ("up", "isp_down", "local_down", "dns_down", "degraded", timeline.UNKNOWN, "never_seen")
+
+
+def line_state(spans: list[timeline.Outage], last_recv_ms: int | None) -> tuple[str, int | None]:
+    """An agent's line state now and since when (UTC ms), from its outages and unknown
+    spans: an ongoing one's class, else `never_seen` (nothing ever heard) or `up` since
+    the last span ended (None: no span ever)."""
+    ongoing = [o for o in spans if o.end_ms is None]
+    if ongoing:
+        # An outage outranks an unknown span that overlaps it at the end.
+        now_span = min(ongoing, key=lambda o: (o.cls == timeline.UNKNOWN, -o.start_ms))
+        return now_span.cls, now_span.start_ms
+    if last_recv_ms is None:
+        return "never_seen", None
+    return "up", max((o.end_ms or 0 for o in spans), default=0) or None
+
+
 def agents(store: s.Store, *, now_ms: int | None = None,
            status: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every registered agent: the line's state now and since when, the last outage,
@@ -118,18 +135,8 @@ def agents(store: s.Store, *, now_ms: int | None = None,
     out = []
     for r in rows:
         mine = by_agent.get(r.id, [])
-        ongoing = [o for o in mine if o.end_ms is None]
         ended = [o for o in mine if o.end_ms is not None and o.cls != timeline.UNKNOWN]
-        if ongoing:
-            # An outage outranks an unknown span that overlaps it at the end.
-            now_span = min(ongoing, key=lambda o: (o.cls == timeline.UNKNOWN, -o.start_ms))
-            state, since = now_span.cls, now_span.start_ms
-        elif r.last_recv_ms is None:
-            state, since = "never_seen", None
-        else:
-            state = "up"
-            last_end = max((o.end_ms or 0 for o in mine), default=0)
-            since = last_end or None
+        state, since = line_state(mine, r.last_recv_ms)
         last = max(ended, key=lambda o: o.start_ms, default=None)
         try:
             health = json.loads(r.last_hb) if r.last_hb else {}
