@@ -394,6 +394,17 @@ def test_bad_notify_config_is_one_line_naming_the_key(ww, tmp_path, body, key):
     assert "pw@" not in result.stderr
 
 
+def test_config_show_masks_notification_urls(ww, tmp_path):
+    conf = tmp_path / "config.toml"
+    conf.write_text('[notify]\nurls = ["json://u:s3cretpw@127.0.0.1:9/hook/tok3n"]\nquiet_hours = "22:00-07:00"\n'
+                    '[notify.routes]\nflap = []\ndeadline = ["ntfy://u:s3cretpw@127.0.0.1:9/topic"]\n')
+    shown = ww("--config", str(conf), "config", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert "urls = ['json://127.0.0.1:9/…']" in shown.stdout and "quiet_hours = '22:00-07:00'" in shown.stdout
+    assert "'flap': []" in shown.stdout and "ntfy://u:****@127.0.0.1:9/topic" in shown.stdout
+    assert "s3cretpw" not in shown.stdout and "tok3n" not in shown.stdout
+
+
 def test_notify_test_and_list(ww, tmp_path, receivers):
     hook, smtp = receivers
     secret_url = f"json://someone:s3cretpw@127.0.0.1:{hook.port}/hook/tok3n"
@@ -452,3 +463,18 @@ def test_secrets_never_reach_the_log(tmp_path, sqlite_url, caplog):
     text = caplog.text
     assert "not sent" in text and "sent to json://127.0.0.1" in text
     assert "s3cretpw" not in text and "tok3n" not in text
+
+
+def test_rule_pack_deadline_of_an_open_ticket_is_told_a_day_before(tmp_path, sqlite_url, receivers):
+    hook, _smtp = receivers
+    with rigged(tmp_path, sqlite_url, [hook.url()], rules="de-tkg58") as (rig, _board):
+        berlin = ZoneInfo("Europe/Berlin")
+        tk.add(rig.store, tk.new_ticket("4711", tk.parse_when("2026-11-03 10:00", berlin, "t"), tz=berlin))
+        rig.notifier = nt.Notifier(rig.store, rig.conf, now_ms=lambda: rig.clock[0])
+        rig.notifier.prepare()
+        rig.clock[0] = tk.to_ms(tk.parse_when("2026-11-05 12:00", berlin, "t"))
+        rig.notifier.round()
+        rig.notifier.round()
+        assert [doc["message"] for _p, doc in hook.got] == [
+            "Ticket 4711, de-tkg58: day 3: EUR 5 or 10 % of the fee a day from here: from Fri "
+            "2026-11-06 00:00:00 (Europe/Berlin), tomorrow."]

@@ -148,6 +148,17 @@ def check_url(url: str) -> str:
     return url
 
 
+def shown_setting(key: str, value: Any) -> Any:
+    """A [notify] value as `config show` prints it: no URL's secrets."""
+    if key == "urls":
+        return [display(u) for u in value]
+    if key == "routes":
+        return {event: [display(u) for u in urls] for event, urls in value.items()}
+    if key == "quiet_hours":
+        return "" if value is None else "-".join(f"{m // 60:02d}:{m % 60:02d}" for m in value)
+    return value
+
+
 def target_id(url: str) -> str:
     """How the queue names a destination: no secret of the URL is stored."""
     return hashlib.sha256(url.encode()).hexdigest()[:16]
