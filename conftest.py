@@ -19,6 +19,7 @@ INTEGRATION_MODULES = {
     # real brokers, collector processes, kills and restarts
     "test_collect_e2e.py", "test_broker_embedded.py", "test_broker_mosquitto.py", "test_broker_hardening.py",
     "test_collector_log.py", "test_agent_mqtt_client.py", "test_homeassistant.py",
+    "test_notify_collect.py",
     # the real agent on the virtual board, end to end
     "test_agent_e2e.py", "test_outbox_powercut.py", "test_virtual_board.py",
     "test_deploy_errors.py", "test_flash.py",

@@ -176,16 +176,21 @@ def _lang(v: Any) -> str:
     return text
 
 
+def _pairs(text: str, form: str) -> dict[str, str]:
+    """A table from the environment: 'key=value;key=value' (';' between pairs: a value
+    may itself be a list)."""
+    pairs = [p for p in (x.strip() for x in text.split(";")) if p]
+    if any("=" not in p for p in pairs):
+        raise ValueError(f"expected {form}, got {text!r}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
 def _options(v: Any) -> dict[str, Any]:
     """Rule pack options: a TOML table ([claim.options]) or, from the environment,
     'key=value;key=value'. Values are kept as strings (lists as lists of strings);
     the pack parses them."""
     if isinstance(v, str):
-        # ';' between pairs: a value may itself be a comma-separated list.
-        pairs = [p for p in (x.strip() for x in v.split(";")) if p]
-        if any("=" not in p for p in pairs):
-            raise ValueError(f"expected key=value;key=value, got {v!r}")
-        v = dict(p.split("=", 1) for p in pairs)
+        v = _pairs(v, "key=value;key=value")
     if not isinstance(v, dict):
         raise ValueError(f"expected a table of options, got {type(v).__name__} {v!r}")
 
@@ -199,6 +204,62 @@ def _options(v: Any) -> dict[str, Any]:
 
     return {str(k).strip(): [scalar(k, x) for x in val] if isinstance(val, list) else scalar(k, val)
             for k, val in v.items()}
+
+
+NOTIFY_EVENTS = ("line_back", "flap", "agent_silent", "agent_back", "deadline", "monthly_report")
+
+
+def _notify_urls(v: Any) -> tuple[str, ...]:
+    """A list of Apprise URLs (from the environment: separated by spaces); each must be
+    one Apprise can use (checked by Apprise itself, lazily: only when some are given)."""
+    items = v.split() if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"expected a list of notification URLs, got {type(v).__name__}")
+    urls = tuple(_str(x).strip() for x in items)
+    if urls:
+        from wanwitness.collector.notify import check_url
+        for url in urls:
+            check_url(url)
+    return urls
+
+
+def _notify_routes(v: Any) -> dict[str, tuple[str, ...]]:
+    """[notify.routes]: event -> its own list of URLs (instead of [notify] urls); from the
+    environment 'line_back=URL URL;flap='."""
+    if isinstance(v, str):
+        v = _pairs(v, "event=URL URL;event=URL")
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a table such as [notify.routes] line_back = [\"URL\"], "
+                         f"got {type(v).__name__}")
+    out = {}
+    for event, urls in v.items():
+        if event not in NOTIFY_EVENTS:
+            raise ValueError(f"unknown event {event!r} (events: {', '.join(NOTIFY_EVENTS)})")
+        try:
+            out[event] = _notify_urls(urls)
+        except ValueError as e:
+            raise ValueError(f"{event}: {e}") from None
+    return out
+
+
+def _quiet_hours(v: Any) -> tuple[int, int] | None:
+    """"22:00-07:00" -> (minute of the day it starts, minute it ends); "" -> None."""
+    text = _str(v).strip()
+    if not text:
+        return None
+    try:
+        a, b = text.split("-")
+        minutes = []
+        for part in (a, b):
+            hh, mm = part.strip().split(":")
+            if not (len(mm) == 2 and 0 <= int(hh) <= 23 and 0 <= int(mm) <= 59):
+                raise ValueError
+            minutes.append(int(hh) * 60 + int(mm))
+    except ValueError:
+        raise ValueError(f"expected HH:MM-HH:MM such as 22:00-07:00, got {text!r}") from None
+    if minutes[0] == minutes[1]:
+        raise ValueError(f"quiet hours {text!r} start and end at the same time")
+    return minutes[0], minutes[1]
 
 
 SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
@@ -281,6 +342,32 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
         "discovery_prefix": (_prefix, "homeassistant", "Home Assistant's MQTT discovery prefix"),
         "interval_s": (_int_range(1, 3600), 60, "seconds between state updates when nothing "
                        "changes (running durations, silence)"),
+    },
+    # --- notifications through Apprise (README "Notifications") ---
+    "notify": {
+        "enabled": (_bool, True, "send notifications when urls (or routes) are set; false: not"),
+        "urls": (_notify_urls, (), "Apprise URLs every event goes to, e.g. [\"ntfy://ntfy.sh/my-line\"]"),
+        "routes": (_notify_routes, {}, "an event's own URLs instead: [notify.routes] line_back = "
+                   "[\"URL\"] (events: " + ", ".join(NOTIFY_EVENTS) + "; [] = none)"),
+        "min_duration_s": (_int_range(0, 7 * 86400), 60, "a line-back message only for outages at "
+                           "least this long"),
+        "quiet_hours": (_quiet_hours, None, "\"22:00-07:00\": messages wait until then ([tariff] "
+                        "timezone), except a deadline that falls before the end"),
+        "flap_outages": (_int_range(1, 1000), 5, "more outages than this within flap_window_s: one "
+                         "digest instead of a message each"),
+        "flap_window_s": (_int_range(60, 86400), 900, "the flap window, seconds"),
+        "silent_after_s": (_int_range(0, 30 * 86400), 900, "agent not heard from this long: a "
+                           "message (and one when it is back); 0 = none"),
+        "deadlines": (_bool, True, "remind of the rule pack's deadlines and promised fixes of open "
+                      "tickets, and of a claim's filing deadline"),
+        "deadline_notice_s": (_int_range(60, 90 * 86400), 86400, "how long before a deadline"),
+        "monthly_report": (_bool, False, "after each billing period: its claim, the letter as PDF "
+                           "attached (needs [tariff] and [claim] rules)"),
+        "retry_min_s": (_int_range(1, 86400), 30, "first retry of a failed send after this long, "
+                        "doubling up to retry_max_s"),
+        "retry_max_s": (_int_range(1, 7 * 86400), 1800, "longest wait between retries"),
+        "give_up_s": (_int_range(60, 365 * 86400), 7 * 86400, "a message not sent within this "
+                      "long is marked failed"),
     },
 }
 
@@ -375,11 +462,29 @@ class HomeAssistantSection:
     interval_s: int
 
 
+@dataclass(frozen=True)
+class NotifySection:
+    enabled: bool
+    urls: tuple[str, ...]
+    routes: dict[str, tuple[str, ...]]
+    min_duration_s: int
+    quiet_hours: tuple[int, int] | None   # minutes of the day: (start, end)
+    flap_outages: int
+    flap_window_s: int
+    silent_after_s: int
+    deadlines: bool
+    deadline_notice_s: int
+    monthly_report: bool
+    retry_min_s: int
+    retry_max_s: int
+    give_up_s: int
+
+
 SECTIONS: dict[str, type] = {
     "store": StoreSection, "broker": BrokerSection, "collector": CollectorSection,
     "web": WebSection, "agents": AgentsSection, "tariff": TariffSection, "customer": CustomerSection,
     "isp": IspSection, "claim": ClaimSection,
-    "homeassistant": HomeAssistantSection,
+    "homeassistant": HomeAssistantSection, "notify": NotifySection,
 }
 
 
@@ -434,6 +539,10 @@ class Config:
     def homeassistant(self) -> HomeAssistantSection:
         return HomeAssistantSection(**self.values["homeassistant"])
 
+    @property
+    def notify(self) -> NotifySection:
+        return NotifySection(**self.values["notify"])
+
 
 def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
     path = Path(path) if path else default_config_path()
@@ -485,10 +594,11 @@ def example() -> str:
     for section, keys in SCHEMA.items():
         lines.append(f"[{section}]")
         for key, (_check, default, help_text) in keys.items():
-            if isinstance(default, tuple):
+            if isinstance(default, tuple) and len(default) == 2:
                 default = f"{default[0]}:{default[1]}"
             shown = (f'"{default}"' if isinstance(default, str) else str(default).lower()
-                     if isinstance(default, bool) else str(default))
+                     if isinstance(default, bool) else '""' if default is None
+                     else "[]" if default == () else str(default))
             lines.append(f"# {help_text}")
             lines.append(f"# {key} = {shown}")
         lines.append("")

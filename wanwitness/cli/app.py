@@ -23,6 +23,7 @@ from wanwitness.cli import (
     demo,
     flash,
     ledger,
+    notify,
     service,
     settings,
     web,
@@ -54,6 +55,7 @@ claims.register(cli)
 service.register(cli)
 web.register(cli)
 callsheet.register(cli)
+notify.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -107,7 +107,17 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
                                        status=lambda: dict(collector.status),
                                        support_url=web_url(web_sock.getsockname()[:2] if web_sock
                                                            else None, bool(conf.web.tls_cert)))
-        collector.on_commit = home_assistant.changed
+
+    from wanwitness.collector import notify as nt
+    notifier = None
+    if nt.configured(conf):  # every URL was checked by Apprise when the config was read
+        notifier = nt.Notifier(store, conf, status=lambda: dict(collector.status))
+    hooks = [h.changed for h in (home_assistant, notifier) if h is not None]
+    if hooks:
+        def on_commit() -> None:
+            for hook in hooks:
+                hook()
+        collector.on_commit = on_commit
 
     web_server = None
     if web_sock is not None:
@@ -145,11 +155,15 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     if home_assistant is not None:
         click.echo(f"Home Assistant: MQTT discovery on {safe_url(ha.broker)} under "
                    f"{ha.discovery_prefix}/", err=True)
+    if notifier is not None:
+        click.echo("notifications to " + ", ".join(nt.display(u) for u in nt.all_urls(conf)), err=True)
     if n_agents == 0:
         click.echo("No agents yet: add one with `wanwitness agent add NAME`.", err=True)
     try:
         if home_assistant is not None:
             home_assistant.start()
+        if notifier is not None:
+            notifier.start()
         collector.connect()
         if not collector.wait_connected():
             logging.getLogger("wanwitness.collector").warning(
@@ -160,6 +174,8 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             web_server.stop()
         if home_assistant is not None:
             home_assistant.close()
+        if notifier is not None:
+            notifier.close()
         collector.close()
         if embedded:
             embedded.stop()

@@ -30,7 +30,10 @@ def config_show(obj: Ctx) -> None:
         for key, value in keys.items():
             if key == "password" and value:
                 value = "********"
-            if isinstance(value, tuple):
+            if section == "notify":  # URLs in privacy form, quiet hours as written
+                from wanwitness.collector.notify import shown_setting
+                value = shown_setting(key, value)
+            elif isinstance(value, tuple):
                 value = f"{value[0]}:{value[1]}"
             elif value is None:  # a listener that is "off"
                 value = "off"

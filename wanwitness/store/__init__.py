@@ -19,6 +19,7 @@ from wanwitness.store.schema import (
                                      metadata,
                                      migrate,
                                      migration,
+                                     notifications,
                                      now_ms,
                                      outages,
                                      quarantine,
@@ -33,5 +34,5 @@ from wanwitness.store.schema import (
 
 __all__ = ["LATENCY_SPANS_MS", "MIGRATIONS", "Store", "agents", "boots", "clock_points", "default_db_path",
            "default_url", "gaps", "latency", "ledger", "ledger_head", "metadata", "migrate", "migration",
-           "now_ms", "open_store", "outages", "quarantine", "records", "schema_migrations",
+           "notifications", "now_ms", "open_store", "outages", "quarantine", "records", "schema_migrations",
            "settings", "streams", "ticket_appointments", "ticket_links", "tickets"]

@@ -191,6 +191,29 @@ latency = sa.Table(
     sa.Column("med_n", sa.BigInteger, nullable=False),
 )
 
+# Notifications (migration 8, collector/notify.py): one row per event and destination.
+# `event` is deterministic (line_back:<agent>:<open_seq>, ...), so an event found again
+# (every round, after a restart) is inserted once; `target` names the destination URL
+# by a hash (the URL itself, with its secrets, stays in the config). The message is
+# made when the event is found and kept, so a retry sends the same words.
+notifications = sa.Table(
+    "notifications", metadata,
+    sa.Column("event", sa.String(200), primary_key=True),
+    sa.Column("target", sa.String(16), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("agent", sa.String(32)),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),           # JSON: what sending and later events need
+    sa.Column("state", sa.String(8), nullable=False),     # pending | sent | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_ms", sa.BigInteger, nullable=False),  # not to be tried before
+    sa.Column("last_error", sa.Text),
+    sa.Column("sent_ms", sa.BigInteger),
+    sa.Index("ix_notifications_state", "state", "next_ms"),
+)
+
 settings = sa.Table(
     "settings", metadata,
     sa.Column("key", sa.String(64), primary_key=True),
@@ -338,6 +361,11 @@ def _m6(conn: Connection) -> None:
 @migration(7, "latency")
 def _m7(conn: Connection) -> None:
     latency.to_metadata(sa.MetaData()).create(conn)
+
+
+@migration(8, "notifications")
+def _m8(conn: Connection) -> None:
+    notifications.to_metadata(sa.MetaData()).create(conn)
 
 
 def migrate(engine: Engine) -> list[int]:
