@@ -62,6 +62,9 @@ def test_an_outage_driven_through_the_virtual_board_is_recorded_as_isp_down(demo
     errors = records(d, "error")
     assert [(e["key"], e["msg"]) for e in errors] == [
         ("debounce.down", "config: expected an integer, got a string")]
+    # The boot record names the board as MicroPython does (here the unix port's machine).
+    hw = records(d, "boot")[0]["hw"]
+    assert isinstance(hw, str) and 0 < len(hw) <= 64, hw
     # The heartbeats' round-trip summaries (the latency charts): the anchors lost the
     # probes of the outage and answered the others, with times.
     L = s.latency

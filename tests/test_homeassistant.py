@@ -93,7 +93,7 @@ def setup(tmp_path, mosquitto, db_url):
     add_agent(store, "kitchen")
     board = Board(Ingestor(store), "kitchen")
     board.boot, board.boot_utc = 1, T0
-    board.rec("boot", T0, reset="PWRON_RESET", fw="0.1.0")
+    board.rec("boot", T0, reset="PWRON_RESET", fw="0.1.0", hw="Generic ESP32 module with ESP32")
     board.hb(T0 + MIN)
     clock = [T0 + MIN]
     status = {"kitchen": "online"}
@@ -131,6 +131,7 @@ def test_discovery_payloads_match_the_schema(setup):
         "wanwitness/_ha/collector/status", "wanwitness/_ha/kitchen/status"]
     assert internet["device"]["via_device"] == "wanwitness_collector"
     assert internet["device"]["sw_version"] == "0.1.0"  # the agent's firmware
+    assert internet["device"]["model"] == "Generic ESP32 module with ESP32"  # its boot's hw
     assert internet["origin"]["name"] == "wanwitness"
     claim = docs["homeassistant/sensor/wanwitness_kitchen/period_claim/config"]
     assert claim["unit_of_measurement"] == "EUR" and claim["device_class"] == "monetary"

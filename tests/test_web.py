@@ -45,7 +45,8 @@ def seed(store):
     ing = Ingestor(store)
     b = Board(ing, "home")
     b.boot, b.boot_utc = 1, T0
-    b.rec("boot", T0, reset="WDT_RESET", fw="0.1.0", safe=False, hb_s=30)
+    b.rec("boot", T0, reset="WDT_RESET", fw="0.1.0", hw="Generic ESP32 module with ESP32", safe=False,
+          hb_s=30)
     b.state("isp_down", T0 + HOUR, bound=T0 + HOUR - 2 * SEC,
             ev={"anchors": {"ok": 0, "of": 3}, "gateway": "ok"})
     b.state("up", T0 + HOUR + 30 * MIN)
@@ -138,6 +139,7 @@ def test_agents_say_the_state_now_the_last_outage_and_the_boards_health(web):
     assert home["last_outage"]["end"] == "2026-11-03T07:30:00.000Z"
     assert (home["heap_free"], home["heap_peak"], home["rssi"], home["outbox"]) == (23456, 41000, -61, 3)
     assert (home["firmware"], home["reset_cause"], home["safe_mode"]) == ("0.1.0", "WDT_RESET", False)
+    assert home["hardware"] == "Generic ESP32 module with ESP32"
     assert home["last_heartbeat"] == "2026-11-03T12:00:00.000Z"
     assert home["status"] == "online"
     attic = agents["attic"]

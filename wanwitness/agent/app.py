@@ -12,6 +12,7 @@ import asyncio
 import gc
 import json
 import machine
+import sys
 import time
 
 import probe
@@ -40,6 +41,14 @@ for _n in ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RE
            "BROWNOUT_RESET"):
     if hasattr(machine, _n):
         RESET_NAMES[getattr(machine, _n)] = _n
+
+
+def hardware():
+    # The board and chip as MicroPython names them ("Generic ESP32 module with ESP32",
+    # os.uname().machine; sys.implementation._machine on every port since 1.20): the
+    # boot record's `hw`, the model a dashboard shows.
+    hw = getattr(sys.implementation, "_machine", None)
+    return hw[:64] if isinstance(hw, str) else None
 
 
 def reset_cause():
@@ -145,8 +154,8 @@ class App:
         self.mq.on_message = self._on_message
         self.mq.resolver = self._resolve_name  # never a blocking getaddrinfo in the loop
         self.mq.on_connect = self._on_connect
-        self.record({"k": "boot", "reset": self.cause, "fw": FW, "safe": safe,
-                     "hb_s": cfg.get("hb_s")})
+        self.record({"k": "boot", "reset": self.cause, "fw": FW, "hw": hardware(),
+                     "safe": safe, "hb_s": cfg.get("hb_s")})
         for key, msg in cfg.problems:
             self.record({"k": "error", "key": key, "msg": "config: " + msg})
         if self.outbox.corrupt:

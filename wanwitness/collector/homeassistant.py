@@ -164,11 +164,13 @@ def collector_config(topics: Topics, support_url: str) -> dict[str, Any]:
 
 
 def agent_configs(topics: Topics, agent: str, *, firmware: str | None, currency: str | None,
-                  support_url: str) -> dict[str, dict[str, Any] | None]:
+                  support_url: str, hardware: str | None = None) -> dict[str, dict[str, Any] | None]:
     """Config topic -> discovery payload of each of an agent's entities; None: remove it
     (the claim, when no claim is configured)."""
     device: dict[str, Any] = {"identifiers": [f"wanwitness_agent_{agent}"], "name": agent,
-                              "manufacturer": "wanwitness", "model": "ESP32 agent",
+                              "manufacturer": "wanwitness",
+                              # the board as MicroPython names it (boot record `hw`)
+                              "model": hardware or "ESP32 agent",
                               "via_device": COLLECTOR_DEVICE}
     if firmware:
         device["sw_version"] = firmware
@@ -334,7 +336,7 @@ class HomeAssistant:
         self._marked: set[str] = set()       # agents with a retained config at the broker
         # The publishing thread's own: what it published last.
         self._sent: dict[str, bytes] = {}    # topic -> retained payload
-        self._devices: dict[str, tuple[str | None, str | None]] = {}  # (firmware, currency)
+        self._devices: dict[str, tuple[str | None, str | None, str | None]] = {}  # (firmware, hw, currency)
         self._period: dict[str, dict[str, Any]] = {}   # agent -> its period figures
         self._period_of: dict[str, tuple[str, str | None]] = {}  # ... for this line state
         self._ongoing: dict[str, tuple[str, str | None] | None] = {}  # outage it last showed
@@ -487,9 +489,10 @@ class HomeAssistant:
             self._publish(self.topics.collector_config(),
                           collector_config(self.topics, self.support_url))
         for a in enabled:
-            device = (a["firmware"], currency)
+            device = (a["firmware"], a.get("hardware"), currency)
             if self._devices.get(a["id"]) != device:
                 for topic, payload in agent_configs(self.topics, a["id"], firmware=a["firmware"],
+                                                    hardware=a.get("hardware"),
                                                     currency=currency,
                                                     support_url=self.support_url).items():
                     if configs_due:

@@ -92,6 +92,8 @@ class AgentOut(BaseModel):
     flash_erases: int | None
     safe_mode: bool | None
     firmware: str | None
+    hardware: str | None = Field(None, description="the board and chip as MicroPython names them "
+                                 "(the newest boot record's `hw`)")
     reset_cause: str | None
     last_outage: OutageOut | None
     sees: dict[str, Any] = Field(description="`leds`: each LED's last state; `targets`: each "

@@ -50,6 +50,7 @@ class _BootInfo:
     fw: str | None
     reset: str | None
     safe: bool | None
+    hw: str | None = None
 
 
 def _last_boots(conn: sa.Connection) -> dict[str, _BootInfo]:
@@ -65,10 +66,11 @@ def _last_boots(conn: sa.Connection) -> dict[str, _BootInfo]:
             doc = json.loads(body)
         except ValueError:
             continue
-        fw, reset, safe = doc.get("fw"), doc.get("reset"), doc.get("safe")
+        fw, reset, safe, hw = doc.get("fw"), doc.get("reset"), doc.get("safe"), doc.get("hw")
         out[agent] = _BootInfo(fw if isinstance(fw, str) else None,
                                reset if isinstance(reset, str) else None,
-                               safe if isinstance(safe, bool) else None)
+                               safe if isinstance(safe, bool) else None,
+                               hw[:64] if isinstance(hw, str) and hw.isprintable() else None)
     return out
 
 
@@ -153,7 +155,7 @@ def agents(store: s.Store, *, now_ms: int | None = None,
             "rssi": health.get("rssi"), "outbox": health.get("q"),
             "flash_erases": health.get("fe"),
             "safe_mode": health.get("safe", boot.safe),
-            "firmware": boot.fw, "reset_cause": boot.reset,
+            "firmware": boot.fw, "hardware": boot.hw, "reset_cause": boot.reset,
             "last_outage": outage_dict(last) if last else None,
             "sees": seen[r.id],
         })
