@@ -8,7 +8,8 @@ from 1 Apr 2026 GBP 10.34 / 32.31 (not confirmed on Ofcom's site).
 
 from __future__ import annotations
 
-from tests.test_claims_rules import days, has_note, outage, run, tariff, ticket
+from tests.test_claims_rules import at, days, has_note, outage, run, tariff, ticket
+from wanwitness.claims.model import Ticket
 
 TZ = "Europe/London"
 GBP = tariff("30.00", "GBP", TZ)
@@ -131,3 +132,49 @@ def test_degraded_line_is_not_a_total_loss():
     o = outage("2025-06-02 09:00", "2025-06-10 09:00", TZ, "degraded")
     r = run("uk-ofcom", [o], [ticket("R1", "2025-06-02 10:00", TZ, [o])], GBP, "2025-06")
     assert r.total == 0 and r.why_not[o.id] == "degraded not claimable under this rule"
+
+
+# -- issue 17 ----------------------------------------------------------------------------
+def test_a_fault_after_the_repair_is_not_paid_from_the_old_report():
+    # Report Mon 2 Jun 2025 10:00 of a fault fixed Tue 3 Jun 12:00 (in the grace); the ticket
+    # stays open; a new outage Mon 16 Jun 08:00 - Fri 20 Jun 12:00.
+    first = outage("2025-06-02 09:00", "2025-06-03 12:00", TZ)
+    again = outage("2025-06-16 08:00", "2025-06-20 12:00", TZ)
+    ids = (first.id, again.id)
+    # Linked by time only: the old reading paid 16-20 Jun (5 × 9.98 = 49.90) from the
+    # 2 Jun report; the line was back for 12 days (> repaired_after_s): not reported: 0
+    auto = Ticket("R1", at("2025-06-02 10:00", TZ), outage_ids=ids, auto_linked=ids)
+    r = run("uk-ofcom", [first, again], [auto], GBP, "2025-06")
+    assert r.items == [] and r.why_not[again.id].startswith("not covered by the fault report")
+    # Linked by hand: its own clock from Mon 16 Jun 08:00: full working days Tue 17, Wed 18;
+    # Thu 19 is day 1; Fri 20 is the fix day (not paid): 9.98
+    by_hand = Ticket("R1", at("2025-06-02 10:00", TZ), outage_ids=ids, auto_linked=(first.id,))
+    r = run("uk-ofcom", [first, again], [by_hand], GBP, "2025-06")
+    assert days(r) == [("2025-06-19", 1, "9.98")]
+
+
+def test_declined_engineer_slots_stop_the_clock():
+    # Report Mon 2 Jun 10:00, down until Mon 9 Jun 00:00 (back at midnight: no fix day).
+    # Grace: Tue 3, Wed 4; paid Thu 5 - Sun 8: 4 × 9.98 = 39.92
+    o = outage("2025-06-02 09:00", "2025-06-09 00:00", TZ)
+    r = run("uk-ofcom", [o], [ticket("R1", "2025-06-02 10:00", TZ, [o])], GBP, "2025-06")
+    assert str(r.total) == "39.92"
+    # 6 h lost to a slot the customer declined: rounded up to 1 calendar day: the grace
+    # ends Thu 5; Fri 6, Sat 7, Sun 8 = days 1-3: 3 × 9.98 = 29.94
+    r = run("uk-ofcom", [o], [ticket("R1", "2025-06-02 10:00", TZ, [o], declined_s=6 * 3600)],
+            GBP, "2025-06")
+    assert days(r) == [("2025-06-06", 1, "9.98"), ("2025-06-07", 2, "9.98"), ("2025-06-08", 3, "9.98")]
+    (st,) = [st for st in r.statements if "declined or missed" in st["msgid"]]
+    assert st["args"]["from_date"] == "2025-06-06"
+    # 25 h: 2 days: Sat 7, Sun 8: 19.96
+    r = run("uk-ofcom", [o], [ticket("R1", "2025-06-02 10:00", TZ, [o], declined_s=25 * 3600)],
+            GBP, "2025-06")
+    assert str(r.total) == "19.96"
+
+
+def test_april_2023_amounts_are_marked_unconfirmed():
+    # Mon 5 Jun 2023: full working days Tue 6, Wed 7; back Fri 9 Jun 00:00: Thu 8 = 9.33
+    o, r = _claim("2023-06-05 10:00", "2023-06-09 00:00", label="2023-06")
+    assert days(r) == [("2023-06-08", 1, "9.33")]
+    assert has_note(r, "from 2023-04-01", "not confirmed on Ofcom's own site")
+    assert has_note(r, "delayed provision", "not modelled")

@@ -53,7 +53,7 @@ class KeOutageCredit(RulePack):
               "approved by the Communications Authority of Kenya")
     source_url = None     # the 2026 text was not found online (see the docstring)
     clock_start = "outage"
-    grace = "none in the regulations; the provider's policy may set one (use min_outage_s)"
+    grace = "none in the regulations; the provider's approved system may set one"
     unit = "calendar_day"
     claimable_classes = CLASSES
     options = {

@@ -82,7 +82,7 @@ class ProRata(RulePack):
               "(contract / general law)")
     source_url: ClassVar[str | None] = None
     clock_start = "outage"
-    grace = "none; optionally outages shorter than min_outage_s are not counted"
+    grace = "none"
     unit = "second"
     claimable_classes = CLASSES
     options = {"classes": classes_option(CLASSES), "min_outage_s": MIN_OUTAGE,
