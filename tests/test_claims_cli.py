@@ -179,6 +179,9 @@ def test_claim_letters_name_the_ticket_operator_and_amount(home, tmp_path):
     assert md.returncode == 0, md.stderr
     assert "17 / Maria" in md.stdout and "T1" in md.stdout and "Example Telecom" in md.stdout
     assert "10.00" in md.stdout
+    # Issue 17: the notes are the user's: on standard error, never in the letter
+    assert "note: options in effect: partial_days=false" in md.stderr
+    assert "options in effect" not in md.stdout and "partial_days" not in md.stdout
     html = home("claim", "--period", "2026-10", "--rules", "de-tkg58", "--format", "html",
                 "--lang", "hu")
     assert html.returncode == 0 and "<html" in html.stdout and 'lang="hu"' in html.stdout

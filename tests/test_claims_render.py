@@ -243,7 +243,7 @@ GERMAN_RULES = {
     "hu-eszr": ("Ungarn, Eszr. – NMHH-Verordnung 22/2020 (XII. 21.)", None),
     "ru-telematics": ("Russland, telematische Dienste: Regierungsverordnung Nr. 2607 vom 31.12.2021", None),
     "ke-outage-credit": ("Kenia, Gutschrift für Ausfälle nach der genehmigten Richtlinie des Anbieters",
-                         "die von der Communications Authority of Kenya genehmigte Richtlinie des Anbieters"),
+                         "das von der Communications Authority of Kenya genehmigte Gutschriftsystem des Anbieters"),
 }
 # Packs whose source is the law's own text (German, Hungarian, Russian): every letter
 # quotes it as written, so the reader finds the law under its real name.
@@ -290,14 +290,23 @@ def test_every_rule_packs_texts_are_known_so_no_pack_comes_out_in_english():
     assert sorted(GERMAN_RULES) == sorted(rules.names())
 
 
-def test_english_notes_are_shown_and_announced_in_other_languages(claim):
+def test_notes_are_for_the_user_and_statements_for_the_isp(claim):
+    """Issue 17 item 5: the claim's notes (options, how to change them, input-file
+    remarks) never reach the letter; its statements do, in the letter's language."""
+    claim["statements"] = [{"msgid": "I do not claim compensation for ticket %(ticket)s or for "
+                                     "the interruptions it reports.",
+                            "args": {"ticket": "4712050"},
+                            "text": "I do not claim compensation for ticket 4712050 or for the "
+                                    "interruptions it reports."}]
+    for lang in LANGUAGES:
+        text = visible_text(render(claim, "md", lang), "md")
+        assert "partial_days" not in text and "customer's own equipment and is not claimed" not in text
     de = visible_text(render(claim, "md", "de"), "md")
-    assert "Partly restored days are not counted (option partial_days = false)." in de
-    assert "Diese Hinweise stammen aus der Berechnung und sind in englischer Sprache wiedergegeben." in de
-    assert "given in English" not in visible_text(render(claim, "md", "en"), "md")
-    claim["notes"] = ["not counted under this rule"]       # a text the catalogs know
-    de = visible_text(render(claim, "md", "de"), "md")
-    assert "nach dieser Regel nicht angerechnet" in de and "englischer Sprache" not in de
+    assert ("Für die Störungsmeldung 4712050 und die darin gemeldeten Unterbrechungen verlange ich "
+            "keine Entschädigung.") in de
+    assert "Voraussetzungen und Grenzen dieser Forderung" in de
+    en = visible_text(render(claim, "md", "en"), "md")
+    assert "I do not claim compensation for ticket 4712050" in en
 
 
 def test_html_is_one_well_formed_page_and_escapes_user_fields(claim):

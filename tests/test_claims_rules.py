@@ -80,11 +80,15 @@ def test_every_pack_describes_itself_as_json_and_never_claims_local_or_unknown(n
 def test_options_from_the_cli_are_parsed_and_bad_ones_name_the_option():
     pack = get("de-tkg58")
     opts = {"partial_days": "yes", "de-tkg58.exclude": "4711, 4712"}   # --option key=value
-    assert pack.parse_options(opts) == {"partial_days": True, "exclude": ("4711", "4712")}
-    assert pack.describe(opts)["options"] == {"partial_days": True, "exclude": ["4711", "4712"]}
+    # (replacement_days and repaired_after_s: added by issue 17)
+    assert pack.parse_options(opts) == {"partial_days": True, "replacement_days": (),
+                                        "repaired_after_s": 86400, "exclude": ("4711", "4712")}
+    assert pack.describe(opts)["options"] == {"partial_days": True, "replacement_days": [],
+                                              "repaired_after_s": 86400, "exclude": ["4711", "4712"]}
     with pytest.raises(UserError, match="option partial_days: expected true or false, got 'maybe'"):
         pack.parse_options({"partial_days": "maybe"})
-    with pytest.raises(UserError, match=r"unknown option 'partial' \(known: partial_days, exclude\)"):
+    with pytest.raises(UserError, match=r"unknown option 'partial' \(known: partial_days, "
+                       r"replacement_days, repaired_after_s, exclude\)"):
         pack.parse_options({"partial": "true"})
 
 
@@ -230,7 +234,8 @@ def test_pro_rata_minimum_outage_length_and_classes_option():
     r = run("pro-rata", [short, enough, dns], [], tar, "2026-11", min_outage_s="600")
     # only 600 s: 39.99 × 600 / 2 592 000 = 0.00925… -> 0.01
     assert r.counted_s == {short.id: 0, enough.id: 600, dns.id: 0} and str(r.total) == "0.01"
-    assert r.why_not[short.id] == "shorter than min_outage_s (600 s)"
+    # (a sentence the letter translates since issue 17; the note below keeps the number)
+    assert r.why_not[short.id] == "shorter than the minimum length of an outage that counts"
     assert has_note(r, "1 outage(s) shorter than min_outage_s=600 s")
     # classes=isp_down,dns_down: + 6 h; 39.99 × (600 + 21 600) / 2 592 000 = 0.34250 -> 0.34
     r2 = run("pro-rata", [short, enough, dns], [], tar, "2026-11", min_outage_s=600,

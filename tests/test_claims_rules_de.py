@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_claims_rules import days, has_note, outage, run, tariff, ticket
+from tests.test_claims_rules import at, days, has_note, outage, run, tariff, ticket
+from wanwitness.claims.model import Ticket
 from wanwitness.errors import UserError
 
 TZ = "Europe/Berlin"
@@ -87,7 +88,9 @@ def test_missed_appointments_in_the_period_each_pay():
     # 4 Nov missed: max(10, 16.00) = 16.00; 1 Dec belongs to December's claim; 20 Nov was kept
     (item,) = r.items
     assert item.kind == "appointment" and str(item.amount) == "16.00"
-    assert item.basis == {"date": "2026-11-04", "ticket": "A", "rate": "max(EUR 10, 20 % of 80.00)"}
+    # (rate_text: the same rate for the letter, translated there: issue 17 item 5)
+    assert {k: v for k, v in item.basis.items() if k != "rate_text"} == {
+        "date": "2026-11-04", "ticket": "A", "rate": "max(EUR 10, 20 % of 80.00)"}
     assert item.tickets == ["A"]
     cheap = run("de-tkg58", [o], [t], CHEAP, "2026-11")
     assert str(cheap.total) == "10.00"                             # max(10, 8.00)
@@ -152,3 +155,66 @@ def test_a_second_report_of_the_same_outage_does_not_restart_or_double_the_days(
     assert days(r) == [("2026-11-06", 3, "5.00"), ("2026-11-07", 4, "5.00")]
     assert all(i.tickets == ["A"] for i in r.items)
     assert has_note(r, "ticket B reports an outage already reported earlier")
+
+
+# -- issue 17: a fault that comes back after a repair --------------------------------
+def _recurring(again_end: str, by_hand: bool, **options):
+    """Report 3 Nov 09:00 of a fault 3 Nov 08:00 - 4 Nov 12:00 (fixed in the grace); the
+    ticket is left open, and a new outage from 15 Nov 00:00 is linked to it, by the time
+    rule alone (auto_linked) or by hand. Fee 60.00: 10 % = 6.00, 20 % = 12.00."""
+    first = outage("2026-11-03 08:00", "2026-11-04 12:00", TZ)
+    again = outage("2026-11-15 00:00", again_end, TZ)
+    t = Ticket("A", at("2026-11-03 09:00", TZ), outage_ids=(first.id, again.id),
+               auto_linked=(first.id,) if by_hand else (first.id, again.id))
+    return again, run("de-tkg58", [first, again], [t], tariff("60.00", "EUR", TZ), "2026-11", **options)
+
+
+def test_a_fault_after_the_repair_is_not_paid_from_the_old_report():
+    # Before issue 17: 15 and 16 Nov were days 12 and 13 after the 3 Nov report, paid
+    # with no grace: 2 × max(10, 12.00) = 24.00. Now the line was back 10 d 12 h, more
+    # than repaired_after_s (24 h): the 3 Nov report is over; the new outage has no report: 0
+    again, r = _recurring("2026-11-17 00:00", by_hand=False)
+    assert r.items == [] and r.total == 0
+    assert r.why_not[again.id] == ("not covered by the fault report: it began after the "
+                                   "reported fault had been repaired")
+    assert has_note(r, "ticket link A")
+    # Linked by hand, it is a new fault with a new grace from its start (15 Nov 00:00):
+    # day 1 = 16 Nov, day 2 = 17 Nov, day 3 = 18 Nov; the line was back on 17 Nov: 0
+    again, r = _recurring("2026-11-17 00:00", by_hand=True)
+    assert r.items == [] and r.why_not[again.id].startswith("on the day of the report")
+    # A longer one, down until 20 Nov 00:00, linked by hand: days 3 and 4 = 18 and 19 Nov:
+    # 2 × max(5, 6.00) = 12.00 (the old reading paid 15-19 Nov as days 12-16: 5 × 12.00 = 60.00)
+    again, r = _recurring("2026-11-20 00:00", by_hand=True)
+    assert days(r) == [("2026-11-18", 3, "6.00"), ("2026-11-19", 4, "6.00")]
+    assert str(r.total) == "12.00"
+    assert any("counted as a new fault" in st["text"] for st in r.statements)
+
+
+def test_a_gap_shorter_than_repaired_after_s_is_the_same_fault():
+    # repaired_after_s = 11 days: the 10 d 12 h gap is no repair; the outage from 15 Nov
+    # is the reported fault going on: days 12 and 13 after the 3 Nov report: 2 × 12.00
+    again, r = _recurring("2026-11-17 00:00", by_hand=False, repaired_after_s=11 * 86400)
+    assert days(r) == [("2026-11-15", 12, "12.00"), ("2026-11-16", 13, "12.00")]
+
+
+def test_the_clock_starts_at_the_fault_when_it_began_after_the_report():
+    # Reported Mon 2 Nov 10:00 while the line flickered; the outage the agent saw starts
+    # 3 Nov 06:00 (within repaired_after_s of the report): received = the later, 3 Nov:
+    # days 1-2 = 4, 5 Nov; day 3 = 6 Nov (it was 5 Nov from the report)
+    o = outage("2026-11-03 06:00", "2026-11-08 00:00", TZ)
+    r = run("de-tkg58", [o], [ticket("A", "2026-11-02 10:00", TZ, [o])], CHEAP, "2026-11")
+    assert days(r) == [("2026-11-06", 3, "5.00"), ("2026-11-07", 4, "5.00")]
+
+
+def test_days_with_a_replacement_are_not_paid():
+    # Bundesnetzagentur: no compensation for a day the provider supplied a replacement.
+    # Received 2 Nov; days 3-7 = 5-9 Nov at 8.00, 8.00, 16.00, 16.00, 16.00 (fee 80.00);
+    # an LTE stick on 6 and 7 Nov: 8.00 + 16.00 + 16.00 = 40.00 (64.00 without the option)
+    o = outage("2026-11-02 11:00", "2026-11-10 00:00", TZ)
+    r = run("de-tkg58", [o], [ticket("A", "2026-11-02 12:00", TZ, [o])], DEAR, "2026-11",
+            replacement_days="2026-11-06,2026-11-07")
+    assert days(r) == [("2026-11-05", 3, "8.00"), ("2026-11-08", 6, "16.00"), ("2026-11-09", 7, "16.00")]
+    assert str(r.total) == "40.00"
+    (st,) = [st for st in r.statements if "replacement" in st["msgid"]]
+    assert st["args"] == {"dates": "2026-11-06,2026-11-07"}
+    assert has_note(r, "OLG Braunschweig", "9 U 54/23") and has_note(r, "constant monthly fee")

@@ -60,7 +60,10 @@ def test_minimum_outage_length_and_two_agents_counted_once():
             credit_per_hour="10", min_outage_s="3600")
     # short: not counted; home ∪ attic = 08:00-11:00 = 3 h × 10 = 30.00
     assert days(r) == [("2026-11-04", 1, "30.00")]
-    assert r.counted_s[short.id] == 0 and r.why_not[short.id] == "shorter than min_outage_s (3600 s)"
+    # (the reason is a sentence the letter translates since issue 17; the note keeps the number)
+    assert r.counted_s[short.id] == 0
+    assert r.why_not[short.id] == "shorter than the minimum length of an outage that counts"
+    assert has_note(r, "shorter than min_outage_s=3600 s not counted")
 
 
 def test_only_one_rate_may_be_set():

@@ -29,7 +29,8 @@ from ..config import SCHEMA, Config
 from ..errors import UserError
 from . import files, link
 from . import tickets as tk
-from .model import NEVER_CLAIMABLE, Outage, Period, RuleResult, Tariff, Ticket, iso, money
+from .catalogs import N_
+from .model import NEVER_CLAIMABLE, Outage, Period, RuleResult, Tariff, Ticket, iso, money, statement
 
 UTC = UTC
 CLAIM_VERSION = 1
@@ -116,9 +117,13 @@ def _relevant(ticket: Ticket, period: Period) -> bool:
 
 
 def _around(period: Period, tickets: list[Ticket]) -> datetime:
-    """Where the outages a pack needs begin: the period's start, or the report of a
-    ticket still open in the period if earlier (its clock may have started before)."""
-    return min([period.start] + [t.opened for t in tickets if _relevant(t, period)])
+    """Where the outages a pack needs begin: the first day of the calendar month in
+    which the period starts (hu-eszr assesses a calendar month, with all its time, in
+    the period where it ends: with periods from the 15th, November's first half would
+    be missing), or the report of a ticket still open in the period if earlier (its
+    clock may have started before)."""
+    month = period.start.replace(day=1)
+    return min([month] + [t.opened for t in tickets if _relevant(t, period)])
 
 
 def _in(o: Outage, since: datetime, until: datetime) -> bool:
@@ -307,6 +312,7 @@ def _jsonable(value: Any) -> Any:
 def build(inputs: Inputs, pack: Pack, options: dict[str, Any], lang: str = "en") -> dict[str, Any]:
     period, now = inputs.period, inputs.now
     notes = list(inputs.notes)
+    statements: list[dict[str, Any]] = []
     outages = inputs.outages
     if period.end > now:
         # Ongoing outages count up to the period's end; in a period not over yet that
@@ -314,6 +320,8 @@ def build(inputs: Inputs, pack: Pack, options: dict[str, Any], lang: str = "en")
         outages = [replace(o, end=now) if o.end is None else o for o in outages]
         notes.append(f"The period {period.label} is not over: time is counted up to "
                      f"{_utc_text(now)}.")
+        statements.append(statement(N_("The billing period is not over yet: the time is counted up "
+                                       "to %(until_at)s."), until_at=iso(now)))
     result = pack.compute(outages, list(inputs.tickets), inputs.tariff, period, options)
     desc = _jsonable(dict(pack.describe(options)))
     claimed = {oid for item in result.items for oid in item.outages}
@@ -362,6 +370,7 @@ def build(inputs: Inputs, pack: Pack, options: dict[str, Any], lang: str = "en")
         "outages": out_list,
         "tickets": [ticket_dict(t) for t in shown_tickets],
         "notes": notes + list(result.notes),
+        "statements": statements + list(getattr(result, "statements", [])),
         "dates": {k: v.isoformat() for k, v in result.dates.items()},
         "customer": {k: inputs.customer.get(k, "") for k in PARTY_KEYS["customer"]},
         "isp": {k: inputs.isp.get(k, "") for k in PARTY_KEYS["isp"]},

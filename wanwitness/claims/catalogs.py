@@ -29,10 +29,13 @@ CALLSHEET_SOURCES = (CLAIMS_DIR.parent / "web" / "callsheet.py",)
 LOCALE_DIR = CLAIMS_DIR / "locale"
 POT_PATH = LOCALE_DIR / f"{DOMAIN}.pot"
 
-# Which files hold translatable strings (paths relative to CLAIMS_DIR). Only the
-# letter's own modules: the rule packs' English notes are shown as written.
+# Which files hold translatable strings (paths relative to CLAIMS_DIR): the letter's
+# own modules, and the statements (N_) that the builder and the rule packs write for
+# the letter; their notes, for the user only, are never extracted.
 _METHOD_MAP = [
     ("letter.py", "python"),
+    ("build.py", "python"),
+    ("rules/**.py", "python"),
     ("pdf.py", "python"),
     ("render.py", "python"),
     ("templates/**.html", "jinja2"),

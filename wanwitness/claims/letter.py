@@ -22,7 +22,7 @@ from babel.dates import format_date, format_skeleton, get_datetime_format
 from babel.units import format_unit
 
 from ..errors import UserError
-from .catalogs import LANGUAGES, N_, SOURCE_LANGUAGE, check_language, translations
+from .catalogs import LANGUAGES, N_, check_language, translations
 
 # Words for the claim's codes (wanwitness.collector.timeline classes, ticket channels, rule units).
 OUTAGE_CLASSES = {
@@ -67,8 +67,9 @@ KNOWN_RULE_TEXTS = (
     # The packs' sources that are written in English (`source`).
     N_("Reduction of the price for the time the service was not provided (contract / general law)"),
     N_("Ofcom automatic compensation scheme (voluntary code agreed with Ofcom, in force since 1 April 2019)"),
-    N_("Kenya Information and Communications (Consumer Protection) Regulations (L.N. 54 of 2010), "
-       "outage credit; the provider's outage-credit policy approved by the Communications Authority of Kenya"),
+    N_("Kenya Information and Communications (Consumer Protection) Regulations, 2026 (in force since "
+       "1 July 2026), outage credit; the provider's outage-credit system approved by the Communications "
+       "Authority of Kenya"),
     # why_not and grace.
     N_("local_down: the customer's own equipment"),
     N_("unknown: no agent reporting"),
@@ -77,8 +78,8 @@ KNOWN_RULE_TEXTS = (
     N_("before the report"),
     N_("2 calendar days after receipt of the report"),
     N_("72 hours from the report, not counting time lost to repair slots the subscriber declined"),
-    N_("none in the regulations; the provider's policy may set one (use min_outage_s)"),
-    N_("none; optionally outages shorter than min_outage_s are not counted"),
+    N_("none in the regulations; the provider's approved system may set one"),
+    N_("none"),
     N_("until 23:59 of the 2nd full working day after the report"),
     N_("on the day of the report or the 2 calendar days after it, or on no day of complete outage"),
     N_("repaired within 72 hours of the report"),
@@ -88,7 +89,51 @@ KNOWN_RULE_TEXTS = (
     N_("not counted under this rule"),
     N_("excluded by option exclude"),
     N_("outside the period"),
+    N_("not covered by the fault report: it began after the reported fault had been repaired"),
+    N_("on days on which the provider supplied a replacement service"),
+    N_("only on the day the fault was fixed, which the scheme does not pay"),
+    N_("a suspension of the service, not a fault: assessed under the 48-hour rule"),
+    N_("shorter than the minimum length of an outage that counts"),
 )
+
+
+def format_args(args: dict[str, Any], fmt: Fmt) -> dict[str, str]:
+    """A statement's arguments (model.statement) formatted for the letter, by name:
+    *_date a date, dates a list of dates, *_at a time, *_amount money, duration seconds,
+    month 'YYYY-MM'; anything else as written (ticket numbers, percentages)."""
+    out = {}
+    for key, value in args.items():
+        text = str(value)
+        try:
+            if key.endswith("_date"):
+                text = fmt.long_day(parse_day(text, key))
+            elif key == "dates":
+                text = ", ".join(fmt.day(parse_day(d, key)) for d in text.split(",") if d)
+            elif key.endswith("_at"):
+                text = fmt.moment(parse_time(text, key))
+            elif key.endswith("_amount"):
+                text = fmt.money(text)
+            elif key == "duration":
+                text = fmt.duration(float(text))
+            elif key == "month":
+                text = fmt.month(parse_day(f"{text}-01", key))
+        except (UserError, ValueError):
+            pass
+        out[key] = text
+    return out
+
+
+def say(st: dict[str, Any], fmt: Fmt, _: Callable[[str], str]) -> str:
+    """A statement (model.statement) in the letter's language; its English text when the
+    catalog lacks it or the fields do not fit (tests/test_claims_letters.py finds that)."""
+    msgid, args = st.get("msgid"), st.get("args") or {}
+    if not isinstance(msgid, str) or not isinstance(args, dict):
+        return str(st.get("text") or "")
+    try:
+        return _(msgid) % format_args(args, fmt)
+    except (KeyError, TypeError, ValueError):
+        return str(st.get("text") or msgid)
+
 
 
 @dataclass
@@ -315,14 +360,11 @@ def build_letter(claim: dict[str, Any], lang: str) -> Letter:
         _items_section(claim, fmt, _, total),
         _request_section(claim, fmt, _, total),
     ]
-    written_notes = [str(n) for n in claim.get("notes") or [] if str(n).strip()]
-    notes = [_(n) for n in written_notes]
-    if notes:
-        # The rule packs write their notes in English; say so rather than leave the
-        # reader wondering why the letter changes language.
-        english = lang != SOURCE_LANGUAGE and any(t == n for t, n in zip(notes, written_notes))
-        lead = [_("These notes come from the calculation and are given in English.")] if english else []
-        sections.append(Section(_("Notes on the calculation"), paragraphs=lead, bullets=notes))
+    # The claim's "notes" are the user's (options, how to change them, input-file
+    # remarks): never in the letter. Its "statements" are what the ISP must read.
+    said = [say(st, fmt, _) for st in claim.get("statements") or [] if isinstance(st, dict)]
+    if said:
+        sections.append(Section(_("Conditions and limits of this claim"), bullets=said))
     sections.append(_evidence_section(claim, _, outage_no))
 
     attachments = [_("Attachment: evidence bundle")] if claim.get("ledger_head") else []
@@ -433,13 +475,26 @@ def _item_sentence(item: dict[str, Any], fmt: Fmt, _: Callable[[str], str]) -> s
                      "service out of %(period)s") % {
                 "fee": fmt.money(b["monthly_fee"]), "duration": fmt.duration(float(b["seconds"])),
                 "period": fmt.duration(float(b["period_seconds"]))}
+        rate = say(b["rate_text"], fmt, _) if isinstance(b.get("rate_text"), dict) else b.get("rate")
+        if kind == "day" and b.get("service") in ("unusable", "degraded"):
+            words = (_("Started day %(number)s of delay beyond the repair deadline, from %(date)s, "
+                       "service unusable (rate: %(rate)s)") if b["service"] == "unusable" else
+                     _("Started day %(number)s of delay beyond the repair deadline, from %(date)s, "
+                       "service degraded (rate: %(rate)s)"))
+            return words % {"number": int(b["day_number"]),
+                            "date": fmt.day(parse_day(b["date"], "item date")), "rate": rate}
+        if kind == "day" and b.get("complete") is False:
+            return _("Day %(number)s after the report, outage for part of the day, %(date)s "
+                     "(rate: %(rate)s)") % {
+                "number": int(b["day_number"]), "date": fmt.day(parse_day(b["date"], "item date")),
+                "rate": rate}
         if kind == "day":
             return _("Day %(number)s of the complete outage, %(date)s (rate: %(rate)s)") % {
                 "number": int(b["day_number"]), "date": fmt.day(parse_day(b["date"], "item date")),
-                "rate": b["rate"]}
+                "rate": rate}
         if kind == "appointment":
             return _("Missed technician appointment on %(date)s, ticket %(ticket)s (rate: %(rate)s)") % {
-                "date": fmt.day(parse_day(b["date"], "item date")), "ticket": b["ticket"], "rate": b["rate"]}
+                "date": fmt.day(parse_day(b["date"], "item date")), "ticket": b["ticket"], "rate": rate}
         if kind == "month_fee":
             return _("Refund of the monthly fee for %(month)s: the service was suspended for "
                      "%(duration)s in that month") % {

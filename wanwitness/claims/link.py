@@ -6,6 +6,11 @@ that covers the usual case, an outage already going on when the fault was report
 and a fault that came back while the ticket was still open. A ticket that is not
 closed covers every later outage. Manual overrides (`wanwitness ticket link/unlink`)
 win over the rule in both directions.
+
+Which links the rule made is kept (`Ticket.auto_linked`): a fault that comes back after
+the reported one was repaired is linked to a ticket still open, but that report does not
+cover it; the rule packs then leave it out unless the user links it by hand
+(rules/base.py, `PackRun.reports`).
 """
 
 from __future__ import annotations
@@ -48,13 +53,16 @@ def link(tickets: Iterable[Ticket], outages: list[Outage],
             out.append(t)
             continue
         ids = {o.id for o in outages if o.cls not in NEVER_CLAIMABLE and overlaps(o, t)}
+        auto = set(ids)
         for ov in manual.get(t.number, []):
             target = by_key.get((ov.agent, ov.open_seq))
             if target is None:
                 continue  # the outage lies outside the outages at hand
+            auto.discard(target.id)
             if ov.linked:
                 ids.add(target.id)
             else:
                 ids.discard(target.id)
-        out.append(replace(t, outage_ids=tuple(sorted(ids, key=lambda i: order[i]))))
+        ordered = tuple(sorted(ids, key=lambda i: order[i]))
+        out.append(replace(t, outage_ids=ordered, auto_linked=tuple(i for i in ordered if i in auto)))
     return out

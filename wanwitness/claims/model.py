@@ -63,7 +63,11 @@ class Ticket:
     appointments: tuple[Appointment, ...] = ()
     note: str | None = None
     outage_ids: tuple[str, ...] = ()   # linked outages (Outage.id); empty = link by time
-    declined_s: float = 0.0       # time lost to repair slots the customer declined (hu-eszr)
+    declined_s: float = 0.0       # time lost to repair slots the customer declined or missed
+    # The outage ids of outage_ids that link.link() added by the time rule alone (not the
+    # user's choice): one that comes back after the reported fault was repaired is a new
+    # fault, which this report does not cover.
+    auto_linked: tuple[str, ...] = ()
 
     @property
     def missed_appointments(self) -> int:
@@ -139,12 +143,22 @@ class Item:
     description: str = ""         # one English line (the JSON's; the letter translates by kind)
 
 
+def statement(msgid: str, **args: str) -> dict[str, Any]:
+    """What the ISP must read, for the letter: `msgid` (English, %(name)s fields, in the
+    letter's catalogs) and its `args` (strings; the letter formats them by name: see
+    letter.format_args), plus `text`, the English sentence for the JSON and the CLI."""
+    return {"msgid": msgid, "args": dict(args), "text": msgid % args}
+
+
 @dataclass
 class RuleResult:
     items: list[Item]
-    # Visible notes: configured amounts that the law does not fix, options in effect,
-    # excluded time and why. English; shown in JSON and in every letter.
+    # Notes for the user, never the letter: options in effect, how to change them,
+    # amounts that are configuration, time left out and why. English; JSON, preview, CLI.
     notes: list[str] = field(default_factory=list)
+    # What the ISP must read, in the letter's language (statement()): the legal
+    # conditions relied on, what was deliberately not claimed and why.
+    statements: list[dict[str, Any]] = field(default_factory=list)
     # Dates the claim must show: e.g. {"file_by": date, "answer_due": date} (ru-telematics)
     dates: dict[str, date] = field(default_factory=dict)
     # Seconds counted per outage id (the claimable time after grace / exclusions).

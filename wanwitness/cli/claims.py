@@ -316,6 +316,10 @@ def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
             where = tariff_file if file_mode else obj.config.path
             raise UserError(f"a letter needs {' and '.join(missing)}: set it in {where}")
     data = encode(result, fmt, lang)
+    if fmt != "json":
+        # For the user, never the letter (the JSON carries them as "notes").
+        for note in result["notes"]:
+            click.echo(f"note: {note}", err=True)
     if evidence is not None and store is not None:
         # First: it checks the ledger, and a broken one should leave no claim behind.
         from wanwitness.claims.bundle import write_bundle

@@ -13,13 +13,26 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from ...errors import UserError
-from ..model import CLAIMABLE_ALWAYS, ITEM_KINDS, Item, Outage, Period, RuleResult, Tariff, Ticket, iso, money
+from ..catalogs import N_
+from ..model import (
+    CLAIMABLE_ALWAYS,
+    ITEM_KINDS,
+    Item,
+    Outage,
+    Period,
+    RuleResult,
+    Tariff,
+    Ticket,
+    iso,
+    money,
+    statement,
+)
 from .days import Span, clip, fmt_duration, length_s, local_date, merge, outage_span, overlap_s, total_s, utc
 
 # Why an outage of a class that no pack claims is not claimed (the claim's "why_not").
@@ -28,6 +41,21 @@ NEVER_WHY = {
     "unknown": "unknown: no agent reporting",
 }
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+# why_not of an outage linked to a still-open ticket by time only, after the fault that
+# ticket reported had been repaired (PackRun.reports).
+WHY_AFTER_REPAIR = "not covered by the fault report: it began after the reported fault had been repaired"
+
+
+@dataclass
+class Fault:
+    """One reported fault: the ticket, when its clock starts (UTC: the later of the
+    report and the fault's start) and its claimable outages. `anew`: a fault that came
+    back after the reported one was repaired and that the user linked to the ticket by
+    hand: it runs on a clock of its own, grace period included."""
+    ticket: Ticket
+    clock: datetime
+    outages: list[Outage]
+    anew: bool = False
 
 
 @dataclass
@@ -111,6 +139,12 @@ class Option:
 
 EXCLUDE = Option((), "list", "ticket numbers or outage ids to leave out, e.g. a fault the "
                  "customer caused or force majeure; each one is named in the notes")
+
+
+REPAIRED = Option(86400, "int", "the line back for longer than this many seconds means the "
+                  "reported fault was repaired: a later outage is a new fault, which the old "
+                  "report covers only if you link it to the ticket by hand (then with a new "
+                  "grace period from its start)")
 
 
 def classes_option(allowed: frozenset[str]) -> Option:
@@ -206,6 +240,7 @@ class PackRun:
         self.result = PackResult(items=[])
         self._paid: dict[str, list[Span]] = {}
         self._why: dict[str, str] = {}
+        self._reports: list[Fault] | None = None
         self.note("options in effect: " + ", ".join(
             f"{k}={_show(v)}" for k, v in options.items()))
         self._apply_exclude(options["exclude"])
@@ -221,8 +256,13 @@ class PackRun:
                 self.excluded.update(by_number[x].outage_ids)
                 self.note(f"ticket {x} and its outages are excluded by option exclude "
                           "(the user's statement, e.g. a fault the customer caused or force majeure)")
+                self.state(N_("I do not claim compensation for ticket %(ticket)s or for the "
+                              "interruptions it reports."), ticket=x)
             elif x in ids:
                 self.note(f"outage {x} is excluded by option exclude (the user's statement)")
+                start = next(o.start for o in self.outages if o.id == x)
+                self.state(N_("I do not claim compensation for the interruption that began on "
+                              "%(start_at)s."), start_at=iso(start))
             else:
                 self.note(f"option exclude: {x!r} matches no outage or ticket of this period")
 
@@ -233,11 +273,23 @@ class PackRun:
     def span(self, o: Outage) -> Span:
         return outage_span(o, self.period.end)
 
-    def reports(self) -> list[tuple[Ticket, list[Outage]]]:
-        """Fault reports (not excluded) in order of receipt, each with its claimable
-        outages; an outage linked to several tickets runs from the first report only."""
+    def reports(self) -> list[Fault]:
+        """The reported faults (tickets not excluded, in order of receipt), each with
+        its claimable outages; an outage linked to several tickets runs from the first
+        report that covers it.
+
+        A ticket's outages are grouped into faults: the line back for longer than
+        option `repaired_after_s` (where the pack has it) ends one. The fault going on
+        at the report, or starting within that time after it, is the reported one; its
+        clock starts at the later of the report and its start. A later fault is covered
+        only where the user linked it to the ticket by hand, and then runs on a clock of
+        its own from its start; linked by the time rule alone, it is not claimed under
+        this ticket (a still-open ticket does not report every fault that follows)."""
+        if self._reports is not None:
+            return self._reports
         taken: set[str] = set()
-        out = []
+        uncovered: dict[str, str] = {}
+        out: list[Fault] = []
         claimable = self.claimable
         for t in sorted((t for t in self.tickets if t.number not in self.excluded_tickets),
                         key=lambda t: t.opened):
@@ -245,12 +297,67 @@ class PackRun:
             linked = [o for o in claimable if o.id in ids and o.id not in taken]
             again = [oid for oid in t.outage_ids if oid in taken]
             if again:
+                first = next(f.ticket.number for f in out if again[0] in {o.id for o in f.outages})
                 self.note(f"ticket {t.number} reports an outage already reported earlier; "
                           "the clock runs from the first report")
-            taken.update(o.id for o in linked)
-            out.append((t, linked))
+                self.state(N_("Ticket %(ticket)s reports an interruption already reported under "
+                              "ticket %(first)s; the time limits run from the first report."),
+                           ticket=t.number, first=first)
+            faults, later = self._faults(t, linked)
+            for f in faults:
+                taken.update(o.id for o in f.outages)
+            for o in later:
+                uncovered.setdefault(o.id, t.number)
+            out += faults
+        for oid, number in uncovered.items():
+            if oid in taken:
+                continue
+            self.why(oid, WHY_AFTER_REPAIR)
+            self.note(f"{oid}: began after the fault reported under ticket {number} had been "
+                      f"repaired (the line back for more than {self.options['repaired_after_s']} s, "
+                      "option repaired_after_s): not claimed; report it anew, or link it to the "
+                      f"ticket by hand (wanwitness ticket link {number} {oid}) if the provider "
+                      "treats it as the same fault")
+        self._reports = out
         return out
 
+    def _faults(self, t: Ticket, linked: list[Outage]) -> tuple[list[Fault], list[Outage]]:
+        """Ticket t's faults, and its outages that came after the repair linked by time only."""
+        opened = utc(t.opened)
+        if not linked:
+            return [Fault(t, opened, [])], []
+        repaired = self.options.get("repaired_after_s")
+        gap = timedelta(seconds=repaired) if repaired is not None else timedelta.max
+        groups: list[tuple[datetime, datetime, list[Outage]]] = []
+        for o in sorted(linked, key=lambda o: self.span(o)[0]):
+            s, e = self.span(o)
+            if groups and s - groups[-1][1] <= gap:
+                gs, ge, members = groups[-1]
+                groups[-1] = (gs, max(ge, e), members + [o])
+            else:
+                groups.append((s, e, [o]))
+        faults: list[Fault] = []
+        later: list[Outage] = []
+        reported = False
+        by_time = set(t.auto_linked)
+        for gs, ge, members in groups:
+            if ge <= opened:                 # over before the report: nothing runs
+                faults.append(Fault(t, opened, members))
+            elif not reported and gs - opened <= gap:
+                reported = True
+                faults.append(Fault(t, max(opened, gs), members))
+            elif any(o.id not in by_time for o in members):
+                faults.append(Fault(t, gs, members, anew=True))
+                self.note(f"ticket {t.number}: the outage from {iso(gs)} came after the reported "
+                          "fault had been repaired; linked by hand, it counts as a new fault with "
+                          "its own grace period from its start")
+                self.state(N_("Ticket %(ticket)s: the interruption that began on %(start_at)s came "
+                              "after the reported fault had been repaired; it is counted as a new "
+                              "fault, with the time limits running from its start."),
+                           ticket=t.number, start_at=iso(gs))
+            else:
+                later += members
+        return faults, later
     def tickets_for(self, outage_ids: Iterable[str]) -> list[str]:
         """Numbers of the (not excluded) tickets that report any of these outages."""
         ids = set(outage_ids)
@@ -283,15 +390,22 @@ class PackRun:
                                       sorted(set(outages)), tickets, description))
 
     def note(self, text: str) -> None:
+        """For the user (JSON, preview, CLI), never the letter."""
         if text not in self.result.notes:
             self.result.notes.append(text)
+
+    def state(self, msgid: str, **args: str) -> None:
+        """For the ISP: a sentence of the letter, translated there (model.statement)."""
+        made = statement(msgid, **args)
+        if made not in self.result.statements:
+            self.result.statements.append(made)
 
     def why(self, outage_id: str, reason: str) -> None:
         self._why.setdefault(outage_id, reason)
 
     def finish(self) -> PackResult:
         p, res = self.period, self.result
-        linked = {oid for t, outs in self.reports() for oid in (o.id for o in outs)}
+        linked = {o.id for f in self.reports() for o in f.outages}
         pieces: list[Span] = []
         claimable_ids = {o.id for o in self.claimable}
         for o in self.outages:
@@ -310,6 +424,8 @@ class PackRun:
         if twice > 0.5:
             self.note(f"{fmt_duration(twice)} were seen by more than one agent; that time is "
                       "counted once in the amounts")
+            self.state(N_("Interruptions recorded by more than one measuring device at the same "
+                          "time are counted once."))
         self._class_summary()
         return res
 

@@ -1,11 +1,21 @@
-"""ke-outage-credit: Kenya, the provider's approved outage-credit policy.
+"""ke-outage-credit: Kenya, the provider's approved outage-credit system.
 
-Kenya Information and Communications (Consumer Protection) Regulations (L.N. 54 of
-2010, reg. 2): an "outage credit" is a credit paid to a subscriber for a period of time
-when the service is not operating for reasons not caused by the subscriber. Each
-provider must have an outage-credit policy approved by the Communications Authority;
-force majeure is excluded. No statutory rate was found: the rate is the provider's, so
-it is configuration here and the notes say so.
+Kenya Information and Communications (Consumer Protection) Regulations, 2026, in force
+since 1 July 2026, replacing the 2010 Regulations (L.N. 54 of 2010): every licensee must
+run an outage-credit system that compensates subscribers, automatically or on request,
+when the service fails for reasons not caused by the subscriber; the system needs the
+Communications Authority of Kenya's approval before use and becomes part of the
+subscriber agreement; force majeure is excluded. The 2010 Regulations defined an
+"outage credit" (reg. 2) as a credit paid for a period when the service is not operating
+for reasons not caused by the subscriber.
+
+Sources (checked 2026-12): the 2026 Regulations' text itself was not found by this
+check; their content as reported on 1 July 2026 by techweez.com ("Kenya ICT consumer
+protection regulations 2026"), techinkenya.com and nyongesasande.com; the 2010
+Regulations on new.kenyalaw.org (L.N. 54 of 2010, revised 31 December 2022). The
+regulation numbers of the 2026 text are therefore not cited. No statutory rate was
+found: the rate is the provider's approved system's, so it is configuration here and
+the notes say so.
 
 - Clock: the outage itself (a provider's policy may ask for a report first: check it).
   Unit: calendar day (local, tariff zone); each day with claimable downtime is one item.
@@ -27,7 +37,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from ...errors import UserError
-from ..model import money
+from ..catalogs import N_
+from ..model import money, statement
 from .base import EXCLUDE, Option, PackRun, RulePack, classes_option
 from .days import days_with_outage, length_s, merge
 from .pro_rata import CLASSES, MIN_OUTAGE, counted_spans
@@ -37,12 +48,12 @@ class KeOutageCredit(RulePack):
     name = "ke-outage-credit"
     title = "Kenya, outage credit under the provider's approved policy"
     country = "KE"
-    source = ("Kenya Information and Communications (Consumer Protection) Regulations "
-              "(L.N. 54 of 2010), outage credit; the provider's outage-credit policy "
+    source = ("Kenya Information and Communications (Consumer Protection) Regulations, 2026 "
+              "(in force since 1 July 2026), outage credit; the provider's outage-credit system "
               "approved by the Communications Authority of Kenya")
-    source_url = "https://new.kenyalaw.org/akn/ke/act/ln/2010/54/eng@2022-12-31"
+    source_url = None     # the 2026 text was not found online (see the docstring)
     clock_start = "outage"
-    grace = "none in the regulations; the provider's policy may set one (use min_outage_s)"
+    grace = "none in the regulations; the provider's approved system may set one"
     unit = "calendar_day"
     claimable_classes = CLASSES
     options = {
@@ -66,10 +77,14 @@ class KeOutageCredit(RulePack):
                             "credit_per_hour and credit_pct_per_day")
         if per_hour is not None:
             rate = f"{cur} {per_hour} per hour of downtime (option credit_per_hour)"
+            text = statement(N_("%(amount)s per hour of downtime"), amount=str(per_hour))
         elif pct is not None:
             rate = f"{pct} % of {cur} {run.fee} per day of downtime (option credit_pct_per_day)"
+            text = statement(N_("%(pct)s %% of the monthly fee of %(fee_amount)s per day of downtime"),
+                             pct=f"{pct.normalize():f}", fee_amount=str(run.fee))
         else:
             rate = f"not configured: configure {self.name}.credit_per_hour or .credit_pct_per_day"
+            text = statement(N_("rate not set"))
             run.note(f"no rate: configure {self.name}.credit_per_hour or "
                      f"{self.name}.credit_pct_per_day from the provider's approved outage-credit "
                      "policy; the days are listed with amount 0")
@@ -94,11 +109,17 @@ class KeOutageCredit(RulePack):
                 run.note(f"cap reached: credits are limited to {run.options['cap_pct']} % of "
                          "the monthly fee (option cap_pct); the day that reaches it is cut "
                          "and later days get 0")
+                run.state(N_("The credits are limited to %(pct)s %% of the monthly fee; the day "
+                             "that reaches this limit is reduced and later days are listed "
+                             "without an amount."), pct=f"{run.options['cap_pct'].normalize():f}")
                 amount = left
             left -= amount
             ids = run.pay(outs, dspan)
-            run.item("day", amount, {"date": d, "day_number": n, "rate": rate, "seconds": secs,
-                                     "capped": capped},
+            run.item("day", amount, {"date": d, "day_number": n, "rate": rate, "rate_text": text,
+                                     "seconds": secs, "capped": capped},
                      ids, run.tickets_for(ids), f"{secs / 3600:.2f} h of downtime")
         run.note("outage credits do not apply to force majeure or to outages the subscriber "
                  "caused: name such tickets or outages with option exclude")
+        if groups:
+            run.state(N_("The credit is claimed for interruptions that I did not cause and that, "
+                         "to my knowledge, were not due to force majeure."))

@@ -27,6 +27,7 @@ from .base import EXCLUDE, Option, PackRun, RulePack, classes_option
 from .days import Span, clip, fmt_duration, length_s, merge_traced
 
 CLASSES = frozenset({"isp_down", "dns_down", "degraded"})
+WHY_SHORT = "shorter than the minimum length of an outage that counts"
 MIN_OUTAGE = Option(0, "int", "outages shorter than this many seconds are not counted")
 
 
@@ -43,7 +44,7 @@ def counted_spans(run: PackRun) -> list[tuple[Span, list[Outage]]]:
         if length_s(span) < min_s:
             short.append(inside)
             for oid in ids:
-                run.why(oid, f"shorter than min_outage_s ({min_s} s)")
+                run.why(oid, WHY_SHORT)
             continue
         out.append((inside, [by_id[i] for i in ids]))
     if short:
@@ -81,7 +82,7 @@ class ProRata(RulePack):
               "(contract / general law)")
     source_url: ClassVar[str | None] = None
     clock_start = "outage"
-    grace = "none; optionally outages shorter than min_outage_s are not counted"
+    grace = "none"
     unit = "second"
     claimable_classes = CLASSES
     options = {"classes": classes_option(CLASSES), "min_outage_s": MIN_OUTAGE,
