@@ -478,3 +478,26 @@ def test_rule_pack_deadline_of_an_open_ticket_is_told_a_day_before(tmp_path, sql
         assert [doc["message"] for _p, doc in hook.got] == [
             "Ticket 4711, de-tkg58: day 3: EUR 5 or 10 % of the fee a day from here: from Fri "
             "2026-11-06 00:00:00 (Europe/Berlin), tomorrow."]
+
+
+def test_a_claims_filing_deadline_months_later_is_told_on_its_last_day(tmp_path, sqlite_url, receivers):
+    """ru-telematics: a claim is filed within six months of the first day without service
+    (2026-11-03 -> by 2027-05-02), long after the period was the last complete one; told
+    within deadline_notice_s (a day) of its end."""
+    hook, _smtp = receivers
+    with rigged(tmp_path, sqlite_url, [hook.url()], rules="ru-telematics") as (rig, board):
+        outage(board, T0 + 2 * MIN, T0 + 7 * MIN)
+        berlin = ZoneInfo("Europe/Berlin")
+        rig.notifier = nt.Notifier(rig.store, rig.conf, now_ms=lambda: rig.clock[0])
+        rig.notifier.prepare()
+        rig.clock[0] = tk.to_ms(tk.parse_when("2027-05-01 12:00", berlin, "t"))
+        rig.notifier.round()
+        assert not [doc for _p, doc in hook.got if doc["title"].startswith("claim ")]
+        rig.clock[0] = tk.to_ms(tk.parse_when("2027-05-02 09:00", berlin, "t"))
+        rig.notifier.round()
+        rig.notifier.round()
+        filing = [doc for _p, doc in hook.got if doc["title"].startswith("claim ")]
+        assert [d["title"] for d in filing] == ["claim 2026-11: file it by Sun 2027-05-02"]
+        assert filing[0]["message"].startswith(
+            "Your claim for 2026-11 (0.01 EUR under ru-telematics) can be filed until Sun "
+            "2027-05-02 23:59 (Europe/Berlin), today")

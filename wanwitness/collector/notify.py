@@ -66,6 +66,7 @@ MIN_GAP_S = 1.0             # at most one round a second, however much is ingest
 SEND_TIMEOUT_S = 60         # one send, all in
 LOOKBACK_MS = 7 * 86_400_000
 SINCE_KEY = "notify.since_ms"
+FILING_PERIODS = 7           # complete billing periods looked at for a filing deadline (ru: 6 months)
 WEBHOOK_SCHEMES = {"json", "jsons", "xml", "xmls", "form", "forms"}  # the path may be a secret
 
 CLASS_TEXT = {
@@ -514,31 +515,42 @@ class Notifier:
         self._filing(now, notice)
 
     def _filing(self, now: int, notice: int) -> None:
-        """The last complete period's claim, if its rule sets a filing deadline."""
+        """The complete periods' claims of the last FILING_PERIODS months, where their rule
+        sets a filing deadline (ru-telematics: six months from the first day without
+        service, so not only the last period's deadline can be near)."""
         from wanwitness.claims import build as b
         from wanwitness.claims import tickets as tk
         if self._pack() is None or not (self.conf.tariff.monthly_fee and self.conf.tariff.currency):
             return
         tariff = b.tariff_from_config(self.conf)
-        period = b.resolve_period(tariff, None, tk.from_ms(now))
-        if period.label not in self._file_by:
-            try:
-                made = self._claim(period.label, now)
-            except UserError:  # nothing reported in that period: nothing to file
-                made = None
-            claim: dict[str, Any] = made.claim if made else {"dates": {}, "total": "0"}
-            file_by = claim["dates"].get("file_by") if Decimal(claim["total"]) > 0 else None
-            if file_by:
-                day = date.fromisoformat(file_by) + timedelta(days=1)
-                end = tk.to_ms(datetime(day.year, day.month, day.day, tzinfo=self.tz))
-                self._file_by[period.label] = (end, f"{claim['total']} {claim['currency']}")
-            else:
-                self._file_by[period.label] = None
-        found = self._file_by[period.label]
-        if found and found[0] - notice <= now < found[0]:
-            end, total = found
-            self._add(f"deadline:file_by:{period.label}", "deadline", None, now,
-                      partial(self._file_by_message, period.label, end, total, now))
+        last = b.resolve_period(tariff, None, tk.from_ms(now)).label
+        year, month = (int(x) for x in last.split("-"))
+        for back in range(FILING_PERIODS):
+            y, m = divmod(year * 12 + month - 1 - back, 12)
+            label = f"{y:04d}-{m + 1:02d}"
+            if label not in self._file_by:
+                self._file_by[label] = self._file_by_of(label, now)
+            found = self._file_by[label]
+            if found and found[0] - notice <= now < found[0]:
+                end, total = found
+                self._add(f"deadline:file_by:{label}", "deadline", None, now,
+                          partial(self._file_by_message, label, end, total, now))
+
+    def _file_by_of(self, label: str, now: int) -> tuple[int, str] | None:
+        """(the end of period `label`'s filing deadline, the amount), or None: no claim,
+        nothing to claim, or a rule without a filing deadline."""
+        from wanwitness.claims import tickets as tk
+        try:
+            made = self._claim(label, now)
+        except UserError:  # nothing reported in that period: nothing to file
+            return None
+        claim: dict[str, Any] = made.claim if made else {"dates": {}, "total": "0"}
+        file_by = claim["dates"].get("file_by") if Decimal(claim["total"]) > 0 else None
+        if not file_by:
+            return None
+        day = date.fromisoformat(file_by) + timedelta(days=1)
+        return (tk.to_ms(datetime(day.year, day.month, day.day, tzinfo=self.tz)),
+                f"{claim['total']} {claim['currency']}")
 
     def _monthly(self, now: int) -> None:
         from wanwitness.claims import build as b
