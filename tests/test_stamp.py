@@ -5,15 +5,20 @@ errors, the stored token checked by `openssl ts -verify`, and `collect`'s daily 
 from __future__ import annotations
 
 import hashlib
+import json
+import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from testing.tsa import LocalTsa
 from tests.test_claims_build import october, write_config
+from tests.test_claims_bundle import BUNDLE_FILES, make_bundle, verify
 from wanwitness import store as s
 from wanwitness.collector import stamp as st
+from wanwitness.collector.timeline import iso
 from wanwitness.store import open_store
 
 
@@ -135,3 +140,82 @@ def test_an_empty_ledger_and_no_tsa(sqlite_url, tmp_path, ww, tsa_ok):
     assert proc.returncode == 2 and proc.stderr.strip() == "wanwitness: the ledger is empty: nothing to stamp yet"
     proc = ww("--config", str(write_config(tmp_path / "bare.toml")), "stamp", "--db", sqlite_url)
     assert proc.returncode == 2 and "no TSA: set [stamp] tsa_urls" in proc.stderr
+
+
+# --- the evidence bundle with its stamps ------------------------------------------------
+
+def claim_bundle(ww, conf: Path, db_url: str, tmp_path: Path) -> tuple[Path, dict]:
+    folder, claim, names = make_bundle(ww, conf, db_url, tmp_path)
+    assert BUNDLE_FILES < names and "stamps/stamps.json" in names
+    return folder, claim
+
+
+def openssl_commands(stdout: str) -> list[str]:
+    return [line.split("signature: ", 1)[1] for line in stdout.splitlines()
+            if line.startswith("stamp: ")]
+
+
+@pytest.mark.parametrize("with_ca", [True, False], ids=["tsa_certs", "token-certs"])
+def test_a_stamped_bundle_verifies_offline_and_with_openssl(ledger_db, tmp_path, ww, tsa_ok, with_ca):
+    conf = stamp_config(tmp_path, tsa_ok)
+    assert ww("--config", str(conf), "stamp", "--db", ledger_db).returncode == 0
+    if not with_ca:  # the bundle then carries the certificate inside the token
+        conf = write_config(tmp_path / "config.toml")
+    folder, claim = claim_bundle(ww, conf, ledger_db, tmp_path)
+    pos, digest = head(ledger_db)
+    listing = json.loads((folder / "stamps" / "stamps.json").read_text())
+    assert [(i["token"], i["pos"], i["hash"], i["tsa"]) for i in listing] == \
+        [("stamps/1.tsr", pos, digest, tsa_ok.url)]
+    proc = verify(folder)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"ok: {pos} link(s), head {digest} matches claim.json")
+    [command] = openssl_commands(proc.stdout)
+    imprint = hashlib.sha256(bytes.fromhex(digest)).hexdigest()
+    ca = "stamps/tsa-ca.pem" if with_ca else "stamps/1-certs.pem -partial_chain"
+    assert command == f"openssl ts -verify -digest {imprint} -in stamps/1.tsr -CAfile {ca}"
+    check = subprocess.run(shlex.split(command), cwd=folder, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and "Verification: OK" in check.stdout, check.stderr
+
+
+def rebuild_chain(folder: Path, claim: dict, pos: int) -> None:
+    """What an owner who edits a record must do for the chain to verify: flip one digit
+    of the record at `pos`, recompute every hash from there, and fix claim.json."""
+    lines = (folder / "ledger.tsv").read_bytes().split(b"\n")
+    prev, hashes = bytes(32), {}
+    for i in range(1, len(lines) - 1):
+        p, agent, seq, recv, _digest, entry = lines[i].split(b"\t", 5)
+        if i == pos:
+            at = entry.index(b'"at":') + 6
+            entry = entry[:at] + bytes([entry[at] ^ 1]) + entry[at + 1:]
+        prev = hashlib.sha256(prev + entry + recv).digest()
+        hashes[int(p)] = prev.hex()
+        lines[i] = b"\t".join([p, agent, seq, recv, prev.hex().encode(), entry])
+    (folder / "ledger.tsv").write_bytes(b"\n".join(lines))
+    claim["ledger_head"]["hash"] = hashes[claim["ledger_head"]["pos"]]
+    for o in claim["outages"]:
+        for r in o["records"]:
+            r["hash"] = hashes[r["ledger_pos"]]
+    (folder / "claim.json").write_text(json.dumps(claim))
+
+
+def test_a_chain_rebuilt_after_the_stamp_fails_naming_the_stamp(ledger_db, tmp_path, ww, tsa_ok):
+    conf = stamp_config(tmp_path, tsa_ok)
+    assert ww("--config", str(conf), "stamp", "--db", ledger_db).returncode == 0
+    folder, claim = claim_bundle(ww, conf, ledger_db, tmp_path)
+    pos, digest = head(ledger_db)
+    [one] = stored(ledger_db)
+    opening = claim["outages"][0]["records"][0]
+    rebuild_chain(folder, claim, opening["ledger_pos"])
+    # Without the stamp this would pass: the chain, the head and the citations agree.
+    (folder / "stamps").rename(tmp_path / "stamps-aside")
+    assert verify(folder).returncode == 0
+    (tmp_path / "stamps-aside").rename(folder / "stamps")
+    proc = verify(folder)
+    assert proc.returncode == 1
+    when = iso(one.gen_ms)[:19]  # the token's genTime: whole seconds from openssl
+    line = proc.stdout.strip()
+    assert line.startswith(f"BROKEN: stamp stamps/1.tsr by {tsa_ok.url} at {when}")
+    assert f"(link {pos}) contradicts the chain: " in line
+    assert f"this chain's link {pos} is {claim['ledger_head']['hash']}" in line
+    assert line.endswith("the chain was rebuilt after the stamp")
+    assert claim["ledger_head"]["hash"] != digest
