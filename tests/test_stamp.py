@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from testing.records import Board
 from testing.tsa import LocalTsa
 from tests.test_claims_build import october, write_config
 from tests.test_claims_bundle import BUNDLE_FILES, make_bundle, verify
 from wanwitness import store as s
 from wanwitness.collector import stamp as st
+from wanwitness.collector.agents import add_agent
+from wanwitness.collector.ingest import Ingestor
 from wanwitness.collector.timeline import iso
 from wanwitness.store import open_store
 
@@ -219,3 +222,40 @@ def test_a_chain_rebuilt_after_the_stamp_fails_naming_the_stamp(ledger_db, tmp_p
     assert f"this chain's link {pos} is {claim['ledger_head']['hash']}" in line
     assert line.endswith("the chain was rebuilt after the stamp")
     assert claim["ledger_head"]["hash"] != digest
+
+
+# --- collect's daily stamp --------------------------------------------------------------
+
+def test_the_daily_stamper_stamps_new_records_once_and_retries_a_tsa_that_is_down(store, tsa_ok):
+    october(store)
+    down = st.DailyStamper(store, ("http://127.0.0.1:9/tsr",), [], 5, interval_s=86400, retry_s=900)
+    assert down.due_in_s() == 0
+    assert down.round() == 900 and st.stamps(store) == []  # unreachable: again in retry_s
+    cas = st.load_cas([str(tsa_ok.ca_pem)])
+    daily = st.DailyStamper(store, (tsa_ok.url,), cas, 5, interval_s=86400, retry_s=900)
+    assert daily.round() == 86400
+    [first] = st.stamps(store)
+    with store.engine.connect() as conn:
+        assert first.pos == conn.execute(sa.select(s.ledger_head.c.pos)).scalar_one()
+    requests = tsa_ok.requests
+    assert daily.round() == 900 and tsa_ok.requests == requests  # nothing new: no stamp
+    add_agent(store, "office")
+    Board(Ingestor(store), "office").start(1, s.now_ms())  # a new record ...
+    assert 899 < daily.due_in_s() <= 86400  # ... waits for the day to be over
+    with store.engine.begin() as conn:  # which it is now
+        conn.execute(s.stamps.update().values(created_ms=s.now_ms() - 86400_000 - 1))
+    assert daily.due_in_s() == 0
+    assert daily.round() == 86400
+    assert [x.pos for x in st.stamps(store)] == [first.pos, first.pos + 1]
+
+
+def test_collect_starts_the_stamper_only_with_tsa_urls(tmp_path, tsa_ok):
+    from wanwitness import config as cfg
+    store = open_store(f"sqlite:///{tmp_path / 'w.db'}")
+    try:
+        assert st.DailyStamper.from_config(store, cfg.load(write_config(tmp_path / "bare.toml"))) is None
+        stamper = st.DailyStamper.from_config(store, cfg.load(stamp_config(tmp_path, tsa_ok)))
+        assert stamper is not None and stamper.urls == (tsa_ok.url,) and len(stamper.cas) == 1
+        assert (stamper.interval_s, stamper.retry_s, stamper.timeout) == (86400, 900, 5)
+    finally:
+        store.dispose()

@@ -186,9 +186,10 @@ def covering(all_stamps: list[Stamp], newest_pos: int) -> list[Stamp]:
 
 
 class DailyStamper:
-    """`collect`'s stamps: the head, every interval_s when new records came since the last
-    stamp; after a failure, again after retry_s. Its own thread: a slow TSA never holds
-    up ingest."""
+    """`collect`'s stamps: the head, at most every interval_s and only when new records
+    came since the last stamp; after a failure, again after retry_s. Its own thread: a
+    slow TSA never holds up ingest. The schedule is read from the store (the newest
+    stamp's time), so a restart neither stamps again nor waits a day."""
 
     def __init__(self, store: s.Store, urls: tuple[str, ...], cas: list[bytes], timeout: float,
                  interval_s: int, retry_s: int):
@@ -196,6 +197,14 @@ class DailyStamper:
         self.interval_s, self.retry_s = interval_s, retry_s
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, name="wanwitness-stamp", daemon=True)
+
+    @classmethod
+    def from_config(cls, store: s.Store, conf) -> DailyStamper | None:
+        """The stamper [stamp] asks for, or None when it has no tsa_urls."""
+        c = conf.stamp
+        if not c.tsa_urls:
+            return None
+        return cls(store, c.tsa_urls, load_cas(c.tsa_certs), c.timeout_s, c.interval_s, c.retry_s)
 
     def start(self) -> None:
         self.thread.start()
@@ -214,8 +223,8 @@ class DailyStamper:
             return float(self.interval_s)
         if last is None:
             return 0.0
-        if int(last.pos) >= int(head):
-            return float(self.interval_s)
+        if int(last.pos) >= int(head):  # nothing new: look again after retry_s
+            return float(min(self.interval_s, self.retry_s))
         return max(0.0, (int(last.created_ms) + self.interval_s * 1000 - s.now_ms()) / 1000)
 
     def round(self) -> float:
