@@ -259,3 +259,33 @@ def test_collect_starts_the_stamper_only_with_tsa_urls(tmp_path, tsa_ok):
         assert (stamper.interval_s, stamper.retry_s, stamper.timeout) == (86400, 900, 5)
     finally:
         store.dispose()
+
+
+def test_the_stamps_a_claim_needs():
+    def at(*positions: int) -> list[st.Stamp]:
+        return [st.Stamp(i, p, "", "tsa", 0, b"") for i, p in enumerate(positions, 1)]
+    stamps = at(3, 7, 7, 12, 20)
+    assert [x.id for x in st.covering(stamps, 7)] == [1, 2, 3]   # both TSAs at link 7
+    assert [x.id for x in st.covering(stamps, 8)] == [1, 2, 3, 4]
+    assert [x.id for x in st.covering(stamps, 25)] == [1, 2, 3, 4, 5]  # none after: all
+
+
+def test_no_bundle_when_a_stored_stamp_contradicts_the_ledger(sqlite_url, tmp_path, ww, tsa_ok):
+    store = open_store(sqlite_url)
+    october(store)
+    store.dispose()
+    conf = stamp_config(tmp_path, tsa_ok)
+    assert ww("--config", str(conf), "stamp", "--db", sqlite_url).returncode == 0
+    store = open_store(sqlite_url)
+    with store.engine.begin() as conn:
+        conn.execute(s.stamps.update().values(hash="0" * 64))
+    store.dispose()
+    [one] = stored(sqlite_url)
+    proc = ww("--config", str(conf), "claim", "--db", sqlite_url, "--period", "2026-10",
+              "--rules", "pro-rata", "--out", str(tmp_path / "claim.json"),
+              "--evidence", str(tmp_path / "evidence.zip"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(
+        f"wanwitness: stamp {one.id} by {tsa_ok.url} at {iso(one.gen_ms)} (link {one.pos}) "
+        f"contradicts the ledger: it stamped {'0' * 64}, the ledger has ")
+    assert not (tmp_path / "evidence.zip").exists() and not (tmp_path / "claim.json").exists()
