@@ -242,6 +242,24 @@ def _notify_routes(v: Any) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _tsa_urls(v: Any) -> tuple[str, ...]:
+    """A list of time-stamping authority URLs (http:// or https://; from the environment:
+    separated by spaces)."""
+    items = v.split() if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"expected a list of TSA URLs, got {type(v).__name__}")
+    from wanwitness.collector.stamp import check_url
+    return tuple(check_url(_str(x).strip()) for x in items)
+
+
+def _paths(v: Any) -> tuple[str, ...]:
+    """A list of existing files (from the environment: separated by spaces)."""
+    items = v.split() if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"expected a list of file names, got {type(v).__name__}")
+    return tuple(_path(x) for x in items if _str(x))
+
+
 def _quiet_hours(v: Any) -> tuple[int, int] | None:
     """"22:00-07:00" -> (minute of the day it starts, minute it ends); "" -> None."""
     text = _str(v).strip()
@@ -369,6 +387,18 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
         "give_up_s": (_int_range(60, 365 * 86400), 7 * 86400, "a message not sent within this "
                       "long is marked failed"),
     },
+    # --- trusted timestamps of the ledger head, RFC 3161 (README "Trusted timestamps") ---
+    "stamp": {
+        "tsa_urls": (_tsa_urls, (), "time-stamping authorities (RFC 3161 over HTTP), e.g. "
+                     "[\"https://tsa.example/tsr\"]; empty = no stamps"),
+        "tsa_certs": (_paths, (), "PEM files with the TSAs' CA certificates: replies are "
+                      "checked against them, and the evidence bundle carries them"),
+        "timeout_s": (_int_range(1, 600), 30, "seconds to wait for a TSA's reply"),
+        "interval_s": (_int_range(3600, 30 * 86400), 86400, "`collect` stamps the head this "
+                       "often when new records came since the last stamp"),
+        "retry_s": (_int_range(60, 86400), 900, "after a failed stamp, `collect` tries again "
+                    "after this long"),
+    },
 }
 
 
@@ -480,11 +510,21 @@ class NotifySection:
     give_up_s: int
 
 
+@dataclass(frozen=True)
+class StampSection:
+    tsa_urls: tuple[str, ...]
+    tsa_certs: tuple[str, ...]
+    timeout_s: int
+    interval_s: int
+    retry_s: int
+
+
 SECTIONS: dict[str, type] = {
     "store": StoreSection, "broker": BrokerSection, "collector": CollectorSection,
     "web": WebSection, "agents": AgentsSection, "tariff": TariffSection, "customer": CustomerSection,
     "isp": IspSection, "claim": ClaimSection,
     "homeassistant": HomeAssistantSection, "notify": NotifySection,
+    "stamp": StampSection,
 }
 
 
@@ -542,6 +582,10 @@ class Config:
     @property
     def notify(self) -> NotifySection:
         return NotifySection(**self.values["notify"])
+
+    @property
+    def stamp(self) -> StampSection:
+        return StampSection(**self.values["stamp"])
 
 
 def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:

@@ -1,7 +1,7 @@
 """The `wanwitness` command: the root group, and every command group added to it.
 
 Each command module (collect, demo, ledger, agents, broker, settings, boards, flash,
-claims, service) is a thin wrapper over the library and imports only `common`.
+claims, service, notify, stamp) is a thin wrapper over the library and imports only `common`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from wanwitness.cli import (
     notify,
     service,
     settings,
+    stamp,
     web,
 )
 from wanwitness.cli.common import Ctx
@@ -56,6 +57,7 @@ service.register(cli)
 web.register(cli)
 callsheet.register(cli)
 notify.register(cli)
+stamp.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -323,7 +323,7 @@ def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
     if evidence is not None and store is not None:
         # First: it checks the ledger, and a broken one should leave no claim behind.
         from wanwitness.claims.bundle import write_bundle
-        write_bundle(evidence, store, result, inputs)
+        write_bundle(evidence, store, result, inputs, obj.config.stamp.tsa_certs)
         click.echo(f"evidence bundle written to {evidence} (ledger head link "
                    f"{result['ledger_head']['pos']}); check it with: python3 verify.py", err=True)
     _write(data, out)

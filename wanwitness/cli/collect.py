@@ -112,6 +112,8 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     notifier = None
     if nt.configured(conf):  # every URL was checked by Apprise when the config was read
         notifier = nt.Notifier(store, conf, status=lambda: dict(collector.status))
+    from wanwitness.collector.stamp import DailyStamper
+    stamper = DailyStamper.from_config(store, conf)
     hooks = [h.changed for h in (home_assistant, notifier) if h is not None]
     if hooks:
         def on_commit() -> None:
@@ -157,6 +159,9 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
                    f"{ha.discovery_prefix}/", err=True)
     if notifier is not None:
         click.echo("notifications to " + ", ".join(nt.display(u) for u in nt.all_urls(conf)), err=True)
+    if stamper is not None:
+        click.echo(f"trusted timestamps of the ledger head every {conf.stamp.interval_s} s from "
+                   + ", ".join(stamper.urls), err=True)
     if n_agents == 0:
         click.echo("No agents yet: add one with `wanwitness agent add NAME`.", err=True)
     try:
@@ -164,6 +169,8 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             home_assistant.start()
         if notifier is not None:
             notifier.start()
+        if stamper is not None:
+            stamper.start()
         collector.connect()
         if not collector.wait_connected():
             logging.getLogger("wanwitness.collector").warning(
@@ -176,6 +183,8 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             home_assistant.close()
         if notifier is not None:
             notifier.close()
+        if stamper is not None:
+            stamper.stop()
         collector.close()
         if embedded:
             embedded.stop()

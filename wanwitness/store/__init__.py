@@ -26,6 +26,7 @@ from wanwitness.store.schema import (
                                      records,
                                      schema_migrations,
                                      settings,
+                                     stamps,
                                      streams,
                                      ticket_appointments,
                                      ticket_links,
@@ -35,4 +36,4 @@ from wanwitness.store.schema import (
 __all__ = ["LATENCY_SPANS_MS", "MIGRATIONS", "Store", "agents", "boots", "clock_points", "default_db_path",
            "default_url", "gaps", "latency", "ledger", "ledger_head", "metadata", "migrate", "migration",
            "notifications", "now_ms", "open_store", "outages", "quarantine", "records", "schema_migrations",
-           "settings", "streams", "ticket_appointments", "ticket_links", "tickets"]
+           "settings", "stamps", "streams", "ticket_appointments", "ticket_links", "tickets"]

@@ -214,6 +214,23 @@ notifications = sa.Table(
     sa.Index("ix_notifications_state", "state", "next_ms"),
 )
 
+# Trusted timestamps of the ledger head (migration 9, collector/stamp.py): one row per
+# token a time-stamping authority (RFC 3161) gave for the head hash at `pos`. What was
+# stamped is the 32 bytes of that hash (the token's messageImprint is their SHA-256);
+# `reply` is the TSA's whole TimeStampResp, DER, as received (`openssl ts -verify -in`).
+stamps = sa.Table(
+    "stamps", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("pos", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("tsa", sa.Text, nullable=False),
+    sa.Column("gen_ms", sa.BigInteger, nullable=False),   # the token's genTime, UTC ms
+    sa.Column("reply", sa.LargeBinary, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Index("ix_stamps_pos", "pos"),
+)
+
 settings = sa.Table(
     "settings", metadata,
     sa.Column("key", sa.String(64), primary_key=True),
@@ -366,6 +383,11 @@ def _m7(conn: Connection) -> None:
 @migration(8, "notifications")
 def _m8(conn: Connection) -> None:
     notifications.to_metadata(sa.MetaData()).create(conn)
+
+
+@migration(9, "stamps")
+def _m9(conn: Connection) -> None:
+    stamps.to_metadata(sa.MetaData()).create(conn)
 
 
 def migrate(engine: Engine) -> list[int]:

@@ -693,7 +693,8 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         result, inputs, _language = claim_for(period, rules, None)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "evidence.zip"
-            write_bundle(path, store, result, inputs)
+            write_bundle(path, store, result, inputs,
+                         settings.config.stamp.tsa_certs if settings.config else ())
             body = path.read_bytes()
         name = f"evidence-{result['period']['label']}.zip"
         return Response(body, media_type="application/zip",
