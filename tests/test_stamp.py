@@ -289,3 +289,12 @@ def test_no_bundle_when_a_stored_stamp_contradicts_the_ledger(sqlite_url, tmp_pa
         f"wanwitness: stamp {one.id} by {tsa_ok.url} at {iso(one.gen_ms)} (link {one.pos}) "
         f"contradicts the ledger: it stamped {'0' * 64}, the ledger has ")
     assert not (tmp_path / "evidence.zip").exists() and not (tmp_path / "claim.json").exists()
+
+
+def test_config_show_lists_the_tsas_without_their_passwords(ww, tmp_path):
+    conf = tmp_path / "config.toml"
+    conf.write_text('[stamp]\ntsa_urls = ["http://user:s3cretpw@127.0.0.1:9/tsa", "http://127.0.0.1:9/b"]\n')
+    shown = ww("--config", str(conf), "config", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert "tsa_urls = ['http://****@127.0.0.1:9/tsa', 'http://127.0.0.1:9/b']" in shown.stdout
+    assert "s3cretpw" not in shown.stdout

@@ -33,12 +33,23 @@ def config_show(obj: Ctx) -> None:
             if section == "notify":  # URLs in privacy form, quiet hours as written
                 from wanwitness.collector.notify import shown_setting
                 value = shown_setting(key, value)
+            elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+                value = f"{value[0]}:{value[1]}"   # a listener (host, port)
             elif isinstance(value, tuple):
-                value = f"{value[0]}:{value[1]}"
+                value = [_no_userinfo(v) for v in value]   # e.g. [stamp] tsa_urls
             elif value is None:  # a listener that is "off"
                 value = "off"
             click.echo(f"{key} = {value!r}")
         click.echo()
+
+
+def _no_userinfo(v: object) -> object:
+    """A URL's user:password@ masked (a TSA may want basic auth); anything else as it is."""
+    if isinstance(v, str) and "@" in v and "://" in v:
+        scheme, rest = v.split("://", 1)
+        if "@" in rest.split("/", 1)[0]:
+            return f"{scheme}://****@{rest.split('@', 1)[1]}"
+    return v
 
 
 @config_group.command("example")
