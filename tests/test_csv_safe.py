@@ -58,18 +58,23 @@ def test_claim_csv_neutralises_a_ticket_number_and_keeps_amounts_numbers(tmp_pat
     october(st)
     st.dispose()
     conf = str(write_config(tmp_path / "config.toml"))
+    # Reported during outage D (25 Oct, 02:30 CEST to 03:30 CET), so linked to it alone; a
+    # pack without a grace pays D (de-tkg58 pays from the third day of a reported fault,
+    # and since issue 17 no longer pays a later outage on an old open ticket).
     add = ww("--config", conf, "ticket", "add", "--db", db, "--number", "=HYPERLINK(\"http://x\")",
-             "--opened", "2026-10-10 14:05", "--operator", "@evil", "--appointment",
-             "2026-10-11 08:00", "--missed")
+             "--opened", "2026-10-25 03:10", "--operator", "@evil", "--appointment",
+             "2026-10-26 08:00", "--missed")
     assert add.returncode == 0, add.stderr
-    proc = ww("--config", conf, "claim", "--db", db, "--period", "2026-10", "--rules", "de-tkg58",
+    proc = ww("--config", conf, "claim", "--db", db, "--period", "2026-10", "--rules", "pro-rata",
               "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     assert formula_cells(proc.stdout) == []
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
     mine = [r for r in rows if "HYPERLINK" in r["tickets"]]
-    assert [r["tickets"] for r in mine] == ["'=HYPERLINK(\"http://x\")"]
-    assert restore(mine[0]["tickets"]) == "=HYPERLINK(\"http://x\")"
+    # pro-rata's one item names every ticket linked in the period, each neutralised on its
+    # own (a spreadsheet that splits the cell at ";" sees no formula either)
+    assert [r["tickets"].split(";") for r in mine] == [["T1", "'=HYPERLINK(\"http://x\")", "T2"]]
+    assert restore(mine[0]["tickets"].split(";")[1]) == "=HYPERLINK(\"http://x\")"
     assert all(Decimal(r["amount"]) > 0 for r in rows)  # numbers, unprefixed
 
 

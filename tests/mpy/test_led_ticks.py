@@ -78,10 +78,11 @@ def test_deadline_sampler_keeps_window_and_sees_pulses():
     eq(states[-1], "on")
     assert 215 <= n <= 230, n   # 4.5 s at 20 ms (30 ms periods would give ~150)
     # 'on' is timed to the last edge (the end of the last pulse, 1850 ms) and reported
-    # one window (1.5 s) later; a window stretched by late wake-ups takes ~2.25 s
+    # one window (1.5 s) later; a window stretched by late wake-ups takes ~2.25 s. (The
+    # upper bound leaves a busy host 300 ms: a CI run beside the outage lab saw 1,570.)
     at, seen = [(a, w) for s, a, w in got if s == "on"][-1]
     assert 1840 <= at <= 1880, at
-    assert 1450 <= seen - at <= 1560, (at, seen)
+    assert 1450 <= seen - at <= 1800, (at, seen)
 
 
 def test_tick_ms_from_the_control_file():
