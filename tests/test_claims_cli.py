@@ -64,7 +64,7 @@ def files_claim(ww, paths, *extra: str) -> CliResult:
 def test_every_ticket_and_claim_command_has_help_text():
     new = [(path, cmd) for path, cmd in _all_commands(cli_module.cli) if path[0] in ("ticket", "claim")]
     assert {" ".join(p) for p, _ in new} == {"ticket", "ticket add", "ticket list", "ticket close",
-                                             "ticket appointment", "ticket link", "ticket unlink",
+                                             "ticket appointment", "ticket link", "ticket unlink", "ticket edit",
                                              "claim"}
     for path, command in new:
         assert (command.help or "").strip(), path

@@ -145,15 +145,22 @@ def test_manual_links_replace_each_other(store):
                                    tk.Override("4711", "shop", 7, False)]
 
 
+def store_at_version(db_url: str, version: int) -> s.Store:
+    """A store with the schema as migrations 1..`version` left it."""
+    old = s.open_store(db_url, migrate_schema=False)
+    with old.engine.begin() as conn:
+        s.schema_migrations.create(conn)
+        for number, name, fn in s.MIGRATIONS[:version]:
+            fn(conn)
+            conn.execute(s.schema_migrations.insert().values(version=number, name=name, applied_ms=0))
+    return old
+
+
 def test_the_tickets_migration_upgrades_a_version_2_store(db_url):
     """A store made before tickets existed keeps its data and gains the ticket tables."""
-    old = s.open_store(db_url, migrate_schema=False)
+    old = store_at_version(db_url, 2)
     engine = old.engine
     with engine.begin() as conn:
-        s.schema_migrations.create(conn)
-        for version, name, fn in s.MIGRATIONS[:2]:
-            fn(conn)
-            conn.execute(s.schema_migrations.insert().values(version=version, name=name, applied_ms=0))
         conn.execute(s.settings.insert().values(key="k", value="kept"))
     assert not sa.inspect(engine).has_table("tickets")
     assert s.migrate(engine) == [v for v, _, _ in s.MIGRATIONS[2:]]  # 3 onwards
@@ -165,6 +172,24 @@ def test_the_tickets_migration_upgrades_a_version_2_store(db_url):
                              appointments=(utc("2026-11-05T07:00:00+00:00"),)))
     tk.set_link(st, "4711", "home", 3, True)
     assert tk.get(st, "4711").appointments[0].at == utc("2026-11-05T07:00:00+00:00")
+    st.dispose()
+
+
+def test_migration_10_gives_tickets_a_line_and_keeps_the_old_ones(db_url):
+    """Tickets recorded before lines existed keep every field and name no line."""
+    old = store_at_version(db_url, 9)
+    engine = old.engine
+    with engine.begin() as conn:
+        assert "line" not in {c["name"] for c in sa.inspect(conn).get_columns("tickets")}
+        conn.exec_driver_sql("INSERT INTO tickets (number, opened_ms, operator, declined_s, "
+                             "created_ms) VALUES ('4711', 1793693520000, '17 / Maria', 0, 0)")
+    assert s.migrate(engine) == [v for v, _, _ in s.MIGRATIONS[9:]]
+    old.dispose()
+    st = s.open_store(db_url)
+    kept = tk.get(st, "4711")
+    assert kept.operator == "17 / Maria" and kept.line is None
+    tk.update(st, "4711", BERLIN, line="home")
+    assert tk.get(st, "4711").line == "home"
     st.dispose()
 
 

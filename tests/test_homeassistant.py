@@ -137,6 +137,8 @@ def test_discovery_payloads_match_the_schema(setup):
     assert claim["unit_of_measurement"] == "EUR" and claim["device_class"] == "monetary"
     assert all("object_id" not in d for d in docs.values())
     assert seen.last["wanwitness/_ha/collector/status"] == b"online"
+    # The agents' states follow their configs (after the period's figures and claim).
+    seen.wait("the agent's status", lambda: "wanwitness/_ha/kitchen/status" in seen.last)
     assert seen.last["wanwitness/_ha/kitchen/status"] == b"online"
 
 

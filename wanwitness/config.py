@@ -10,6 +10,7 @@ naming the key and the problem (`ConfigError`, exit 2).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -528,13 +529,130 @@ SECTIONS: dict[str, type] = {
 }
 
 
+# --- lines: a household's several internet lines (dual WAN, home + office) ---------------
+#
+#   [lines.home]
+#   agents = ["ww-hall"]             # the agents that watch this line (each in one line only)
+#   [lines.home.tariff]              # any key of [tariff], [customer], [isp] or [claim]:
+#   monthly_fee = "39.99"            # the line's own value; the rest are the top-level ones
+#   [lines.home.customer]
+#   customer_number = "K-1234"
+#
+# Without [lines] there is one line: every agent, the top-level sections.
+
+LINE_SECTIONS = ("tariff", "customer", "isp", "claim")
+_LINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}\Z")
+
+
+@dataclass(frozen=True)
+class Line:
+    name: str
+    agents: tuple[str, ...]
+    overrides: dict[str, dict[str, Any]]   # section -> key -> checked value
+
+    def has(self, agent: str) -> bool:
+        return agent in self.agents
+
+
+def _check_lines(raw: Any, path: Path) -> tuple[Line, ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config error: {path}: lines must be tables: [lines.NAME]")
+    lines: list[Line] = []
+    owner: dict[str, str] = {}
+    for name, body in raw.items():
+        where = f"{path}: [lines.{name}]"
+        if not _LINE_NAME.match(name):
+            raise ConfigError(f"config error: {where}: a line's name is 1-32 letters, digits, "
+                              "'_', '.' or '-', starting with a letter or digit")
+        if not isinstance(body, dict):
+            raise ConfigError(f"config error: {where} must be a table with agents = [...]")
+        for key in body:
+            if key != "agents" and key not in LINE_SECTIONS:
+                raise ConfigError(f"config error: {where}: unknown key {key} (known: agents, "
+                                  + ", ".join(f"[lines.{name}.{sec}]" for sec in LINE_SECTIONS) + ")")
+        agents = body.get("agents")
+        if (not isinstance(agents, list) or not agents
+                or not all(isinstance(a, str) and 0 < len(a.strip()) <= 32 for a in agents)):
+            raise ConfigError(f"config error: {where}: agents must list the ids of the agents "
+                              'that watch this line, e.g. agents = ["ww-hall"]')
+        for agent in agents:
+            if agent.strip() in owner:
+                raise ConfigError(f"config error: {where}: agent {agent.strip()!r} is already in "
+                                  f"line {owner[agent.strip()]!r} (an agent watches one line)")
+            owner[agent.strip()] = name
+        overrides: dict[str, dict[str, Any]] = {}
+        for section in LINE_SECTIONS:
+            table = body.get(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"config error: {where}: {section} must be a table "
+                                  f"[lines.{name}.{section}]")
+            overrides[section] = {}
+            for key, value in table.items():
+                if key not in SCHEMA[section]:
+                    raise ConfigError(f"config error: {path}: unknown key [lines.{name}.{section}] "
+                                      f"{key} (known: {', '.join(SCHEMA[section])})")
+                try:
+                    overrides[section][key] = SCHEMA[section][key][0](value)
+                except ValueError as e:
+                    raise ConfigError(f"config error: {path}: [lines.{name}.{section}] {key}: "
+                                      f"{e}") from None
+        lines.append(Line(name, tuple(a.strip() for a in agents), overrides))
+    return tuple(lines)
+
+
 @dataclass
 class Config:
     """The checked configuration: `config.broker.prefix`, `config.tariff.currency`, ...
     (typed, so a wrong use is a type error), or `config.get(section, key)` where the
-    key is data (`config show`, the claim's parties)."""
+    key is data (`config show`, the claim's parties).
+
+    `lines` are the [lines.NAME] tables (none: one line, every agent); `for_line(NAME)`
+    is this configuration as that line sees it, with `line` set."""
     path: Path
     values: dict[str, dict[str, Any]]
+    lines: tuple[Line, ...] = ()
+    line: Line | None = None
+
+    def line_names(self) -> list[str]:
+        return [ln.name for ln in self.lines]
+
+    def for_line(self, name: str | None, *, how: str = "--line NAME") -> Config:
+        """The configuration of line NAME: its own [tariff], [customer], [isp] and [claim]
+        keys over the top-level ones. NAME may be None when there is at most one line."""
+        if self.line is not None and name in (None, self.line.name):
+            return self
+        if not self.lines:
+            if name is None:
+                return self
+            raise ConfigError(f"no line {name!r}: {self.path} has no [lines.NAME] tables "
+                              "(one line, every agent: leave the line out)")
+        if name is None:
+            if len(self.lines) > 1:
+                raise ConfigError(f"{self.path} has {len(self.lines)} lines: pass {how} "
+                                  f"({', '.join(self.line_names())})")
+            chosen = self.lines[0]
+        else:
+            found = [ln for ln in self.lines if ln.name == name]
+            if not found:
+                raise ConfigError(f"no line {name!r} in {self.path} (lines: "
+                                  f"{', '.join(self.line_names())})")
+            chosen = found[0]
+        values = {sec: dict(keys) for sec, keys in self.values.items()}
+        for sec, keys in chosen.overrides.items():
+            values[sec].update(keys)
+        return Config(self.path, values, self.lines, chosen)
+
+    def for_agent(self, agent: str) -> Config | None:
+        """The configuration of the line AGENT watches (for_line); without [lines] this
+        one; None when there are lines and AGENT is in none of them."""
+        if not self.lines:
+            return self
+        line = self.line_of(agent)
+        return None if line is None else self.for_line(line)
+
+    def line_of(self, agent: str) -> str | None:
+        """The name of the line AGENT watches (None: no [lines], or in none of them)."""
+        return next((ln.name for ln in self.lines if ln.has(agent)), None)
 
     def get(self, section: str, key: str) -> object:
         return self.values[section][key]
@@ -604,10 +722,11 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"config error: {path}: no such file")
 
     values: dict[str, dict[str, Any]] = {}
+    lines = _check_lines(raw.pop("lines"), path) if "lines" in raw else ()
     for section, body in raw.items():
         if section not in SCHEMA:
             raise ConfigError(f"config error: {path}: unknown section [{section}] "
-                              f"(known: {', '.join(SCHEMA)})")
+                              f"(known: {', '.join(SCHEMA)}, lines.NAME)")
         if not isinstance(body, dict):
             raise ConfigError(f"config error: {path}: {section} must be a [{section}] table")
         for key in body:
@@ -629,7 +748,7 @@ def load(path: Path | None = None, env: dict[str, str] | None = None) -> Config:
                 values[section][key] = check(value)
             except ValueError as e:
                 raise ConfigError(f"config error: {source}: {e}") from None
-    return Config(path, values)
+    return Config(path, values, lines)
 
 
 def example() -> str:
@@ -646,4 +765,11 @@ def example() -> str:
             lines.append(f"# {help_text}")
             lines.append(f"# {key} = {shown}")
         lines.append("")
+    lines += ["# Several lines (dual WAN, home + office): one table per line, with the agents that",
+              "# watch it and any [tariff], [customer], [isp] or [claim] key of its own; tickets",
+              "# then name their line and `wanwitness claim --line NAME` claims for one.",
+              "#  [lines.home]", '#  agents = ["ww-hall"]', "#  [lines.home.customer]",
+              '#  customer_number = "K-1234"', "#  [lines.office]", '#  agents = ["ww-office"]',
+              "#  [lines.office.tariff]", '#  monthly_fee = "59.00"', "#  [lines.office.isp]",
+              '#  name = "Other ISP"', ""]
     return "\n".join(lines)

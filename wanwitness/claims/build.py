@@ -93,6 +93,8 @@ class Inputs:
     notes: list[str] = field(default_factory=list)
     # For the user, not the letter: spans the timeline had to leave out (timeline.query).
     warnings: list[str] = field(default_factory=list)
+    line: str | None = None        # [lines.NAME] claimed for; None: no [lines] in the config
+    agents: tuple[str, ...] | None = None   # the line's agents; None: every agent
 
 
 # --- the period -------------------------------------------------------------------------
@@ -147,14 +149,18 @@ def _parties(conf: Config) -> tuple[dict[str, str], dict[str, str]]:
             {k: str(conf.get("isp", k)) for k in PARTY_KEYS["isp"]})
 
 
-def _check_coverage(conn: sa.Connection, period: Period, where: str) -> None:
-    """'A period with no data': no agent reported anything between its start and end."""
+def _check_coverage(conn: sa.Connection, period: Period, where: str,
+                    agents: tuple[str, ...] | None = None) -> None:
+    """'A period with no data': no agent (of the line) reported anything between its
+    start and end."""
     B = s.boots
     start, end = tk.to_ms(period.start), tk.to_ms(period.end)
-    heard = conn.execute(sa.select(B.c.agent).where(B.c.first_recv_ms < end,
-                                                    B.c.last_recv_ms >= start).limit(1)).first()
-    if heard is None:
-        raise UserError(f"{where}: no agent reported anything in period {period.label} "
+    q = sa.select(B.c.agent).where(B.c.first_recv_ms < end, B.c.last_recv_ms >= start)
+    if agents is not None:
+        q = q.where(B.c.agent.in_(agents))
+    if conn.execute(q.limit(1)).first() is None:
+        who = "no agent" if agents is None else f"no agent of this line ({', '.join(agents)})"
+        raise UserError(f"{where}: {who} reported anything in period {period.label} "
                         f"({period.start.isoformat()} to {period.end.isoformat()}): nothing to claim")
 
 
@@ -196,17 +202,20 @@ def _trace(conn: sa.Connection, outages: list[Outage]) -> Trace:
 
 
 def from_store(store: s.Store, conf: Config, label: str | None, *,
-               now: datetime | None = None) -> Inputs:
+               now: datetime | None = None, line: str | None = None) -> Inputs:
+    """The claim's inputs for one line (`line`, or the config's only one): its agents'
+    outages, its tickets, its tariff and parties (Config.for_line)."""
+    conf = conf.for_line(line)
+    agents = conf.line.agents if conf.line is not None else None
     now = now or datetime.now(UTC)
     tariff = tariff_from_config(conf)
     period = resolve_period(tariff, label, now)
     with store.engine.connect() as conn:
-        _check_coverage(conn, period, f"store {store.url}")
-    ticket_list = tk.list_all(store)
+        _check_coverage(conn, period, f"store {store.url}", agents)
+    ticket_list, warnings = tk.of_line(tk.list_all(store), conf)
     since = _around(period, ticket_list)
-    warnings: list[str] = []
     rows = timeline.query(store, since_ms=tk.to_ms(since), until_ms=tk.to_ms(period.end),
-                          now_ms=tk.to_ms(now), notes=warnings)
+                          now_ms=tk.to_ms(now), notes=warnings, agents=agents)
     outages = [outage_from_timeline(o) for o in rows]
     with store.engine.connect() as conn:
         # Read after the timeline: every record it used is at or below this head.
@@ -214,7 +223,7 @@ def from_store(store: s.Store, conf: Config, label: str | None, *,
     customer, isp = _parties(conf)
     return Inputs("store", tariff, period, outages,
                   link.link(ticket_list, outages, tk.overrides(store)), customer, isp, now, trace,
-                  warnings=warnings)
+                  warnings=warnings, line=conf.line.name if conf.line else None, agents=agents)
 
 
 # --- from files ------------------------------------------------------------------------------
@@ -294,7 +303,8 @@ def ticket_dict(t: Ticket) -> dict[str, Any]:
             "channel": t.channel, "operator": t.operator, "promised": _utc_text(t.promised),
             "appointments": [{"at": _utc_text(a.at), "missed": a.missed} for a in t.appointments],
             "note": t.note, "outages": list(t.outage_ids),
-            **({"declined_s": t.declined_s} if t.declined_s else {})}
+            **({"declined_s": t.declined_s} if t.declined_s else {}),
+            **({"line": t.line} if t.line else {})}
 
 
 def _jsonable(value: Any) -> Any:
@@ -357,6 +367,7 @@ def build(inputs: Inputs, pack: Pack, options: dict[str, Any], lang: str = "en")
         "v": CLAIM_VERSION,
         "generated": _utc_text(now),
         "source": inputs.source,
+        **({"line": inputs.line} if inputs.line is not None else {}),
         "lang": lang,
         "rules": desc,
         "period": {"label": period.label, "start": period.start.isoformat(),

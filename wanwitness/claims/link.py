@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from ..config import Config
 from .model import NEVER_CLAIMABLE, Outage, Ticket
-from .tickets import Override
+from .tickets import Override, of_line
 
 
 def overlaps(outage: Outage, ticket: Ticket) -> bool:
@@ -66,3 +67,20 @@ def link(tickets: Iterable[Ticket], outages: list[Outage],
         ordered = tuple(sorted(ids, key=lambda i: order[i]))
         out.append(replace(t, outage_ids=ordered, auto_linked=tuple(i for i in ordered if i in auto)))
     return out
+
+
+def link_lines(tickets: list[Ticket], outages: list[Outage], overrides: Iterable[Override],
+               conf: Config) -> list[Ticket]:
+    """`link` within each line ([lines.NAME]): a line's tickets meet only the outages of
+    its own agents. A ticket of no configured line is linked to nothing."""
+    if not conf.lines:
+        return link(tickets, outages, overrides)
+    overrides = list(overrides)
+    out: list[Ticket] = []
+    for line in conf.lines:
+        mine, _notes = of_line(tickets, conf.for_line(line.name))
+        out += link(mine, [o for o in outages if line.has(o.agent)], overrides)
+    placed = {t.number for t in out}
+    out += [replace(t, outage_ids=(), auto_linked=()) if not t.outage_ids else t
+            for t in tickets if t.number not in placed]
+    return sorted(out, key=lambda t: (t.opened, t.number))

@@ -68,6 +68,7 @@ class Ticket:
     # user's choice): one that comes back after the reported fault was repaired is a new
     # fault, which this report does not cover.
     auto_linked: tuple[str, ...] = ()
+    line: str | None = None       # [lines.NAME] it was reported for; None: the only line
 
     @property
     def missed_appointments(self) -> int:

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from .. import store as s
+from ..config import Config
 from ..errors import UserError
 from .model import Appointment, Ticket
 
@@ -122,14 +123,15 @@ def validate(ticket: Ticket, tz: ZoneInfo) -> None:
 def new_ticket(number: str, opened: datetime, *, tz: ZoneInfo, closed: datetime | None = None,
                channel: str | None = None, operator: str | None = None,
                promised: datetime | None = None, appointments: tuple[datetime, ...] = (),
-               missed: bool = False, note: str | None = None, declined_s: float = 0.0) -> Ticket:
+               missed: bool = False, note: str | None = None, declined_s: float = 0.0,
+               line: str | None = None) -> Ticket:
     """A validated Ticket; `missed` marks the given appointments as missed by the ISP."""
     if missed and not appointments:
         raise ValueError("--missed needs the appointment it refers to (--appointment WHEN)")
     ticket = Ticket(number=number.strip(), opened=opened, closed=closed, channel=channel or None,
                     operator=(operator or "").strip() or None, promised=promised,
                     appointments=tuple(Appointment(a, missed) for a in sorted(appointments)),
-                    note=(note or "").strip() or None, declined_s=declined_s)
+                    note=(note or "").strip() or None, declined_s=declined_s, line=line)
     validate(ticket, tz)
     return ticket
 
@@ -149,7 +151,8 @@ def add(store: s.Store, ticket: Ticket) -> None:
             closed_ms=_opt_ms(ticket.closed),
             channel=ticket.channel, operator=ticket.operator,
             promised_ms=_opt_ms(ticket.promised),
-            note=ticket.note, declined_s=round(ticket.declined_s), created_ms=s.now_ms()))
+            note=ticket.note, declined_s=round(ticket.declined_s), created_ms=s.now_ms(),
+            line=ticket.line))
         for a in ticket.appointments:
             conn.execute(A.insert().values(ticket=ticket.number, at_ms=to_ms(a.at), missed=a.missed))
 
@@ -165,13 +168,47 @@ def _load(conn: sa.Connection, number: str | None = None) -> list[Ticket]:
     return [Ticket(number=r.number, opened=from_ms(r.opened_ms), closed=_opt_dt(r.closed_ms),
                    channel=r.channel, operator=r.operator, promised=_opt_dt(r.promised_ms),
                    appointments=tuple(appts.get(r.number, ())), note=r.note,
-                   declined_s=float(r.declined_s)) for r in rows]
+                   declined_s=float(r.declined_s), line=r.line) for r in rows]
 
 
 def list_all(store: s.Store) -> list[Ticket]:
     """Every ticket, oldest report first."""
     with store.engine.connect() as conn:
         return _load(conn)
+
+
+def of_line(tickets: list[Ticket], conf: Config) -> tuple[list[Ticket], list[str]]:
+    """The tickets of the line `conf` is for (Config.for_line), and notes on tickets that
+    belong to no line: without a line of their own they count for the only line; with
+    several lines configured, a ticket must name one."""
+    if not conf.lines:
+        return tickets, []
+    line = conf.line or conf.lines[0]
+    names = conf.line_names()
+    mine, notes = [], []
+    for t in tickets:
+        if t.line == line.name or (t.line is None and len(names) == 1):
+            mine.append(t)
+        elif t.line is None:
+            notes.append(f"ticket {t.number} names no line and counts for none of {', '.join(names)}: "
+                         f"wanwitness ticket edit {t.number} --line NAME")
+        elif t.line not in names:
+            notes.append(f"ticket {t.number} is for line {t.line!r}, which is not in {conf.path} "
+                         f"(lines: {', '.join(names)}): wanwitness ticket edit {t.number} --line NAME")
+    return mine, notes
+
+
+def check_line(conf: Config, line: str | None, how: str = "--line NAME") -> str | None:
+    """The line a new ticket is for: `line` checked against the config's lines; None when
+    the config has none. With several lines one must be named."""
+    if not conf.lines:
+        if line:
+            raise UserError(f"no line {line!r}: {conf.path} has no [lines.NAME] tables "
+                            "(one line: leave --line out)")
+        return None
+    chosen = conf.for_line(line or None, how=how).line
+    assert chosen is not None   # a config with lines always chooses one (or raises)
+    return chosen.name
 
 
 def get(store: s.Store, number: str) -> Ticket:
@@ -200,7 +237,8 @@ _UNSET: Any = object()
 
 def update(store: s.Store, number: str, tz: ZoneInfo, *, closed: datetime | None = _UNSET,
            channel: str | None = _UNSET, operator: str | None = _UNSET,
-           promised: datetime | None = _UNSET, note: str | None = _UNSET) -> Ticket:
+           promised: datetime | None = _UNSET, note: str | None = _UNSET,
+           line: str | None = _UNSET) -> Ticket:
     """Change the fields given (None clears one); the whole ticket is validated again
     before anything is written. Returns the ticket as it is now."""
     before = get(store, number)
@@ -215,6 +253,8 @@ def update(store: s.Store, number: str, tz: ZoneInfo, *, closed: datetime | None
         changes["promised"] = promised
     if note is not _UNSET:
         changes["note"] = (note or "").strip() or None
+    if line is not _UNSET:
+        changes["line"] = line
     after = replace(before, **changes)
     try:
         validate(after, tz)
@@ -223,7 +263,7 @@ def update(store: s.Store, number: str, tz: ZoneInfo, *, closed: datetime | None
     with store.engine.begin() as conn:
         conn.execute(T.update().where(T.c.number == before.number).values(
             closed_ms=_opt_ms(after.closed), channel=after.channel, operator=after.operator,
-            promised_ms=_opt_ms(after.promised), note=after.note))
+            promised_ms=_opt_ms(after.promised), note=after.note, line=after.line))
     return after
 
 

@@ -48,8 +48,17 @@ def _db_option(f: Callable) -> Callable:
     return db_option(f)
 
 
-def _tz(obj: Ctx) -> ZoneInfo:
-    return ZoneInfo(obj.config.tariff.timezone)
+def _tz(obj: Ctx, line: str | None = None) -> ZoneInfo:
+    """[tariff] timezone, of LINE when the config has lines and it is given (or the only one)."""
+    conf = obj.config
+    if conf.lines and (line or len(conf.lines) == 1):
+        conf = conf.for_line(line or None)
+    return ZoneInfo(conf.tariff.timezone)
+
+
+def _line_option(f: Callable) -> Callable:
+    return click.option("--line", "line", metavar="NAME",
+                        help="The line ([lines.NAME] in the config); needed when it has several.")(f)
 
 
 def _when(text: str, tz: ZoneInfo, option: str) -> datetime:
@@ -86,14 +95,16 @@ def ticket() -> None:
 @click.option("--declined-h", metavar="HOURS",
               help="Hours lost to repair slots you declined (counted against you by some rules).")
 @click.option("--note", metavar="TEXT", help="Anything else worth citing.")
+@_line_option
 @click.pass_obj
 def ticket_add(obj: Ctx, db: str | None, number: str, opened: str, closed: str | None,
                channel: str | None, operator: str | None, promised: str | None,
                appointments: tuple[str, ...], missed: bool, declined_h: str | None,
-               note: str | None) -> None:
+               note: str | None, line: str | None) -> None:
     """Record a fault report (it is linked to outages by time automatically)."""
     from wanwitness.claims import tickets as tk
-    tz = _tz(obj)
+    line = tk.check_line(obj.config, line)
+    tz = _tz(obj, line)
     try:
         declined_s = float(Decimal(declined_h) * 3600) if declined_h else 0.0
     except InvalidOperation:
@@ -105,12 +116,52 @@ def ticket_add(obj: Ctx, db: str | None, number: str, opened: str, closed: str |
             channel=tk.check_channel(channel), operator=operator,
             promised=_when(promised, tz, "--promised") if promised else None,
             appointments=tuple(_when(a, tz, "--appointment") for a in appointments),
-            missed=missed, note=note, declined_s=declined_s)
+            missed=missed, note=note, declined_s=declined_s, line=line)
     except ValueError as e:
         raise UserError(f"ticket {number.strip()}: {e}") from None
     tk.add(obj.store(db), t)
-    click.echo(f"ticket {t.number} added: opened {tk.local_text(t.opened, tz)} {tz.key}"
+    click.echo(f"ticket {t.number} added" + (f" for line {line}" if line else "")
+               + f": opened {tk.local_text(t.opened, tz)} {tz.key}"
                + (f", closed {tk.local_text(t.closed, tz)}" if t.closed else ", still open"))
+
+
+@ticket.command("edit")
+@_db_option
+@click.argument("number")
+@click.option("--channel", metavar="|".join(("phone", "email", "app", "office")),
+              help='How you reported it ("" clears it).')
+@click.option("--operator", metavar="TEXT", help='Who took the report ("" clears it).')
+@click.option("--promised", metavar="WHEN", help='When the ISP promised the fix ("" clears it).')
+@click.option("--note", metavar="TEXT", help='Anything else worth citing ("" clears it).')
+@_line_option
+@click.pass_obj
+def ticket_edit(obj: Ctx, db: str | None, number: str, channel: str | None,
+                operator: str | None, promised: str | None, note: str | None,
+                line: str | None) -> None:
+    """Change ticket NUMBER: its channel, operator, promised fix, note or line."""
+    from wanwitness.claims import tickets as tk
+    changes: dict[str, Any] = {}
+    if line is not None:
+        if not obj.config.lines:
+            raise UserError(f"--line {line!r}: {obj.config.path} has no [lines.NAME] tables")
+        changes["line"] = tk.check_line(obj.config, line)
+    store = obj.store(db)
+    tz = _tz(obj, changes.get("line") or tk.get(store, number).line)
+    if channel is not None:
+        changes["channel"] = channel or None
+    if operator is not None:
+        changes["operator"] = operator
+    if promised is not None:
+        changes["promised"] = _when(promised, tz, "--promised") if promised else None
+    if note is not None:
+        changes["note"] = note
+    if not changes:
+        raise UserError("nothing to change: give --channel, --operator, --promised, --note or --line")
+    try:
+        after = tk.update(store, number, tz, **changes)
+    except ValueError as e:
+        raise UserError(f"ticket {number.strip()}: {e}") from None
+    click.echo(f"ticket {after.number} changed: " + ", ".join(sorted(changes)))
 
 
 @ticket.command("close")
@@ -144,13 +195,13 @@ def ticket_appointment(obj: Ctx, db: str | None, number: str, at: str, missed: b
                + (" (missed)" if missed else ""))
 
 
-def _linked(store, tickets: list[Ticket]) -> list[Ticket]:
+def _linked(obj: Ctx, store, tickets: list[Ticket]) -> list[Ticket]:
     from wanwitness.claims import link
     from wanwitness.claims import tickets as tk
     from wanwitness.claims.build import outage_from_timeline
     from wanwitness.collector import timeline
     outages = [outage_from_timeline(o) for o in timeline.query(store)]
-    return link.link(tickets, outages, tk.overrides(store))
+    return link.link_lines(tickets, outages, tk.overrides(store), obj.config)
 
 
 @ticket.command("list")
@@ -163,19 +214,20 @@ def ticket_list(obj: Ctx, db: str | None, as_json: bool) -> None:
     from wanwitness.claims.build import ticket_dict
     store = obj.store(db, must_exist=True)
     tz = _tz(obj)
-    rows = _linked(store, tk.list_all(store))
+    rows = _linked(obj, store, tk.list_all(store))
     if as_json:
         click.echo(json.dumps([ticket_dict(t) for t in rows], indent=2, ensure_ascii=False))
         return
     if not rows:
         click.echo("no tickets (wanwitness ticket add --number N --opened WHEN)")
         return
-    table = [("number", f"opened ({tz.key})", "closed", "channel", "operator", "appointments",
-              "outages")]
+    lines = bool(obj.config.lines)
+    table = [("number", *(("line",) if lines else ()), f"opened ({tz.key})", "closed", "channel",
+              "operator", "appointments", "outages")]
     for t in rows:
         appts = ", ".join(tk.local_text(a.at, tz) + (" missed" if a.missed else "")
                           for a in t.appointments)
-        table.append((t.number, tk.local_text(t.opened, tz),
+        table.append((t.number, *((t.line or "-",) if lines else ()), tk.local_text(t.opened, tz),
                       tk.local_text(t.closed, tz) if t.closed else "open", t.channel or "",
                       t.operator or "", appts, " ".join(t.outage_ids) or "-"))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
@@ -228,10 +280,10 @@ def ticket_unlink(obj: Ctx, db: str | None, number: str, outage: str) -> None:
 
 # --- claim ------------------------------------------------------------------------------
 
-def _pack_and_options(obj: Ctx, rules_name: str | None, option_args: tuple[str, ...]
+def _pack_and_options(conf: Any, rules_name: str | None, option_args: tuple[str, ...]
                       ) -> tuple[Any, dict[str, Any]]:
     from wanwitness.claims.make import choose_pack
-    return choose_pack(obj.config, rules_name, parse_option_args(option_args))
+    return choose_pack(conf, rules_name, parse_option_args(option_args))
 
 
 def _write(data: bytes, out: Path | None) -> None:
@@ -281,11 +333,12 @@ def _file_mode(outages: Path | None, tickets: Path | None, tariff: Path | None,
               help="File mode: tickets.csv (number,opened,closed,channel,operator,missed_appointments).")
 @click.option("--tariff", "tariff_file", type=click.Path(dir_okay=False, path_type=Path),
               help="File mode: tariff.toml (monthly_fee, currency, period_start_day, timezone).")
+@_line_option
 @click.pass_obj
 def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
           option_args: tuple[str, ...], lang: str | None, fmt: str, out: Path | None,
           evidence: Path | None, outages_file: Path | None, tickets_file: Path | None,
-          tariff_file: Path | None) -> None:
+          tariff_file: Path | None, line: str | None) -> None:
     """Compute the refund claim for a billing period and write it (JSON, CSV or a letter)."""
     from wanwitness.claims import build as b
     from wanwitness.claims.make import encode, missing_parties
@@ -293,18 +346,21 @@ def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "pdf" and out is None and sys.stdout.isatty():
         raise UserError("--format pdf is binary: pass --out FILE (or redirect the output)")
-    lang = lang or obj.config.claim.lang
+    file_mode = _file_mode(outages_file, tickets_file, tariff_file, evidence)
+    if file_mode and line:
+        raise UserError("--line chooses a line of the store: drop it, or --outages/--tickets/--tariff")
+    conf = obj.config if file_mode else obj.config.for_line(line)
+    lang = lang or conf.claim.lang
     if lang not in LANGS:
         raise UserError(f"--lang {lang!r}: choose one of {', '.join(LANGS)}")
-    file_mode = _file_mode(outages_file, tickets_file, tariff_file, evidence)
-    pack, options = _pack_and_options(obj, rules_name, option_args)
+    pack, options = _pack_and_options(conf, rules_name, option_args)
     store = None
     try:
         if outages_file and tariff_file:
             inputs = b.from_files(outages_file, tickets_file, tariff_file, period)
         else:
             store = obj.store(db, must_exist=True)
-            inputs = b.from_store(store, obj.config, period)
+            inputs = b.from_store(store, conf, period)
     except b.PeriodError as e:
         raise UserError(f"--period: {e}") from None
     for warning in inputs.warnings:
@@ -313,8 +369,10 @@ def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
     if fmt in ("md", "html", "pdf"):
         missing = missing_parties(result)
         if missing:
-            where = tariff_file if file_mode else obj.config.path
-            raise UserError(f"a letter needs {' and '.join(missing)}: set it in {where}")
+            where = tariff_file if file_mode else conf.path
+            also = (f" (or [lines.{conf.line.name}.customer] / [lines.{conf.line.name}.isp])"
+                    if conf.line is not None else "")
+            raise UserError(f"a letter needs {' and '.join(missing)}: set it in {where}{also}")
     data = encode(result, fmt, lang)
     if fmt != "json":
         # For the user, never the letter (the JSON carries them as "notes").
@@ -323,12 +381,13 @@ def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
     if evidence is not None and store is not None:
         # First: it checks the ledger, and a broken one should leave no claim behind.
         from wanwitness.claims.bundle import write_bundle
-        write_bundle(evidence, store, result, inputs, obj.config.stamp.tsa_certs)
+        write_bundle(evidence, store, result, inputs, conf.stamp.tsa_certs)
         click.echo(f"evidence bundle written to {evidence} (ledger head link "
                    f"{result['ledger_head']['pos']}); check it with: python3 verify.py", err=True)
     _write(data, out)
     if out is not None:
-        click.echo(f"claim {result['period']['label']} ({result['rules']['name']}): "
+        click.echo("claim " + (f"line {inputs.line}, " if inputs.line else "")
+                   + f"{result['period']['label']} ({result['rules']['name']}): "
                    f"{result['total']} {result['currency']} in {len(result['items'])} item(s), "
                    f"written to {out}", err=True)
 

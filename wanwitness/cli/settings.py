@@ -41,6 +41,13 @@ def config_show(obj: Ctx) -> None:
                 value = "off"
             click.echo(f"{key} = {value!r}")
         click.echo()
+    for line in conf.lines:
+        click.echo(f"[lines.{line.name}]")
+        click.echo(f"agents = {list(line.agents)!r}")
+        for section, keys in line.overrides.items():
+            for key, value in keys.items():
+                click.echo(f"{section}.{key} = {value!r}")
+        click.echo()
 
 
 def _no_userinfo(v: object) -> object:

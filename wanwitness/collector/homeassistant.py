@@ -237,6 +237,7 @@ def period_figures(store: s.Store, conf: Config, agent: str, now_ms: int) -> dic
     from wanwitness.claims.model import Tariff
     from wanwitness.web import data
     cal = data.calendar(store, conf, agent=agent, now_ms=now_ms)
+    conf = conf.for_agent(agent) or conf   # the period as the agent's line counts it
     down_s = sum(day["down_s"] for day in cal["days"])
     covered = unknown = 0
     for day in cal["days"]:
@@ -268,7 +269,8 @@ def claim_currency(conf: Config) -> str | None:
 def claims(store: s.Store, conf: Config, label: str, agents: list[str],
            now_ms: int) -> dict[str, str | None]:
     """Each agent's claim for period `label` as the Claim page makes it, from that agent's
-    outages alone (agents watching one line each make their own case)."""
+    outages alone (agents watching one line each make their own case). With [lines],
+    `conf` is the agents' line's (Config.for_agent)."""
     from wanwitness.claims import build as b
     from wanwitness.claims import make
     pack, options = make.choose_pack(conf, None, {}, how="[claim] rules")
@@ -278,6 +280,11 @@ def claims(store: s.Store, conf: Config, label: str, agents: list[str],
         return dict.fromkeys(agents)
     return {agent: str(b.build(replace(inputs, outages=[o for o in inputs.outages if o.agent == agent]),
                                pack, options)["total"]) for agent in agents}
+
+
+def _agent_currency(conf: Config, agent: str) -> str | None:
+    lconf = conf.for_agent(agent)
+    return None if lconf is None else claim_currency(lconf)
 
 
 def web_url(web_at: tuple[str, int] | None, tls: bool) -> str:
@@ -482,13 +489,13 @@ class HomeAssistant:
         gone |= {a for a in self._devices if a not in names}
         for agent in sorted(gone):
             self._remove(agent)
-        currency = claim_currency(self.conf)
         if configs_due:
             self._sent.pop(self.topics.collector_config(), None)
             self._devices.clear()
             self._publish(self.topics.collector_config(),
                           collector_config(self.topics, self.support_url))
         for a in enabled:
+            currency = _agent_currency(self.conf, a["id"])
             device = (a["firmware"], a.get("hardware"), currency)
             if self._devices.get(a["id"]) != device:
                 for topic, payload in agent_configs(self.topics, a["id"], firmware=a["firmware"],
@@ -499,7 +506,7 @@ class HomeAssistant:
                         self._sent.pop(topic, None)
                     self._publish(topic, payload)
                 self._devices[a["id"]] = device
-        self._period_figures(enabled, now, full, currency)
+        self._period_figures(enabled, now, full)
         for a in enabled:
             agent = a["id"]
             self._publish(self.topics.agent(agent, "status"), status.get(agent) or "offline")
@@ -507,8 +514,7 @@ class HomeAssistant:
             self._events(agent, state)
             self._publish(self.topics.agent(agent, "state"), state)
 
-    def _period_figures(self, agents: list[dict[str, Any]], now: int, full: bool,
-                        currency: str | None) -> None:
+    def _period_figures(self, agents: list[dict[str, Any]], now: int, full: bool) -> None:
         """The billing period's figures: every `interval_s`, and when a line changed."""
         due = [a for a in agents if full or self._period_of.get(a["id"]) != (a["state"], a["since"])]
         if not due:
@@ -516,12 +522,19 @@ class HomeAssistant:
         for a in due:
             self._period[a["id"]] = period_figures(self.store, self.conf, a["id"], now)
             self._period_of[a["id"]] = (a["state"], a["since"])
-        if currency:
-            label = self._period[due[0]["id"]]["period"]
+        # One claim per line and period (lines may differ in tariff and period start).
+        groups: dict[tuple[str | None, str], list[str]] = {}
+        for a in due:
+            if _agent_currency(self.conf, a["id"]):
+                key = (self.conf.line_of(a["id"]), self._period[a["id"]]["period"])
+                groups.setdefault(key, []).append(a["id"])
+        for (_line, label), names in sorted(groups.items(), key=lambda kv: str(kv[0])):
+            lconf = self.conf.for_agent(names[0])
+            assert lconf is not None  # _agent_currency found its line
             try:
-                totals = claims(self.store, self.conf, label, [a["id"] for a in due], now)
+                totals = claims(self.store, lconf, label, names, now)
             except UserError as e:  # e.g. an unknown [claim] rules: the rest goes on
-                totals = dict.fromkeys((a["id"] for a in due), None)
+                totals = dict.fromkeys(names, None)
                 if str(e) != self._error_logged:
                     self._error_logged = str(e)
                     log.error("Home Assistant: no claim this period: %s", e)

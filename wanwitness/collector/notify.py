@@ -370,7 +370,7 @@ class Notifier:
         self._error_logged = ""
         self._failing: dict[str, str] = {}       # step -> the error it last logged
         self._known: set[str] = set()            # events already in the queue
-        self._file_by: dict[str, tuple[int, str] | None] = {}  # period -> (deadline, pack)
+        self._file_by: dict[tuple[str | None, str], tuple[int, str] | None] = {}  # (line, period) -> (deadline, amount)
 
     # -- running ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -495,16 +495,25 @@ class Notifier:
                 self._add(f"agent_back:{agent}:{before}", "agent_back", agent, now,
                           partial(self._back, agent, before, last))
 
+    def _lines(self) -> list[str | None]:
+        """The lines a claim is made for: each [lines.NAME], or the one line (None)."""
+        return list(self.conf.line_names()) or [None]
+
+    def _ticket_conf(self, line: str | None) -> Config:
+        """The configuration of a ticket's line (the top-level one for a ticket of none)."""
+        return self.conf.for_line(line) if self.conf.lines and line in self.conf.line_names() else self.conf
+
     def _deadlines(self, now: int) -> None:
         from wanwitness.claims import tickets as tk
         notice = self.n.deadline_notice_s * 1000
-        pack = self._pack()
         for t in tk.list_all(self.store):
             if t.closed is not None:
                 continue
+            conf = self._ticket_conf(t.line)
+            pack = self._pack(conf)
             due: list[tuple[int, str, str]] = []
             if pack is not None:
-                for at, what in pack.milestones(t, self.tz, self.conf.claim.options):
+                for at, what in pack.milestones(t, self.tz, conf.claim.options):
                     due.append((tk.to_ms(at), f"{pack.name}: {what}", "milestone"))
             if t.promised is not None:
                 due.append((tk.to_ms(t.promised), "the fix the ISP promised", "promised"))
@@ -512,36 +521,38 @@ class Notifier:
                 if at_ms - notice <= now < at_ms:
                     self._add(f"deadline:{t.number}:{how}:{at_ms}", "deadline", None, now,
                               partial(self._deadline, t.number, at_ms, what, how, now))
-        self._filing(now, notice)
+        for line in self._lines():
+            self._filing(now, notice, line)
 
-    def _filing(self, now: int, notice: int) -> None:
+    def _filing(self, now: int, notice: int, line: str | None) -> None:
         """The complete periods' claims of the last FILING_PERIODS months, where their rule
         sets a filing deadline (ru-telematics: six months from the first day without
-        service, so not only the last period's deadline can be near)."""
+        service, so not only the last period's deadline can be near); per line."""
         from wanwitness.claims import build as b
         from wanwitness.claims import tickets as tk
-        if self._pack() is None or not (self.conf.tariff.monthly_fee and self.conf.tariff.currency):
+        conf = self.conf.for_line(line)
+        if self._pack(conf) is None or not (conf.tariff.monthly_fee and conf.tariff.currency):
             return
-        tariff = b.tariff_from_config(self.conf)
+        tariff = b.tariff_from_config(conf)
         last = b.resolve_period(tariff, None, tk.from_ms(now)).label
         year, month = (int(x) for x in last.split("-"))
         for back in range(FILING_PERIODS):
             y, m = divmod(year * 12 + month - 1 - back, 12)
             label = f"{y:04d}-{m + 1:02d}"
-            if label not in self._file_by:
-                self._file_by[label] = self._file_by_of(label, now)
-            found = self._file_by[label]
+            if (line, label) not in self._file_by:
+                self._file_by[(line, label)] = self._file_by_of(label, now, line)
+            found = self._file_by[(line, label)]
             if found and found[0] - notice <= now < found[0]:
                 end, total = found
-                self._add(f"deadline:file_by:{label}", "deadline", None, now,
-                          partial(self._file_by_message, label, end, total, now))
+                self._add(f"deadline:file_by:{label}" + (f":{line}" if line else ""), "deadline",
+                          None, now, partial(self._file_by_message, label, end, total, now, line))
 
-    def _file_by_of(self, label: str, now: int) -> tuple[int, str] | None:
+    def _file_by_of(self, label: str, now: int, line: str | None = None) -> tuple[int, str] | None:
         """(the end of period `label`'s filing deadline, the amount), or None: no claim,
         nothing to claim, or a rule without a filing deadline."""
         from wanwitness.claims import tickets as tk
         try:
-            made = self._claim(label, now)
+            made = self._claim(label, now, line=line)
         except UserError:  # nothing reported in that period: nothing to file
             return None
         claim: dict[str, Any] = made.claim if made else {"dates": {}, "total": "0"}
@@ -556,31 +567,37 @@ class Notifier:
         from wanwitness.claims import build as b
         from wanwitness.claims import tickets as tk
         from wanwitness.claims.model import Tariff
-        tariff = Tariff(Decimal(0), "XXX", self.conf.tariff.period_start_day, self.conf.tariff.timezone)
-        period = b.resolve_period(tariff, None, tk.from_ms(now))
-        if tk.to_ms(period.end) < self.since_ms:
-            return
-        self._add(f"monthly_report:{period.label}", "monthly_report", None, now,
-                  partial(self._report, period.label, now))
+        for line in self._lines():
+            conf = self.conf.for_line(line)
+            tariff = Tariff(Decimal(0), "XXX", conf.tariff.period_start_day, conf.tariff.timezone)
+            period = b.resolve_period(tariff, None, tk.from_ms(now))
+            if tk.to_ms(period.end) < self.since_ms:
+                continue
+            self._add(f"monthly_report:{period.label}" + (f":{line}" if line else ""),
+                      "monthly_report", None, now, partial(self._report, period.label, now, line))
 
     # -- the words ------------------------------------------------------------------------
-    def _pack(self) -> Any:
-        if not self.conf.claim.rules:
+    def _pack(self, conf: Config | None = None) -> Any:
+        conf = conf or self.conf
+        if not conf.claim.rules:
             return None
         from wanwitness.claims import make
-        return make.choose_pack(self.conf, None, {}, how="[claim] rules")[0]
+        return make.choose_pack(conf, None, {}, how="[claim] rules")[0]
 
-    def _claim(self, label: str, now: int, agent: str | None = None) -> Claim | None:
-        """The claim for period `label` as the Claim page makes it (one agent's evidence
-        alone, as the Home Assistant sensor counts it); None without a claim configured."""
+    def _claim(self, label: str, now: int, agent: str | None = None,
+               line: str | None = None) -> Claim | None:
+        """The claim for period `label` (of `line`, or of the line `agent` watches) as the
+        Claim page makes it (one agent's evidence alone, as the Home Assistant sensor
+        counts it); None without a claim configured."""
         from wanwitness.claims import build as b
         from wanwitness.claims import make
         from wanwitness.claims import tickets as tk
         from wanwitness.collector.homeassistant import claim_currency
-        if claim_currency(self.conf) is None:
+        conf = self.conf.for_agent(agent) if agent is not None else self.conf.for_line(line)
+        if conf is None or claim_currency(conf) is None:
             return None
-        pack, options = make.choose_pack(self.conf, None, {}, how="[claim] rules")
-        inputs = b.from_store(self.store, self.conf, label, now=tk.from_ms(now))
+        pack, options = make.choose_pack(conf, None, {}, how="[claim] rules")
+        inputs = b.from_store(self.store, conf, label, now=tk.from_ms(now))
         if agent is not None:
             inputs = replace(inputs, outages=[o for o in inputs.outages if o.agent == agent])
         return Claim(b.build(inputs, pack, options), inputs.tickets, pack)
@@ -591,7 +608,8 @@ class Notifier:
         from wanwitness.claims.model import money
         from wanwitness.web import data
         end = parts[-1].end_ms or now
-        label = data._period_now(self.conf.tariff.period_start_day, self.tz, end)
+        conf = self.conf.for_agent(agent) or self.conf
+        label = data._period_now(conf.tariff.period_start_day, self.tz, end)
         try:
             made = self._claim(label, now, agent)
         except UserError as e:
@@ -622,7 +640,7 @@ class Notifier:
         for t in made.tickets:
             if t.closed is not None or not ids & set(t.outage_ids):
                 continue
-            ahead = [(at, what) for at, what in pack.milestones(t, self.tz, self.conf.claim.options)
+            ahead = [(at, what) for at, what in pack.milestones(t, self.tz, conf.claim.options)
                      if tk.to_ms(at) > now]
             if ahead:
                 at, what = ahead[0]
@@ -678,43 +696,47 @@ class Notifier:
             body = f"Ticket {number}, {what}: from {when}."
         return f"ticket {number}: deadline {relative_day(at_ms, now, self.tz)}", body, {"at_ms": at_ms}
 
-    def _file_by_message(self, label: str, end: int, total: str, now: int) -> tuple[str, str, dict[str, Any]]:
+    def _file_by_message(self, label: str, end: int, total: str, now: int,
+                         line: str | None = None) -> tuple[str, str, dict[str, Any]]:
         last_day = local(end - 1, self.tz).rsplit(" ", 1)[0]
-        body = (f"Your claim for {label} ({total} under {self.conf.claim.rules}) can be filed until "
-                f"{last_day} 23:59 ({self.tz.key}), {relative_day(end - 1, now, self.tz)}: "
-                f"wanwitness claim --period {label}.")
-        return f"claim {label}: file it by {last_day}", body, {"at_ms": end}
+        of, opt = (f" of line {line}", f" --line {line}") if line else ("", "")
+        body = (f"Your claim for {label}{of} ({total} under {self.conf.for_line(line).claim.rules}) "
+                f"can be filed until {last_day} 23:59 ({self.tz.key}), "
+                f"{relative_day(end - 1, now, self.tz)}: wanwitness claim --period {label}{opt}.")
+        return f"claim {label}{of}: file it by {last_day}", body, {"at_ms": end}
 
-    def _report(self, label: str, now: int) -> tuple[str, str, dict[str, Any]]:
+    def _report(self, label: str, now: int, line: str | None = None) -> tuple[str, str, dict[str, Any]]:
         from wanwitness.claims import make
+        of = f" of line {line}" if line else ""
         try:
-            made = self._claim(label, now)
+            made = self._claim(label, now, line=line)
         except UserError as e:
-            return f"wanwitness: billing period {label}", f"No claim for {label}: {e}.", {}
+            return f"wanwitness: billing period {label}{of}", f"No claim for {label}{of}: {e}.", {}
         if made is None:
-            return (f"wanwitness: billing period {label}", f"No claim for {label}: set [tariff] "
-                    "monthly_fee and currency and [claim] rules to have one made.", {})
+            return (f"wanwitness: billing period {label}{of}", f"No claim for {label}{of}: set "
+                    "[tariff] monthly_fee and currency and [claim] rules to have one made.", {})
         claim = made.claim
         missing = make.missing_parties(claim)
-        letter = (f"The letter is attached (PDF; wanwitness claim --period {label} makes it again)."
+        letter = (f"The letter is attached (PDF; wanwitness claim --period {label}"
+                  f"{f' --line {line}' if line else ''} makes it again)."
                   if not missing else f"No letter attached: set {' and '.join(missing)} in the config.")
         listed = [o for o in claim["outages"] if o["class"] != timeline.UNKNOWN]
         down = sum(o["duration_s"] for o in listed)
         counts = ", ".join(f"{c} {n}" for c, n in sorted(Counter(o["class"] for o in listed).items()))
-        body = (f"Billing period {label}: {len(listed)} outage(s)"
+        body = (f"Billing period {label}{of}: {len(listed)} outage(s)"
                 f"{f' ({counts})' if counts else ''}, down {timeline.duration(int(down * 1000))} in all. "
                 f"Claim under {claim['rules']['name']}: {claim['total']} {claim['currency']}. {letter}")
-        return (f"wanwitness: claim for {label}: {claim['total']} {claim['currency']}", body,
-                {} if missing else {"claim": label})
+        return (f"wanwitness: claim for {label}{of}: {claim['total']} {claim['currency']}", body,
+                {} if missing else {"claim": label, **({"line": line} if line else {})})
 
     # -- sending ----------------------------------------------------------------------------
-    def _attachment(self, label: str, directory: Path) -> list[str]:
+    def _attachment(self, label: str, directory: Path, line: str | None = None) -> list[str]:
         from wanwitness.claims import make
-        made = self._claim(label, self.now_ms())
+        made = self._claim(label, self.now_ms(), line=line)
         if made is None:
             return []
-        path = directory / f"wanwitness-claim-{label}.pdf"
-        path.write_bytes(make.encode(made.claim, "pdf", self.conf.claim.lang))
+        path = directory / f"wanwitness-claim-{label}{f'-{line}' if line else ''}.pdf"
+        path.write_bytes(make.encode(made.claim, "pdf", self.conf.for_line(line).claim.lang))
         return [str(path)]
 
     def _exempt(self, row: Any, quiet_end: int) -> bool:
@@ -745,8 +767,9 @@ class Notifier:
                 continue
             with tempfile.TemporaryDirectory(prefix="wanwitness-notify-") as tmp:
                 try:
-                    label = json.loads(row.data).get("claim")
-                    attach = self._attachment(label, Path(tmp)) if label else []
+                    doc = json.loads(row.data)
+                    label = doc.get("claim")
+                    attach = self._attachment(label, Path(tmp), doc.get("line")) if label else []
                     ok, why = send(url, row.title, row.body, attach)
                 except Exception as e:  # making the attachment, a bug in a plugin
                     ok, why = False, f"{type(e).__name__}: {e}"

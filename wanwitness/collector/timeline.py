@@ -59,7 +59,7 @@ import io
 import json
 import logging
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -409,17 +409,18 @@ def derive(store: s.Store, agent: str, *, now_ms: int | None = None,
         return _derive(conn, agent, now, include_retracted, notes=notes, coverage=coverage)
 
 
+def _agent_ids(store: s.Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(sa.select(s.agents.c.id).order_by(s.agents.c.id)).scalars())
+
+
 def rebuild(store: s.Store, agent: str | None = None, *, now_ms: int | None = None,
             notes: list[str] | None = None) -> int:
     """Recompute the `outages` rows of one agent (or all); returns how many were written.
     An agent whose records cannot be read as a timeline gets no rows and a note; the
     others are not affected."""
     now = s.now_ms() if now_ms is None else now_ms
-    if agent is None:
-        with store.engine.connect() as conn:
-            names = list(conn.execute(sa.select(s.agents.c.id).order_by(s.agents.c.id)).scalars())
-    else:
-        names = [agent]
+    names = _agent_ids(store) if agent is None else [agent]
     tbl = s.outages
     total = 0
     for name in names:
@@ -442,15 +443,24 @@ def rebuild(store: s.Store, agent: str | None = None, *, now_ms: int | None = No
 
 def query(store: s.Store, *, agent: str | None = None, since_ms: int | None = None,
           until_ms: int | None = None, now_ms: int | None = None,
-          notes: list[str] | None = None) -> list[Outage]:
-    """Rebuild, then the outages and unknown spans overlapping [since, until); what had
-    to be left out is described in `notes`."""
-    rebuild(store, agent, now_ms=now_ms, notes=notes)
+          notes: list[str] | None = None,
+          agents: Collection[str] | None = None) -> list[Outage]:
+    """Rebuild, then the outages and unknown spans overlapping [since, until) of one
+    agent, of `agents` (a line's), or of all; what had to be left out is described in
+    `notes`."""
+    if agents is not None and agent is None:
+        known = set(_agent_ids(store))
+        for name in sorted(set(agents) & known):
+            rebuild(store, name, now_ms=now_ms, notes=notes)
+    else:
+        rebuild(store, agent, now_ms=now_ms, notes=notes)
     tbl = s.outages
     q = sa.select(tbl.c.id, tbl.c.agent, tbl.c["class"], tbl.c.start_ms, tbl.c.end_ms, tbl.c.start_unc_ms,
                   tbl.c.evidence)
     if agent is not None:
         q = q.where(tbl.c.agent == agent)
+    if agents is not None:
+        q = q.where(tbl.c.agent.in_(list(agents)))
     if until_ms is not None:
         q = q.where(tbl.c.start_ms < until_ms)
     if since_ms is not None:

@@ -250,6 +250,9 @@ tickets = sa.Table(
     sa.Column("note", sa.Text),
     sa.Column("declined_s", sa.BigInteger, nullable=False, default=0),  # repair slots declined
     sa.Column("created_ms", sa.BigInteger, nullable=False),
+    # The line the fault was reported for ([lines.NAME] in the config, migration 10); NULL:
+    # the only line (a config without [lines], or with one line).
+    sa.Column("line", sa.String(32)),
 )
 
 ticket_appointments = sa.Table(
@@ -330,7 +333,9 @@ def _m2(conn: Connection) -> None:
 @migration(3, "tickets, appointments, manual ticket links")
 def _m3(conn: Connection) -> None:
     m = sa.MetaData()
-    for table in (tickets, ticket_appointments, ticket_links):
+    # tickets as it was at version 3 (migration 10 adds `line`)
+    sa.Table("tickets", m, *[c._copy() for c in tickets.columns if c.name != "line"]).create(conn)
+    for table in (ticket_appointments, ticket_links):
         table.to_metadata(m).create(conn)
 
 
@@ -388,6 +393,11 @@ def _m8(conn: Connection) -> None:
 @migration(9, "stamps")
 def _m9(conn: Connection) -> None:
     stamps.to_metadata(sa.MetaData()).create(conn)
+
+
+@migration(10, "tickets.line")
+def _m10(conn: Connection) -> None:
+    conn.exec_driver_sql("ALTER TABLE tickets ADD COLUMN line VARCHAR(32)")
 
 
 def migrate(engine: Engine) -> list[int]:

@@ -133,6 +133,7 @@ class TicketOut(BaseModel):
     note: str | None
     outages: list[str]
     declined_s: float | None = None
+    line: str | None = None
 
 
 _WHEN = ("a local time in the tariff's time zone (2026-11-03 09:12) or ISO 8601 with an "
@@ -154,6 +155,8 @@ class TicketIn(BaseModel):
     operator: str | None = Field(None, max_length=tk.OPERATOR_MAX)
     promised: str | None = Field(None, max_length=64, pattern=TIME_PATTERN, description=_WHEN)
     note: str | None = Field(None, max_length=10_000)
+    line: str | None = Field(None, max_length=32, description="the line ([lines.NAME] in the "
+                             "config) the fault was reported for; needed when it has several")
 
 
 class TicketPatch(BaseModel):
@@ -163,6 +166,8 @@ class TicketPatch(BaseModel):
     operator: str | None = Field(None, max_length=tk.OPERATOR_MAX)
     promised: str | None = Field(None, max_length=64, pattern=TIME_PATTERN, description=_WHEN)
     note: str | None = Field(None, max_length=10_000)
+    line: str | None = Field(None, max_length=32, description="the line ([lines.NAME] in the "
+                             "config) the fault was reported for; needed when it has several")
 
 
 class AppointmentIn(BaseModel):
@@ -203,6 +208,8 @@ PeriodQ = Annotated[str | None, Query(pattern=r"^(|\d{4}-\d{2})$", description=(
     "default: the last complete one for a claim, the current one for the calendar"))]
 RulesQ = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9-]*$",
                                      description="rule pack (default: [claim] rules)")]
+LineQ = Annotated[str | None, Query(max_length=32, pattern=r"^[A-Za-z0-9_.-]*$", description=(
+    "the line ([lines.NAME] in the config); needed when it has several"))]
 LangQ = Annotated[Literal["en", "de", "hu", "ru", "sw"] | None,
                   Query(description="letter language (default: [claim] lang)")]
 FormatQ = Annotated[Literal["json", "csv", "md", "html", "pdf"], Query(alias="format")]
@@ -562,8 +569,21 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         from wanwitness.claims import link
         from wanwitness.claims.build import outage_from_timeline
         outages = [outage_from_timeline(o) for o in timeline.query(store, now_ms=settings.now_ms())]
-        return [ticket_dict(t) for t in link.link(tk.list_all(store), outages,
-                                                   tk.overrides(store))]
+        overrides = tk.overrides(store)
+        linked = (link.link_lines(tk.list_all(store), outages, overrides, settings.config)
+                  if settings.config is not None else link.link(tk.list_all(store), outages, overrides))
+        return [ticket_dict(t) for t in linked]
+
+    def ticket_line(line: str | None) -> str | None:
+        """The line a ticket is for, checked against the config (None: it has no lines)."""
+        if settings.config is None:
+            if line:
+                raise UserError(f"no line {line!r}: there is no configuration with lines here")
+            return None
+        return tk.check_line(settings.config, line or None, how='"line": NAME')
+
+    def line_names() -> list[str]:
+        return settings.config.line_names() if settings.config is not None else []
 
     def ticket_out(number: str) -> dict[str, Any]:
         for t in tickets_linked():
@@ -579,15 +599,17 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
 
     def add_ticket(number: str, opened: str, *, closed: str | None = None,
                    channel: str | None = None, operator: str | None = None,
-                   promised: str | None = None, note: str | None = None) -> str:
+                   promised: str | None = None, note: str | None = None,
+                   line: str | None = None) -> str:
         """Validate and store a ticket (UserError: what is wrong); returns its number."""
+        line = ticket_line(line)
         try:
             at = when(opened, "opened")
             if at is None:
                 raise ValueError("a ticket needs when you reported the fault")
             t = tk.new_ticket(number, at, tz=tz, closed=when(closed, "closed"),
                               channel=tk.check_channel(channel or None), operator=operator,
-                              promised=when(promised, "promised"), note=note)
+                              promised=when(promised, "promised"), note=note, line=line)
         except ValueError as e:
             raise UserError(f"ticket {number.strip()}: {e}") from None
         tk.add(store, t)
@@ -599,7 +621,7 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         """Record a fault report (linked to outages by time)."""
         return ticket_out(add_ticket(body.number, body.opened, closed=body.closed,
                                      channel=body.channel, operator=body.operator,
-                                     promised=body.promised, note=body.note))
+                                     promised=body.promised, note=body.note, line=body.line))
 
     @app.post("/api/v1/tickets/{number}/appointments", response_model=TicketOut, status_code=201,
               responses=_ERRORS, tags=["tickets"], dependencies=changes_)
@@ -623,6 +645,10 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         for key in ("channel", "operator", "note"):
             if key in given:
                 changes[key] = given[key]
+        if "line" in given:
+            if not line_names():
+                raise UserError("line: there are no [lines.NAME] in the configuration")
+            changes["line"] = ticket_line(given["line"])
         try:
             t = tk.update(store, number, tz, **changes)
         except ValueError as e:
@@ -630,13 +656,14 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         return ticket_out(t.number)
 
     # -- claims -----------------------------------------------------------------------
-    def claim_for(period: str | None, rules: str | None, lang: str | None
-                  ) -> tuple[dict[str, Any], Any, str]:
-        """(the claim, its inputs, its language) for the period and rule pack."""
+    def claim_for(period: str | None, rules: str | None, lang: str | None,
+                  line: str | None = None) -> tuple[dict[str, Any], Any, str]:
+        """(the claim, its inputs, its language) for the period, rule pack and line."""
         from wanwitness.claims import build as b
         conf = settings.config
         if conf is None:
             raise UserError("claims are not available here (no configuration)")
+        conf = conf.for_line(line or None, how="a line (line=NAME)")
         language = lang or conf.claim.lang
         pack, options = make.choose_pack(conf, rules or None, {}, how="a rule pack")
         try:
@@ -660,10 +687,11 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
     @app.get("/api/v1/claims/preview", response_model=dict[str, Any], responses=_ERRORS,
              tags=["claims"], dependencies=login_)
     def api_claim_preview(period: PeriodQ = None, rules: RulesQ = None,
-                          lang: LangQ = None) -> dict[str, Any]:
-        """The claim for a billing period as JSON (`wanwitness claim --format json`), with
-        `warnings`: what the evidence lacks (time the witness did not see, ...)."""
-        return claim_for(period, rules, lang)[0]
+                          lang: LangQ = None, line: LineQ = None) -> dict[str, Any]:
+        """The claim for a billing period (of one line) as JSON (`wanwitness claim
+        --format json`), with `warnings`: what the evidence lacks (time the witness did
+        not see, tickets of no line, ...)."""
+        return claim_for(period, rules, lang, line)[0]
 
     @app.get("/api/v1/claims/download", response_class=Response, tags=["claims"],
              dependencies=login_, responses={**_ERRORS, 200: {
@@ -671,12 +699,13 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
                  "content": {t.split(";")[0]: {"schema": {"type": "string"}}
                              for t in make.MEDIA_TYPES.values()}}})
     def api_claim_download(fmt: FormatQ, period: PeriodQ = None, rules: RulesQ = None,
-                           lang: LangQ = None) -> Response:
+                           lang: LangQ = None, line: LineQ = None) -> Response:
         """The claim as a file: `format` json, csv, md, html or pdf (the letter)."""
-        result, _inputs, language = claim_for(period, rules, lang)
+        result, _inputs, language = claim_for(period, rules, lang, line)
         if fmt in ("md", "html", "pdf") and (missing := make.missing_parties(result)):
             raise UserError(f"a letter needs {' and '.join(missing)}: set it in the configuration")
-        name = f"claim-{result['period']['label']}-{result['rules']['name']}.{fmt}"
+        of_line = f"{result['line']}-" if result.get("line") else ""
+        name = f"claim-{of_line}{result['period']['label']}-{result['rules']['name']}.{fmt}"
         return Response(make.encode(result, fmt, language), media_type=make.MEDIA_TYPES[fmt],
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
@@ -684,19 +713,21 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
              dependencies=login_, responses={**_ERRORS, 200: {
                  "description": "the evidence bundle (zip; python3 verify.py checks it)",
                  "content": {"application/zip": {"schema": {"type": "string"}}}}})
-    def api_claim_evidence(period: PeriodQ = None, rules: RulesQ = None) -> Response:
+    def api_claim_evidence(period: PeriodQ = None, rules: RulesQ = None,
+                           line: LineQ = None) -> Response:
         """The evidence bundle of the claim: its ledger records, the chain up to the head
         and a verifier that needs nothing but Python."""
         import tempfile
 
         from wanwitness.claims.bundle import write_bundle
-        result, inputs, _language = claim_for(period, rules, None)
+        result, inputs, _language = claim_for(period, rules, None, line)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "evidence.zip"
             write_bundle(path, store, result, inputs,
                          settings.config.stamp.tsa_certs if settings.config else ())
             body = path.read_bytes()
-        name = f"evidence-{result['period']['label']}.zip"
+        of_line = f"{result['line']}-" if result.get("line") else ""
+        name = f"evidence-{of_line}{result['period']['label']}.zip"
         return Response(body, media_type="application/zip",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
@@ -744,7 +775,7 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
     def tickets_page(request: Request) -> Response:
         if (r := page_login(request)) is not None:
             return r
-        return _page(request, "tickets.html", {"tickets": tickets_linked(),
+        return _page(request, "tickets.html", {"tickets": tickets_linked(), "lines": line_names(),
                                                "channels": tk.CHANNELS, "error": None})
 
     @app.post("/tickets", include_in_schema=False)
@@ -753,19 +784,21 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
                      opened: Annotated[str, Form(max_length=64)] = "",
                      channel: Annotated[str, Form(max_length=20)] = "",
                      operator: Annotated[str, Form(max_length=tk.OPERATOR_MAX)] = "",
-                     note: Annotated[str, Form(max_length=10_000)] = "") -> Response:
+                     note: Annotated[str, Form(max_length=10_000)] = "",
+                     line: Annotated[str, Form(max_length=32)] = "") -> Response:
         if (r := form_guard(request, csrf)) is not None:
             return r
         try:
             if not number.strip() or not opened.strip():
                 raise UserError("a ticket needs its number and when you reported the fault")
             add_ticket(number, opened, channel=channel or None, operator=operator or None,
-                       note=note or None)
+                       note=note or None, line=line or None)
         except UserError as e:
             return _page(request, "tickets.html", {
                 "tickets": tickets_linked(), "channels": tk.CHANNELS, "error": str(e),
+                "lines": line_names(),
                 "form": {"number": number, "opened": opened, "channel": channel,
-                         "operator": operator, "note": note}}, 400)
+                         "operator": operator, "note": note, "line": line}}, 400)
         return RedirectResponse("/tickets", status_code=303)
 
     @app.post("/tickets/{number}/close", include_in_schema=False)
@@ -785,13 +818,15 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
                          operator: Annotated[str, Form(max_length=tk.OPERATOR_MAX)] = "",
                          promised: Annotated[str, Form(max_length=64)] = "",
                          closed: Annotated[str, Form(max_length=64)] = "",
-                         note: Annotated[str, Form(max_length=10_000)] = "") -> Response:
+                         note: Annotated[str, Form(max_length=10_000)] = "",
+                         line: Annotated[str, Form(max_length=32)] = "") -> Response:
         if (r := form_guard(request, csrf)) is not None:
             return r
+        more: dict[str, Any] = {"line": ticket_line(line)} if line else {}
         try:
             tk.update(store, number, tz, channel=channel or None, operator=operator or None,
                       promised=when(promised, "promised"), closed=when(closed, "closed"),
-                      note=note or None)
+                      note=note or None, **more)
         except ValueError as e:
             raise UserError(f"ticket {number.strip()}: {e}") from None
         return RedirectResponse("/tickets", status_code=303)
@@ -902,24 +937,34 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         sheet = sheet_for(agent, start, None)
         if not number.strip() or not opened.strip():
             raise UserError("the ticket number and the time of the call are needed")
-        added = add_ticket(number, opened, channel="phone", operator=operator or None)
+        conf = settings.config
+        added = add_ticket(number, opened, channel="phone", operator=operator or None,
+                           line=conf.line_of(sheet["agent"]) if conf is not None else None)
         if isinstance(sheet.get("open_seq"), int):
             tk.set_link(store, added, sheet["agent"], sheet["open_seq"], True)
         return RedirectResponse("/tickets", status_code=303)
 
     @app.get("/claim", response_class=HTMLResponse, include_in_schema=False)
     def claim_page(request: Request, period: PeriodQ = None, rules: RulesQ = None,
-                   lang: LangQ = None) -> Response:
+                   lang: LangQ = None, line: LineQ = None) -> Response:
         if (r := page_login(request)) is not None:
             return r
         from wanwitness.claims.build import pack_names
         conf = settings.config
         context: dict[str, Any] = {
             "packs": pack_names(), "langs": LANGS, "claim": None, "error": None,
-            "q": {"period": period or "", "rules": rules or (conf.claim.rules if conf else ""),
+            "lines": line_names(),
+            "q": {"period": period or "", "line": line or "",
+                  "rules": rules or (conf.claim.rules if conf else ""),
                   "lang": lang or (conf.claim.lang if conf else "en")}}
+        if conf is not None and conf.lines and not line:
+            context["q"]["line"] = line = conf.lines[0].name   # the first line, to begin with
+        if conf is not None and line and line in conf.line_names():
+            lconf = conf.for_line(line)
+            context["q"]["rules"] = rules or lconf.claim.rules
+            context["q"]["lang"] = lang or lconf.claim.lang
         try:
-            result, _inputs, _language = claim_for(period, rules, lang)
+            result, _inputs, _language = claim_for(period, rules, lang, line)
         except UserError as e:
             context["error"] = str(e)
             return _page(request, "claim.html", context, 200)
@@ -927,7 +972,8 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         context["missing"] = make.missing_parties(result)
         context["q"]["period"] = result["period"]["label"]
         context["download"] = urlencode({"period": result["period"]["label"],
-                                         "rules": result["rules"]["name"], "lang": result["lang"]})
+                                         "rules": result["rules"]["name"], "lang": result["lang"],
+                                         **({"line": result["line"]} if result.get("line") else {})})
         return _page(request, "claim.html", context)
 
     # -- Prometheus ----------------------------------------------------------------

@@ -170,6 +170,8 @@ def build(store: s.Store, conf: Config, *, agent: str | None = None, start: str 
             agent = named
     rows = timeline.query(store, agent=agent, now_ms=now)
     o = _pick(rows, agent, at_ms, start)
+    if conf.lines and (line := conf.line_of(o.agent)) is not None:
+        conf = conf.for_line(line)   # the customer number and contract of the outage's line
     _: Callable[[str], str] = translations(lang).gettext
     fmt = Fmt(lang, tz, "")
 
@@ -272,7 +274,7 @@ def build(store: s.Store, conf: Config, *, agent: str | None = None, start: str 
              % {"key": key})
     fact("bills", _("Bills"), _("Check that your bills are paid: operators often ask that first."))
 
-    tickets = _tickets(store, rows, o, tz)
+    tickets = _tickets(store, rows, o, conf)
     if tickets:
         shown = [(_("%(number)s, reported %(when)s (operator: %(operator)s)") if t["operator"] else
                   _("%(number)s, reported %(when)s")) % {
@@ -325,14 +327,15 @@ def _led(state: str | None, _: Callable[[str], str]) -> str:
 
 
 def _tickets(store: s.Store, rows: list[timeline.Outage], o: timeline.Outage,
-             tz: ZoneInfo) -> list[dict[str, Any]]:
+             conf: Config) -> list[dict[str, Any]]:
     """The tickets linked to outage `o` (by time, or by `ticket link`), as cli/claims.py
     links them."""
     from wanwitness.claims import link
     from wanwitness.claims import tickets as tk
     from wanwitness.claims.build import outage_from_timeline
     wanted = outage_from_timeline(o).id
-    linked = link.link(tk.list_all(store), [outage_from_timeline(x) for x in rows], tk.overrides(store))
+    linked = link.link_lines(tk.list_all(store), [outage_from_timeline(x) for x in rows],
+                             tk.overrides(store), conf)
     return [{"number": t.number, "opened_ms": tk.to_ms(t.opened), "operator": t.operator or ""}
             for t in linked if wanted in t.outage_ids]
 

@@ -225,13 +225,17 @@ def calendar(store: s.Store, conf: Config, *, period: str | None = None, agent: 
     from wanwitness.claims.rules import get as get_pack
 
     now = s.now_ms() if now_ms is None else now_ms
+    agent, names = pick_agent(store, agent)
+    # With [lines], the agent's line: its tariff, rule pack and tickets (none: no line).
+    line = conf.line_of(agent) if conf.lines and agent is not None else None
+    if line is not None:
+        conf = conf.for_line(line)
     tz = ZoneInfo(conf.tariff.timezone)
     tariff = Tariff(Decimal(0), "XXX", conf.tariff.period_start_day, conf.tariff.timezone)
     try:
         p = tariff.period(period or _period_now(conf.tariff.period_start_day, tz, now))
     except ValueError as e:
         raise UserError(str(e)) from None
-    agent, names = pick_agent(store, agent)
     start_ms, end_ms = tk.to_ms(p.start), tk.to_ms(p.end)
     spans: list[timeline.Outage] = []
     first = None
@@ -249,7 +253,10 @@ def calendar(store: s.Store, conf: Config, *, period: str | None = None, agent: 
             pack = get_pack(conf.claim.rules)
         except UserError:
             pack = None
-    for t in tk.list_all(store):
+    tickets = tk.list_all(store)
+    if conf.lines:
+        tickets = tk.of_line(tickets, conf)[0] if line is not None else []
+    for t in tickets:
         marks.append((tk.to_ms(t.opened), "opened", f"ticket {t.number} reported"))
         if t.closed is not None:
             marks.append((tk.to_ms(t.closed), "closed", f"ticket {t.number} closed"))
@@ -294,7 +301,7 @@ def calendar(store: s.Store, conf: Config, *, period: str | None = None, agent: 
         days.append({"date": d.isoformat(), "weekday": d.strftime("%a"), "hours": length / 3_600_000,
                      "segments": segs, "marks": day_marks, "down_s": max(down_ms, 0) / 1000,
                      "future": d0 >= now})
-    return {"period": p.label, "agent": agent, "agents": names, "timezone": tz.key,
+    return {"period": p.label, "agent": agent, "agents": names, "timezone": tz.key, "line": line,
             "days": days, "rules": pack.name if pack else None}
 
 
