@@ -190,6 +190,25 @@ def test_a_fault_after_the_repair_is_not_paid_from_the_old_report():
     assert any("counted as a new fault" in st["text"] for st in r.statements)
 
 
+def test_many_outages_after_the_repair_are_one_note_for_their_ticket():
+    # A ticket left open for a month meets every later outage: each is marked in the
+    # outage list, and the notes say it once for the ticket (a preview of a busy month
+    # carried hundreds of these notes, one per outage).
+    first = outage("2026-11-03 08:00", "2026-11-04 12:00", TZ)
+    later = [outage(f"2026-11-{d:02d} 08:00", f"2026-11-{d:02d} 09:00", TZ) for d in (10, 12, 20)]
+    t = Ticket("A", at("2026-11-03 09:00", TZ), outage_ids=tuple(o.id for o in [first, *later]),
+               auto_linked=tuple(o.id for o in [first, *later]))
+    r = run("de-tkg58", [first, *later], [t], tariff("60.00", "EUR", TZ), "2026-11")
+    assert r.total == 0
+    assert all(r.why_not[o.id].startswith("not covered by the fault report") for o in later)
+    repaired = [n for n in r.notes if "had been repaired" in n]
+    assert repaired == [f"ticket A: 3 outages, {later[0].id} to {later[-1].id}, began after the "
+                        "fault it reported had been repaired (the line back for more than 86400 s, "
+                        "option repaired_after_s): not claimed (marked in the outage list); report "
+                        "them anew, or link one to the ticket by hand (wanwitness ticket link A "
+                        "AGENT@START) if the provider treats it as the same fault"]
+
+
 def test_a_gap_shorter_than_repaired_after_s_is_the_same_fault():
     # repaired_after_s = 11 days: the 10 d 12 h gap is no repair; the outage from 15 Nov
     # is the reported fault going on: days 12 and 13 after the 3 Nov report: 2 × 12.00

@@ -309,15 +309,28 @@ class PackRun:
             for o in later:
                 uncovered.setdefault(o.id, t.number)
             out += faults
+        # One note per ticket (a ticket left open for months meets hundreds of outages;
+        # each is marked in the outage list by its why_not).
+        per_ticket: dict[str, list[str]] = {}
         for oid, number in uncovered.items():
             if oid in taken:
                 continue
             self.why(oid, WHY_AFTER_REPAIR)
-            self.note(f"{oid}: began after the fault reported under ticket {number} had been "
-                      f"repaired (the line back for more than {self.options['repaired_after_s']} s, "
-                      "option repaired_after_s): not claimed; report it anew, or link it to the "
-                      f"ticket by hand (wanwitness ticket link {number} {oid}) if the provider "
-                      "treats it as the same fault")
+            per_ticket.setdefault(number, []).append(oid)
+        repaired = f"(the line back for more than {self.options.get('repaired_after_s')} s, " \
+                   "option repaired_after_s)"
+        for number, oids in per_ticket.items():
+            if len(oids) == 1:
+                self.note(f"{oids[0]}: began after the fault reported under ticket {number} had "
+                          f"been repaired {repaired}: not claimed; report it anew, or link it to "
+                          f"the ticket by hand (wanwitness ticket link {number} {oids[0]}) if the "
+                          "provider treats it as the same fault")
+            else:
+                self.note(f"ticket {number}: {len(oids)} outages, {oids[0]} to {oids[-1]}, began "
+                          f"after the fault it reported had been repaired {repaired}: not "
+                          "claimed (marked in the outage list); report them anew, or link one to "
+                          f"the ticket by hand (wanwitness ticket link {number} AGENT@START) if "
+                          "the provider treats it as the same fault")
         self._reports = out
         return out
 
