@@ -183,6 +183,24 @@ def checkpoint_in(conn: sa.Connection) -> Checkpoint | None:
     return Checkpoint(cp_id, made, root, len(heads), links)
 
 
+def covering_checkpoint(conn: sa.Connection, need: dict[str, int]) -> Checkpoint | None:
+    """The checkpoint that best backs records up to link need[agent] of each agent:
+    the earliest stamped one that commits them all, else the earliest that does (the
+    newest when `need` is empty); None when none does yet."""
+    H, S = s.checkpoint_heads, s.stamps
+    if not need:
+        return latest_checkpoint(conn)
+    lower = 0
+    for agent, n in sorted(need.items()):
+        first = conn.execute(sa.select(sa.func.min(H.c.checkpoint))
+                             .where(H.c.agent == agent, H.c.link >= n)).scalar()
+        if first is None:
+            return None
+        lower = max(lower, int(first))
+    stamped = conn.execute(sa.select(sa.func.min(S.c.checkpoint)).where(S.c.checkpoint >= lower)).scalar()
+    return get_checkpoint(conn, int(stamped) if stamped is not None else lower)
+
+
 def make_checkpoint(store: s.Store) -> tuple[Checkpoint | None, bool]:
     """A checkpoint of every agent's head now: (it, True) when made, (the newest, False)
     when nothing changed since it; (None, False) while the ledger is empty."""
