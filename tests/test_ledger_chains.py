@@ -195,3 +195,28 @@ def test_every_inclusion_proof_leads_to_the_root(size):
     # domain separation: a node is never taken for a leaf
     if size >= 2:
         assert ledger.merkle_root(leaves[:2]) != hashlib.sha256(leaves[0] + leaves[1]).digest()
+
+
+def test_a_claim_is_backed_by_the_earliest_stamped_checkpoint_that_commits_its_records(store):
+    add_agent(store, "home")
+    ing = Ingestor(store)
+
+    def put(seqs, recv):
+        ing.ingest([Message("wanwitness/home/rec", json.dumps(
+            {"v": 1, "agent": "home", "boot": 1, "recs": [_rec(q) for q in seqs]}).encode(), recv)])
+
+    put([1, 2], 1000)
+    ledger.make_checkpoint(store)          # 1: links 1-2
+    put([3], 1001)
+    ledger.make_checkpoint(store)          # 2: links 1-3
+    put([4], 1002)
+    ledger.make_checkpoint(store)          # 3: links 1-4
+    with store.engine.connect() as conn:
+        pick = [ledger.covering_checkpoint(conn, {"home": n}) for n in (2, 3, 4, 5)]
+    assert [None if cp is None else cp.id for cp in pick] == [1, 2, 3, None]
+    with store.engine.begin() as conn:   # checkpoint 3 stamped: it backs every earlier record too
+        conn.execute(s.stamps.insert().values(pos=3, hash="00" * 32, tsa="t", gen_ms=0, reply=b"",
+                                              created_ms=0, checkpoint=3))
+        pick = [ledger.covering_checkpoint(conn, {"home": n}) for n in (2, 4)]
+        assert [cp.id for cp in pick if cp] == [3, 3]
+        assert ledger.covering_checkpoint(conn, {}).id == 3  # no record cited: the newest
