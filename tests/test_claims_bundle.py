@@ -4,6 +4,7 @@ unzip, and its verify.py run by a bare `python3 -I` (no wanwitness, no packages)
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import shlex
@@ -60,6 +61,24 @@ def bundle(db_url, tmp_path, ww):
 
 def chain_lines(folder: Path) -> list[bytes]:
     return (folder / "chains" / "home.tsv").read_bytes().split(b"\n")
+
+
+def rewrite_chain(folder: Path, edit_link: int, agent: str = "home") -> dict[int, str]:
+    """Flip one digit of the record at edit_link and recompute the chain's hashes from
+    there on, as an owner rebuilding it would; returns the new hashes."""
+    path = folder / "chains" / f"{agent}.tsv"
+    lines = path.read_bytes().split(b"\n")
+    prev, hashes = bytes(32), {}
+    for i in range(1, len(lines) - 1):
+        n, seq, recv, _digest, entry = lines[i].split(b"\t", 4)
+        if i == edit_link:
+            k = entry.index(b'"at":') + 6
+            entry = entry[:k] + bytes([entry[k] ^ 1]) + entry[k + 1:]
+        prev = hashlib.sha256(prev + entry + recv).digest()
+        hashes[int(n)] = prev.hex()
+        lines[i] = b"\t".join([n, seq, recv, prev.hex().encode(), entry])
+    path.write_bytes(b"\n".join(lines))
+    return hashes
 
 
 def test_the_bundle_verifies_with_a_bare_python(bundle):

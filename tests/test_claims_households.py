@@ -5,7 +5,6 @@ contradicts."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from dataclasses import replace
@@ -15,9 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from testing.records import Board
-from testing.tsa import LocalTsa
 from tests.test_claims_build import NOW, at, october, write_config
-from tests.test_claims_bundle import verify
+from tests.test_claims_bundle import rewrite_chain, verify
 from wanwitness import config as cfg
 from wanwitness import store as s
 from wanwitness.claims import build as b
@@ -32,13 +30,6 @@ from wanwitness.errors import UserError
 from wanwitness.store import open_store
 
 OTHER = "flat"  # the other household's agent
-
-
-@pytest.fixture(scope="module")
-def tsa(tmp_path_factory):
-    t = LocalTsa(tmp_path_factory.mktemp("tsa"))
-    yield t
-    t.stop()
 
 
 @pytest.fixture
@@ -116,24 +107,6 @@ def test_a_claim_with_the_other_households_outages_is_refused(shared, tmp_path):
     assert not (tmp_path / "home.zip").exists()
 
 
-def _rewrite_chain(folder: Path, edit_link: int) -> dict[int, str]:
-    """Flip one digit of the record at edit_link and recompute the chain's hashes from
-    there on, as an owner rebuilding it would; returns the new hashes."""
-    path = folder / "chains" / "home.tsv"
-    lines = path.read_bytes().split(b"\n")
-    prev, hashes = bytes(32), {}
-    for i in range(1, len(lines) - 1):
-        n, seq, recv, _digest, entry = lines[i].split(b"\t", 4)
-        if i == edit_link:
-            k = entry.index(b'"at":') + 6
-            entry = entry[:k] + bytes([entry[k] ^ 1]) + entry[k + 1:]
-        prev = hashlib.sha256(prev + entry + recv).digest()
-        hashes[int(n)] = prev.hex()
-        lines[i] = b"\t".join([n, seq, recv, prev.hex().encode(), entry])
-    path.write_bytes(b"\n".join(lines))
-    return hashes
-
-
 def test_a_tampered_record_and_a_rebuilt_chain_fail_naming_what_they_contradict(shared, tmp_path, tsa):
     done, errors = st.stamp(shared, [tsa.url], [], 10)
     assert errors == [] and len(done) == 1
@@ -165,7 +138,7 @@ def test_a_tampered_record_and_a_rebuilt_chain_fail_naming_what_they_contradict(
 
     # the chain rebuilt over the edit: its head contradicts the checkpoint
     (folder / "chains" / "home.tsv").write_bytes(chain)
-    hashes = _rewrite_chain(folder, opening["link"])
+    hashes = rewrite_chain(folder, opening["link"])
     cp = json.loads((folder / "checkpoint.json").read_text())
     head = cp["heads"][0]
     proc = verify(folder)

@@ -9,19 +9,11 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from testing.tsa import LocalTsa
 from wanwitness import store as s
 from wanwitness.collector import ledger, protocol
 from wanwitness.collector import stamp as st
 from wanwitness.collector.agents import add_agent
 from wanwitness.collector.ingest import Ingestor, Message
-
-
-@pytest.fixture(scope="module")
-def tsa(tmp_path_factory):
-    t = LocalTsa(tmp_path_factory.mktemp("tsa"))
-    yield t
-    t.stop()
 
 
 def _rec(seq: int, k: str = "stats") -> dict:

@@ -15,7 +15,7 @@ import pytest
 from testing.records import Board
 from testing.tsa import LocalTsa
 from tests.test_claims_build import october, write_config
-from tests.test_claims_bundle import BUNDLE_FILES, make_bundle, verify
+from tests.test_claims_bundle import BUNDLE_FILES, make_bundle, rewrite_chain, verify
 from wanwitness import store as s
 from wanwitness.collector import ledger
 from wanwitness.collector import stamp as st
@@ -23,13 +23,6 @@ from wanwitness.collector.agents import add_agent
 from wanwitness.collector.ingest import Ingestor
 from wanwitness.collector.timeline import iso
 from wanwitness.store import open_store
-
-
-@pytest.fixture(scope="module")
-def tsa(tmp_path_factory):
-    t = LocalTsa(tmp_path_factory.mktemp("tsa"))
-    yield t
-    t.stop()
 
 
 @pytest.fixture
@@ -187,18 +180,7 @@ def rebuild_chain(folder: Path, claim: dict, link: int) -> None:
     """What an owner who edits a record must do for the bundle to verify: flip one digit
     of the record at `link`, recompute every hash from there, the checkpoint's head and
     root, and fix claim.json."""
-    path = folder / "chains" / "home.tsv"
-    lines = path.read_bytes().split(b"\n")
-    prev, hashes = bytes(32), {}
-    for i in range(1, len(lines) - 1):
-        n, seq, recv, _digest, entry = lines[i].split(b"\t", 4)
-        if i == link:
-            at = entry.index(b'"at":') + 6
-            entry = entry[:at] + bytes([entry[at] ^ 1]) + entry[at + 1:]
-        prev = hashlib.sha256(prev + entry + recv).digest()
-        hashes[int(n)] = prev.hex()
-        lines[i] = b"\t".join([n, seq, recv, prev.hex().encode(), entry])
-    path.write_bytes(b"\n".join(lines))
+    hashes = rewrite_chain(folder, link)
     cp = json.loads((folder / "checkpoint.json").read_text())
     [h] = cp["heads"]
     h["hash"] = hashes[h["link"]]
