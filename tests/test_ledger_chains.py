@@ -212,3 +212,69 @@ def test_a_claim_is_backed_by_the_earliest_stamped_checkpoint_that_commits_its_r
         pick = [ledger.covering_checkpoint(conn, {"home": n}) for n in (2, 4)]
         assert [cp.id for cp in pick if cp] == [3, 3]
         assert ledger.covering_checkpoint(conn, {}).id == 3  # no record cited: the newest
+
+
+def test_postgresql_ingest_waits_for_its_own_agents_chain_only(pg_url):
+    """A transaction holding agent home's chain lock (another collector in the middle of
+    a commit) holds up ingest of home, never of flat: no global lock."""
+    import threading
+    import time
+
+    from wanwitness.collector.ingest import chain_lock_key
+    store = s.open_store(pg_url)
+    try:
+        for agent in ("home", "flat"):
+            add_agent(store, agent)
+
+        def msg(agent, seq):
+            return Message(f"wanwitness/{agent}/rec", json.dumps(
+                {"v": 1, "agent": agent, "boot": 1, "recs": [_rec(seq)]}).encode(), 1000 + seq)
+
+        holder = store.engine.connect()
+        tx = holder.begin()
+        holder.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": chain_lock_key("home")})
+        results: dict[str, int] = {}
+
+        def ingest(agent):
+            results[agent] = Ingestor(store).ingest([msg(agent, 1)]).stored
+
+        other = threading.Thread(target=ingest, args=("flat",))
+        other.start()
+        other.join(60)
+        assert not other.is_alive() and results == {"flat": 1}  # not held up
+        mine = threading.Thread(target=ingest, args=("home",))
+        mine.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        deadline = time.monotonic() + 60
+        with store.engine.connect() as probe:
+            while probe.execute(sa.text(waiting)).scalar_one() == 0:
+                assert time.monotonic() < deadline, "ingest of home never waited for its lock"
+                assert mine.is_alive(), "ingest of home did not wait for its chain's lock"
+                time.sleep(0.02)
+        assert "home" not in results
+        tx.rollback()
+        holder.close()
+        mine.join(60)
+        assert not mine.is_alive() and results == {"flat": 1, "home": 1}
+        r = ledger.verify(store)
+        assert r.ok and (r.count, r.agents) == (2, 2)
+    finally:
+        store.dispose()
+
+
+def test_collects_checkpointer_commits_the_heads_when_records_came(sqlite_url):
+    from wanwitness import config as cfg
+    store = s.open_store(sqlite_url)
+    try:
+        add_agent(store, "home")
+        maker = ledger.Checkpointer(store, cfg.SCHEMA["collector"]["checkpoint_s"][1])
+        assert maker.interval_s == 3600
+        maker.round()                         # an empty ledger: nothing to commit
+        Ingestor(store).ingest([Message("wanwitness/home/rec", json.dumps(
+            {"v": 1, "agent": "home", "boot": 1, "recs": [_rec(1)]}).encode(), 1000)])
+        maker.round()
+        maker.round()                         # nothing new: no second checkpoint
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(s.checkpoints)).scalar_one() == 1
+    finally:
+        store.dispose()

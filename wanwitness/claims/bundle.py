@@ -40,7 +40,9 @@ import time
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import sqlalchemy as sa
 
 from wanwitness.collector import ledger, stamp
 from wanwitness.collector.timeline import iso
@@ -53,7 +55,7 @@ from . import files
 CHAIN_HEADER = "link\tseq\trecv_ms\thash\tentry\n"
 
 
-def _write_chain(conn, agent: str, n: int, digest: str, out) -> None:
+def _write_chain(conn: sa.Connection, agent: str, n: int, digest: str, out: IO[bytes]) -> None:
     """Stream one agent's chain up to link n, recomputing it on the way: a bundle is
     never made from a broken chain (the claimant would only learn it from the other
     side)."""
