@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
 from testing.cli import Cli
+from testing.tsa import LocalTsa
 from wanwitness.store import open_store
 
 # tests/mpy holds MicroPython scripts: tests/test_agent_mpy.py runs them under the
@@ -101,3 +102,11 @@ def ww(tmp_path_factory) -> Cli:
     """`ww(*args)` runs `wanwitness` in-process, `ww.process(*args)` as a process; HOME and
     the XDG dirs in a directory of their own (not tmp_path: tests list and glob that)."""
     return Cli(tmp_path_factory.mktemp("home"))
+
+
+@pytest.fixture(scope="module")
+def tsa(tmp_path_factory):
+    """A time-stamping authority on loopback (testing/tsa.py), one per test module."""
+    t = LocalTsa(tmp_path_factory.mktemp("tsa"))
+    yield t
+    t.stop()

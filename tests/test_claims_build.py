@@ -25,6 +25,7 @@ from wanwitness.claims import tickets as tk
 from wanwitness.claims.model import Item, Outage, RuleResult, Tariff, money
 from wanwitness.collector.agents import add_agent
 from wanwitness.collector.ingest import Ingestor
+from wanwitness.collector.ledger import chain_heads, latest_checkpoint
 from wanwitness.errors import UserError
 
 UTC = UTC
@@ -195,18 +196,22 @@ def test_a_store_claim_lists_every_class_and_claims_only_the_claimable(store, sc
 def test_every_claimed_minute_traces_to_ledger_records_that_exist(store, scenario, conf):
     claim = b.build(b.from_store(store, conf, "2026-10", now=NOW), StandIn(), {"factor": 1})
     with store.engine.connect() as conn:
-        ledger = {(r.agent, r.seq): (r.pos, r.hash) for r in conn.execute(sa.select(s.ledger))}
-        head = conn.execute(sa.select(s.ledger_head.c.pos, s.ledger_head.c.hash)).one()
+        ledger = {(r.agent, r.seq): (r.link, r.hash) for r in conn.execute(sa.select(s.records))}
+        heads = {a: (n, h) for a, n, h in chain_heads(conn)}
         bodies = {r.seq: r.body for r in conn.execute(sa.select(s.records.c.seq, s.records.c.body))}
-    assert claim["ledger_head"] == {"pos": head.pos, "hash": head.hash}
+        cp = latest_checkpoint(conn)
+    # a checkpoint was made for the claim: it commits every agent's head now
+    assert cp is not None and claim["ledger"] == {
+        "checkpoint": cp.id, "root": cp.root, "made": claim["ledger"]["made"],
+        "heads": {a: {"link": n, "hash": h} for a, (n, h) in heads.items()}}
     claimed = [o for o in claim["outages"] if o["claimed"]]
     assert len(claimed) == 2
     for o in claimed:
         roles = [r["role"] for r in o["records"]]
         assert roles[0] == "open" and roles[-1] == "close"
         for r in o["records"]:
-            assert ledger[(o["agent"], r["seq"])] == (r["ledger_pos"], r["hash"])
-            assert r["ledger_pos"] <= head.pos
+            assert ledger[(o["agent"], r["seq"])] == (r["link"], r["hash"])
+            assert r["link"] <= heads[o["agent"]][0]
         assert o["records"][0]["seq"] == o["evidence"]["open_seq"]
     a = claimed[0]
     assert a["records"][0]["seq"] == scenario.seqs["A"]

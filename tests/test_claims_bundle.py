@@ -4,6 +4,7 @@ unzip, and its verify.py run by a bare `python3 -I` (no wanwitness, no packages)
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import shlex
@@ -18,8 +19,8 @@ import pytest
 from tests.test_claims_build import october, write_config
 from wanwitness.store import open_store
 
-BUNDLE_FILES = {"claim.json", "ledger.tsv", "outages.csv", "tickets.csv", "tariff.toml",
-                "verify.py", "README.txt"}
+BUNDLE_FILES = {"claim.json", "chains/home.tsv", "checkpoint.json", "outages.csv", "tickets.csv",
+                "tariff.toml", "verify.py", "README.txt"}
 
 
 def bare_python() -> str:
@@ -58,8 +59,26 @@ def bundle(db_url, tmp_path, ww):
     return folder, claim, scenario
 
 
-def ledger_lines(folder: Path) -> list[bytes]:
-    return (folder / "ledger.tsv").read_bytes().split(b"\n")
+def chain_lines(folder: Path) -> list[bytes]:
+    return (folder / "chains" / "home.tsv").read_bytes().split(b"\n")
+
+
+def rewrite_chain(folder: Path, edit_link: int, agent: str = "home") -> dict[int, str]:
+    """Flip one digit of the record at edit_link and recompute the chain's hashes from
+    there on, as an owner rebuilding it would; returns the new hashes."""
+    path = folder / "chains" / f"{agent}.tsv"
+    lines = path.read_bytes().split(b"\n")
+    prev, hashes = bytes(32), {}
+    for i in range(1, len(lines) - 1):
+        n, seq, recv, _digest, entry = lines[i].split(b"\t", 4)
+        if i == edit_link:
+            k = entry.index(b'"at":') + 6
+            entry = entry[:k] + bytes([entry[k] ^ 1]) + entry[k + 1:]
+        prev = hashlib.sha256(prev + entry + recv).digest()
+        hashes[int(n)] = prev.hex()
+        lines[i] = b"\t".join([n, seq, recv, prev.hex().encode(), entry])
+    path.write_bytes(b"\n".join(lines))
+    return hashes
 
 
 def test_the_bundle_verifies_with_a_bare_python(bundle):
@@ -67,8 +86,11 @@ def test_the_bundle_verifies_with_a_bare_python(bundle):
     assert json.loads((folder / "claim.json").read_text()) == claim
     proc = verify(folder)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    head = claim["ledger_head"]
-    assert proc.stdout.startswith(f"ok: {head['pos']} link(s), head {head['hash']} matches claim.json")
+    led = claim["ledger"]
+    n = led["heads"]["home"]["link"]
+    assert proc.stdout.startswith(f"ok: chains home ({n} links) end at the heads checkpoint "
+                                  f"{led['checkpoint']} commits, whose inclusion proofs lead to its "
+                                  f"root {led['root']} (claim.json's)")
     cited = sum(len(o["records"]) for o in claim["outages"] if o["claimed"])
     assert cited == 7 and f"{cited} record(s) behind 3 claimed outage(s)" in proc.stdout
 
@@ -87,44 +109,48 @@ def test_one_flipped_byte_in_a_cited_record_is_named(bundle):
     a = claim["outages"][0]
     opening = a["records"][0]
     assert opening["seq"] == scenario.seqs["A"] and opening["role"] == "open"
-    lines = ledger_lines(folder)
-    line = bytearray(lines[opening["ledger_pos"]])  # line 0 is the header
+    lines = chain_lines(folder)
+    line = bytearray(lines[opening["link"]])  # line 0 is the header
     entry_at = line.index(b'{"agent"')
     i = line.index(b'"at":', entry_at) + 6
     line[i] ^= 0x01                                  # one digit of the outage's start time
-    lines[opening["ledger_pos"]] = bytes(line)
-    (folder / "ledger.tsv").write_bytes(b"\n".join(lines))
+    lines[opening["link"]] = bytes(line)
+    (folder / "chains" / "home.tsv").write_bytes(b"\n".join(lines))
     proc = verify(folder)
     assert proc.returncode == 1
-    assert proc.stdout.strip() == (f"BROKEN: link {opening['ledger_pos']} (home seq {opening['seq']}): "
+    assert proc.stdout.strip() == (f"BROKEN: agent home link {opening['link']} (seq {opening['seq']}): "
                                    "hash mismatch (record edited, replaced or reordered)")
 
 
 def test_a_deleted_link_a_forged_head_and_a_wrong_citation_are_caught(bundle):
     folder, claim, _ = bundle
-    original = (folder / "ledger.tsv").read_bytes()
+    chain = folder / "chains" / "home.tsv"
+    original = chain.read_bytes()
     lines = original.split(b"\n")
-    (folder / "ledger.tsv").write_bytes(b"\n".join(lines[:5] + lines[6:]))
+    chain.write_bytes(b"\n".join(lines[:5] + lines[6:]))
     proc = verify(folder)
-    assert proc.returncode == 1 and "BROKEN: link 5 is missing (next line is link 6)" in proc.stdout
+    assert proc.returncode == 1 and "BROKEN: agent home link 5 is missing (next line is link 6)" in proc.stdout
 
-    (folder / "ledger.tsv").write_bytes(b"\n".join(lines[:-3] + [b""]))  # the last two links cut
+    chain.write_bytes(b"\n".join(lines[:-3] + [b""]))  # the last two links cut
     proc = verify(folder)
-    head = claim["ledger_head"]["pos"]
-    assert proc.returncode == 1 and f"the chain ends at link {head - 2}" in proc.stdout
+    led = claim["ledger"]
+    n = led["heads"]["home"]["link"]
+    assert proc.returncode == 1 and (f"BROKEN: agent home: the chain ends at link {n - 2} with hash "
+                                     in proc.stdout)
+    assert f"but checkpoint {led['checkpoint']} commits its link {n} with hash" in proc.stdout
 
-    (folder / "ledger.tsv").write_bytes(original)
+    chain.write_bytes(original)
     forged = json.loads(json.dumps(claim))
-    forged["outages"][0]["records"][0]["ledger_pos"] += 1  # cite another record
+    forged["outages"][0]["records"][0]["link"] += 1  # cite another record
     (folder / "claim.json").write_text(json.dumps(forged))
     proc = verify(folder)
-    assert proc.returncode == 1 and "the chain holds home seq" in proc.stdout
+    assert proc.returncode == 1 and "the chain holds seq" in proc.stdout
 
     forged = json.loads(json.dumps(claim))
-    forged["ledger_head"]["hash"] = "0" * 64
+    forged["ledger"]["root"] = "0" * 64
     (folder / "claim.json").write_text(json.dumps(forged))
     proc = verify(folder)
-    assert proc.returncode == 1 and "but claim.json's ledger_head is link" in proc.stdout
+    assert proc.returncode == 1 and "but claim.json's is checkpoint" in proc.stdout
 
 
 def test_the_bundle_inputs_recompute_the_same_claim_from_files(bundle, ww):
@@ -135,7 +161,7 @@ def test_the_bundle_inputs_recompute_the_same_claim_from_files(bundle, ww):
     proc = ww(*shlex.split(command)[1:], cwd=folder)
     assert proc.returncode == 0, proc.stderr
     again = json.loads(proc.stdout)
-    assert again["source"] == "files" and again["ledger_head"] is None
+    assert again["source"] == "files" and again["ledger"] is None
     assert (again["total"], again["items"]) == (claim["total"], claim["items"])
     assert [(o["id"], o["claimed"], o["counted_s"]) for o in again["outages"]] == \
         [(o["id"], o["claimed"], o["counted_s"]) for o in claim["outages"]]
@@ -154,7 +180,7 @@ def test_no_bundle_from_a_broken_ledger(tmp_path, ww):
     proc = ww("--config", str(conf), "claim", "--db", db, "--period", "2026-10", "--rules",
               "pro-rata", "--out", str(out), "--evidence", str(zip_path))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("wanwitness: the ledger is broken at link 5 (home seq 5); "
-                                   "run `wanwitness verify`")
+    assert proc.stderr.strip() == ("wanwitness: the ledger is broken at agent home link 5; "
+                                   "run `wanwitness ledger verify`")
     assert not out.exists() and not zip_path.exists()
     assert list(tmp_path.glob(".wanwitness-bundle-*")) == []

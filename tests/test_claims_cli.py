@@ -224,7 +224,7 @@ def test_a_claim_from_files_touches_no_store(ww, inputs, tmp_path):
     proc = files_claim(ww, inputs, "--rules", "pro-rata", "--period", "2026-10")
     assert proc.returncode == 0, proc.stderr
     claim = json.loads(proc.stdout)
-    assert claim["source"] == "files" and claim["ledger_head"] is None
+    assert claim["source"] == "files" and claim["ledger"] is None
     assert claim["outages"][0]["counted_s"] == 26 * 3600.0
     assert not list(tmp_path.glob("*.db")) and not list(ww.home.rglob("*.db"))  # nor the default store
 

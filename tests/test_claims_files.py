@@ -216,7 +216,7 @@ def test_a_claim_from_files_links_tickets_by_time(tmp_path):
                           write(tmp_path, "tickets.csv", GOOD_TICKETS),
                           write(tmp_path, "tariff.toml", GOOD_TARIFF), "2026-10", now=NOW)
     claim = b.build(inputs, StandIn(), {"factor": Decimal(1)})
-    assert claim["source"] == "files" and claim["ledger_head"] is None
+    assert claim["source"] == "files" and claim["ledger"] is None
     assert [t["outages"] for t in claim["tickets"]] == [["home@2026-10-03T08:00:00.000Z"],
                                                         ["home@2026-10-31T22:00:00.000Z"]]
     # the ongoing outage counts up to the end of the period; nothing cites ledger records

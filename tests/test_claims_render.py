@@ -58,14 +58,14 @@ def make_claim() -> dict:
              "start": "2026-11-03T23:10:00.000Z", "end": "2026-11-09T09:15:00.000Z",
              "duration_s": 468300.0, "counted_s": 172800.0, "claimed": True, "why_not": None,
              "evidence": {"boot": 3, "open_seq": 120, "close_seq": 301},
-             "records": [{"seq": 120, "ledger_pos": 5012, "hash": "ab12"},
-                         {"seq": 301, "ledger_pos": 5310, "hash": "cd34"}]},
+             "records": [{"seq": 120, "link": 5012, "hash": "ab12"},
+                         {"seq": 301, "link": 5310, "hash": "cd34"}]},
             {"id": OUTAGE_2, "agent": "home", "class": "local_down",
              "start": "2026-11-19T17:05:00.000Z", "end": "2026-11-19T18:20:00.000Z",
              "duration_s": 4500.0, "counted_s": 0.0, "claimed": False,
              "why_not": "local_down: the customer's own equipment",
              "evidence": {"boot": 3, "open_seq": 900, "close_seq": 911},
-             "records": [{"seq": 900, "ledger_pos": 5377, "hash": "ef56"}]},
+             "records": [{"seq": 900, "link": 5377, "hash": "ef56"}]},
         ],
         "tickets": [
             {"number": "4711893", "opened": "2026-11-03T23:31:00Z", "closed": "2026-11-09T09:30:00Z",
@@ -84,7 +84,8 @@ def make_claim() -> dict:
                      "phone": ""},
         "isp": {"name": "Beispiel Telekom GmbH", "address": "Postfach 10 20 30\n53000 Bonn",
                 "email": "billing@example.net"},
-        "ledger_head": {"pos": 5400, "hash": HASH},
+        "ledger": {"checkpoint": 54, "made": "2026-12-01T06:00:00Z", "root": HASH,
+                   "heads": {"home": {"link": 5400, "hash": HASH}}},
     }
 
 
@@ -185,7 +186,7 @@ def test_letter_names_amounts_dates_tickets_and_parties(claim, lang, fmt):
                    "4711893", "4712050", "17 / Maria Schulz", "Jonas (Team 3)",
                    "Erika Mustermann", "Beispiel Telekom GmbH", "K-123456",
                    want["rule"], "Telekommunikationsgesetz (TKG) 2021 §58 Abs. 3 und 4",
-                   HASH, "5400"]:
+                   HASH, "5012, 5310"]:
         assert needle in text, f"{lang}/{fmt}: {needle!r} missing"
 
 
@@ -392,7 +393,7 @@ def test_missing_font_names_the_package(claim, monkeypatch, tmp_path):
 
 
 def test_claim_from_files_has_no_evidence_bundle(claim):
-    claim["ledger_head"] = None
+    claim["ledger"] = None
     claim["source"] = "files"
     for lang, attached in (("en", "An evidence bundle that anyone can verify with Python is attached."),
                            ("de", "Beigefügt ist ein Nachweispaket")):

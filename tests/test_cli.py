@@ -189,7 +189,7 @@ def test_reading_commands_refuse_an_empty_postgresql_database(ww, pg_url):
     assert ww("outages", "--db", pg_url).returncode == 0   # ... is then read
 
 
-def test_verify_prints_head_and_count_or_names_the_broken_link(ww, tmp_path):
+def test_verify_prints_the_chains_and_checkpoints_or_names_the_broken_link(ww, tmp_path):
     from tests.test_ingest import batch
     from wanwitness.collector.agents import add_agent
     from wanwitness.collector.ingest import Ingestor, Message
@@ -199,13 +199,21 @@ def test_verify_prints_head_and_count_or_names_the_broken_link(ww, tmp_path):
     add_agent(st, "a1")
     Ingestor(st).ingest([Message("wanwitness/a1/rec", batch([1, 2, 3]), 1000)])
     ok = ww("verify", "--db", db)
-    assert ok.returncode == 0 and ok.stdout.startswith("ok: 3 record(s), head ")
+    assert ok.returncode == 0 and ok.stdout == "ok: 3 link(s) in 1 agent chain(s); 0 checkpoint(s); 0 stamp(s)\n"
+    made = ww("ledger", "checkpoint", "--db", db)
+    assert made.returncode == 0 and made.stdout.startswith("made checkpoint 1 at ")
+    assert ": 1 agent(s), 3 link(s), root " in made.stdout
+    again = ww("ledger", "checkpoint", "--db", db)
+    assert again.returncode == 0 and again.stdout.startswith("unchanged since checkpoint 1 at ")
+    ok = ww("ledger", "verify", "--db", db)
+    assert ok.returncode == 0 and "1 checkpoint(s), the newest 1 at " in ok.stdout
     with st.engine.begin() as c:
         c.exec_driver_sql("UPDATE records SET body = replace(body, 'stats', 'stata') WHERE seq = 2")
     st.dispose()
-    broken = ww("verify", "--db", db)
+    broken = ww("ledger", "verify", "--db", db)
     assert broken.returncode == 1
-    assert "BROKEN at link 2" in broken.stderr and "Traceback" not in broken.stderr
+    assert broken.stderr.startswith("BROKEN at agent a1 link 2 (seq 2): hash mismatch")
+    assert "Traceback" not in broken.stderr
 
 
 def test_every_config_section_has_its_typed_form_with_the_same_keys(tmp_path):

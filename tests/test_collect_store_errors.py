@@ -154,7 +154,7 @@ def test_a_corrupt_sqlite_file_stops_the_collector_and_nothing_is_acked(setup, t
 
     # The disk damages the file; the collector starts again (the agents' table is intact,
     # so it connects), and the agents send 30 more records each.
-    corrupt_pages(db_path, ("ledger_head", "records", "ledger"))
+    corrupt_pages(db_path, ("records", "ix_records_link"))
     col.start()
     for a in agents:
         a.send(21, 50)  # each one PUBACKed by the broker: it owns them now

@@ -136,6 +136,8 @@ def test_discovery_payloads_match_the_schema(setup):
     claim = docs["homeassistant/sensor/wanwitness_kitchen/period_claim/config"]
     assert claim["unit_of_measurement"] == "EUR" and claim["device_class"] == "monetary"
     assert all("object_id" not in d for d in docs.values())
+    # the status follows the round's period figures (the claim may make a ledger checkpoint)
+    seen.wait("the agent's status", lambda: "wanwitness/_ha/kitchen/status" in seen.last)
     assert seen.last["wanwitness/_ha/collector/status"] == b"online"
     # The agents' states follow their configs (after the period's figures and claim).
     seen.wait("the agent's status", lambda: "wanwitness/_ha/kitchen/status" in seen.last)

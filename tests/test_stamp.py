@@ -11,25 +11,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from testing.records import Board
 from testing.tsa import LocalTsa
 from tests.test_claims_build import october, write_config
-from tests.test_claims_bundle import BUNDLE_FILES, make_bundle, verify
+from tests.test_claims_bundle import BUNDLE_FILES, make_bundle, rewrite_chain, verify
 from wanwitness import store as s
+from wanwitness.collector import ledger
 from wanwitness.collector import stamp as st
 from wanwitness.collector.agents import add_agent
 from wanwitness.collector.ingest import Ingestor
 from wanwitness.collector.timeline import iso
 from wanwitness.store import open_store
-
-
-@pytest.fixture(scope="module")
-def tsa(tmp_path_factory):
-    t = LocalTsa(tmp_path_factory.mktemp("tsa"))
-    yield t
-    t.stop()
 
 
 @pytest.fixture
@@ -47,11 +40,13 @@ def stamp_config(tmp_path, tsa: LocalTsa, urls: list[str] | None = None):
 
 
 def head(db_url: str) -> tuple[int, str]:
+    """The newest checkpoint: (its id, its root)."""
     store = open_store(db_url)
     with store.engine.connect() as conn:
-        row = conn.execute(sa.select(s.ledger_head.c.pos, s.ledger_head.c.hash)).one()
+        cp = ledger.latest_checkpoint(conn)
     store.dispose()
-    return row.pos, row.hash
+    assert cp is not None
+    return cp.id, cp.root
 
 
 def stored(db_url: str) -> list[st.Stamp]:
@@ -70,15 +65,15 @@ def ledger_db(db_url):
     return db_url
 
 
-def test_stamp_stores_a_token_of_the_head_that_openssl_verifies(ledger_db, tmp_path, ww, tsa_ok):
+def test_stamp_stores_a_token_of_a_checkpoint_that_openssl_verifies(ledger_db, tmp_path, ww, tsa_ok):
     conf = stamp_config(tmp_path, tsa_ok)
     proc = ww("--config", str(conf), "stamp", "--db", ledger_db)
     assert proc.returncode == 0, proc.stderr
     pos, digest = head(ledger_db)
     [one] = stored(ledger_db)
-    assert (one.pos, one.hash, one.tsa) == (pos, digest, tsa_ok.url)
-    assert proc.stdout.startswith(f"stamped link {pos} (head {digest}) by {tsa_ok.url} at ")
-    # The token stamps SHA-256 of the head hash's 32 bytes, signed by the TSA.
+    assert (one.pos, one.checkpoint, one.hash, one.tsa) == (pos, pos, digest, tsa_ok.url)
+    assert proc.stdout.startswith(f"stamped checkpoint {pos} (root {digest}) by {tsa_ok.url} at ")
+    # The token stamps SHA-256 of the checkpoint root's 32 bytes, signed by the TSA.
     (tmp_path / "token.tsr").write_bytes(one.reply)
     check = subprocess.run(["openssl", "ts", "-verify", "-digest",
                             hashlib.sha256(bytes.fromhex(digest)).hexdigest(), "-in", "token.tsr",
@@ -167,11 +162,12 @@ def test_a_stamped_bundle_verifies_offline_and_with_openssl(ledger_db, tmp_path,
     folder, claim = claim_bundle(ww, conf, ledger_db, tmp_path)
     pos, digest = head(ledger_db)
     listing = json.loads((folder / "stamps" / "stamps.json").read_text())
-    assert [(i["token"], i["pos"], i["hash"], i["tsa"]) for i in listing] == \
+    assert [(i["token"], i["checkpoint"], i["root"], i["tsa"]) for i in listing] == \
         [("stamps/1.tsr", pos, digest, tsa_ok.url)]
+    assert (claim["ledger"]["checkpoint"], claim["ledger"]["root"]) == (pos, digest)
     proc = verify(folder)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.startswith(f"ok: {pos} link(s), head {digest} matches claim.json")
+    assert proc.stdout.startswith("ok: chains home (") and f"root {digest} (claim.json's)" in proc.stdout
     [command] = openssl_commands(proc.stdout)
     imprint = hashlib.sha256(bytes.fromhex(digest)).hexdigest()
     ca = "stamps/tsa-ca.pem" if with_ca else "stamps/1-certs.pem -partial_chain"
@@ -180,24 +176,22 @@ def test_a_stamped_bundle_verifies_offline_and_with_openssl(ledger_db, tmp_path,
     assert check.returncode == 0 and "Verification: OK" in check.stdout, check.stderr
 
 
-def rebuild_chain(folder: Path, claim: dict, pos: int) -> None:
-    """What an owner who edits a record must do for the chain to verify: flip one digit
-    of the record at `pos`, recompute every hash from there, and fix claim.json."""
-    lines = (folder / "ledger.tsv").read_bytes().split(b"\n")
-    prev, hashes = bytes(32), {}
-    for i in range(1, len(lines) - 1):
-        p, agent, seq, recv, _digest, entry = lines[i].split(b"\t", 5)
-        if i == pos:
-            at = entry.index(b'"at":') + 6
-            entry = entry[:at] + bytes([entry[at] ^ 1]) + entry[at + 1:]
-        prev = hashlib.sha256(prev + entry + recv).digest()
-        hashes[int(p)] = prev.hex()
-        lines[i] = b"\t".join([p, agent, seq, recv, prev.hex().encode(), entry])
-    (folder / "ledger.tsv").write_bytes(b"\n".join(lines))
-    claim["ledger_head"]["hash"] = hashes[claim["ledger_head"]["pos"]]
+def rebuild_chain(folder: Path, claim: dict, link: int) -> None:
+    """What an owner who edits a record must do for the bundle to verify: flip one digit
+    of the record at `link`, recompute every hash from there, the checkpoint's head and
+    root, and fix claim.json."""
+    hashes = rewrite_chain(folder, link)
+    cp = json.loads((folder / "checkpoint.json").read_text())
+    [h] = cp["heads"]
+    h["hash"] = hashes[h["link"]]
+    cp["root"] = ledger.root_from_proof(ledger.leaf_hash("home", h["link"], h["hash"]), h["index"],
+                                        cp["size"], [bytes.fromhex(p) for p in h["proof"]]).hex()
+    (folder / "checkpoint.json").write_text(json.dumps(cp))
+    claim["ledger"]["root"] = cp["root"]
+    claim["ledger"]["heads"]["home"]["hash"] = h["hash"]
     for o in claim["outages"]:
         for r in o["records"]:
-            r["hash"] = hashes[r["ledger_pos"]]
+            r["hash"] = hashes[r["link"]]
     (folder / "claim.json").write_text(json.dumps(claim))
 
 
@@ -208,8 +202,8 @@ def test_a_chain_rebuilt_after_the_stamp_fails_naming_the_stamp(ledger_db, tmp_p
     pos, digest = head(ledger_db)
     [one] = stored(ledger_db)
     opening = claim["outages"][0]["records"][0]
-    rebuild_chain(folder, claim, opening["ledger_pos"])
-    # Without the stamp this would pass: the chain, the head and the citations agree.
+    rebuild_chain(folder, claim, opening["link"])
+    # Without the stamp this would pass: the chain, the checkpoint and the citations agree.
     (folder / "stamps").rename(tmp_path / "stamps-aside")
     assert verify(folder).returncode == 0
     (tmp_path / "stamps-aside").rename(folder / "stamps")
@@ -218,10 +212,10 @@ def test_a_chain_rebuilt_after_the_stamp_fails_naming_the_stamp(ledger_db, tmp_p
     when = iso(one.gen_ms)[:19]  # the token's genTime: whole seconds from openssl
     line = proc.stdout.strip()
     assert line.startswith(f"BROKEN: stamp stamps/1.tsr by {tsa_ok.url} at {when}")
-    assert f"(link {pos}) contradicts the chain: " in line
-    assert f"this chain's link {pos} is {claim['ledger_head']['hash']}" in line
-    assert line.endswith("the chain was rebuilt after the stamp")
-    assert claim["ledger_head"]["hash"] != digest
+    assert f"(checkpoint {pos}) contradicts checkpoint {pos}: " in line
+    assert f"this checkpoint's root {claim['ledger']['root']} has" in line
+    assert line.endswith("the chains or the checkpoint were rebuilt after the stamp")
+    assert claim["ledger"]["root"] != digest
 
 
 # --- collect's daily stamp --------------------------------------------------------------
@@ -236,7 +230,8 @@ def test_the_daily_stamper_stamps_new_records_once_and_retries_a_tsa_that_is_dow
     assert daily.round() == 86400
     [first] = st.stamps(store)
     with store.engine.connect() as conn:
-        assert first.pos == conn.execute(sa.select(s.ledger_head.c.pos)).scalar_one()
+        cp = ledger.latest_checkpoint(conn)
+        assert cp is not None and (first.pos, first.checkpoint, first.hash) == (cp.id, cp.id, cp.root)
     requests = tsa_ok.requests
     assert daily.round() == 900 and tsa_ok.requests == requests  # nothing new: no stamp
     add_agent(store, "office")
@@ -261,15 +256,6 @@ def test_collect_starts_the_stamper_only_with_tsa_urls(tmp_path, tsa_ok):
         store.dispose()
 
 
-def test_the_stamps_a_claim_needs():
-    def at(*positions: int) -> list[st.Stamp]:
-        return [st.Stamp(i, p, "", "tsa", 0, b"") for i, p in enumerate(positions, 1)]
-    stamps = at(3, 7, 7, 12, 20)
-    assert [x.id for x in st.covering(stamps, 7)] == [1, 2, 3]   # both TSAs at link 7
-    assert [x.id for x in st.covering(stamps, 8)] == [1, 2, 3, 4]
-    assert [x.id for x in st.covering(stamps, 25)] == [1, 2, 3, 4, 5]  # none after: all
-
-
 def test_no_bundle_when_a_stored_stamp_contradicts_the_ledger(sqlite_url, tmp_path, ww, tsa_ok):
     store = open_store(sqlite_url)
     october(store)
@@ -286,8 +272,8 @@ def test_no_bundle_when_a_stored_stamp_contradicts_the_ledger(sqlite_url, tmp_pa
               "--evidence", str(tmp_path / "evidence.zip"))
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith(
-        f"wanwitness: stamp {one.id} by {tsa_ok.url} at {iso(one.gen_ms)} (link {one.pos}) "
-        f"contradicts the ledger: it stamped {'0' * 64}, the ledger has ")
+        f"wanwitness: stamp {one.id} by {tsa_ok.url} at {iso(one.gen_ms)} contradicts checkpoint "
+        f"{one.checkpoint}: it stamped {'0' * 64}, the checkpoint's root is ")
     assert not (tmp_path / "evidence.zip").exists() and not (tmp_path / "claim.json").exists()
 
 

@@ -19,6 +19,7 @@ from wanwitness import store as s
 from wanwitness.collector import protocol
 from wanwitness.collector.agents import add_agent
 from wanwitness.collector.ingest import IngestMetrics, Ingestor, Message
+from wanwitness.collector.ledger import make_checkpoint
 from wanwitness.store import open_store
 from wanwitness.web import auth
 from wanwitness.web.app import WebSettings, create_app
@@ -186,14 +187,22 @@ def test_a_bad_query_is_a_clear_error(web, path, params, status, message):
     assert message in r.json()["detail"]
 
 
-def test_the_ledger_reports_its_head_and_a_verification_kept_for_later(web, seeded):
+def test_the_ledger_reports_its_chains_and_a_verification_kept_for_later(web, seeded):
     before = web.get("/api/v1/ledger").json()
-    assert before["count"] == SEEDED_RECORDS and len(before["head"]) == 64 and before["last_verify"] is None
+    assert before["count"] == SEEDED_RECORDS and before["last_verify"] is None
+    [chain] = before["chains"]
+    assert (chain["agent"], chain["links"], len(chain["head"])) == ("home", SEEDED_RECORDS, 64)
+    assert before["checkpoint"] is None
+    make_checkpoint(seeded)
     r = web.send("POST", "/api/v1/ledger/verify", {})
     assert r.status_code == 200
+    cp = r.json()["checkpoint"]
+    assert (cp["checkpoint"], cp["agents"], cp["links"], cp["stamps"]) == (1, 1, SEEDED_RECORDS, 0)
     done = r.json()["last_verify"]
-    assert done["ok"] is True and done["count"] == SEEDED_RECORDS and done["head"] == before["head"]
+    assert done["ok"] is True and done["count"] == SEEDED_RECORDS and done["checkpoint"] == 1
     assert web.get("/api/v1/ledger").json()["last_verify"] == done
+    page = web.get("/agents").text
+    assert f"root <code>{cp['root']}</code>" in page and f"home: {SEEDED_RECORDS}" in page
 
 
 def test_the_ledger_verification_names_a_broken_link(web, seeded):
@@ -201,7 +210,7 @@ def test_the_ledger_verification_names_a_broken_link(web, seeded):
         conn.execute(s.records.update().where(s.records.c.seq == 2)
                      .values(body=s.records.c.body + " "))
     done = web.send("POST", "/api/v1/ledger/verify", {}).json()["last_verify"]
-    assert done["ok"] is False and done["broken_at"] == 2
+    assert done["ok"] is False and done["broken_at"] == "agent home link 2 (seq 2)"
 
 
 def test_the_pages_show_the_state_and_the_outages_in_the_contracts_time_zone(web):
@@ -541,7 +550,7 @@ def test_an_outage_shows_the_ledger_records_it_was_derived_from(web):
     assert [(r["seq"], r["role"], r["kind"]) for r in d["records"]] == [
         (2, "opened it", "state"), (3, "closed it", "state")]
     assert d["records"][0]["body"]["ev"] == {"anchors": {"ok": 0, "of": 3}, "gateway": "ok"}
-    assert all(len(r["hash"]) == 64 and r["ledger_pos"] == r["seq"] for r in d["records"])
+    assert all(len(r["hash"]) == 64 and r["link"] == r["seq"] for r in d["records"])
     page = web.get("/outages", params={"agent": "home"})
     link = "/outage?agent=home&amp;start=2026-11-03T07%3A00%3A00.000Z"
     assert link in page.text

@@ -313,6 +313,9 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
                                 "refused messages kept per agent (the rest are counted only)"),
         "quarantine_max_bytes": (_int_range(0, 2**40), 4 * 1024 * 1024,
                                  "payload bytes of refused messages kept per agent"),
+        "checkpoint_s": (_int_range(60, 7 * 86400), 3600, "`collect` makes a ledger checkpoint "
+                         "(a Merkle root over every agent's chain head) this often when records "
+                         "came since the last one"),
     },
     "web": {
         "listen": (_host_port_or_off, ("127.0.0.1", 8765), "web UI and API HOST:PORT; \"off\" = "
@@ -388,15 +391,15 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
         "give_up_s": (_int_range(60, 365 * 86400), 7 * 86400, "a message not sent within this "
                       "long is marked failed"),
     },
-    # --- trusted timestamps of the ledger head, RFC 3161 (README "Trusted timestamps") ---
+    # --- trusted timestamps of ledger checkpoints, RFC 3161 (README "Trusted timestamps") ---
     "stamp": {
         "tsa_urls": (_tsa_urls, (), "time-stamping authorities (RFC 3161 over HTTP), e.g. "
                      "[\"https://tsa.example/tsr\"]; empty = no stamps"),
         "tsa_certs": (_paths, (), "PEM files with the TSAs' CA certificates: replies are "
                       "checked against them, and the evidence bundle carries them"),
         "timeout_s": (_int_range(1, 600), 30, "seconds to wait for a TSA's reply"),
-        "interval_s": (_int_range(3600, 30 * 86400), 86400, "`collect` stamps the head this "
-                       "often when new records came since the last stamp"),
+        "interval_s": (_int_range(3600, 30 * 86400), 86400, "`collect` stamps a checkpoint "
+                       "this often when new records came since the last stamp"),
         "retry_s": (_int_range(60, 86400), 900, "after a failed stamp, `collect` tries again "
                     "after this long"),
     },
@@ -435,6 +438,7 @@ class CollectorSection:
     summary_s: int
     quarantine_max_rows: int
     quarantine_max_bytes: int
+    checkpoint_s: int
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ What the builder adds to the pack's result: the outages of the period (every cla
 local_down and unknown listed, never claimed) each with `claimed`, `why_not` and
 `counted_s`; the tickets with their linked outages; and, from the store, the ledger
 records behind each claimed outage (its opening, restating and closing state records,
-with their ledger positions and hashes) and the ledger head, so that every claimed
-minute can be traced to chained records (bundle.py ships them).
+with their link numbers and hashes in their agent's chain) and the ledger checkpoint
+that commits those chains (with the heads of the claim's agents in it), so that every
+claimed minute can be traced to chained records (bundle.py ships them).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from wanwitness.collector import timeline
+from wanwitness.collector import ledger, timeline
 
 from .. import store as s
 from ..config import SCHEMA, Config
@@ -73,10 +74,12 @@ class PeriodError(UserError):
 
 @dataclass
 class Trace:
-    """Ledger positions and hashes of the records behind the outages (store claims only)."""
-    records: dict[tuple[str, int], tuple[int, str]]   # (agent, seq) -> (ledger pos, hash)
+    """Links and hashes of the records behind the outages, and the checkpoint that
+    commits them (store claims only)."""
+    records: dict[tuple[str, int], tuple[int, str]]   # (agent, seq) -> (link in its chain, hash)
     last_of_boot: dict[tuple[str, int], int]          # (agent, boot) -> last chained seq
-    head: dict[str, Any]                              # {"pos": N, "hash": "..."}
+    checkpoint: dict[str, Any] | None                 # {"checkpoint": N, "root": "...", "made": ISO}
+    heads: dict[str, dict[str, Any]]                  # agent -> {"link": n, "hash": "..."} in it
 
 
 @dataclass
@@ -172,7 +175,7 @@ def outage_from_timeline(o: timeline.Outage) -> Outage:
 
 
 def _trace(conn: sa.Connection, outages: list[Outage]) -> Trace:
-    L, R = s.ledger, s.records
+    R = s.records
     wanted: dict[str, set[int]] = {}
     boots: set[tuple[str, int]] = set()
     for o in outages:
@@ -192,13 +195,25 @@ def _trace(conn: sa.Connection, outages: list[Outage]) -> Trace:
     for agent, agent_seqs in sorted(wanted.items()):
         ordered = sorted(agent_seqs)
         for i in range(0, len(ordered), 500):  # bounded IN lists on both backends
-            for seq, pos, digest in conn.execute(
-                    sa.select(L.c.seq, L.c.pos, L.c.hash)
-                    .where(L.c.agent == agent, L.c.seq.in_(ordered[i:i + 500]))):
-                records[(agent, seq)] = (pos, digest)
-    head = conn.execute(sa.select(s.ledger_head.c.pos, s.ledger_head.c.hash)
-                        .where(s.ledger_head.c.id == 1)).one()
-    return Trace(records, last_of_boot, {"pos": head.pos, "hash": head.hash})
+            for seq, n, digest in conn.execute(
+                    sa.select(R.c.seq, R.c.link, R.c.hash)
+                    .where(R.c.agent == agent, R.c.seq.in_(ordered[i:i + 500]),
+                           R.c.link.is_not(None))):
+                records[(agent, seq)] = (n, digest)
+    need: dict[str, int] = {}
+    for (agent, _seq), (n, _digest) in records.items():
+        need[agent] = max(need.get(agent, 0), n)
+    cp = ledger.covering_checkpoint(conn, need)
+    if cp is None:  # none commits these records yet: one is made now
+        cp = ledger.checkpoint_in(conn)
+        conn.commit()
+    if cp is None:
+        return Trace(records, last_of_boot, None, {})
+    agents = {o.agent for o in outages}
+    heads = {a: {"link": n, "hash": h} for a, n, h in ledger.checkpoint_heads(conn, cp.id) if a in agents}
+    return Trace(records, last_of_boot,
+                 {"checkpoint": cp.id, "root": cp.root, "made": timeline.iso(cp.made_ms)},
+                 heads)
 
 
 def from_store(store: s.Store, conf: Config, label: str | None, *,
@@ -268,7 +283,7 @@ def _records(o: Outage, trace: Trace) -> list[dict[str, Any]]:
         if found is None:
             raise UserError(f"outage {o.id}: its record {o.agent} seq {seq} is not in the "
                             "ledger; run `wanwitness verify`")
-        out.append({"seq": seq, "ledger_pos": found[0], "hash": found[1], "role": role})
+        out.append({"seq": seq, "link": found[0], "hash": found[1], "role": role})
     return out
 
 
@@ -385,8 +400,18 @@ def build(inputs: Inputs, pack: Pack, options: dict[str, Any], lang: str = "en")
         "dates": {k: v.isoformat() for k, v in result.dates.items()},
         "customer": {k: inputs.customer.get(k, "") for k in PARTY_KEYS["customer"]},
         "isp": {k: inputs.isp.get(k, "") for k in PARTY_KEYS["isp"]},
-        "ledger_head": inputs.trace.head if inputs.trace else None,
+        "ledger": _ledger(inputs),
     }
+
+
+def _ledger(inputs: Inputs) -> dict[str, Any] | None:
+    """The checkpoint the claim's records are committed in, and the heads of the
+    claim's agents (those of its outages) in it; None for a claim from files."""
+    trace = inputs.trace
+    if trace is None or trace.checkpoint is None:
+        return None
+    agents = {o.agent for o in inputs.outages}
+    return {**trace.checkpoint, "heads": {a: trace.heads[a] for a in sorted(agents) if a in trace.heads}}
 
 
 def to_json(claim: dict[str, Any]) -> str:

@@ -1,27 +1,33 @@
 """The evidence bundle: a zip that anyone can check offline with nothing but Python 3.
 
     claim.json    the claim, exactly as `wanwitness claim --format json` prints it
-    ledger.tsv    every ledger link 1..ledger_head.pos: pos, agent, seq, recv_ms, hash and
-                  the entry bytes the hash is computed over (docs/protocol.md)
+    chains/A.tsv  the hash chain of each agent the bundle is for (the claim's), links
+                  1..n where n is the agent's head in the claim's checkpoint: link,
+                  seq, recv_ms, hash and the entry bytes the hash is computed over
+    checkpoint.json
+                  the claim's checkpoint: its id, Merkle root, number of leaves, and for
+                  each agent in the bundle its head (link, hash), leaf index and
+                  inclusion proof (the sibling hashes up to the root)
     outages.csv, tickets.csv, tariff.toml
                   the claim's inputs, for `wanwitness claim --outages ... ` (docs/claims.md)
-    stamps/       trusted timestamps (RFC 3161) of the ledger head, when the collector has
-                  them (`wanwitness stamp`): stamps.json lists them, N.tsr is each TSA's
-                  reply as received, tsa-ca.pem the TSAs' CA certificates ([stamp]
-                  tsa_certs) or N-certs.pem the certificates the token carries
-    verify.py     recomputes the chain, checks claim.json's ledger_head, every record
-                  behind a claimed outage and that each stamp's imprint is the chain's
-                  hash at its link; exit 0, or 1 naming the first broken link or the
-                  stamp the chain contradicts
-
-Which stamps: the first stamp position at or after the claim's newest cited record and
-every one before it (the later ones add nothing for this claim).
+    stamps/       trusted timestamps (RFC 3161) of the checkpoint's root, when the
+                  collector has them (`wanwitness stamp`): stamps.json lists them, N.tsr
+                  is each TSA's reply as received, tsa-ca.pem the TSAs' CA certificates
+                  ([stamp] tsa_certs) or N-certs.pem the certificates the token carries
+    verify.py     recomputes each chain, checks that it ends at the head the checkpoint
+                  commits, that the head's inclusion proof leads to the checkpoint's
+                  root, that the root is claim.json's, that every record behind a
+                  claimed outage is in its chain with its hash, and that each stamp's
+                  imprint is the root; exit 0, or 1 naming the agent, link, checkpoint or
+                  stamp that breaks
     README.txt    how to check it
 
-Why every link and not only the claimant's agents' records: the ledger is one chain
-over all agents (h_pos depends on h_{pos-1} whatever agent wrote pos-1), so a link
-left out would leave every later link, and the head, unverifiable. On a collector
-shared by several households that means the others' outage records travel too.
+Only the agents the bundle is for travel (the claim's, or a line's): on a collector
+shared by several households, the others' chains are represented by the sibling
+hashes of the inclusion proofs alone, neither their records nor their names. The
+checkpoint is the claim's (ledger.covering_checkpoint: the earliest stamped one that
+commits its records, else the earliest that does), and the stamps are those of that
+checkpoint.
 """
 
 from __future__ import annotations
@@ -32,9 +38,9 @@ import shlex
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 
@@ -46,55 +52,26 @@ from ..errors import UserError
 from . import build as b
 from . import files
 
-LEDGER_HEADER = "pos\tagent\tseq\trecv_ms\thash\tentry\n"
+CHAIN_HEADER = "link\tseq\trecv_ms\thash\tentry\n"
 
 
-def _links(conn: sa.Connection, head_pos: int, batch: int = 5000) -> Iterator[tuple]:
-    L, R = s.ledger, s.records
-    last = 0
-    while last < head_pos:
-        chunk = conn.execute(
-            sa.select(L.c.pos, L.c.agent, L.c.seq, L.c.recv_ms, L.c.hash, R.c.boot, R.c.body)
-            .select_from(L.outerjoin(R, sa.and_(R.c.agent == L.c.agent, R.c.seq == L.c.seq,
-                                                R.c.pos == L.c.pos)))
-            .where(L.c.pos > last, L.c.pos <= head_pos).order_by(L.c.pos).limit(batch)).all()
-        if not chunk:
-            return
-        yield from chunk
-        last = chunk[-1].pos
-
-
-def _write_ledger(conn: sa.Connection, head: dict[str, Any], out,
-                  marks: frozenset[int] = frozenset()) -> dict[int, str]:
-    """Stream ledger.tsv, recomputing the chain on the way: a bundle is never made
-    from a broken ledger (the claimant would only learn it from the other side).
-    Returns the hashes at the positions in `marks`."""
-    found: dict[int, str] = {}
-    out.write(LEDGER_HEADER.encode())
+def _write_chain(conn: sa.Connection, agent: str, n: int, digest: str, out: IO[bytes]) -> None:
+    """Stream one agent's chain up to link n, recomputing it on the way: a bundle is
+    never made from a broken chain (the claimant would only learn it from the other
+    side)."""
+    out.write(CHAIN_HEADER.encode())
     prev, expect = ledger.GENESIS, 1
-    for pos, agent, seq, recv, digest, boot, body in _links(conn, head["pos"]):
-        if pos != expect or body is None:
-            raise UserError(f"the ledger is broken at link {expect}; run `wanwitness verify`")
+    for link, seq, boot, body, recv, stored in ledger.chain_links(conn, agent, n):
         entry = ledger.entry_bytes(agent, boot, body)
         prev = ledger.link(prev, agent, boot, body, recv)
-        if prev.hex() != digest:
-            raise UserError(f"the ledger is broken at link {pos} ({agent} seq {seq}); "
-                            "run `wanwitness verify`")
-        out.write(f"{pos}\t{agent}\t{seq}\t{recv}\t{digest}\t".encode() + entry + b"\n")
-        if pos in marks:
-            found[pos] = digest
+        if link != expect or prev.hex() != stored:
+            raise UserError(f"the ledger is broken at agent {agent} link {expect}; "
+                            "run `wanwitness ledger verify`")
+        out.write(f"{link}\t{seq}\t{recv}\t{stored}\t".encode() + entry + b"\n")
         expect += 1
-    if expect - 1 != head["pos"] or prev.hex() != head["hash"]:
-        raise UserError(f"the ledger ends at link {expect - 1}, not at the claim's head "
-                        f"{head['pos']}; run `wanwitness verify`")
-    return found
-
-
-def _newest_cited(claim: dict[str, Any]) -> int:
-    """The ledger position of the claim's newest cited record (the head when none)."""
-    cited = [r["ledger_pos"] for o in claim.get("outages", []) if o.get("claimed")
-             for r in o.get("records", [])]
-    return max(cited) if cited else int(claim["ledger_head"]["pos"])
+    if expect - 1 != n or prev.hex() != digest:
+        raise UserError(f"agent {agent}'s chain does not end at link {n} with the hash its checkpoint "
+                        "commits; run `wanwitness ledger verify`")
 
 
 def _token_certs(reply: bytes) -> bytes:
@@ -107,18 +84,18 @@ def _token_certs(reply: bytes) -> bytes:
                     for der in sorted(certs))
 
 
-def _write_stamps(zf: zipfile.ZipFile, chosen: list[stamp.Stamp], at: dict[int, str],
+def _write_stamps(zf: zipfile.ZipFile, chosen: list[stamp.Stamp], cp: ledger.Checkpoint,
                   cas: list[bytes]) -> None:
     listing = []
     for n, st in enumerate(chosen, 1):
         when = iso(st.gen_ms)
-        if at.get(st.pos) != st.hash:
-            raise UserError(f"stamp {st.id} by {st.tsa} at {when} (link {st.pos}) contradicts the "
-                            f"ledger: it stamped {st.hash}, the ledger has {at.get(st.pos)} there; "
-                            "run `wanwitness verify`")
+        if st.hash != cp.root:
+            raise UserError(f"stamp {st.id} by {st.tsa} at {when} contradicts checkpoint {cp.id}: it "
+                            f"stamped {st.hash}, the checkpoint's root is {cp.root}; "
+                            "run `wanwitness ledger verify`")
         zf.writestr(_entry(f"stamps/{n}.tsr"), st.reply)
-        item: dict[str, Any] = {"token": f"stamps/{n}.tsr", "tsa": st.tsa, "pos": st.pos,
-                                "hash": st.hash, "gen_time": when}
+        item: dict[str, Any] = {"token": f"stamps/{n}.tsr", "tsa": st.tsa, "checkpoint": cp.id,
+                                "root": st.hash, "gen_time": when}
         if cas:
             item["ca_file"] = "stamps/tsa-ca.pem"
         else:
@@ -135,40 +112,49 @@ def _write_stamps(zf: zipfile.ZipFile, chosen: list[stamp.Stamp], at: dict[int, 
 
 STAMPS_README = """
 3. Trusted timestamps (stamps/): a time-stamping authority (TSA, RFC 3161) signed, at
-   the time in its token, the SHA-256 of the 32 bytes of the ledger's hash at a link.
-   verify.py checks that each token's imprint is that hash of this chain at that link
-   (a chain rebuilt after the stamp fails, naming the stamp), and prints for each
-   token the OpenSSL command that checks the TSA's signature, e.g.
+   the time in its token, the SHA-256 of the 32 bytes of the checkpoint's root.
+   verify.py checks that each token's imprint is that of this root (a chain rebuilt
+   after the stamp no longer leads to it, and verify.py names the agent and the
+   checkpoint), and prints for each token the OpenSSL command that checks the TSA's
+   signature, e.g.
 
-       openssl ts -verify -digest <sha256 of the link's hash> -in stamps/1.tsr -CAfile stamps/tsa-ca.pem
+       openssl ts -verify -digest <sha256 of the root> -in stamps/1.tsr -CAfile stamps/tsa-ca.pem
 
    "Verification: OK" means the TSA signed that value at that time. Check the CA
    certificate (stamps/tsa-ca.pem or stamps/N-certs.pem) against what the TSA publishes.
 """
 
 
-def _readme(claim: dict[str, Any], command: str, stamped: bool = False) -> str:
-    head = claim["ledger_head"]
+def _readme(claim: dict[str, Any], command: str, agents: list[str], stamped: bool = False) -> str:
+    led = claim["ledger"]
     return f"""wanwitness evidence bundle
 ==========================
 
 Claim: {claim['rules']['name']}, billing period {claim['period']['label']}, total {claim['total']} {claim['currency']}.
-Ledger head: link {head['pos']}, hash {head['hash']}
+Ledger checkpoint {led['checkpoint']} ({led['made']}), root {led['root']}
+Chains: {', '.join(agents)}
 
 1. Check the records (Python 3, nothing else to install):
 
        python3 verify.py
 
-   It recomputes the hash chain over ledger.tsv,
+   Each monitoring agent's records form a hash chain of their own (chains/AGENT.tsv):
 
        h_0 = 32 zero bytes
-       h_pos = sha256(h_(pos-1) || entry || recv_ms as ASCII digits)
+       h_n = sha256(h_(n-1) || entry || recv_ms as ASCII digits)
 
-   where entry is the last column of each line, byte for byte. It checks that the
-   chain ends at the ledger head written in claim.json (compare it with the hash in
-   the letter you received) and that every record cited for a claimed outage
-   (claim.json: outages[].records) is in the chain at that position with that hash.
-   Exit code 0: all good. Exit code 1: it names the first broken link.
+   where entry is the last column of each line, byte for byte. A checkpoint commits
+   the newest link (head) of every agent's chain on the collector in one Merkle root
+   (RFC 6962 shape: leaf = sha256(0x00 || {{"agent","hash","link"}} as compact sorted
+   JSON), node = sha256(0x01 || left || right)); checkpoint.json holds, for each chain
+   here, its head and the sibling hashes that lead from it to the root. Other
+   households' chains on the same collector are in the root but not in this bundle.
+
+   verify.py recomputes each chain, checks that it ends at the head the checkpoint
+   commits and that the head's proof leads to the root written in claim.json (compare
+   it with the one in the letter you received), and that every record cited for a
+   claimed outage (claim.json: outages[].records) is in its agent's chain at that link
+   with that hash. Exit code 0: all good. Exit code 1: it names what breaks.
 
 2. Recompute the amount from the claim's inputs (needs wanwitness):
 
@@ -178,8 +164,8 @@ Ledger head: link {head['pos']}, hash {head['hash']}
    tickets.csv the fault reports with their linked outages, tariff.toml the tariff.
 
 {STAMPS_README if stamped else ""}
-Files: claim.json, ledger.tsv (pos, agent, seq, recv_ms, hash, entry; tab-separated,
-UTF-8), outages.csv, tickets.csv, tariff.toml, verify.py, README.txt{", stamps/" if stamped else ""}.
+Files: claim.json, chains/ (link, seq, recv_ms, hash, entry; tab-separated, UTF-8),
+checkpoint.json, outages.csv, tickets.csv, tariff.toml, verify.py, README.txt{", stamps/" if stamped else ""}.
 """
 
 
@@ -205,19 +191,57 @@ def _entry(name: str, mode: int = 0o644) -> zipfile.ZipInfo:
     return info
 
 
+def _checkpoint_doc(cp: ledger.Checkpoint, all_heads: list[tuple[str, int, str]],
+                    agents: Iterable[str]) -> dict[str, Any]:
+    """checkpoint.json: the checkpoint, and for each of `agents` its head and proof."""
+    leaves = [ledger.leaf_hash(a, n, h) for a, n, h in all_heads]
+    index = {a: i for i, (a, _, _) in enumerate(all_heads)}
+    heads = []
+    for agent in sorted(agents):
+        i = index[agent]
+        _, n, h = all_heads[i]
+        heads.append({"agent": agent, "link": n, "hash": h, "index": i,
+                      "proof": [p.hex() for p in ledger.inclusion_proof(leaves, i)]})
+    return {"checkpoint": cp.id, "root": cp.root, "made": iso(cp.made_ms), "size": len(all_heads),
+            "heads": heads}
+
+
 def write_bundle(path: Path, store: s.Store, claim: dict[str, Any], inputs: b.Inputs,
-                 tsa_certs: tuple[str, ...] | list[str] = ()) -> None:
-    """Write the bundle for a claim built from the store (atomically: temp file, rename);
-    with the stamps that cover its records and the TSAs' CA certificates (tsa_certs:
-    PEM files) or else those the tokens carry."""
-    if not claim.get("ledger_head"):
+                 tsa_certs: tuple[str, ...] | list[str] = (),
+                 agents: Iterable[str] | None = None) -> None:
+    """Write the bundle for a claim built from the store (atomically: temp file, rename):
+    the chains of `agents` (default: the claim's, those of its outages) up to the
+    claim's checkpoint, that checkpoint with an inclusion proof of each of their heads,
+    its stamps and the TSAs' CA certificates (tsa_certs: PEM files) or else those the
+    tokens carry. Nothing of any other agent goes in: a claim with outages of an agent
+    outside `agents` is refused."""
+    led = claim.get("ledger")
+    if not led:
         raise UserError("an evidence bundle needs a claim from the store (the bundle carries "
                         "its ledger records); a claim from files has none")
     path = Path(path)
     tz = inputs.tariff.tz
-    chosen = stamp.covering(stamp.stamps(store, upto=int(claim["ledger_head"]["pos"])),
-                            _newest_cited(claim))
+    of_claim = {o["agent"] for o in claim.get("outages", [])}
+    wanted = set(agents) if agents is not None else of_claim | set(led.get("heads") or {})
+    outside = sorted(of_claim - wanted)
+    if outside:
+        raise UserError(f"the claim has outages of {', '.join(outside)}, which the evidence bundle "
+                        f"is to leave out (it is for {', '.join(sorted(wanted)) or 'no agent'})")
+    with store.engine.connect() as conn:
+        cp = ledger.get_checkpoint(conn, int(led["checkpoint"]))
+        if cp is None or cp.root != led["root"]:
+            raise UserError(f"the store has no checkpoint {led['checkpoint']} with root {led['root']}; "
+                            "run `wanwitness ledger verify`")
+        all_heads = ledger.checkpoint_heads(conn, cp.id)
+    # An agent without a link at the checkpoint (a line's new agent) has no chain to ship.
+    in_cp = {a: (n, h) for a, n, h in all_heads if a in wanted}
+    for agent, head in (led.get("heads") or {}).items():
+        if in_cp.get(agent) != (head["link"], head["hash"]):
+            raise UserError(f"claim.json's head of {agent} is not the one checkpoint {cp.id} commits")
+    doc = _checkpoint_doc(cp, all_heads, in_cp)
+    chosen = stamp.stamps(store, checkpoint=cp.id)
     cas = stamp.load_cas(tsa_certs) if chosen else []
+    outages = [o for o in inputs.outages if o.agent in wanted]
     try:
         fd, tmp = tempfile.mkstemp(prefix=".wanwitness-bundle-", suffix=".zip", dir=path.parent)
     except OSError as e:
@@ -226,16 +250,19 @@ def write_bundle(path: Path, store: s.Store, claim: dict[str, Any], inputs: b.In
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(_entry("claim.json"), b.to_json(claim))
-            with store.engine.connect() as conn, zf.open(_entry("ledger.tsv"), "w") as out:
-                at = _write_ledger(conn, claim["ledger_head"], out,
-                                   frozenset(st.pos for st in chosen))
+            with store.engine.connect() as conn:
+                for agent, (n, h) in sorted(in_cp.items()):
+                    with zf.open(_entry(f"chains/{agent}.tsv"), "w") as out:
+                        _write_chain(conn, agent, n, h, out)
+            zf.writestr(_entry("checkpoint.json"), json.dumps(doc, indent=2) + "\n")
             if chosen:
-                _write_stamps(zf, chosen, at, cas)
-            zf.writestr(_entry("outages.csv"), files.write_outages(inputs.outages))
+                _write_stamps(zf, chosen, cp, cas)
+            zf.writestr(_entry("outages.csv"), files.write_outages(outages))
             zf.writestr(_entry("tickets.csv"), files.write_tickets(inputs.tickets, tz))
             zf.writestr(_entry("tariff.toml"), files.write_tariff(
                 files.TariffFile(inputs.tariff, inputs.customer, inputs.isp)))
-            zf.writestr(_entry("README.txt"), _readme(claim, recompute_command(claim), bool(chosen)))
+            zf.writestr(_entry("README.txt"), _readme(claim, recompute_command(claim), sorted(in_cp),
+                                                      bool(chosen)))
             zf.writestr(_entry("verify.py", 0o755), VERIFY_PY)
         os.replace(tmp, path)
     except OSError as e:
@@ -252,21 +279,24 @@ VERIFY_PY = r'''#!/usr/bin/env python3
 
     python3 verify.py [BUNDLE_DIR]      (default: the directory this file is in)
 
-Recomputes the ledger's hash chain from ledger.tsv,
-    h_0 = 32 zero bytes;  h_pos = sha256(h_(pos-1) || entry || recv_ms in ASCII digits),
-checks that it ends at claim.json's ledger_head, and that every record cited for a
-claimed outage is in the chain at its position with its hash. With trusted timestamps
+Recomputes each agent's hash chain from chains/AGENT.tsv,
+    h_0 = 32 zero bytes;  h_n = sha256(h_(n-1) || entry || recv_ms in ASCII digits),
+checks that it ends at the head checkpoint.json commits for that agent, that the head's
+Merkle inclusion proof leads to the checkpoint's root (leaf = sha256(0x00 || compact
+sorted JSON {"agent","hash","link"}), node = sha256(0x01 || left || right), RFC 6962
+shape), that the root is claim.json's, and that every record cited for a claimed
+outage is in its agent's chain at its link with its hash. With trusted timestamps
 (stamps/stamps.json, RFC 3161 tokens): that each token's messageImprint is SHA-256 of
-the 32 bytes of the chain's hash at the token's link, and it prints the `openssl ts
--verify` command that checks the TSA's signature. Exit 0 when all is well, 1 with the
-first broken link or the stamp the chain contradicts.
+the 32 bytes of the root, and it prints the `openssl ts -verify` command that checks
+the TSA's signature. Exit 0 when all is well, 1 naming the agent, link, checkpoint or
+stamp that breaks.
 """
 import hashlib
 import json
 import sys
 from pathlib import Path
 
-HEADER = b"pos\tagent\tseq\trecv_ms\thash\tentry\n"
+HEADER = b"link\tseq\trecv_ms\thash\tentry\n"
 
 
 class Broken(Exception):
@@ -341,50 +371,49 @@ def read_token(buf):
     return buf[alg_oid[1]:alg_oid[2]], buf[hashed[1]:hashed[2]], when
 
 
-def check_stamps(root, at, count):
-    """Each stamp's imprint against the chain's hash at its link; returns the lines to print."""
+def check_stamps(root, cp):
+    """Each stamp's imprint against the checkpoint's root; returns the lines to print."""
     listing = json.loads((root / "stamps" / "stamps.json").read_text(encoding="utf-8"))
     lines = []
+    want = hashlib.sha256(bytes.fromhex(cp["root"])).digest()
     for item in listing:
-        token, pos = item["token"], int(item["pos"])
+        token = item["token"]
         try:
             alg, hashed, when = read_token((root / token).read_bytes())
         except ValueError as e:
             raise Broken(f"{token}: not a readable RFC 3161 timestamp reply: {e}")
-        name = f"stamp {token} by {item['tsa']} at {when} (link {pos})"
+        name = f"stamp {token} by {item['tsa']} at {when} (checkpoint {item['checkpoint']})"
         if alg != OID_SHA256:
             raise Broken(f"{name}: its imprint is not SHA-256")
-        if pos < 1 or pos > count:
-            raise Broken(f"{name}: the chain has no link {pos}")
-        digest = hashlib.sha256(bytes.fromhex(at[pos])).digest()
-        if hashed != digest:
-            raise Broken(f"{name} contradicts the chain: the TSA stamped a link {pos} whose hash "
-                         f"has SHA-256 {hashed.hex()}, this chain's link {pos} is {at[pos]} "
-                         f"(SHA-256 {digest.hex()}): the chain was rebuilt after the stamp")
-        lines.append(f"stamp: link {pos} (hash {at[pos]}) stamped by {item['tsa']} at {when}; "
-                     f"signature: openssl ts -verify -digest {digest.hex()} -in {token} "
-                     f"-CAfile {item['ca_file']}" + (" -partial_chain" if item.get("partial_chain") else ""))
+        if item["checkpoint"] != cp["checkpoint"] or hashed != want:
+            raise Broken(f"{name} contradicts checkpoint {cp['checkpoint']}: the TSA stamped a value "
+                         f"whose SHA-256 is {hashed.hex()}, this checkpoint's root {cp['root']} has "
+                         f"SHA-256 {want.hex()}: the chains or the checkpoint were rebuilt after "
+                         "the stamp")
+        lines.append(f"stamp: checkpoint {cp['checkpoint']} (root {cp['root']}) stamped by "
+                     f"{item['tsa']} at {when}; signature: openssl ts -verify -digest {want.hex()} "
+                     f"-in {token} -CAfile {item['ca_file']}"
+                     + (" -partial_chain" if item.get("partial_chain") else ""))
     return lines
 
 
-def read_chain(path, wanted, marks=()):
-    """Walk ledger.tsv; returns (count, head hash, {pos: (agent, seq, hash, entry)} for
-    wanted, {pos: hash} for marks)."""
-    prev, expect, found, at = bytes(32), 1, {}, {}
+def read_chain(path, agent):
+    """Walk one agent's chain file; returns (count, head hash, {link: (seq, hash, record)})."""
+    prev, expect, links = bytes(32), 1, {}
     with open(path, "rb") as f:
         if f.readline() != HEADER:
-            raise Broken("ledger.tsv: not a wanwitness ledger export (bad header line)")
+            raise Broken(f"{path.name}: not a wanwitness chain export (bad header line)")
         for line in f:
             if not line.endswith(b"\n"):
-                raise Broken("ledger.tsv: the last line is cut off")
-            parts = line[:-1].split(b"\t", 5)
-            if len(parts) != 6 or not parts[0].isdigit() or not parts[3].isdigit():
-                raise Broken(f"ledger.tsv: link {expect}: malformed line")
-            pos, agent, seq, recv, digest, entry = parts
-            agent, seq = agent.decode("utf-8", "replace"), seq.decode("ascii", "replace")
-            where = f"link {int(pos)} ({agent} seq {seq})"
-            if int(pos) != expect:
-                raise Broken(f"link {expect} is missing (next line is link {int(pos)})")
+                raise Broken(f"{path.name}: the last line is cut off")
+            parts = line[:-1].split(b"\t", 4)
+            if len(parts) != 5 or not parts[0].isdigit() or not parts[2].isdigit():
+                raise Broken(f"agent {agent} link {expect}: malformed line")
+            n, seq, recv, digest, entry = parts
+            seq = seq.decode("ascii", "replace")
+            where = f"agent {agent} link {int(n)} (seq {seq})"
+            if int(n) != expect:
+                raise Broken(f"agent {agent} link {expect} is missing (next line is link {int(n)})")
             h = hashlib.sha256(prev + entry + recv).digest()
             if h.hex() != digest.decode("ascii", "replace"):
                 raise Broken(f"{where}: hash mismatch (record edited, replaced or reordered)")
@@ -394,70 +423,121 @@ def read_chain(path, wanted, marks=()):
             except (ValueError, KeyError, TypeError):
                 ok = False
             if not ok:
-                raise Broken(f"{where}: the agent or seq column does not match the record")
-            if expect in wanted:
-                found[expect] = (agent, int(seq), h.hex(), doc)
-            if expect in marks:
-                at[expect] = h.hex()
+                raise Broken(f"{where}: the record is not agent {agent}'s seq {seq}")
+            links[expect] = (int(seq), h.hex(), doc)
             prev, expect = h, expect + 1
-    return expect - 1, prev.hex(), found, at
+    return expect - 1, prev.hex(), links
+
+
+def split(n):
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def root_from_proof(leaf, index, size, path):
+    """The Merkle root that leaf number `index` of `size` leaves and its proof (sibling
+    hashes, lowest first) lead to."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf {index} of a tree of {size}")
+    if size == 1:
+        if path:
+            raise ValueError("the proof is longer than the tree is deep")
+        return leaf
+    if not path:
+        raise ValueError("the proof is shorter than the tree is deep")
+    k = split(size)
+    if index < k:
+        return hashlib.sha256(b"\x01" + root_from_proof(leaf, index, k, path[:-1]) + path[-1]).digest()
+    return hashlib.sha256(b"\x01" + path[-1] + root_from_proof(leaf, index - k, size - k, path[:-1])).digest()
 
 
 def check(root):
     claim = json.loads((root / "claim.json").read_text(encoding="utf-8"))
-    head = claim.get("ledger_head")
-    if not head:
-        raise Broken("claim.json has no ledger_head: this claim was not made from a ledger")
+    led = claim.get("ledger")
+    if not led:
+        raise Broken("claim.json has no ledger checkpoint: this claim was not made from a ledger")
+    cp = json.loads((root / "checkpoint.json").read_text(encoding="utf-8"))
+    name = f"checkpoint {cp['checkpoint']}"
+    if (cp["checkpoint"], cp["root"]) != (led["checkpoint"], led["root"]):
+        raise Broken(f"checkpoint.json is checkpoint {cp['checkpoint']} with root {cp['root']}, but "
+                     f"claim.json's is checkpoint {led['checkpoint']} with root {led['root']}")
+    chains = {}
+    files = {p.name for p in (root / "chains").iterdir()} if (root / "chains").is_dir() else set()
+    for head in cp["heads"]:
+        agent = head["agent"]
+        fname = f"{agent}.tsv"
+        if fname not in files:
+            raise Broken(f"{name} names agent {agent}, whose chain (chains/{fname}) is not in the bundle")
+        files.discard(fname)
+        count, last, links = read_chain(root / "chains" / fname, agent)
+        if (count, last) != (head["link"], head["hash"]):
+            raise Broken(f"agent {agent}: the chain ends at link {count} with hash {last}, but {name} "
+                         f"commits its link {head['link']} with hash {head['hash']} (the chain was "
+                         "rebuilt or cut after the checkpoint)")
+        leaf = hashlib.sha256(b"\x00" + json.dumps(
+            {"agent": agent, "hash": head["hash"], "link": head["link"]}, sort_keys=True,
+            separators=(",", ":"), ensure_ascii=False).encode("utf-8")).digest()
+        try:
+            got = root_from_proof(leaf, head["index"], cp["size"], [bytes.fromhex(p) for p in head["proof"]])
+        except ValueError as e:
+            raise Broken(f"agent {agent}: the inclusion proof of its head in {name} is malformed: {e}")
+        if got.hex() != cp["root"]:
+            raise Broken(f"agent {agent}: its head (link {head['link']}) does not lead to the root of "
+                         f"{name} (the proof gives {got.hex()}, the root is {cp['root']})")
+        chains[agent] = (count, links)
+    if files:
+        raise Broken(f"chains/{sorted(files)[0]} is not committed in {name}")
+    for agent, head in (led.get("heads") or {}).items():
+        if agent not in chains or chains[agent][0] != head["link"]:
+            raise Broken(f"claim.json names agent {agent}'s head at link {head['link']}, "
+                         f"which the bundle's {name} does not hold")
     claimed = [o for o in claim.get("outages", []) if o.get("claimed")]
-    wanted = {r["ledger_pos"] for o in claimed for r in o.get("records", [])}
-    listing = root / "stamps" / "stamps.json"
-    marks = {int(i["pos"]) for i in json.loads(listing.read_text(encoding="utf-8"))} \
-        if listing.exists() else set()
-    count, last, found, at = read_chain(root / "ledger.tsv", wanted, marks)
-    if count != head["pos"] or last != head["hash"]:
-        raise Broken(f"the chain ends at link {count} with hash {last}, but claim.json's "
-                     f"ledger_head is link {head['pos']} with hash {head['hash']}")
     n = 0
     for o in claimed:
         if not o.get("records"):
             raise Broken(f"claimed outage {o['id']} cites no ledger record")
+        if o["agent"] not in chains:
+            raise Broken(f"claimed outage {o['id']}: the chain of agent {o['agent']} is not in the bundle")
+        links = chains[o["agent"]][1]
         for r in o["records"]:
-            got = found.get(r["ledger_pos"])
-            where = f"outage {o['id']}: record {o['agent']} seq {r['seq']} at link {r['ledger_pos']}"
+            where = f"outage {o['id']}: record {o['agent']} seq {r['seq']} at link {r['link']}"
+            got = links.get(r["link"])
             if got is None:
-                raise Broken(f"{where}: no such link in the chain")
-            agent, seq, digest, doc = got
-            if (agent, seq, digest) != (o["agent"], r["seq"], r["hash"]):
-                raise Broken(f"{where}: the chain holds {agent} seq {seq} with hash {digest} there")
+                raise Broken(f"{where}: agent {o['agent']}'s chain has no such link")
+            seq, digest, doc = got
+            if (seq, digest) != (r["seq"], r["hash"]):
+                raise Broken(f"{where}: the chain holds seq {seq} with hash {digest} there")
             rec = doc["rec"]
             if r.get("role") == "open" and (rec.get("k") != "state" or rec.get("s") != o["class"]
                                             or doc["boot"] != o["evidence"].get("boot")):
                 raise Broken(f"{where}: not the state record that opened a {o['class']} outage")
             n += 1
-    stamps = check_stamps(root, at, count) if listing.exists() else []
-    if wanted and marks and max(wanted) > max(marks):
-        stamps.append(f"note: the newest cited record (link {max(wanted)}) is after the last "
-                      f"stamp (link {max(marks)}): no stamp vouches for it yet")
-    return count, last, n, len(claimed), stamps
+    listing = root / "stamps" / "stamps.json"
+    stamps = check_stamps(root, cp) if listing.exists() else []
+    summary = ", ".join(f"{a} ({c} links)" for a, (c, _) in sorted(chains.items()))
+    return summary, cp, n, len(claimed), stamps
 
 
 def main(argv):
     root = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
     try:
-        count, last, n, outages, stamps = check(root)
+        summary, cp, n, outages, stamps = check(root)
     except Broken as e:
         print(f"BROKEN: {e}")
         return 1
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"BROKEN: cannot read the bundle in {root}: {type(e).__name__}: {e}")
         return 1
-    print(f"ok: {count} link(s), head {last} matches claim.json; "
-          f"{n} record(s) behind {outages} claimed outage(s) are in the chain")
+    print(f"ok: chains {summary} end at the heads checkpoint {cp['checkpoint']} commits, whose "
+          f"inclusion proofs lead to its root {cp['root']} (claim.json's); {n} record(s) behind "
+          f"{outages} claimed outage(s) are in the chains")
     for line in stamps:
         print(line)
     if not stamps:
-        print("no trusted timestamps in this bundle: it proves the chain is intact, not when "
-              "it was written")
+        print("no trusted timestamps in this bundle: it proves the chains are intact, not when "
+              "they were written")
     return 0
 
 

@@ -367,7 +367,7 @@ def build_letter(claim: dict[str, Any], lang: str) -> Letter:
         sections.append(Section(_("Conditions and limits of this claim"), bullets=said))
     sections.append(_evidence_section(claim, _, outage_no))
 
-    attachments = [_("Attachment: evidence bundle")] if claim.get("ledger_head") else []
+    attachments = [_("Attachment: evidence bundle")] if claim.get("ledger") else []
     return Letter(
         lang=lang, title=_("Claim for compensation"), sender=sender, recipient=recipient,
         date_line=date_line, subject=subject, salutation=_("Dear Sir or Madam,"),
@@ -529,23 +529,24 @@ def _request_section(claim: dict[str, Any], fmt: Fmt, _: Callable[[str], str], t
 
 
 def _evidence_section(claim: dict[str, Any], _: Callable[[str], str], outage_no: dict[Any, int]) -> Section:
-    head = claim.get("ledger_head")
+    led = claim.get("ledger")
     heading = _("Evidence")
-    if not head:
+    if not led:
         return Section(heading, paragraphs=[
             _("The times above come from exported outage records; they are not backed by the "
               "collector's ledger, so no evidence bundle is attached.")])
-    pos, digest = _get(claim, "ledger_head", "pos"), _get(claim, "ledger_head", "hash")
+    checkpoint, digest = _get(claim, "ledger", "checkpoint"), _get(claim, "ledger", "root")
     bullets = []
     for o in claim.get("outages") or []:
-        positions = [str(r["ledger_pos"]) for r in o.get("records") or [] if r.get("ledger_pos") is not None]
+        positions = [str(r["link"]) for r in o.get("records") or [] if r.get("link") is not None]
         if positions:
             bullets.append(_("No. %(no)s: ledger entries %(positions)s")
                            % {"no": outage_no[o.get("id")], "positions": ", ".join(positions)})
     paragraphs = [
-        _("The times above come from a tamper-evident ledger in which every record is chained to "
-          "the one before it by a SHA-256 hash. At the time of this letter the ledger ends at entry "
-          "%(pos)s with the hash %(hash)s.") % {"pos": pos, "hash": digest},
+        _("The times above come from a tamper-evident ledger in which the records of each "
+          "monitoring device are chained to one another by SHA-256 hashes. Checkpoint "
+          "%(checkpoint)s of the ledger commits these chains in the root hash %(hash)s.")
+        % {"checkpoint": checkpoint, "hash": digest},
     ]
     if bullets:
         paragraphs.append(_("The interruptions listed above rest on these ledger entries:"))

@@ -47,7 +47,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = Ctx(config_path)
 
 
-for command in (collect.collect, demo.demo, ledger.verify, ledger.outages, ledger.quarantine,
+for command in (collect.collect, demo.demo, ledger.verify, ledger.ledger, ledger.outages, ledger.quarantine,
                 agents.agent, broker.broker, settings.config_group):
     cli.add_command(command)
 flash.register(cli)

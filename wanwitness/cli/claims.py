@@ -382,8 +382,10 @@ def claim(obj: Ctx, db: str | None, period: str | None, rules_name: str | None,
         # First: it checks the ledger, and a broken one should leave no claim behind.
         from wanwitness.claims.bundle import write_bundle
         write_bundle(evidence, store, result, inputs, conf.stamp.tsa_certs)
-        click.echo(f"evidence bundle written to {evidence} (ledger head link "
-                   f"{result['ledger_head']['pos']}); check it with: python3 verify.py", err=True)
+        led = result["ledger"]
+        click.echo(f"evidence bundle written to {evidence} (ledger checkpoint {led['checkpoint']}, "
+                   + ", ".join(f"{a} link {h['link']}" for a, h in led["heads"].items())
+                   + "); check it with: python3 verify.py", err=True)
     _write(data, out)
     if out is not None:
         click.echo("claim " + (f"line {inputs.line}, " if inputs.line else "")

@@ -112,8 +112,10 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     notifier = None
     if nt.configured(conf):  # every URL was checked by Apprise when the config was read
         notifier = nt.Notifier(store, conf, status=lambda: dict(collector.status))
+    from wanwitness.collector.ledger import Checkpointer
     from wanwitness.collector.stamp import DailyStamper
     stamper = DailyStamper.from_config(store, conf)
+    checkpointer = Checkpointer(store, conf.collector.checkpoint_s)
     hooks = [h.changed for h in (home_assistant, notifier) if h is not None]
     if hooks:
         def on_commit() -> None:
@@ -160,7 +162,7 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     if notifier is not None:
         click.echo("notifications to " + ", ".join(nt.display(u) for u in nt.all_urls(conf)), err=True)
     if stamper is not None:
-        click.echo(f"trusted timestamps of the ledger head every {conf.stamp.interval_s} s from "
+        click.echo(f"trusted timestamps of ledger checkpoints every {conf.stamp.interval_s} s from "
                    + ", ".join(stamper.urls), err=True)
     if n_agents == 0:
         click.echo("No agents yet: add one with `wanwitness agent add NAME`.", err=True)
@@ -171,6 +173,7 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             notifier.start()
         if stamper is not None:
             stamper.start()
+        checkpointer.start()
         collector.connect()
         if not collector.wait_connected():
             logging.getLogger("wanwitness.collector").warning(
@@ -185,6 +188,7 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             notifier.close()
         if stamper is not None:
             stamper.stop()
+        checkpointer.stop()
         collector.close()
         if embedded:
             embedded.stop()

@@ -10,20 +10,61 @@ from wanwitness.cli.common import Ctx, db_option
 from wanwitness.errors import UserError
 
 
+def _verify(obj: Ctx, db: str | None) -> None:
+    from wanwitness.collector.ledger import verify_and_record
+    from wanwitness.collector.timeline import iso
+    result = verify_and_record(obj.store(db, must_exist=True))
+    if result.ok:
+        cp = result.checkpoint
+        click.echo(f"ok: {result.count} link(s) in {result.agents} agent chain(s); "
+                   f"{result.checkpoints} checkpoint(s)"
+                   + (f", the newest {cp.id} at {iso(cp.made_ms)} with root {cp.root}" if cp else "")
+                   + f"; {result.stamps} stamp(s)"
+                   + (f"; the old single chain's {result.legacy} link(s) too" if result.legacy else ""))
+        return
+    click.echo(f"BROKEN at {result.where}: {result.problem} "
+               f"({result.count} link(s) in {result.agents} chain(s) verified before it)", err=True)
+    sys.exit(1)
+
+
 @click.command()
 @db_option
 @click.pass_obj
 def verify(obj: Ctx, db: str | None) -> None:
-    """Recompute the ledger's hash chain; exit 1 at the first broken link."""
-    from wanwitness.collector.ledger import verify_and_record
-    result = verify_and_record(obj.store(db, must_exist=True))
-    if result.ok:
-        click.echo(f"ok: {result.count} record(s), head {result.head}")
+    """Recompute every agent's hash chain and check the checkpoints and stamps; exit 1
+    at the first break (the same as `wanwitness ledger verify`)."""
+    _verify(obj, db)
+
+
+@click.group()
+def ledger() -> None:
+    """The hash chains of the agents' records and their checkpoints."""
+
+
+@ledger.command("verify")
+@db_option
+@click.pass_obj
+def ledger_verify(obj: Ctx, db: str | None) -> None:
+    """Recompute every agent's hash chain, check every checkpoint (its root, its heads
+    against the chains) and every stamp's imprint; exit 1 naming the first break."""
+    _verify(obj, db)
+
+
+@ledger.command("checkpoint")
+@db_option
+@click.pass_obj
+def ledger_checkpoint(obj: Ctx, db: str | None) -> None:
+    """Commit every agent's chain head now in a checkpoint (a Merkle root), unless
+    nothing changed since the newest one."""
+    from wanwitness.collector.ledger import make_checkpoint
+    from wanwitness.collector.timeline import iso
+    cp, made = make_checkpoint(obj.store(db, must_exist=True))
+    if cp is None:
+        click.echo("the ledger is empty: nothing to commit yet")
         return
-    where = f"link {result.broken_pos}" if result.broken_pos else "ledger"
-    click.echo(f"BROKEN at {where}: {result.problem} "
-               f"({result.count} link(s) verified before it)", err=True)
-    sys.exit(1)
+    verb = "made" if made else "unchanged since"
+    click.echo(f"{verb} checkpoint {cp.id} at {iso(cp.made_ms)}: {cp.agents} agent(s), "
+               f"{cp.links} link(s), root {cp.root}")
 
 
 @click.command()

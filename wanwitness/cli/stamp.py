@@ -1,4 +1,4 @@
-"""`wanwitness stamp`: a trusted timestamp (RFC 3161) of the ledger head, now.
+"""`wanwitness stamp`: a trusted timestamp (RFC 3161) of a ledger checkpoint, now.
 
 A thin wrapper over wanwitness/collector/stamp.py (`collect` stamps daily when
 [stamp] tsa_urls is set).
@@ -18,7 +18,8 @@ from wanwitness.errors import UserError
               help="A time-stamping authority's URL (repeatable; default: [stamp] tsa_urls).")
 @click.pass_obj
 def stamp(obj: Ctx, db: str | None, urls: tuple[str, ...]) -> None:
-    """Stamp the ledger head with each TSA and keep the tokens (exit 1 if one failed)."""
+    """Stamp a checkpoint of every agent's chain with each TSA and keep the tokens (exit 1
+    if one failed)."""
     from wanwitness.collector import stamp as st
     from wanwitness.collector.timeline import iso
     conf = obj.config
@@ -26,7 +27,7 @@ def stamp(obj: Ctx, db: str | None, urls: tuple[str, ...]) -> None:
     cas = st.load_cas(conf.stamp.tsa_certs)
     done, errors = st.stamp(obj.store(db, must_exist=True), targets, cas, conf.stamp.timeout_s)
     for s in done:
-        click.echo(f"stamped link {s.pos} (head {s.hash}) by {s.tsa} at {iso(s.gen_ms)}")
+        click.echo(f"stamped checkpoint {s.pos} (root {s.hash}) by {s.tsa} at {iso(s.gen_ms)}")
     for line in errors:
         click.echo(f"NOT stamped: {line}", err=True)
     if errors:

@@ -9,6 +9,7 @@ agent's retained `{"seq": N}`, so an ack is never ahead of what is committed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -56,6 +57,8 @@ class _AgentRow:
     ack_seq: int
     max_seq: int
     last_recv_ms: int | None
+    chain_n: int = 0  # the agent's chain head (schema.agents), advanced in this commit
+    chain_hash: str | None = None
     has_gaps: bool = False
     ob: str | None = None  # the current stream's outbox id; None: none yet (legacy)
     took_over: bool = False  # a new outbox became current in this commit
@@ -150,6 +153,8 @@ class Ingestor:
         then nothing was stored and nothing may be acked (loop.py retries)."""
         started = time.perf_counter()
         with self.store.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                self._lock_chains(conn, messages)
             result = IngestResult()
             try:
                 with conn.begin_nested():
@@ -162,6 +167,20 @@ class Ingestor:
                 result = self._isolate(conn, messages)
         self.metrics.committed(time.perf_counter() - started, result.reasons)
         return result
+
+    def _lock_chains(self, conn: sa.Connection, messages: list[Message]) -> None:
+        """PostgreSQL: lock the chains of the agents these messages name, for this
+        transaction, in one order (no deadlock between collectors). A lock per agent,
+        never a global one: collectors ingesting different agents never wait. Taken
+        before any savepoint, so the bisection of a failing group keeps them. (SQLite
+        has one writer at a time anyway.)"""
+        keys = sorted({chain_lock_key(agent) for agent in
+                       (self._kind(m.topic)[1] for m in messages) if agent is not None
+                       and protocol.valid_agent_id(agent)})
+        if keys:
+            conn.execute(sa.text("SELECT count(pg_advisory_xact_lock(k)) FROM "
+                                 "(SELECT unnest(CAST(:keys AS BIGINT[])) AS k ORDER BY k) AS t"),
+                         {"keys": keys})
 
     def _isolate(self, conn: sa.Connection, messages: list[Message]) -> IngestResult:
         """`messages` failed together: each half in a savepoint of its own, a failing
@@ -221,11 +240,6 @@ class Ingestor:
                             "unknown senders", self.quota.max_rows, self.quota.max_bytes)
 
     def _ingest(self, conn: sa.Connection, messages: list[Message], result: IngestResult) -> None:
-        head_q = sa.select(s.ledger_head.c.pos, s.ledger_head.c.hash).where(s.ledger_head.c.id == 1)
-        if conn.dialect.name == "postgresql":
-            head_q = head_q.with_for_update()
-        head = conn.execute(head_q).one()
-        pos, prev = head.pos, bytes.fromhex(head.hash)
         agent_rows: dict[str, _AgentRow | None] = {}
         # (agent, boot) -> [first_recv, last_recv, last_t, first_seq, reset, best clock point]
         seen: dict[tuple[str, int], list[Any]] = {}
@@ -234,10 +248,11 @@ class Ingestor:
             if agent_id not in agent_rows:
                 A = s.agents
                 row = conn.execute(sa.select(A.c.id, A.c.enabled, A.c.ack_seq, A.c.max_seq,
-                                             A.c.last_recv_ms, A.c.ob)
+                                             A.c.last_recv_ms, A.c.ob, A.c.chain_n, A.c.chain_hash)
                                    .where(A.c.id == agent_id)).first()
                 agent_rows[agent_id] = (_AgentRow(row.id, bool(row.enabled), row.ack_seq,
-                                                  row.max_seq, row.last_recv_ms, ob=row.ob)
+                                                  row.max_seq, row.last_recv_ms, row.chain_n,
+                                                  row.chain_hash, ob=row.ob)
                                         if row else None)
             return agent_rows[agent_id]
 
@@ -358,9 +373,9 @@ class Ingestor:
                         .where(s.records.c.agent == agent_id, s.records.c.seq.in_(chunk))):
                     stored[(agent_id, seq)] = body
 
-        # Pass 3: chain the new records in arrival order.
+        # Pass 3: chain the new records in arrival order, each into its agent's chain.
         new_records: list[dict[str, Any]] = []
-        new_ledger: list[dict[str, Any]] = []
+        prevs: dict[str, bytes] = {}  # agent -> its newest link's hash, as bytes
         touched: set[str] = set()
         resent: set[str] = set()  # agents that sent what we have: they missed an ack
         fresh: dict[str, set[int]] = {}  # agent -> seqs stored in this commit
@@ -383,13 +398,16 @@ class Ingestor:
                                    f"conflicting record: seq {seq} is already stored with "
                                    "different content")
                     continue
-                pos += 1
-                prev = ledger.link(prev, batch.agent, batch.boot, body, msg.recv_ms)
+                arow = agent_rows[batch.agent]
+                assert arow is not None
+                prev = prevs.get(batch.agent)
+                if prev is None:
+                    prev = bytes.fromhex(arow.chain_hash) if arow.chain_hash else ledger.GENESIS
+                prev = prevs[batch.agent] = ledger.link(prev, batch.agent, batch.boot, body, msg.recv_ms)
+                arow.chain_n += 1
                 new_records.append(dict(agent=batch.agent, seq=seq, boot=batch.boot, t=rec["t"],
                                         utc=rec["utc"], k=rec["k"], body=body,
-                                        recv_ms=msg.recv_ms, pos=pos))
-                new_ledger.append(dict(pos=pos, agent=batch.agent, seq=seq, recv_ms=msg.recv_ms,
-                                       hash=prev.hex()))
+                                        recv_ms=msg.recv_ms, link=arow.chain_n, hash=prev.hex()))
                 stored[(batch.agent, seq)] = body
                 fresh.setdefault(batch.agent, set()).add(seq)
                 result.stored += 1
@@ -402,10 +420,9 @@ class Ingestor:
                     agent_rows[batch.agent].has_gaps = True  # type: ignore[union-attr]
 
         if new_records:
+            for rec_row, pos in zip(new_records, _positions(conn, len(new_records)), strict=True):
+                rec_row["pos"] = pos
             conn.execute(s.records.insert(), new_records)
-            conn.execute(s.ledger.insert(), new_ledger)
-            conn.execute(s.ledger_head.update().where(s.ledger_head.c.id == 1)
-                         .values(pos=pos, hash=prev.hex()))
         if latency:
             _write_latency(conn, latency)
         last_recv = self._write_seen(conn, seen)
@@ -440,6 +457,9 @@ class Ingestor:
                 # Our last ack may have been lost (killed after commit, broker restarted
                 # without its retained messages): say it again or the agent resends forever.
                 result.acks[agent_id] = new_ack
+            if agent_id in prevs:
+                values["chain_n"] = row.chain_n
+                values["chain_hash"] = row.chain_hash = prevs[agent_id].hex()
             if values:
                 conn.execute(s.agents.update().where(s.agents.c.id == agent_id).values(**values))
             if agent_id in result.acks and row.ob is not None:
@@ -514,6 +534,22 @@ class Ingestor:
                 moved = True
             if not moved:
                 return ack
+
+
+def chain_lock_key(agent: str) -> int:
+    """The PostgreSQL advisory lock key of an agent's chain (a signed 64-bit integer)."""
+    digest = hashlib.sha256(b"wanwitness.chain:" + agent.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _positions(conn: sa.Connection, n: int) -> list[int]:
+    """n new global order numbers (records.pos): from a sequence on PostgreSQL (no lock
+    shared by collectors), after the highest stored on SQLite (one writer at a time)."""
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(sa.text("SELECT nextval('records_pos_seq') FROM generate_series(1, :n)"),
+                                 {"n": n}).scalars())
+    top = conn.execute(sa.select(sa.func.max(s.records.c.pos))).scalar() or 0
+    return list(range(top + 1, top + n + 1))
 
 
 def _replaced(st: _Stream, what: str) -> str:

@@ -1,16 +1,19 @@
-"""Trusted timestamps of the ledger head (RFC 3161).
+"""Trusted timestamps of ledger checkpoints (RFC 3161).
 
-The hash chain proves nothing against its owner, who could rebuild it from edited
+The hash chains prove nothing against their owner, who could rebuild them from edited
 records. A time-stamping authority (TSA) signs that a value existed at a time; what
-the collector has stamped is the ledger head:
+the collector stamps is the root of a checkpoint (collector/ledger.py), which commits
+every agent's chain head:
 
-    data            = the 32 bytes of h_N, the ledger's hash at position N (the head)
+    data            = the 32 bytes of the checkpoint's Merkle root
     messageImprint  = SHA-256(data)  (hashAlgorithm id-sha256)
 
-so `openssl ts -verify -digest <sha256(h_N) in hex>` checks a token against it. The
-token's genTime, signed by the TSA, says that link N and every link before it (h_N
-depends on all of them) existed at that time: a chain rebuilt afterwards has another
-h_N, and the token contradicts it.
+so `openssl ts -verify -digest <sha256(root) in hex>` checks a token against it. The
+token's genTime, signed by the TSA, says that every agent's chain up to its head in
+that checkpoint existed at that time: a chain rebuilt afterwards has another head, no
+inclusion proof leads from it to the stamped root, and the token contradicts it. One
+stamp covers all agents. (Stamps made before migration 11 stamped the single chain's
+head, link `pos`; `ledger.verify` still checks them.)
 
 Each stamp is one TimeStampReq (with a nonce) POSTed as application/timestamp-query;
 the reply must be granted, carry our imprint and nonce and, when [stamp] tsa_certs is
@@ -55,18 +58,20 @@ def check_url(url: str) -> str:
 
 
 def imprint(head_hash: str) -> bytes:
-    """SHA-256 of the 32 bytes of the head hash: what a token's messageImprint holds."""
+    """SHA-256 of the 32 bytes of a stamped hash (a checkpoint root): what a token's
+    messageImprint holds."""
     return hashlib.sha256(bytes.fromhex(head_hash)).digest()
 
 
 @dataclass(frozen=True)
 class Stamp:
     id: int
-    pos: int
-    hash: str
+    pos: int        # the checkpoint's id (before migration 11: a link of the single chain)
+    hash: str       # the stamped value: the checkpoint's root
     tsa: str
     gen_ms: int
     reply: bytes
+    checkpoint: int | None = None  # None: a stamp of the old single chain
 
 
 def load_cas(paths: tuple[str, ...] | list[str]) -> list[bytes]:
@@ -120,7 +125,7 @@ def request_token(url: str, head_hash: str, cas: list[bytes], timeout: float) ->
     info = resp.tst_info
     sha256_oid = x509.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
     if info.message_imprint.hash_algorithm != sha256_oid or info.message_imprint.message != imprint(head_hash):
-        raise StampError(f"TSA {url}: the token stamps another imprint than the ledger head's")
+        raise StampError(f"TSA {url}: the token stamps another imprint than the checkpoint root's")
     if info.nonce != req.nonce:
         raise StampError(f"TSA {url}: the token's nonce is not the request's (a replayed reply?)")
     if cas:
@@ -140,54 +145,49 @@ def request_token(url: str, head_hash: str, cas: list[bytes], timeout: float) ->
 
 def stamp(store: s.Store, urls: list[str] | tuple[str, ...], cas: list[bytes],
           timeout: float = 30) -> tuple[list[Stamp], list[str]]:
-    """Stamp the current ledger head with each TSA; stores each good token. Returns
-    (the stamps stored, one error line per TSA that gave none)."""
+    """Stamp a checkpoint of every agent's head now (a new one when records came since
+    the newest) with each TSA; stores each good token. Returns (the stamps stored, one
+    error line per TSA that gave none)."""
+    from wanwitness.collector import ledger
     if not urls:
         raise UserError("no TSA: set [stamp] tsa_urls in the config or pass --tsa URL "
                         "(README, \"Trusted timestamps\")")
-    with store.engine.connect() as conn:
-        head = conn.execute(sa.select(s.ledger_head.c.pos, s.ledger_head.c.hash)).first()
-    if head is None or head.pos == 0:
+    cp, _made = ledger.make_checkpoint(store)
+    if cp is None:
         raise UserError("the ledger is empty: nothing to stamp yet")
     done: list[Stamp] = []
     errors: list[str] = []
     for url in urls:
         try:
-            reply, gen_ms = request_token(url, head.hash, cas, timeout)
+            reply, gen_ms = request_token(url, cp.root, cas, timeout)
         except StampError as e:
             errors.append(str(e))
             continue
         with store.engine.begin() as conn:
             key = conn.execute(s.stamps.insert().values(
-                pos=head.pos, hash=head.hash, tsa=url, gen_ms=gen_ms, reply=reply,
-                created_ms=s.now_ms())).inserted_primary_key
+                pos=cp.id, hash=cp.root, tsa=url, gen_ms=gen_ms, reply=reply,
+                created_ms=s.now_ms(), checkpoint=cp.id)).inserted_primary_key
         row_id = key[0] if key else 0
-        done.append(Stamp(int(row_id), head.pos, head.hash, url, gen_ms, reply))
+        done.append(Stamp(int(row_id), cp.id, cp.root, url, gen_ms, reply, cp.id))
     return done, errors
 
 
-def stamps(store: s.Store, upto: int | None = None) -> list[Stamp]:
-    """The stored stamps (at positions <= upto), oldest position first."""
+def stamps(store: s.Store, checkpoint: int | None = None) -> list[Stamp]:
+    """The stored stamps of checkpoints (of this one only, when given), oldest first;
+    the old single chain's are left out (ledger.verify checks them)."""
     S = s.stamps
-    q = sa.select(S.c.id, S.c.pos, S.c.hash, S.c.tsa, S.c.gen_ms, S.c.reply).order_by(S.c.pos, S.c.id)
-    if upto is not None:
-        q = q.where(S.c.pos <= upto)
+    q = (sa.select(S.c.id, S.c.pos, S.c.hash, S.c.tsa, S.c.gen_ms, S.c.reply, S.c.checkpoint)
+         .where(S.c.checkpoint.is_not(None)).order_by(S.c.checkpoint, S.c.id))
+    if checkpoint is not None:
+        q = q.where(S.c.checkpoint == checkpoint)
     with store.engine.connect() as conn:
-        return [Stamp(r.id, r.pos, r.hash, r.tsa, r.gen_ms, bytes(r.reply)) for r in conn.execute(q)]
-
-
-def covering(all_stamps: list[Stamp], newest_pos: int) -> list[Stamp]:
-    """The stamps a claim needs: the first stamp position at or after its newest record
-    and every stamp before it (all of them when none is at or after it yet)."""
-    after = [st.pos for st in all_stamps if st.pos >= newest_pos]
-    if not after:
-        return list(all_stamps)
-    return [st for st in all_stamps if st.pos <= min(after)]
+        return [Stamp(r.id, r.pos, r.hash, r.tsa, r.gen_ms, bytes(r.reply), r.checkpoint)
+                for r in conn.execute(q)]
 
 
 class DailyStamper:
-    """`collect`'s stamps: the head, at most every interval_s and only when new records
-    came since the last stamp; after a failure, again after retry_s. Its own thread: a
+    """`collect`'s stamps: a checkpoint, at most every interval_s and only when new
+    records came since the last stamp; after a failure, again after retry_s. Its own thread: a
     slow TSA never holds up ingest. The schedule is read from the store (the newest
     stamp's time), so a restart neither stamps again nor waits a day."""
 
@@ -215,15 +215,17 @@ class DailyStamper:
 
     def due_in_s(self) -> float:
         """Seconds until the next stamp is due (0: now), from what the store holds."""
-        S = s.stamps
+        S, C = s.stamps, s.checkpoints
         with self.store.engine.connect() as conn:
-            head = conn.execute(sa.select(s.ledger_head.c.pos)).scalar()
-            last = conn.execute(sa.select(S.c.pos, S.c.created_ms).order_by(S.c.id.desc()).limit(1)).first()
-        if not head:
+            links = conn.execute(sa.select(sa.func.sum(s.agents.c.chain_n))).scalar()
+            last = conn.execute(sa.select(C.c.links, S.c.created_ms)
+                                .select_from(S.outerjoin(C, C.c.id == S.c.checkpoint))
+                                .order_by(S.c.id.desc()).limit(1)).first()
+        if not links:
             return float(self.interval_s)
         if last is None:
             return 0.0
-        if int(last.pos) >= int(head):  # nothing new: look again after retry_s
+        if last.links is not None and int(last.links) >= int(links):  # nothing new: look again after retry_s
             return float(min(self.interval_s, self.retry_s))
         return max(0.0, (int(last.created_ms) + self.interval_s * 1000 - s.now_ms()) / 1000)
 
@@ -238,7 +240,7 @@ class DailyStamper:
             log.warning("stamp: %s", e)
             return self.retry_s
         for st in done:
-            log.info("stamped link %d (%s) with %s", st.pos, st.hash, st.tsa)
+            log.info("stamped checkpoint %d (root %s) with %s", st.pos, st.hash, st.tsa)
         for line in errors:
             log.warning("stamp: %s", line)
         return self.retry_s if errors and not done else self.interval_s

@@ -11,11 +11,13 @@ from wanwitness.store.schema import (
                                      MIGRATIONS,
                                      agents,
                                      boots,
+                                     checkpoint_heads,
+                                     checkpoints,
                                      clock_points,
                                      gaps,
                                      latency,
-                                     ledger,
-                                     ledger_head,
+                                     ledger_v1,
+                                     ledger_v1_head,
                                      metadata,
                                      migrate,
                                      migration,
@@ -33,7 +35,8 @@ from wanwitness.store.schema import (
                                      tickets,
 )
 
-__all__ = ["LATENCY_SPANS_MS", "MIGRATIONS", "Store", "agents", "boots", "clock_points", "default_db_path",
-           "default_url", "gaps", "latency", "ledger", "ledger_head", "metadata", "migrate", "migration",
+__all__ = ["LATENCY_SPANS_MS", "MIGRATIONS", "Store", "agents", "boots", "checkpoint_heads",
+           "checkpoints", "clock_points", "default_db_path",
+           "default_url", "gaps", "latency", "ledger_v1", "ledger_v1_head", "metadata", "migrate", "migration",
            "notifications", "now_ms", "open_store", "outages", "quarantine", "records", "schema_migrations",
            "settings", "stamps", "streams", "ticket_appointments", "ticket_links", "tickets"]

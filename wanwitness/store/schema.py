@@ -38,6 +38,11 @@ agents = sa.Table(
     # and when it came (migration 6): what the web UI shows of the board now.
     sa.Column("last_hb", sa.Text),
     sa.Column("last_hb_ms", sa.BigInteger),
+    # The head of the agent's own hash chain (migration 11, collector/ledger.py): its
+    # number of links and the newest link's hash (NULL while it has none). Ingest
+    # extends it under a lock on this agent only.
+    sa.Column("chain_n", sa.BigInteger, nullable=False, default=0, server_default="0"),
+    sa.Column("chain_hash", sa.String(64)),
 )
 
 # Each outbox an agent has sent from (migration 5): a board whose flash is erased starts
@@ -81,6 +86,29 @@ clock_points = sa.Table(
     sa.Index("ix_clock_points_boot", "agent", "boot", "t"),
 )
 
+def _records_v1(m: sa.MetaData) -> sa.Table:
+    """`records` before migration 11 (no link, no hash)."""
+    return sa.Table(
+        "records", m,
+        sa.Column("agent", sa.String(32), primary_key=True),
+        sa.Column("seq", sa.BigInteger, primary_key=True),
+        sa.Column("boot", sa.BigInteger, nullable=False),
+        sa.Column("t", sa.BigInteger, nullable=False),
+        sa.Column("utc", sa.BigInteger),
+        sa.Column("k", sa.String(32), nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("recv_ms", sa.BigInteger, nullable=False),
+        sa.Column("pos", sa.BigInteger, nullable=False, unique=True),
+        sa.Index("ix_records_kind", "agent", "k", "seq"),
+    )
+
+
+# Each record is a link of its agent's hash chain (migration 11, collector/ledger.py):
+#     h_0 = 32 zero bytes (per agent);  h_n = sha256(h_{n-1} || entry || ascii(recv_ms))
+# `link` is n, the record's number in its agent's chain, `hash` is h_n. `pos` is a global
+# order number (unique, increasing with arrival on one collector; from a sequence on
+# PostgreSQL), not part of any hash. link and hash are NULL only in a store that was
+# tampered with or half-migrated: `verify` reports such a record.
 records = sa.Table(
     "records", metadata,
     sa.Column("agent", sa.String(32), primary_key=True),
@@ -91,26 +119,51 @@ records = sa.Table(
     sa.Column("k", sa.String(32), nullable=False),
     sa.Column("body", sa.Text, nullable=False),  # canonical JSON of the record
     sa.Column("recv_ms", sa.BigInteger, nullable=False),
-    sa.Column("pos", sa.BigInteger, nullable=False, unique=True),  # ledger position
+    sa.Column("pos", sa.BigInteger, nullable=False, unique=True),  # global order number
+    sa.Column("link", sa.BigInteger),
+    sa.Column("hash", sa.String(64)),
     sa.Index("ix_records_kind", "agent", "k", "seq"),
+    sa.Index("ix_records_link", "agent", "link", unique=True),
 )
 
-# h_pos = sha256(h_{pos-1} || canonical {"agent","boot","rec"} || recv_ms), see ledger.py
-ledger = sa.Table(
-    "ledger", metadata,
+# The single chain over all agents the ledger was before migration 11, kept frozen:
+#     h_pos = sha256(h_{pos-1} || canonical {"agent","boot","rec"} || recv_ms)
+# (tables `ledger` and `ledger_head` renamed). Stamps made before the migration
+# stamped its head; `verify` still recomputes it from the records and checks them.
+# A store created after migration 11 has both tables empty.
+ledger_v1 = sa.Table(
+    "ledger_v1", metadata,
     sa.Column("pos", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("agent", sa.String(32), nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("recv_ms", sa.BigInteger, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
-
-# One row (id = 1): the chain's head. Ingest locks it first, which serialises
-# writers (several collectors on one PostgreSQL) without deadlocks.
-ledger_head = sa.Table(
-    "ledger_head", metadata,
+ledger_v1_head = sa.Table(
+    "ledger_v1_head", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("pos", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# Checkpoints (migration 11, collector/ledger.py): each commits every agent's chain
+# head at one moment, as the Merkle root (RFC 6962 shape, leaf/node domain-separated)
+# over the leaves (agent, link, hash) sorted by agent. `links`: the sum of the heads'
+# link numbers (the chains only grow, so an equal sum means nothing changed).
+checkpoints = sa.Table(
+    "checkpoints", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("made_ms", sa.BigInteger, nullable=False),
+    sa.Column("root", sa.String(64), nullable=False),
+    sa.Column("agents", sa.Integer, nullable=False),
+    sa.Column("links", sa.BigInteger, nullable=False),
+)
+checkpoint_heads = sa.Table(
+    "checkpoint_heads", metadata,
+    sa.Column("checkpoint", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("link", sa.BigInteger, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
@@ -214,10 +267,27 @@ notifications = sa.Table(
     sa.Index("ix_notifications_state", "state", "next_ms"),
 )
 
-# Trusted timestamps of the ledger head (migration 9, collector/stamp.py): one row per
-# token a time-stamping authority (RFC 3161) gave for the head hash at `pos`. What was
-# stamped is the 32 bytes of that hash (the token's messageImprint is their SHA-256);
-# `reply` is the TSA's whole TimeStampResp, DER, as received (`openssl ts -verify -in`).
+def _stamps_v1(m: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "stamps", m,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                  autoincrement=True),
+        sa.Column("pos", sa.BigInteger, nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+        sa.Column("tsa", sa.Text, nullable=False),
+        sa.Column("gen_ms", sa.BigInteger, nullable=False),
+        sa.Column("reply", sa.LargeBinary, nullable=False),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+        sa.Index("ix_stamps_pos", "pos"),
+    )
+
+
+# Trusted timestamps (migration 9, collector/stamp.py): one row per token a
+# time-stamping authority (RFC 3161) gave. What was stamped is the 32 bytes of `hash`
+# (the token's messageImprint is their SHA-256): since migration 11 the root of
+# checkpoint `checkpoint` (and `pos` is that checkpoint's id too); a row with
+# `checkpoint` NULL is a stamp made before, of the single chain's hash at link `pos`
+# (table ledger_v1). `reply` is the TSA's whole TimeStampResp, DER, as received.
 stamps = sa.Table(
     "stamps", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
@@ -228,6 +298,7 @@ stamps = sa.Table(
     sa.Column("gen_ms", sa.BigInteger, nullable=False),   # the token's genTime, UTC ms
     sa.Column("reply", sa.LargeBinary, nullable=False),
     sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("checkpoint", sa.BigInteger),
     sa.Index("ix_stamps_pos", "pos"),
 )
 
@@ -318,9 +389,21 @@ def _m1(conn: Connection) -> None:
              sa.Column("reason", sa.Text, nullable=False),
              sa.Column("size", sa.Integer, nullable=False),
              sa.Column("payload", sa.LargeBinary, nullable=False)).create(conn)
-    for table in (boots, clock_points, records, ledger, ledger_head, gaps, outages, settings):
+    _records_v1(m).create(conn)
+    sa.Table("ledger", m,
+             sa.Column("pos", sa.BigInteger, primary_key=True, autoincrement=False),
+             sa.Column("agent", sa.String(32), nullable=False),
+             sa.Column("seq", sa.BigInteger, nullable=False),
+             sa.Column("recv_ms", sa.BigInteger, nullable=False),
+             sa.Column("hash", sa.String(64), nullable=False)).create(conn)
+    head = sa.Table("ledger_head", m,
+                    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                    sa.Column("pos", sa.BigInteger, nullable=False),
+                    sa.Column("hash", sa.String(64), nullable=False))
+    head.create(conn)
+    for table in (boots, clock_points, gaps, outages, settings):
         table.to_metadata(m).create(conn)
-    conn.execute(ledger_head.insert().values(id=1, pos=0, hash="0" * 64))
+    conn.execute(head.insert().values(id=1, pos=0, hash="0" * 64))
 
 
 @migration(2, "agents.max_seq")
@@ -392,7 +475,7 @@ def _m8(conn: Connection) -> None:
 
 @migration(9, "stamps")
 def _m9(conn: Connection) -> None:
-    stamps.to_metadata(sa.MetaData()).create(conn)
+    _stamps_v1(sa.MetaData()).create(conn)
 
 
 @migration(10, "tickets.line")
@@ -400,12 +483,22 @@ def _m10(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE tickets ADD COLUMN line VARCHAR(32)")
 
 
-def migrate(engine: Engine) -> list[int]:
-    """Apply the migrations this store lacks; returns the versions applied."""
+@migration(11, "a hash chain per agent, checkpoints")
+def _m11(conn: Connection) -> None:
+    # The work is in collector/ledger.py (it knows the hashes); imported here late.
+    from wanwitness.collector.ledger import migrate_to_chains
+    migrate_to_chains(conn)
+
+
+def migrate(engine: Engine, upto: int | None = None) -> list[int]:
+    """Apply the migrations this store lacks (up to version `upto`, for tests of a
+    migration); returns the versions applied."""
     applied: list[int] = []
     with engine.begin() as conn:
         schema_migrations.create(conn, checkfirst=True)
     for version, name, fn in MIGRATIONS:
+        if upto is not None and version > upto:
+            break
         with engine.begin() as conn:
             done = conn.execute(sa.select(schema_migrations.c.version)
                                 .where(schema_migrations.c.version == version)).first()

@@ -105,14 +105,31 @@ class VerifyOut(BaseModel):
     at: str | None
     ok: bool
     count: int | None
-    head: str | None
-    broken_at: int | None
+    agents: int | None
+    checkpoint: int | None
+    broken_at: str | None
     problem: str | None
+
+
+class ChainOut(BaseModel):
+    agent: str
+    links: int
+    head: str
+
+
+class CheckpointOut(BaseModel):
+    checkpoint: int
+    made: str | None
+    root: str
+    agents: int
+    links: int
+    stamps: int
 
 
 class LedgerOut(BaseModel):
     count: int
-    head: str | None
+    chains: list[ChainOut]
+    checkpoint: CheckpointOut | None
     last_record: str | None
     last_verify: VerifyOut | None
 
@@ -556,13 +573,14 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
     @app.get("/api/v1/ledger", response_model=LedgerOut, responses=_ERRORS, tags=["read"],
              dependencies=login_)
     def api_ledger() -> dict[str, Any]:
-        """The ledger's head, its length and the last verification of the chain."""
+        """Each agent's chain (its length and head), the newest checkpoint and the last
+        verification of the ledger."""
         return data.ledger(store)
 
     @app.post("/api/v1/ledger/verify", response_model=LedgerOut, responses=_ERRORS,
               tags=["read"], dependencies=changes_)
     def api_ledger_verify() -> dict[str, Any]:
-        """Recompute the whole chain now (as `wanwitness verify`) and keep the result."""
+        """Verify the whole ledger now (as `wanwitness ledger verify`) and keep the result."""
         return data.ledger(store, verify=True)
 
     def tickets_linked() -> list[dict[str, Any]]:

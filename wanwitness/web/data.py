@@ -163,22 +163,32 @@ def agents(store: s.Store, *, now_ms: int | None = None,
 
 
 def ledger(store: s.Store, *, verify: bool = False) -> dict[str, Any]:
-    """The ledger's head and length, and the last verification of its chain (by
-    `wanwitness verify` or here); `verify`: recompute the chain now first (it reads
-    every record)."""
+    """Each agent's chain (length, head), the newest checkpoint with its stamps, and the
+    last verification (by `wanwitness ledger verify` or here); `verify`: verify the
+    ledger now first (it reads every record)."""
+    from wanwitness.collector.ledger import chain_heads, latest_checkpoint
     if verify:
         verify_and_record(store)
     with store.engine.connect() as conn:
-        head = conn.execute(sa.select(s.ledger_head.c.pos, s.ledger_head.c.hash)
-                            .where(s.ledger_head.c.id == 1)).first()
-        last_ms = conn.execute(sa.select(sa.func.max(s.ledger.c.recv_ms))).scalar()
+        heads = chain_heads(conn)
+        cp = latest_checkpoint(conn)
+        stamped = 0 if cp is None else conn.execute(
+            sa.select(sa.func.count()).where(s.stamps.c.checkpoint == cp.id)).scalar_one()
+        last_ms = conn.execute(sa.select(s.records.c.recv_ms).order_by(s.records.c.pos.desc())
+                               .limit(1)).scalar()
     done = last_verify(store)
     verified = None
     if done is not None:
+        broken = done.get("broken_at")
         verified = {"at": iso(done.get("at_ms")), "ok": bool(done.get("ok")),
-                    "count": done.get("count"), "head": done.get("head"),
-                    "broken_at": done.get("broken_at"), "problem": done.get("problem")}
-    return {"count": head.pos if head else 0, "head": head.hash if head else None,
+                    "count": done.get("count"), "agents": done.get("agents"),
+                    "checkpoint": done.get("checkpoint"),
+                    "broken_at": None if broken is None else str(broken), "problem": done.get("problem")}
+    return {"count": sum(n for _, n, _ in heads),
+            "chains": [{"agent": a, "links": n, "head": h} for a, n, h in heads],
+            "checkpoint": None if cp is None else {
+                "checkpoint": cp.id, "made": iso(cp.made_ms), "root": cp.root, "agents": cp.agents,
+                "links": cp.links, "stamps": stamped},
             "last_record": iso(last_ms), "last_verify": verified}
 
 
@@ -332,17 +342,16 @@ def outage_detail(store: s.Store, agent: str, start: str, *,
     roles += [("restated it", q) for q in ev.get("cont_seqs") or []]
     roles.append(("closed it", ev.get("close_seq")))
     wanted = {q: role for role, q in roles if isinstance(q, int) and not isinstance(q, bool)}
-    R, L = s.records, s.ledger
+    R = s.records
     records = []
     if wanted:
         with store.engine.connect() as conn:
             for r in conn.execute(
                     sa.select(R.c.seq, R.c.boot, R.c.k, R.c.t.label("agent_t"), R.c.body, R.c.recv_ms,
-                              R.c.pos, L.c.hash)
-                    .join(L, L.c.pos == R.c.pos)
+                              R.c.link, R.c.hash)
                     .where(R.c.agent == agent, R.c.seq.in_(sorted(wanted))).order_by(R.c.seq)):
                 records.append({"seq": r.seq, "role": wanted[r.seq], "boot": r.boot, "kind": r.k,
-                                "t": r.agent_t, "received": iso(r.recv_ms), "ledger_pos": r.pos,
+                                "t": r.agent_t, "received": iso(r.recv_ms), "link": r.link,
                                 "hash": r.hash, "body": json.loads(r.body)})
     end_note = None
     if o.end_ms is not None and ev.get("close_seq") is None:

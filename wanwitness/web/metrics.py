@@ -92,7 +92,6 @@ class StoreMetrics(Collector):
         self.store = store
         self.now_ms = now_ms
         self._lock = threading.Lock()
-        self._ledger_pos = 0
         self._records: dict[str, int] = {}
         self._timelines: dict[str, _Timeline] = {}
         self._shown: dict[tuple[str, ...], float] = {}
@@ -104,17 +103,10 @@ class StoreMetrics(Collector):
     # -- reading the store --------------------------------------------------------
 
     def _count_records(self, conn: sa.Connection) -> dict[str, int]:
-        """Records per agent: the ledger's rows past the position counted up to before."""
-        L = s.ledger
-        head = conn.execute(sa.select(s.ledger_head.c.pos).where(s.ledger_head.c.id == 1)).scalar() or 0
-        if head < self._ledger_pos:  # not this ledger any more: count it afresh
-            self._ledger_pos, self._records = 0, {}
-        if head > self._ledger_pos:
-            for agent, n in conn.execute(sa.select(L.c.agent, sa.func.count())
-                                         .where(L.c.pos > self._ledger_pos, L.c.pos <= head)
-                                         .group_by(L.c.agent)):
-                self._records[agent] = self._records.get(agent, 0) + int(n)
-            self._ledger_pos = head
+        """Records per agent: the length of its chain (its head's link number)."""
+        A = s.agents
+        self._records = {agent: int(n) for agent, n in
+                         conn.execute(sa.select(A.c.id, A.c.chain_n).where(A.c.chain_n > 0))}
         return self._records
 
     def _timeline(self, agent: str, hb_s: int, last_recv_ms: int | None, records: int,
