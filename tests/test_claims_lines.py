@@ -301,3 +301,17 @@ def test_the_monthly_report_and_home_assistant_count_each_line_apart(tmp_path):
     office = claims(store, conf.for_line("office"), "2026-10", ["ww-office"], now)["ww-office"]
     assert home is not None and office is not None and 0 < float(home) < float(office)
     store.dispose()
+
+
+def test_a_lines_evidence_bundle_carries_only_its_agents_and_verifies(lines, tmp_path):
+    # Two lines of one collector: the office's bundle is the office's evidence alone.
+    from tests.test_claims_households import unzip, verify
+    zipped = tmp_path / "office.zip"
+    proc = lines("claim", "--period", "2026-10", "--line", "office", "--evidence", str(zipped))
+    assert proc.returncode == 0, proc.stderr
+    assert "ww-office link" in proc.stderr and "ww-home" not in proc.stderr
+    files = unzip(zipped, tmp_path / "office")
+    assert "chains/ww-office.tsv" in files
+    assert not any(b"ww-home" in data for data in files.values())
+    checked = verify(tmp_path / "office")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
