@@ -322,6 +322,41 @@ def test_reconnects_after_broker_restart_and_delivers_what_was_published_meanwhi
           f"backoffs {backoffs} ms; sampler late max {sampler['max_late_ms']} ms")
 
 
+def test_fails_over_to_the_next_broker_and_comes_back_round(tmp_path, mpy_dir):
+    """Two brokers (docs/agent.md, broker.others): the client stays on the first while it
+    answers; after `fail_over` (3) failed connects to it, the next; round again when that
+    one goes too. The backoff keeps growing across the switch."""
+    from testing.brokers import Mosquitto
+    first = Mosquitto(tmp_path / "a").start()
+    second = Mosquitto(tmp_path / "b").start()
+    try:
+        with Probe(mpy_dir, mode="idle", port=first.port, others=second.port, id="rover",
+                   secs=90, bmax=4000) as p:
+            assert int(p.expect("connected", 15)["port"]) == first.port
+            first.kill()
+            moved = p.expect("connected", 60)
+            assert int(moved["port"]) == second.port and moved["n"] == "2"
+            first.start()
+            second.kill()
+            back = p.expect("connected", 60)
+            assert int(back["port"]) == first.port and back["n"] == "3"
+            p.kill()
+        out = p.output()
+        assert out.count(f"mqtt: trying broker 127.0.0.1:{second.port}") == 1, out
+        assert out.count(f"mqtt: trying broker 127.0.0.1:{first.port}") == 1, out
+        # three failed connects to a broker before the next one is tried, and the backoff
+        # is not reset by the switch (a fleet whose brokers are all away must not spin)
+        lines = out.splitlines()
+        for n, gone in ((2, first.port), (3, second.port)):
+            upto = next(i for i, x in enumerate(lines) if x.startswith("EV connected") and f" n={n} " in x)
+            assert sum(f"refused_by_127.0.0.1:{gone}" in x for x in lines[:upto]) == 3, out
+        fails = [int(f["fails"]) for name, f in p.seen if name == "backoff"]
+        assert fails == sorted(fails) and max(fails) >= 5, fails
+    finally:
+        first.close()
+        second.close()
+
+
 # -- against scripted brokers ---------------------------------------------------------------
 
 def test_keepalive_ping_and_drop_when_the_broker_goes_silent(mpy_dir):

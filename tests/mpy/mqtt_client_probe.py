@@ -4,13 +4,14 @@
 #
 # usage: micropython mqtt_client_probe.py mode=<basic|reconnect|pub1|idle> port=N
 #        [id=...] [prefix=...] [ka=seconds] [retry=ms] [secs=N] [user=... pw=...] [topic=...]
-#        [at=1]
+#        [at=1] [others=PORT,PORT] [bmax=ms]
 #   basic      will + retained subscribe + QoS 1 publishes + heap figures, then idles
 #   reconnect  waits for the broker to vanish, publishes QoS 1 while it is gone, and
 #              reports the reconnect and the PUBACK
 #   pub1       one QoS 1 publish, reports when/if it is acknowledged (scripted brokers);
 #              at=1: with publish_at, the payload in a buffer of its own between other bytes
 #   idle       stays connected for secs seconds, reporting connects and errors
+#   others     more brokers on 127.0.0.1 (mqtt.Client's failover), tried in turn
 import gc
 import sys
 
@@ -63,11 +64,14 @@ async def sampler():
 
 
 def make_client(will=None):
+    others = tuple(("127.0.0.1", int(p)) for p in ARGS["others"].split(",")) if "others" in ARGS else ()
     c = Probe("127.0.0.1", int(ARGS["port"]), ARGS["id"], ARGS.get("user"), ARGS.get("pw"),
-              int(ARGS["ka"]), will)
+              int(ARGS["ka"]), will, others=others)
     c.retry_ms = int(ARGS["retry"])
+    if "bmax" in ARGS:  # a shorter backoff ceiling, for tests that go round several brokers
+        c.backoff_max_ms = int(ARGS["bmax"])
     c.on_message = lambda t, m: ev("msg", "topic=" + t, "hex=" + "".join("%02x" % x for x in m))
-    c.on_connect = lambda sp: ev("connected", "n=%d" % (c.connects), "sp=%d" % sp)
+    c.on_connect = lambda sp: ev("connected", "n=%d" % (c.connects), "sp=%d" % sp, "port=%d" % c.port)
     return c
 
 

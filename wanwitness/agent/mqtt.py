@@ -392,12 +392,18 @@ class Client:
     rx_size = 512  # receive buffer: larger incoming PUBLISHes are acked and dropped
     tx_size = 256  # QoS 0 PUBLISHes are built here (topic + 7 bytes must fit)
     addr_retries = 3  # failed connects to a cached address before resolving again
+    fail_over = 3  # failed connects to one broker before the next of `brokers` is tried
     def __init__(self, host, port=1883, client_id="", user=None, password=None,
-                 keepalive_s=30, will=None, clean=True, tls=None):
+                 keepalive_s=30, will=None, clean=True, tls=None, others=()):
         # tls: None (plain MQTT), an ssl.SSLContext from tls_context(), or a string
         # saying why TLS is wanted but impossible: then no connection is ever opened.
+        # others: more brokers ((host, port), ...) with the same credentials and CA, tried
+        # in turn after `fail_over` failed connects to the current one (docs/agent.md).
         self.host = host
         self.port = port
+        self.brokers = ((host, port),) + tuple(others)
+        self._bi = 0  # index of the broker in use
+        self._bfails = 0  # failed connects to it in a row
         self.tls = tls
         self._raw = None  # the TCP socket under the TLS one
         self.keepalive_s = keepalive_s
@@ -513,11 +519,15 @@ class Client:
                 if not self._live:
                     try:
                         await self.connect()
+                        self._bfails = 0
                     except Exception as e:  # OSError, MQTTError, bad addresses
                         self.last_error = _why(e)
                         if not fails:  # the first failure of a run, not every retry
                             print("mqtt: cannot connect:", self.last_error)
                         self._drop(None)
+                        self._bfails += 1
+                        if self._bfails >= self.fail_over and len(self.brokers) > 1:
+                            self._next_broker()
                         await asyncio.sleep_ms(self.backoff_ms(fails))
                         fails += 1
                         continue
@@ -532,6 +542,18 @@ class Client:
                     fails += 1
         finally:  # stopped or cancelled: leave no socket or reader task behind
             self._drop(None)
+
+    def _next_broker(self):
+        # The next broker of `brokers`, round and round; the backoff keeps growing, so a
+        # fleet whose brokers are all away does not spin through them. What is unacked is
+        # resent there after the CONNACK, as after any reconnect.
+        self._bi = (self._bi + 1) % len(self.brokers)
+        self.host, self.port = self.brokers[self._bi]
+        self._addr = None  # the old broker's address means nothing for this one
+        self._addr_fails = 0
+        self._stale = False
+        self._bfails = 0
+        print("mqtt: trying broker %s:%d" % (self.host, self.port))
 
     def backoff_ms(self, fails):
         # Exponential, "equal jitter": uniform in [d/2, d], d = min * 2^fails capped at
