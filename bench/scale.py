@@ -162,6 +162,7 @@ class SimAgent:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return
         self.inflight = info.mid
+        self.pop.resent += sum(1 for seq in chosen if seq in self.sent_at)
         for seq in chosen:
             self.sent_at[seq] = now
         self.pop.batches += 1
@@ -233,6 +234,7 @@ class Population:
         self.acks_above: list[str] = []
         self.batches = 0
         self.heartbeats = 0
+        self.resent = 0  # records published again (no ack covered them within resend_s)
         self.agents = [SimAgent(self, n, f"{self.rng.getrandbits(32):08x}") for n in names]
         self._tasks: list[asyncio.Task] = []
 
@@ -493,6 +495,7 @@ class Meter:
         self.mq0 = cpu_s(rig.broker.proc.pid) if rig.broker.proc else 0.0
         self.me0 = cpu_s(os.getpid())
         self.hb0 = self.pop.heartbeats
+        self.resent0 = self.pop.resent
         self.idle0, self.total0 = machine_busy()
         rig.pg.samples = rig.pg.waiting = 0
         self._sampler = asyncio.create_task(self._sample())
@@ -524,7 +527,7 @@ class Meter:
             bench_cpu_s=round(cpu_s(os.getpid()) - self.me0, 1),
             lock_wait_pct=round(100 * rig.pg.waiting / rig.pg.samples, 1) if rig.pg.samples else 0.0,
             machine_busy_pct=round(100 * (1 - (idle1 - self.idle0) / max(1e-9, total1 - self.total0)), 1),
-            extra=extra)
+            extra={"records resent": pop.resent - self.resent0, **extra})
 
 
 # --- the runs -------------------------------------------------------------------------------
@@ -554,8 +557,6 @@ async def run_n(n: int, args, work: Path, cleanup: Cleanup, kill_run: bool) -> l
             if kill_run and args.kill_run_s > 0:
                 out.append(await kill_run_phase(n, args, rig, pop))
                 print(row(out[-1]), flush=True)
-                for k, v in out[-1].extra.items():
-                    print(f"  {k}: {v}", flush=True)
     finally:
         await asyncio.to_thread(rig.close)
     return out
@@ -593,7 +594,7 @@ async def kill_run_phase(n: int, args, rig: Rig, pop: Population) -> Phase:
     made = pop.made()
     lost = sum(made[a] for a in made) - distinct
     holes = sum(1 for a, m in made.items() if per_agent.get(a, 0) != m)
-    phase.extra = {"kills": len(kills), "records made": sum(made.values()), "records lost": lost,
+    phase.extra = {**phase.extra, "kills": len(kills), "records made": sum(made.values()), "records lost": lost,
                    "agents whose last record is missing": holes,
                    "duplicates stored": stored - distinct,
                    "acks above an agent's last seq": len(pop.acks_above),
@@ -640,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agents", type=int, default=1000)
     ap.add_argument("--collectors", default="1,2,3", type=lambda s: [int(x) for x in s.split(",")])
     ap.add_argument("--phase-s", type=float, default=30.0)
-    ap.add_argument("--backlog", type=int, default=100, help="records per agent in the backlog phase")
+    ap.add_argument("--backlog", type=int, default=20, help="records per agent in the backlog phase "
+                    "(20: a 7-minute outage at the worst realistic rate)")
     ap.add_argument("--kill-run-s", type=float, default=60.0)
     ap.add_argument("--kill-every-s", type=float, default=20.0)
     ap.add_argument("--pg-admin", default=DEFAULT_PG_ADMIN)
@@ -659,8 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in phases:
         print(row(p))
     for p in phases:
-        for k, v in p.extra.items():
-            print(f"{p.collectors} collectors, {p.phase}: {k}: {v}")
+        print(f"{p.collectors} collectors, {p.phase}: " + ", ".join(f"{k}: {v}" for k, v in p.extra.items()))
     if args.json:
         args.json.write_text(json.dumps([asdict(p) for p in phases], indent=1))
     if args.profile:
