@@ -14,7 +14,8 @@ class CollectorProcess:
     def __init__(self, workdir: Path, db_url: str, *, broker: str | None = None,
                  listen: tuple[str, int] | None = None, username: str = "", password: str = "",
                  extra_env: dict[str, str] | None = None, collector_conf: str = "",
-                 new_session: bool = False, web: tuple[str, int] | None = None):
+                 new_session: bool = False, web: tuple[str, int] | None = None,
+                 extra_args: tuple[str, ...] = ()):
         # new_session: Ctrl-C at the terminal reaches only the harness, which then stops
         # the collector in order (the benchmarks).
         self.workdir = Path(workdir)
@@ -23,6 +24,7 @@ class CollectorProcess:
         self.broker = broker
         self.listen = listen
         self.web = web  # None: --no-web
+        self.extra_args = extra_args  # more options of `collect`, e.g. ("--shared", "G")
         self.config = self.workdir / "config.toml"
         lines = ["[broker]"]
         if broker:
@@ -41,7 +43,7 @@ class CollectorProcess:
         cmd += ["--web", f"{self.web[0]}:{self.web[1]}"] if self.web else ["--no-web"]
         if self.listen:
             cmd += ["--listen", f"{self.listen[0]}:{self.listen[1]}"]
-        return cmd
+        return cmd + list(self.extra_args)
 
     def start(self, wait: bool = True) -> None:
         self.starts += 1

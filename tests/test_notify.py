@@ -54,18 +54,20 @@ def wait_for(what: str, check: Callable[[], object], timeout: float = WAIT_S):
 class Webhook:
     """What Apprise's json:// posts, received on 127.0.0.1:`port` (start/stop at will)."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, delay_s: float = 0.0):
         self.port = port or free_port()
+        self.delay_s = delay_s  # before each answer: a slow service
         self.got: list[tuple[str, dict]] = []
         self.server: ThreadingHTTPServer | None = None
 
     def start(self) -> Webhook:
-        got = self.got
+        got, delay_s = self.got, self.delay_s
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 got.append((self.path, json.loads(body)))
+                time.sleep(delay_s)
                 self.send_response(200)
                 self.end_headers()
 
@@ -373,6 +375,29 @@ def test_queue_is_insert_once_per_event_and_destination(store):
     assert nt.enqueue(store, "line_back:kitchen:8", urls=("json://127.0.0.1:9/a",), **add) == 1
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(s.notifications)).scalar() == 3
+
+
+def test_two_collectors_on_one_store_send_a_message_once(tmp_path, db_url):
+    """`collect --shared`: every collector runs a notifier on the same queue; a slow
+    service keeps the first send open while the other notifier looks at the queue."""
+    hook = Webhook(delay_s=1.0).start()
+    store = open_store(db_url)
+    conf = write_config(tmp_path / "config.toml", [hook.url()])
+    try:
+        assert nt.enqueue(store, "line_back:kitchen:7", "line_back", "kitchen", (hook.url(),),
+                          "kitchen: line back", "b", {}, T0) == 1
+        notifiers = [nt.Notifier(store, conf, now_ms=lambda: T0 + SEC) for _ in range(2)]
+        threads = [threading.Thread(target=n.deliver, args=(T0 + SEC,)) for n in notifiers]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(WAIT_S)
+        assert hook.titles() == ["kitchen: line back"]
+        (row,) = nt.rows(store)
+        assert row.state == "sent" and row.attempts == 1
+    finally:
+        hook.stop()
+        store.dispose()
 
 
 # --- configuration and the CLI ---------------------------------------------------------------

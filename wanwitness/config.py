@@ -116,6 +116,14 @@ def _prefix(v: Any) -> str:
     return text
 
 
+def _share_group(v: Any) -> str:
+    text = _str(v)
+    if any(c in text for c in "/+#") or any(c.isspace() for c in text):
+        raise ValueError(f"expected a shared-subscription group name without /, +, # or spaces, "
+                         f"got {text!r}")
+    return text
+
+
 def _level(v: Any) -> str:
     text = _str(v).lower()
     if text not in ("debug", "info", "warning", "error"):
@@ -299,8 +307,10 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any, str]]] = {
         "tls_key": (_path, "", "its private key; default: tls/server.key beside this file"),
         "tls_ca": (_path, "", "CA certificate `agent add` writes into the boards' config; "
                    "default: tls/ca.crt beside this file"),
-        "client_id": (_str, "wanwitness-collector", "MQTT client id (persistent session)"),
-        "share_group": (_str, "", "shared-subscription group for several collectors"),
+        "client_id": (_str, "wanwitness-collector", "MQTT client id (persistent session; with "
+                      "share_group, the start of each collector's own id)"),
+        "share_group": (_share_group, "", "shared-subscription group for several collectors on "
+                        "one PostgreSQL and an external broker (wanwitness collect --shared)"),
         "max_packet": (_int_range(1024 + 128, 256 * 1024 * 1024), 64 * 1024 + 1024,
                        "largest MQTT packet a client may send, bytes (both brokers)"),
         "max_connections": (_int_range(1, 100000), 256, "most client connections (both brokers)"),

@@ -17,6 +17,8 @@ from wanwitness.errors import UserError
 
 if TYPE_CHECKING:
     from wanwitness.broker.embedded import TlsListener
+    from wanwitness.collector.duty import Duty
+    from wanwitness.collector.homeassistant import HomeAssistant
 
 
 @click.command()
@@ -33,10 +35,13 @@ if TYPE_CHECKING:
               "(default: [web] listen, 127.0.0.1:8765); other than loopback it needs "
               "`wanwitness web password`.")
 @click.option("--no-web", is_flag=True, help="Serve no web UI.")
+@click.option("--shared", "share_group", metavar="GROUP", help="One of several collectors on one "
+              "PostgreSQL: take the agents' messages through the external broker's shared "
+              "subscription $share/GROUP/... (default: [broker] share_group).")
 @click.pass_obj
 def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             tls_listen: str | None, prefix: str | None, web_listen: str | None,
-            no_web: bool) -> None:
+            no_web: bool, share_group: str | None) -> None:
     """Receive the agents' records and keep them in the ledger (runs until Ctrl-C)."""
     from wanwitness.collector.agents import check_agent_password, list_agents
     from wanwitness.collector.loop import Collector
@@ -56,6 +61,19 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     if web_at is not None and bool(conf.web.tls_cert) != bool(conf.web.tls_key):
         raise UserError("[web] tls_cert and tls_key: set both to serve the web UI over HTTPS, "
                         "or neither")
+    if share_group is not None:
+        share_group, shared_with = checked(cfg._share_group, share_group, "--shared"), "--shared"
+        if not share_group:
+            raise UserError("--shared: give the group's name, e.g. --shared collectors")
+    else:
+        share_group, shared_with = conf.broker.share_group, "[broker] share_group"
+    if share_group and not broker_url:
+        raise UserError(f"{shared_with}: several collectors need an external broker with shared "
+                        "subscriptions (--broker mqtt://HOST:PORT, e.g. Mosquitto 2); the "
+                        "embedded broker serves one collector")
+    if share_group and not (db or conf.store.url).startswith("postgresql"):
+        raise UserError(f"{shared_with}: several collectors need one PostgreSQL database "
+                        "(--db postgresql://..., [store] url), not a SQLite file")
     setup_logging(conf.collector.log_level)
     store = obj.store(db)
     web_sock = _web_socket(store, web_at)
@@ -93,20 +111,27 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     collector = Collector(store, broker_url, prefix=prefix, username=username, password=password,
                           client_id=conf.broker.client_id,
                           ca_file=conf.broker.ca_file,
-                          share_group=conf.broker.share_group,
+                          share_group=share_group,
                           batch_max=conf.collector.batch_max,
                           summary_s=conf.collector.summary_s,
                           quota=Quota(conf.collector.quarantine_max_rows,
                                       conf.collector.quarantine_max_bytes))
 
-    home_assistant = None
+    home_assistant: HomeAssistant | Duty | None = None
     ha = conf.homeassistant
     if ha.enabled and ha.broker:
         from wanwitness.collector.homeassistant import HomeAssistant, web_url
-        home_assistant = HomeAssistant(store, conf, prefix=prefix,
-                                       status=lambda: dict(collector.status),
-                                       support_url=web_url(web_sock.getsockname()[:2] if web_sock
-                                                           else None, bool(conf.web.tls_cert)))
+
+        def publisher() -> HomeAssistant:
+            return HomeAssistant(store, conf, prefix=prefix, status=lambda: dict(collector.status),
+                                 support_url=web_url(web_sock.getsockname()[:2] if web_sock
+                                                     else None, bool(conf.web.tls_cert)))
+        if share_group:
+            # One publisher for all the collectors sharing the store (collector/duty.py).
+            from wanwitness.collector.duty import Duty
+            home_assistant = Duty(store, "Home Assistant publisher", publisher)
+        else:
+            home_assistant = publisher()
 
     from wanwitness.collector import notify as nt
     notifier = None
@@ -147,6 +172,8 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     if embedded:
         where = "embedded broker listening on " + ", ".join(
             f"{scheme}://{address}" for scheme, address in embedded.listening)
+    elif share_group:
+        where = f"broker {broker_url}, shared group {share_group!r} as {collector.client_id}"
     else:
         where = f"broker {broker_url}"
     click.echo(f"wanwitness collector {__version__}: store {safe_url(store.url)}, {where}, "
@@ -158,7 +185,8 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
         click.echo(f"web UI on {web_server.url}", err=True)
     if home_assistant is not None:
         click.echo(f"Home Assistant: MQTT discovery on {safe_url(ha.broker)} under "
-                   f"{ha.discovery_prefix}/", err=True)
+                   f"{ha.discovery_prefix}/" + (", by one of the collectors sharing the store"
+                                                if share_group else ""), err=True)
     if notifier is not None:
         click.echo("notifications to " + ", ".join(nt.display(u) for u in nt.all_urls(conf)), err=True)
     if stamper is not None:

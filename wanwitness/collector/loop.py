@@ -7,12 +7,23 @@ The session is persistent (clean_session=False, a fixed client id) and acks are
 manual, so whatever was received but not committed when the process dies is
 redelivered by the broker, and whatever the broker lost is resent by the agent,
 which keeps every record until our ack covers it.
+
+Several collectors (`share_group`, `wanwitness collect --shared G`): each subscribes to
+the agents' `rec` and `hb` through `$share/G/...`, so the broker hands every message to
+one of them, with a clean session and a client id of its own (`shared_client_id`): a
+dead collector's share is then not parked in an offline session, and what it had
+received but not committed goes unacknowledged, so the agents send it again (to a
+living one). Each ack is still computed from the database in the transaction that
+stored the records and published after that commit.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import re
+import socket
 import ssl
 import threading
 import time
@@ -80,8 +91,12 @@ class Collector:
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         self.broker_url = broker_url
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
+        self.shared = bool(share_group)
+        self.share_group = share_group
+        self.client_id = shared_client_id(client_id) if self.shared else client_id
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                  clean_session=self.shared, protocol=mqtt.MQTTv311,
+                                  manual_ack=True)
         if username:
             self.client.username_pw_set(username, password)
         if parts.scheme == "mqtts":
@@ -110,8 +125,12 @@ class Collector:
         client.subscribe(self._subscriptions)
         self._republish.set()
         self._connected.set()
-        log.info("connected to %s (session %s)", self.broker_url,
-                 "resumed" if flags.session_present else "new")
+        if self.shared:
+            log.info("connected to %s (shared subscriptions, group %r, client id %s)",
+                     self.broker_url, self.share_group, self.client_id)
+        else:
+            log.info("connected to %s (session %s)", self.broker_url,
+                     "resumed" if flags.session_present else "new")
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props):
         self._connected.clear()
@@ -268,6 +287,13 @@ class StoreCorrupt(UserError):
             "of the failed commit were not acknowledged: the broker and the agents keep them. "
             "Restore the file from a backup (or check it: wanwitness verify --db "
             f"{url}), then start the collector again")
+
+
+def shared_client_id(base: str) -> str:
+    """A client id of this process alone: `base`, the host name and the pid (a second
+    collector with the same id would take the first one's connection over)."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "", socket.gethostname().split(".")[0]) or "host"
+    return f"{base}-{host[:40]}-{os.getpid()}"
 
 
 def _span(seconds: float) -> str:

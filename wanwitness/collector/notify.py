@@ -64,6 +64,7 @@ log = logging.getLogger("wanwitness.notify")
 CHECK_S = 30.0              # a round at least this often (silence, deadlines, digests, retries)
 MIN_GAP_S = 1.0             # at most one round a second, however much is ingested
 SEND_TIMEOUT_S = 60         # one send, all in
+TAKEN_MS = (2 * SEND_TIMEOUT_S + 60) * 1000  # a row being sent (the claim PDF made, then sent)
 LOOKBACK_MS = 7 * 86_400_000
 SINCE_KEY = "notify.since_ms"
 FILING_PERIODS = 7           # complete billing periods looked at for a filing deadline (ru: 6 months)
@@ -765,6 +766,8 @@ class Notifier:
                 if row.next_ms > now:
                     next_due = row.next_ms if next_due is None else min(next_due, row.next_ms)
                 continue
+            if not self._take(row, now):
+                continue  # another collector on this store is sending it
             with tempfile.TemporaryDirectory(prefix="wanwitness-notify-") as tmp:
                 try:
                     doc = json.loads(row.data)
@@ -790,6 +793,18 @@ class Notifier:
         if next_due is None:
             return self.check_s
         return max(0.05, min(self.check_s, (next_due - now) / 1000))
+
+    def _take(self, row: Any, now: int) -> bool:
+        """The row is this process's to send: its next_ms moves past the time a send may
+        take, unless someone moved it since we read it (several collectors on one store,
+        `wanwitness collect --shared`, each run a notifier: one of them sends). If this
+        process dies before the send's outcome is written, another sends it after that."""
+        N = s.notifications
+        with self.store.engine.begin() as conn:
+            taken = conn.execute(N.update().where(N.c.event == row.event, N.c.target == row.target,
+                                                  N.c.state == "pending", N.c.next_ms == row.next_ms)
+                                 .values(next_ms=now + TAKEN_MS)).rowcount
+        return taken == 1
 
     def _finish(self, row: Any, state: str, now: int, why: str | None) -> None:
         N = s.notifications
