@@ -119,6 +119,26 @@ def test_agent_add_writes_the_board_config_and_refuses_duplicates(ww, tmp_path):
     assert "kitchen" in listed.stdout and "never" in listed.stdout
 
 
+def test_agent_add_names_the_brokers_to_fail_over_to(ww, tmp_path):
+    db = f"sqlite:///{tmp_path}/w.db"
+    out = tmp_path / "hall.json"
+    proc = ww("agent", "add", "hall", "--db", db, "--out", str(out), "--broker-host", "192.0.2.10",
+              "--broker-port", "1884", "--broker-other", "192.0.2.11",
+              "--broker-other", "broker3.example.net:8883")
+    assert proc.returncode == 0, proc.stderr
+    assert "tries 192.0.2.11:1884, then broker3.example.net:8883" in proc.stdout
+    board = json.loads(out.read_text())
+    assert board["broker"]["others"] == [{"host": "192.0.2.11", "port": 1884},
+                                         {"host": "broker3.example.net", "port": 8883}]
+    for bad, why in (("a b", "expected HOST or HOST:PORT"), ("host:99999", "the port must be 1-65535"),
+                     ("[::1]:1883", "expected HOST or HOST:PORT")):
+        refused = ww("agent", "add", "other", "--db", db, "--out", str(tmp_path / "o.json"),
+                     "--broker-other", bad)
+        assert refused.returncode == 2 and why in one_clear_line(refused), refused.stderr
+    many = ww("agent", "add", "other", "--db", db, *sum((["--broker-other", f"h{i}"] for i in range(4)), []))
+    assert many.returncode == 2 and "at most 3 more brokers" in one_clear_line(many)
+
+
 def test_broker_mosquitto_config_writes_files_for_every_agent(ww, tmp_path):
     db = f"sqlite:///{tmp_path}/w.db"
     for name in ("a1", "a2"):

@@ -27,6 +27,9 @@ def agent() -> None:
 @click.option("--broker-host", metavar="HOST", help="Host the board connects to "
               "(default: [agents] broker_host, else this machine's name).")
 @click.option("--broker-port", type=click.IntRange(1, 65535), help="Port the board connects to.")
+@click.option("--broker-other", "others", multiple=True, metavar="HOST[:PORT]",
+              help="Another broker the board tries when the first cannot be reached (same "
+                   "credentials; port: --broker-port's). Repeatable, up to 3.")
 @click.option("--wifi-ssid", default="", help="Wi-Fi network name for the board.")
 @click.option("--wifi-password", default="", help="Wi-Fi password for the board.")
 @click.option("--hb", "hb_s", default=30, show_default=True, type=click.IntRange(5, 3600),
@@ -36,8 +39,8 @@ def agent() -> None:
                    "lan, wifi), e.g. --led 32:internet --led 33:power. Repeatable, up to 4.")
 @click.pass_obj
 def agent_add(obj: Ctx, db: str | None, name: str, out: Path | None, broker_host: str | None,
-              broker_port: int | None, wifi_ssid: str, wifi_password: str, hb_s: int,
-              leds: tuple[str, ...]) -> None:
+              broker_port: int | None, others: tuple[str, ...], wifi_ssid: str,
+              wifi_password: str, hb_s: int, leds: tuple[str, ...]) -> None:
     """Create agent NAME with new broker credentials and write its config.json."""
     from wanwitness.collector.agents import (
         add_agent,
@@ -54,11 +57,12 @@ def agent_add(obj: Ctx, db: str | None, name: str, out: Path | None, broker_host
         broker_port = port
     out = out or board_config_path(name)
     sensors = _parse_leds(leds)
+    more = _parse_others(others, broker_port)
     store = obj.store(db)
     password = add_agent(store, name, hb_s=hb_s)
     board = board_config(name, password, broker_host=host, broker_port=broker_port, tls=tls,
                          ca=ca, prefix=conf.broker.prefix, hb_s=hb_s, wifi_ssid=wifi_ssid,
-                         wifi_password=wifi_password)
+                         wifi_password=wifi_password, others=more)
     if sensors:
         board["leds"] = sensors
     write_board_config(out, board)
@@ -66,6 +70,9 @@ def agent_add(obj: Ctx, db: str | None, name: str, out: Path | None, broker_host
     click.echo(f"  it connects to {host}:{broker_port} "
                + ("over TLS, trusting only the broker's CA" if tls else
                   "in plain MQTT (`wanwitness broker tls init` sets up TLS)"))
+    if more:
+        click.echo("  when it cannot reach that broker, it tries "
+                   + ", then ".join(f"{h}:{p}" for h, p in more))
     if not wifi_ssid:
         click.echo("  fill in wifi.ssid and wifi.password before deploying it to the board")
     if not sensors:
@@ -73,6 +80,24 @@ def agent_add(obj: Ctx, db: str | None, name: str, out: Path | None, broker_host
     if url:
         click.echo("  external broker: run `wanwitness broker mosquitto-config` again "
                    "so the broker knows the new agent")
+
+
+def _parse_others(values: tuple[str, ...], port: int) -> tuple[tuple[str, int], ...]:
+    """--broker-other HOST[:PORT] values -> ((host, port), ...), each checked."""
+    if len(values) > 3:
+        raise UserError(f"--broker-other: at most 3 more brokers, got {len(values)}")
+    out = []
+    for value in values:
+        host, port_text = value.strip(), ""
+        if host.count(":") == 1:
+            host, port_text = host.split(":")
+        if not host or len(host) > 253 or any(c.isspace() or c in "[]:/@" for c in host):
+            raise UserError(f"--broker-other {value!r}: expected HOST or HOST:PORT, "
+                            "e.g. broker2.example.net:8883")
+        if port_text and not (port_text.isdigit() and 1 <= int(port_text) <= 65535):
+            raise UserError(f"--broker-other {value!r}: the port must be 1-65535")
+        out.append((host, int(port_text) if port_text else port))
+    return tuple(out)
 
 
 @agent.command("run")

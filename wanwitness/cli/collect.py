@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import secrets
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -140,7 +141,20 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
     from wanwitness.collector.ledger import Checkpointer
     from wanwitness.collector.stamp import DailyStamper
     stamper = DailyStamper.from_config(store, conf)
-    checkpointer = Checkpointer(store, conf.collector.checkpoint_s)
+    every = conf.collector.checkpoint_s
+    periodic: list[tuple[Callable[[], None], Callable[[], None]]]  # (start, stop)
+    if share_group:
+        # One checkpointer and one stamper for all the collectors sharing the store
+        # (several would each make a checkpoint and ask the TSAs for a stamp of it).
+        from wanwitness.collector.duty import Duty, Periodic
+        duties = [Duty(store, "ledger checkpoints", lambda: Periodic(Checkpointer(store, every)))]
+        if stamper is not None:
+            duties.append(Duty(store, "trusted timestamps",
+                               lambda: Periodic(DailyStamper.from_config(store, conf))))
+        periodic = [(d.start, d.close) for d in duties]
+    else:
+        jobs = [j for j in (stamper, Checkpointer(store, every)) if j is not None]
+        periodic = [(j.start, j.stop) for j in jobs]
     hooks = [h.changed for h in (home_assistant, notifier) if h is not None]
     if hooks:
         def on_commit() -> None:
@@ -191,7 +205,7 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
         click.echo("notifications to " + ", ".join(nt.display(u) for u in nt.all_urls(conf)), err=True)
     if stamper is not None:
         click.echo(f"trusted timestamps of ledger checkpoints every {conf.stamp.interval_s} s from "
-                   + ", ".join(stamper.urls), err=True)
+                   + ", ".join(conf.stamp.tsa_urls), err=True)
     if n_agents == 0:
         click.echo("No agents yet: add one with `wanwitness agent add NAME`.", err=True)
     try:
@@ -199,9 +213,8 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             home_assistant.start()
         if notifier is not None:
             notifier.start()
-        if stamper is not None:
-            stamper.start()
-        checkpointer.start()
+        for start, _stop in periodic:
+            start()
         collector.connect()
         if not collector.wait_connected():
             logging.getLogger("wanwitness.collector").warning(
@@ -214,9 +227,8 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             home_assistant.close()
         if notifier is not None:
             notifier.close()
-        if stamper is not None:
-            stamper.stop()
-        checkpointer.stop()
+        for _start, stop in periodic:
+            stop()
         collector.close()
         if embedded:
             embedded.stop()

@@ -98,13 +98,18 @@ def check_agent_password(store: s.Store, name: str, password: str) -> bool:
 def board_config(name: str, password: str, *, broker_host: str, broker_port: int,
                  tls: bool = False, ca: str | None = None, prefix: str = "wanwitness",
                  hb_s: int = DEFAULT_HB_S, wifi_ssid: str = "",
-                 wifi_password: str = "") -> dict[str, Any]:
+                 wifi_password: str = "",
+                 others: tuple[tuple[str, int], ...] = ()) -> dict[str, Any]:
     """The agent's config.json (the agent fills anything missing with its defaults).
-    ca: the broker's CA certificate as PEM text; with tls the agent trusts only it."""
+    ca: the broker's CA certificate as PEM text; with tls the agent trusts only it.
+    others: more brokers (host, port), same credentials and CA, that the agent tries in
+    turn when one cannot be reached (docs/agent.md, broker.others)."""
     broker: dict[str, Any] = {"host": broker_host, "port": broker_port, "user": name,
                               "password": password, "tls": tls}
     if ca is not None:
         broker["ca"] = ca
+    if others:
+        broker["others"] = [{"host": h, "port": p} for h, p in others]
     return {
         "id": name,
         "prefix": prefix,

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -30,6 +30,23 @@ class Work(Protocol):
     def start(self) -> None: ...
     def changed(self) -> None: ...
     def close(self) -> None: ...
+
+
+class Periodic:
+    """A thread-run job with start() and stop() (the ledger's Checkpointer, the daily
+    stamper) as a Work; its Duty makes a new one each time it is taken."""
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+
+    def start(self) -> None:
+        self.job.start()
+
+    def changed(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.job.stop()
 
 
 class Duty:
