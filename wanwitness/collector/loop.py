@@ -67,9 +67,16 @@ class Collector:
         self.prefix = prefix
         self.batch_max = batch_max
         self.ingestor = Ingestor(store, prefix, quota)
-        # Bounded: when the store falls behind, paho's thread waits here and TCP pushes
-        # back on the broker, which holds the backlog (instead of our memory).
-        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=max(100, batch_max * 4))
+        # Never blocks paho's network thread (it also sends our PINGREQs and the PUBACKs
+        # of what was committed: blocked, the broker drops us after 1.5 x keepalive and
+        # redelivers everything). QoS 1 messages are bounded by the broker's in-flight
+        # window (max_inflight_messages: PUBACK only after the commit), so the backlog
+        # stays at the broker; QoS 0 heartbeats beyond `qos0_max` queued are dropped and
+        # counted (a heartbeat is no record: liveness, a clock point, a latency summary).
+        self._queue: queue.Queue[_Item] = queue.Queue()
+        self.qos0_max = max(100, batch_max * 4)
+        self.hb_dropped = 0
+        self._hb_dropped_told = 0
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._republish = threading.Event()
@@ -141,6 +148,9 @@ class Collector:
         recv_ms = time.time_ns() // 1_000_000
         if msg.topic.endswith("/status"):
             self._note_status(msg.topic, bytes(msg.payload), bool(msg.retain))
+        if msg.qos == 0 and self._queue.qsize() >= self.qos0_max:
+            self.hb_dropped += 1  # the store is behind: shed what QoS 0 allows
+            return
         self._queue.put(_Item(Message(msg.topic, bytes(msg.payload), recv_ms), msg.mid, msg.qos,
                               self._generation))
 
@@ -172,6 +182,11 @@ class Collector:
                  _span(self.summary_s), stored, quarantined,
                  "connected" if self._connected.is_set() else "DISCONNECTED",
                  ", ".join(online) if online else "none")
+        dropped, self._hb_dropped_told = self.hb_dropped - self._hb_dropped_told, self.hb_dropped
+        if dropped:
+            log.warning("last %s: %d heartbeat(s) dropped: the store falls behind the agents "
+                        "(records are not dropped: the broker holds them until committed)",
+                        _span(self.summary_s), dropped)
 
     # -- running -------------------------------------------------------------
 
