@@ -136,6 +136,7 @@ class App:
         self.flush_ev = asyncio.Event()
         self.sampling = False   # the sampler runs: it writes the queued records (flush_due)
         self.flush_due = False
+        self.steps = 0          # outbox steps taken (the flusher sees the sampler's)
         self._say = []          # (index in the outbox queue, kind, detail): console lines
         self._sent_upto = 0
         self._sent_at = time.ticks_ms()  # a ticks value (read only once _sent_gen matches)
@@ -203,8 +204,21 @@ class App:
         self.flush_ev.set()
 
     def flush(self):
+        # Every step at once: at boot (before the loop) and after a crash.
+        self._flash(False)
+
+    def step(self):
+        # One step of the outbox's flash work (at most one erase: outbox.py "Steps").
+        self.steps += 1
+        self._flash(True)
+
+    def _flash(self, one):
         try:
-            self.outbox.flush()
+            if one:
+                if not self.outbox.step():
+                    return
+            else:
+                self.outbox.flush()
         except OSError as e:  # flash full or failing: keep running, say so in heartbeats
             self._failed(e)
             return
@@ -236,20 +250,24 @@ class App:
         self._say = [(i - n, k, w) for i, k, w in self._say if i >= n] if ob.queued() else []
 
     async def flusher(self):
+        ob = self.outbox
         while True:
             await self.flush_ev.wait()
             await asyncio.sleep_ms(FLUSH_MS)  # the other tasks' records of this moment too
             self.flush_ev.clear()
-            if self.sampling:
-                # A flash write stalls the loop (a 4 KiB erase: ~45 ms on the chip). Right
-                # after an LED sample turn the stall is the whole gap to the next one; a
-                # sampler that does not come (stalled) leaves it to us.
-                self.flush_due = True
-                await asyncio.sleep_ms(3 * SAMPLE_MS)
-                if not self.flush_due:
-                    continue
-                self.flush_due = False
-            self.flush()
+            while ob.work():
+                n = self.steps
+                if self.sampling:
+                    # A flash erase stalls the loop (~45 ms on the chip). Right after an
+                    # LED sample turn the stall is the whole gap to the next one: the
+                    # sampler takes a step after each turn while there is work; one that
+                    # does not come (stalled) leaves it to us.
+                    self.flush_due = True
+                    await asyncio.sleep_ms(3 * SAMPLE_MS)
+                    if self.steps != n:
+                        continue
+                self.step()
+                await asyncio.sleep_ms(0)
 
     def _setup_sensing(self):
         from detector import Detector
@@ -345,13 +363,14 @@ class App:
             return
         if not isinstance(seq, int) or not (ob is None or isinstance(ob, str)):
             return
-        before = self.outbox.acked
-        why = self.outbox.ack(seq, ob)
+        before = self.outbox.acked_to()
+        why = self.outbox.take_ack(seq, ob)  # persisted by the flusher's steps
         if why:
             # Not ours to take (another outbox, or seqs we never wrote): say so once.
             print("ack", seq, "ignored:", why)
         elif seq > before:
             self.ack_ev.set()
+            self.flush_ev.set()
 
     async def _on_connect(self, _session_present):
         print("mqtt: connected;", self.outbox.depth, "record(s) to send")
@@ -394,8 +413,8 @@ class App:
                         self._led(role, (tr[0], at), log, now)
                     self._states(det.led(at, role, tr[0]))
             if self.flush_due:
-                self.flush_due = False
-                self.flush()    # right after this turn's samples (flusher)
+                self.step()     # right after this turn's samples (flusher)
+                self.flush_due = self.outbox.work()
             due = next_due(due, now, SAMPLE_MS)
             await asyncio.sleep_ms(max(0, time.ticks_diff(due, time.ticks_ms())))
 
