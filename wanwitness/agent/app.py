@@ -36,11 +36,8 @@ NTP_EVERY_MS = 3600000
 CRASH_FILE = "crashes.json"
 CRASH_WINDOW_MS = 600000  # 3 crashes within 10 minutes of uptime -> safe mode
 
-RESET_NAMES = {}
-for _n in ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET",
-           "BROWNOUT_RESET"):
-    if hasattr(machine, _n):
-        RESET_NAMES[getattr(machine, _n)] = _n
+RESET_NAMES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET",
+               "BROWNOUT_RESET")  # machine's constants, read once (reset_cause)
 
 
 def hardware():
@@ -53,9 +50,13 @@ def hardware():
 
 def reset_cause():
     try:
-        return RESET_NAMES.get(machine.reset_cause(), "UNKNOWN")
+        cause = machine.reset_cause()
     except (AttributeError, OSError):
         return "UNKNOWN"
+    for name in RESET_NAMES:
+        if getattr(machine, name, None) == cause:
+            return name
+    return "UNKNOWN"
 
 
 # --- crash bookkeeping (main.py calls these) ------------------------------------------
