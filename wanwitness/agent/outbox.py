@@ -34,13 +34,15 @@
 # stalled): creating a segment (a directory commit), the writes of an append (littlefs
 # copies the file's last block into a freshly erased one in the first write), the close
 # (the commit: a directory compaction erases once every ~20 commits), meta.tmp created,
-# written and closed, renamed, each segment an ack deletes. step() runs one; the app
-# runs one after each LED sample turn. One job at a time: an ack is taken at once
-# (pending() skips what it covers) and persisted by the next job; nothing else opens a
-# file while a job has one open. What still erases more than once in a step:
-# compaction (a full log, _make_room) and a full filesystem (_full) run in one step; a
-# directory relocation (every ~100 compactions) commits to the parent too, which may
-# compact it. flush() and ack() run every step at once (boot, crash, tests).
+# written and closed, renamed, each segment an ack deletes; a compaction's gap records,
+# its output files' creates, block erases, closes and renames, its removes (_apply).
+# step() runs one; the app runs one after each LED sample turn. One job at a time: an
+# ack is taken at once (pending() skips what it covers) and persisted by the next job;
+# nothing else opens a file while a job has one open; pending() reads only committed
+# files. What may still erase more than once in a step: a full filesystem (_full: in
+# one step), and a directory relocation (every ~100 compactions) whose commit to the
+# parent compacts that one too. flush() and ack() run every step at once (boot,
+# crash, tests).
 #
 # Crash safety, step by step:
 # - append: one or two frames, one file close (the littlefs commit); a cut before the
@@ -390,9 +392,10 @@ class Outbox:
             self.writes += 1 + (size - 1) // 4096
 
     def _gap(self, drop, kinds, t, utc):
+        # the write of a gap record: a job (_write)
         rec = {"k": "gap", "t": t, "utc": utc, "drop": drop, "kinds": kinds}
         seq = self.last_seq + 1
-        _run(self._write([(self._encode(rec, seq), seq, False)]))
+        return self._write([(self._encode(rec, seq), seq, False)])
 
     # --- the interface (docs/agent.md) ---------------------------------------
 
@@ -505,7 +508,7 @@ class Outbox:
                 del self._segs[i]
                 continue
             try:
-                self._apply(i, i + 1, trail, hi0)
+                _run(self._apply(i, i + 1, trail, hi0))
             except OSError as e:
                 if e.errno != _ENOSPC:
                     raise
@@ -519,7 +522,7 @@ class Outbox:
         if self._intent:
             self._declare()
         for r in lost:
-            self._gap([r], {"lost": r[1] - r[0] + 1}, 0, None)
+            _run(self._gap([r], {"lost": r[1] - r[0] + 1}, 0, None))
             self.lost.append(r)
 
     def _touches(self, seg, drops):
@@ -638,8 +641,7 @@ class Outbox:
             for body, _ in q:
                 need += len(body)
             if self._total + need > self.max_bytes:
-                # (in one step: several segments rewritten, see "Steps")
-                self._make_room(self._total + need - self.max_bytes, t, utc)
+                yield from self._make_room(self._total + need - self.max_bytes, t, utc)
                 yield
             first = self.last_seq + 1
             frames = []
@@ -733,7 +735,7 @@ class Outbox:
 
     def _declare(self):
         g = self._intent
-        self._gap([g[:2]], g[3], g[4], g[5])
+        _run(self._gap([g[:2]], g[3], g[4], g[5]))
         self._intent = None
         _run(self._save_meta())
 
@@ -843,15 +845,18 @@ class Outbox:
 
     def _make_room(self, need, t, utc):
         # Acked and low-value records first, everywhere; then the oldest of any kind.
-        freed = self._compact(need, t, utc, False)
+        # A job (steps), as _compact.
+        freed = yield from self._compact(need, t, utc, False)
         if freed < need:
-            self._compact(need - freed, t, utc, True)
+            yield from self._compact(need - freed, t, utc, True)
 
     def _compact(self, need, t, utc, high):
         """Drop records from a window of segments (never the one being appended to,
         unless nothing else is left), write the gap records, then rewrite the window.
         high=False: only acked and low-value records; high=True: the oldest records.
-        Returns the bytes freed net of the gap records written."""
+        Returns the bytes freed net of the gap records written. A job: the window is
+        read in the first step, then each gap record and each file operation of the
+        rewrite is a step of its own."""
         segs = self._segs
         acked = self.acked
         hi = len(segs) - 1
@@ -933,9 +938,10 @@ class Outbox:
             self._seal = True
         drops = []
         for g in groups:
-            self._gap(g[0], g[1], t, utc)   # the commit point
+            yield from self._gap(g[0], g[1], t, utc)   # the commit point
+            yield
             drops.extend(g[0])
-        self._apply(a, b, drops, 0)
+        yield from self._apply(a, b, drops, 0)
         self.depth -= ndrop
         self.dropped += ndrop
         return freed - gapb
@@ -945,7 +951,11 @@ class Outbox:
         highest seen), records inside the drop ranges. Survivors are packed in order
         into files named after the victims; output j replaces victim j only once a
         later victim is being read, i.e. when every survivor of victim j is already in
-        this or an earlier output (so a power cut at any point loses nothing)."""
+        this or an earlier output (so a power cut at any point loses nothing).
+        A job: a step after each create, close, rename and remove, and after the write
+        that takes an output out of the directory (littlefs erases its block then); the
+        victim being read is read again after each (pending() shares the buffer; the
+        victim is not renamed over before the next one is read). _run() for all at once."""
         segs = self._segs
         acked = self.acked
         cap = self.seg_bytes
@@ -958,7 +968,8 @@ class Outbox:
         nr = len(drops)
         try:
             for i in range(a, b):
-                buf, size = self._load(segs[i][_KEY])
+                key = segs[i][_KEY]
+                buf, size = self._load(key)
                 mv = memoryview(buf)
                 vboot = -1
                 off = 0
@@ -981,16 +992,26 @@ class Outbox:
                     if not keep or (ri < nr and drops[ri][0] <= seq):
                         continue
                     flen = end - start
+                    step = False
                     if out is not None and cur[_SIZE] + flen > cap and j < i:
                         out.close()
                         out = None
+                        yield
                         os.rename(tmp, self._path(segs[j][_KEY]))
                         self._wrote(cur[_SIZE], 2)
                         made.append(cur)
                         j += 1
+                        yield
+                        step = True
                     if out is None:
                         out = open(tmp, "wb")
                         cur = [segs[j][_KEY], 0, seq, seq, 0, 0, -1]
+                        yield
+                        step = True
+                    if step:
+                        buf, size = self._load(key)
+                        mv = memoryview(buf)
+                    was = cur[_SIZE]
                     if cur[_BOOT] != vboot and vboot >= 0:
                         m = _marker(vboot)
                         out.write(m)
@@ -1004,9 +1025,14 @@ class Outbox:
                     cur[_N] += 1
                     if kind in LOW_VALUE:
                         cur[_LOWB] += flen
+                    if was <= _INLINE < cur[_SIZE] or was <= 4096 < cur[_SIZE]:
+                        yield  # a block erased for the output
+                        buf, size = self._load(key)
+                        mv = memoryview(buf)
             if out is not None:
                 out.close()
                 out = None
+                yield
                 os.rename(tmp, self._path(segs[j][_KEY]))
                 self._wrote(cur[_SIZE], 2)
                 made.append(cur)
@@ -1014,8 +1040,9 @@ class Outbox:
         finally:
             if out is not None:
                 out.close()
-        for i in range(j, b):
-            self._rm(segs[i][_KEY])
+        # The outputs in place of the victims (what pending() reads from now on), then
+        # the victims left over deleted, one a step.
+        left = [segs[i][_KEY] for i in range(j, b)]
         total = self._total
         for i in range(a, b):
             total -= segs[i][_SIZE]
@@ -1023,3 +1050,6 @@ class Outbox:
             total += seg[_SIZE]
         self._total = total
         segs[a:b] = made
+        for key in left:
+            yield
+            self._rm(key)
