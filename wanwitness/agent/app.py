@@ -24,6 +24,8 @@ from version import VERSION as FW
 
 SAMPLE_MS = 20
 FLUSH_MS = 40         # records wait at most this long in RAM: one flash append per burst
+STEP_SLACK_MS = 5     # outbox steps without an LED turn between them (App.work): the gap
+                      # stays within this plus one erase
 LED_EVERY_MS = 60000  # on<->blink changes of one LED: at most one record a minute (led.LedLog)
 ANNOUNCE = ("state", "boot", "error", "gap")  # kinds the console shows as `record N KIND`
 OPEN_WAIT = ("isp_down", "dns_down", "local_down")  # states whose rounds wait less (prober)
@@ -137,7 +139,8 @@ class App:
         self.flush_ev = asyncio.Event()
         self.sampling = False   # the sampler runs: it writes the queued records (flush_due)
         self.flush_due = False
-        self.steps = 0          # outbox steps taken (the flusher sees the sampler's)
+        self._turn_at = None    # ticks of the last LED sample turn, and the next one's due
+        self._due = time.ticks_ms()
         self._say = []          # (index in the outbox queue, kind, detail): console lines
         self._sent_upto = 0
         self._sent_at = time.ticks_ms()  # a ticks value (read only once _sent_gen matches)
@@ -205,33 +208,52 @@ class App:
         self.flush_ev.set()
 
     def flush(self):
-        # Every step at once: at boot (before the loop) and after a crash.
-        self._flash(False)
-
-    def step(self):
-        # One step of the outbox's flash work (at most one erase: outbox.py "Steps").
-        self.steps += 1
-        self._flash(True)
-
-    def _flash(self, one):
+        # The queue at once (boot, before the loop; after a crash).
         try:
-            if one:
-                if not self.outbox.step():
-                    return
-            else:
-                self.outbox.flush()
+            self.outbox.flush()
         except OSError as e:  # flash full or failing: keep running, say so in heartbeats
             self._failed(e)
             return
         except MemoryError:
-            # No block for the file session: the records not written stay queued (the
-            # outbox put them back) for the flusher's next try, after a collection.
-            gc.collect()
-            self.mem_errors += 1
-            self._announce()
-            self.flush_ev.set()
+            self._flash_oom()
             return
         self._announce()
+
+    def work(self, turn=None):
+        # All the outbox's flash work (records queued, acks taken), a step at a time: a
+        # step erases at most one 4 KiB block (~45 ms on the chip, outbox.py "Steps").
+        # turn(): an LED sample turn, taken between two steps once STEP_SLACK_MS have
+        # passed since the last one (waiting for its due time), so the stall of one
+        # erase is the whole gap between two turns. The loop is held meanwhile: no
+        # other task runs between the steps, so what a job holds is freed before they
+        # allocate (the heap as with one flush at a time) and none of them touches the
+        # outbox mid-job.
+        ob = self.outbox
+        while ob.work():
+            try:
+                done = ob.step()
+            except OSError as e:  # flash full or failing: keep running, say so in heartbeats
+                self._failed(e)
+                return
+            except MemoryError:
+                self._flash_oom()
+                return
+            if done:
+                self._announce()
+            if turn is not None:
+                wait = time.ticks_diff(self._due, time.ticks_ms())
+                if wait <= SAMPLE_MS - STEP_SLACK_MS:
+                    if wait > 0:
+                        time.sleep_ms(wait)
+                    turn()
+
+    def _flash_oom(self):
+        # No block for a file session: the records not written stay queued (the outbox
+        # put them back) for the flusher's next try, after a collection.
+        gc.collect()
+        self.mem_errors += 1
+        self._announce()
+        self.flush_ev.set()
 
     def _failed(self, e):
         self.outbox_error = str(e)
@@ -256,19 +278,16 @@ class App:
             await self.flush_ev.wait()
             await asyncio.sleep_ms(FLUSH_MS)  # the other tasks' records of this moment too
             self.flush_ev.clear()
-            while ob.work():
-                n = self.steps
-                if self.sampling:
-                    # A flash erase stalls the loop (~45 ms on the chip). Right after an
-                    # LED sample turn the stall is the whole gap to the next one: the
-                    # sampler takes a step after each turn while there is work; one that
-                    # does not come (stalled) leaves it to us.
-                    self.flush_due = True
-                    await asyncio.sleep_ms(3 * SAMPLE_MS)
-                    if self.steps != n:
-                        continue
-                self.step()
-                await asyncio.sleep_ms(0)
+            if self.sampling:
+                # A flash erase stalls the loop (~45 ms on the chip): the sampler does
+                # the work right after an LED sample turn, with a turn between two
+                # steps (work()); a sampler that does not come (stalled) leaves it to us.
+                self.flush_due = True
+                await asyncio.sleep_ms(3 * SAMPLE_MS)
+                if not self.flush_due:
+                    continue
+                self.flush_due = False
+            self.work()
 
     def _setup_sensing(self):
         from detector import Detector
@@ -386,20 +405,29 @@ class App:
     async def sampler(self):
         # Samples at ticks_ms() deadlines (led.next_due), stamped with ticks_ms(): a
         # small int at any uptime; clock.at() turns a transition's ticks into our ms.
-        from led import next_due
-        det = self.detector
-        due = time.ticks_ms()
-        prev = None
+        self._due = time.ticks_ms()
         self.sampling = True
         while True:
             self.stamp("sampler")
-            now = time.ticks_ms()
-            if prev is not None:
-                g = time.ticks_diff(now, prev)
-                if g > self.gap_max:
-                    self.gap_max = g    # the loop's longest stall, as the LEDs saw it
-            prev = now
-            for ch, role, log in self.leds:
+            self._turn()
+            if self.flush_due:
+                self.flush_due = False
+                self.work(self._turn)   # right after this turn's samples (flusher)
+            await asyncio.sleep_ms(max(0, time.ticks_diff(self._due, time.ticks_ms())))
+
+    def _turn(self):
+        # One LED sample turn; the next is due SAMPLE_MS later (led.next_due).
+        from led import next_due
+        det = self.detector
+        now = time.ticks_ms()
+        prev = self._turn_at
+        if prev is not None:
+            g = time.ticks_diff(now, prev)
+            if g > self.gap_max:
+                self.gap_max = g    # the loop's longest stall, as the LEDs saw it
+        self._turn_at = now
+        self._due = next_due(self._due, now, SAMPLE_MS)
+        for ch, role, log in self.leds:
                 ch.sample(now)
                 held = log.due(now)
                 if held is not None:
@@ -413,11 +441,6 @@ class App:
                             self._led(role, held, log, now)
                         self._led(role, (tr[0], at), log, now)
                     self._states(det.led(at, role, tr[0]))
-            if self.flush_due:
-                self.step()     # right after this turn's samples (flusher)
-                self.flush_due = self.outbox.work()
-            due = next_due(due, now, SAMPLE_MS)
-            await asyncio.sleep_ms(max(0, time.ticks_diff(due, time.ticks_ms())))
 
     async def prober(self):
         p = self.cfg.get("probe")

@@ -36,7 +36,8 @@
 # (the commit: a directory compaction erases once every ~20 commits), meta.tmp created,
 # written and closed, renamed, each segment an ack deletes; a compaction's gap records,
 # its output files' creates, block erases, closes and renames, its removes (_apply).
-# step() runs one; the app runs one after each LED sample turn. One job at a time: an
+# step() runs one; the app runs a job's steps with an LED sample turn between two of
+# them, holding its loop meanwhile (app.App.work). One job at a time: an
 # ack is taken at once (pending() skips what it covers) and persisted by the next job;
 # nothing else opens a file while a job has one open; pending() reads only committed
 # files. What may still erase more than once in a step: a full filesystem (_full: in
@@ -46,8 +47,8 @@
 #
 # Crash safety, step by step:
 # - append: one or two frames, one file close (the littlefs commit); a cut before the
-#   commit leaves the file as it was; the outbox's counts change after the commit. A torn or corrupt frame found by open() is
-#   counted in `corrupt`, skipped (scanning on for the next valid frame), cut out of
+#   commit leaves the file as it was; the outbox's counts change after the commit. A
+#   torn or corrupt frame found by open() is counted in `corrupt`, skipped (scanning on for the next valid frame), cut out of
 #   the file, and the seqs it took are declared in a gap record (`lost`).
 # - ack: meta (with the high-water seq) is renamed into place before acked segments
 #   are deleted, so a seq is never reused even when the whole log is gone.
