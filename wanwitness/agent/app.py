@@ -37,6 +37,7 @@ RESERVE = 512         # bytes kept back for a record that finds no block (App.re
 NTP_EVERY_MS = 3600000
 CRASH_FILE = "crashes.json"
 CRASH_WINDOW_MS = 600000  # 3 crashes within 10 minutes of uptime -> safe mode
+_next_due = None      # led.next_due once the sampler runs (led is not imported in safe mode)
 
 RESET_NAMES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET",
                "BROWNOUT_RESET")  # machine's constants, read once (reset_cause)
@@ -208,16 +209,8 @@ class App:
         self.flush_ev.set()
 
     def flush(self):
-        # The queue at once (boot, before the loop; after a crash).
-        try:
-            self.outbox.flush()
-        except OSError as e:  # flash full or failing: keep running, say so in heartbeats
-            self._failed(e)
-            return
-        except MemoryError:
-            self._flash_oom()
-            return
-        self._announce()
+        # All the flash work at once (boot, before the loop; after a crash).
+        self.work()
 
     def work(self, turn=None):
         # All the outbox's flash work (records queued, acks taken), a step at a time: a
@@ -405,6 +398,9 @@ class App:
     async def sampler(self):
         # Samples at ticks_ms() deadlines (led.next_due), stamped with ticks_ms(): a
         # small int at any uptime; clock.at() turns a transition's ticks into our ms.
+        global _next_due
+        from led import next_due
+        _next_due = next_due    # (an import in _turn would allocate every turn)
         self._due = time.ticks_ms()
         self.sampling = True
         while True:
@@ -417,7 +413,6 @@ class App:
 
     def _turn(self):
         # One LED sample turn; the next is due SAMPLE_MS later (led.next_due).
-        from led import next_due
         det = self.detector
         now = time.ticks_ms()
         prev = self._turn_at
@@ -426,7 +421,7 @@ class App:
             if g > self.gap_max:
                 self.gap_max = g    # the loop's longest stall, as the LEDs saw it
         self._turn_at = now
-        self._due = next_due(self._due, now, SAMPLE_MS)
+        self._due = _next_due(self._due, now, SAMPLE_MS)
         for ch, role, log in self.leds:
                 ch.sample(now)
                 held = log.due(now)
