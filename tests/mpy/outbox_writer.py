@@ -6,7 +6,10 @@
 #   P <boot> <record JSON>  one per pending record, oldest first, with its boot
 #   D                       end of the dump
 # then (unless `check`) appends records forever, one at a time (append) or in bursts of
-# 2..6 queued in RAM and written by one flush(), as the app does; acking now and then:
+# 2..6 queued in RAM and written by one flush(), as the app does; acking now and then.
+# An odd SEED runs the outbox as the app does instead: one step() at a time, with records
+# queued, acks taken (take_ack) and pending() read between the steps (it asserts that
+# pending() stays above the ack taken and in order); an `A` once acked reaches it:
 #   c                       the next append has to compact (the log is full)
 #   W <seq>                 append or flush returned: the record is on flash (one line
 #                           per record of a burst, after its flush)
@@ -45,6 +48,8 @@ def main():
     if check:
         return
     random.seed(seed)
+    if seed % 2:
+        steps(ob)
     t = 0
     while True:
         n = 1 if random.randint(0, 1) else random.randint(2, 6)
@@ -52,19 +57,7 @@ def main():
             print("c")
         for _ in range(n):
             t += random.randint(1, 5000)
-            r = random.randint(0, 99)
-            if r < 60:
-                rec = {"k": "probe", "t": t, "utc": None, "tg": "anchor-%d" % (r % 3),
-                       "ok": r % 2 == 0, "rtt": r, "kind": "icmp",
-                       "pad": "p" * random.randint(0, 60)}
-            elif r < 75:
-                rec = {"k": "stats", "t": t, "utc": None, "rounds": r, "heap": 40000 + r,
-                       "pad": "s" * random.randint(0, 60)}
-            elif r < 95:
-                rec = {"k": "state", "t": t, "utc": None, "s": "isp_down" if r % 2 else "up",
-                       "at": t - 1, "bound": t - 2, "ev": {"gw": True, "r": r}}
-            else:
-                rec = {"k": "error", "t": t, "utc": None, "msg": "e" * random.randint(1, 200)}
+            r, rec = record(t)
             if n == 1:
                 print("W", ob.append(rec))
             else:
@@ -80,6 +73,57 @@ def main():
             print("a", a)
             ob.ack(a, ob.ob)
             print("A", a)
+
+
+def record(t):
+    r = random.randint(0, 99)
+    if r < 60:
+        rec = {"k": "probe", "t": t, "utc": None, "tg": "anchor-%d" % (r % 3),
+               "ok": r % 2 == 0, "rtt": r, "kind": "icmp",
+               "pad": "p" * random.randint(0, 60)}
+    elif r < 75:
+        rec = {"k": "stats", "t": t, "utc": None, "rounds": r, "heap": 40000 + r,
+               "pad": "s" * random.randint(0, 60)}
+    elif r < 95:
+        rec = {"k": "state", "t": t, "utc": None, "s": "isp_down" if r % 2 else "up",
+               "at": t - 1, "bound": t - 2, "ev": {"gw": True, "r": r}}
+    else:
+        rec = {"k": "error", "t": t, "utc": None, "msg": "e" * random.randint(1, 200)}
+    return r, rec
+
+
+def steps(ob):
+    t = 0
+    taken = 0   # the last ack taken, not yet printed as done
+    while True:
+        c = random.randint(0, 9)
+        if c < 5:
+            if ob.work():
+                if ob._q and ob._job is None and ob._total + 300 * ob.queued() > ob.max_bytes:
+                    print("c")
+                if ob.step():
+                    for s in range(ob.last_seq - ob.nflushed + 1, ob.last_seq + 1):
+                        print("W", s)
+                if taken and ob.acked >= taken:
+                    print("A", taken)
+                    taken = 0
+        elif c < 8:
+            if ob._qbytes + 300 < ob.q_bytes:  # no flush inside queue(): every W printed
+                t += random.randint(1, 5000)
+                ob.queue(record(t)[1])
+        elif c == 8:
+            if random.randint(0, 9) == 0 and ob.last_seq > ob.acked_to():
+                lo = ob.acked_to() + 1
+                a = ob.last_seq if random.randint(0, 1) else random.randint(lo, ob.last_seq)
+                print("a", a)
+                ob.take_ack(a, ob.ob)
+                taken = max(taken, a)
+        else:
+            prev = ob.acked_to()
+            for b in ob.pending(600):
+                seq = json.loads(b)["seq"]
+                assert prev < seq <= ob.last_seq, "pending() out of order or acked"
+                prev = seq
 
 
 main()

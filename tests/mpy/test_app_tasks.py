@@ -1,7 +1,8 @@
 # app.App on MicroPython: the watches between rounds (a slow round's slots go with the next
 # watch); its tasks: a MemoryError at the top of a task starts it again
 # (counted) instead of ending it, which would stop the watchdog's feeding; a record that
-# finds no block takes the reserve kept for it, and one lost anyway is said in the ledger.
+# finds no block takes the reserve kept for it, and one lost anyway is said in the ledger;
+# the outbox's flash work with an LED sample turn between its steps (App.work).
 import asyncio
 
 import app
@@ -235,6 +236,97 @@ def test_the_watches_probes_go_into_the_heartbeats_summary():
     lat = json.loads("{" + _LAT[0][1:] + "}")["lat"]
     eq(sorted((n, lost) for n, lost, lo, med, hi in lat.values()), [(1, 0), (1, 0), (1, 0)])
     eq(all(0 <= lo <= med <= hi for n, lost, lo, med, hi in lat.values()), True, lat)
+
+
+# ---------------------------------------------------------------- flash work and LED turns
+
+class _Ticks:
+    # app.time with a clock that moves only when the test moves it (no wall clock)
+    def __init__(self):
+        self.now = 1000
+        self.slept = 0
+
+    def ticks_ms(self):
+        return self.now
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def ticks_add(self, a, b):
+        return a + b
+
+    def sleep_ms(self, ms):
+        self.now += ms
+        self.slept += ms
+
+
+class _SteppedOutbox:
+    # a job of steps that take the given ms (45: an erase), and one more job queued by
+    # the first LED turn inside it
+    def __init__(self, clock, jobs):
+        self.clock = clock
+        self.jobs = jobs
+        self.nflushed = 0
+        self.last_seq = 0
+
+    def work(self):
+        return bool(self.jobs)
+
+    def step(self):
+        self.clock.now += self.jobs[0].pop(0)
+        if not self.jobs[0]:
+            self.jobs.pop(0)
+            return True
+        return False
+
+    def queued(self):
+        return 0
+
+
+class _Sampler(app.App):
+    def __init__(self, clock, jobs):
+        self.outbox = _SteppedOutbox(clock, jobs)
+        self.clock = clock
+        self.turns = []
+        self._say = []
+        self._due = clock.now + app.SAMPLE_MS
+        self.turns.append(clock.now)
+
+    def _turn(self):
+        now = self.clock.now
+        self.turns.append(now)
+        self._due = now + app.SAMPLE_MS
+
+
+def _run_work(jobs):
+    clock = _Ticks()
+    saved = app.time
+    app.time = clock
+    try:
+        a = _Sampler(clock, jobs)
+        a.work(a._turn)
+    finally:
+        app.time = saved
+    gaps = [a.turns[i + 1] - a.turns[i] for i in range(len(a.turns) - 1)]
+    return a, clock, gaps
+
+
+def test_an_led_turn_comes_between_two_steps_that_could_erase():
+    # a new segment's flush (create 1 ms, write 45: an erase, close 2), an ack (meta:
+    # 1, 1, 45 (the rename compacts), a segment deleted 1), a compaction's steps
+    a, clock, gaps = _run_work([[1, 45, 2], [1, 1, 45, 1], [45, 1, 45, 45, 1, 2, 45]])
+    eq(a.outbox.jobs, [])
+    assert max(gaps) <= 45 + app.STEP_SLACK_MS, gaps
+    # and no turn is taken early: the LEDs are sampled on their period or later
+    assert min(gaps) >= app.SAMPLE_MS, gaps
+
+
+def test_quick_steps_run_on_without_a_turn():
+    # steps of 1 ms: a turn only once STEP_SLACK_MS have passed (then on its due time)
+    a, clock, gaps = _run_work([[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]])
+    eq(a.outbox.jobs, [])
+    assert len(a.turns) <= 3, a.turns
+    assert max(gaps) <= app.SAMPLE_MS, gaps
 
 
 mpyunit.main(globals())

@@ -2,7 +2,11 @@
 # flash (a littlefs image in /tmp, erases counted per block, untimed): the records of
 # one loop turn go to flash as one append (Outbox.queue + flush), a busy LED writes at
 # most one `led` record a minute (led.LedLog), and the outbox's own wear estimate
-# (what the heartbeat reports as `fe`) follows the flash's erase counter.
+# (what the heartbeat reports as `fe`) follows the flash's erase counter. And the
+# outbox's flash work in steps (outbox.py "Steps"): the app runs one Outbox.step() after
+# each LED sample turn and an erase stalls the loop 45 ms on the chip, so a step may
+# erase at most one block for the LED gap to stay under 60 ms; what may happen between
+# two steps (records queued, acks taken, pending() read).
 import binascii
 import gc
 import json
@@ -232,5 +236,158 @@ def test_an_led_steady_for_a_week_writes_its_next_change_at_once():
     log2.wrote("on", 5000)
     assert not log2.offer("blink", 6000, 6000)  # a moment later: held
     eq(log2.due(now), ("blink", 6000))         # ... and due a week later
+
+# --- steps ---------------------------------------------------------------------
+
+def led(i):
+    return {"k": "led", "t": i * 2000, "utc": None, "ch": "internet", "st": "blink", "at": i}
+
+
+def state(i):
+    return onset_rec("state", i * 2000)
+
+
+def busy(n, whole, away=False, max_bytes=131072):
+    """A busy LED for n flushes (an outage onset's burst of 5 every 97th), the collector
+    acking every 50th as the app does (take_ack; whole: ack()), or away (the log fills
+    and compacts; every third record a state, which compaction rewrites); returns the
+    most erases one step did and the steps."""
+    ob = fresh(max_bytes)
+    worst = 0
+    steps = 0
+    for i in range(n):
+        if i % 97 == 96:
+            for k in range(5):
+                ob.queue(state(i) if k % 2 else led(i))
+        else:
+            ob.queue(state(i) if away and i % 3 == 0 else led(i))
+        if i % 50 == 49 and not away:
+            if whole:
+                _dev.reset_counters()
+                ob.ack(ob.last_seq - 5, ob.ob)
+                worst = max(worst, _dev.erases)
+            else:
+                eq(ob.take_ack(ob.last_seq - 5, ob.ob), None)
+        if whole:
+            _dev.reset_counters()
+            ob.flush()
+            worst = max(worst, _dev.erases)
+            steps += 1
+            continue
+        while ob.work():
+            _dev.reset_counters()
+            ob.step()
+            worst = max(worst, _dev.erases)
+            steps += 1
+    eq(ob.depth, ob.last_seq - ob.acked - ob.dropped)
+    if away:
+        assert ob.dropped > 0, "no compaction"
+    _umount()
+    return worst, steps
+
+
+def test_no_step_erases_more_than_one_block():
+    # 4,000 flushes (~8,400 steps: ~2 per one-record flush, 3 when it starts a segment,
+    # 3 + one per segment deleted for an ack), with ~400 directory compactions and
+    # several relocations of the directory's metadata pair among them
+    worst, steps = busy(4000, False)
+    eq(worst, 1)
+    assert steps > 8000, steps
+
+
+def test_no_step_erases_more_than_one_block_while_the_log_compacts():
+    # the collector away: a full 16 KiB log makes room before each flush that needs it
+    # (gap records, the window's survivors rewritten, victims deleted: a step each)
+    worst, _ = busy(1500, False, True, 16384)
+    eq(worst, 1)
+
+
+def test_a_whole_flush_or_ack_can_erase_twice():
+    # the same work a flush() or an ack() at a time, as the app did before: the data
+    # block's copy and a directory compaction in one go (what the tests above rule out)
+    worst, _ = busy(1500, True)
+    assert worst >= 2, worst
+    worst, _ = busy(1500, True, True, 16384)
+    assert worst >= 3, worst
+
+
+def test_between_steps_records_queue_acks_are_taken_and_pending_reads_the_committed():
+    ob = fresh()
+    for i in range(10):
+        ob.append(led(i))
+    eq(ob.last_seq, 10)
+    ob.queue(state(11))
+    ob.queue(led(12))
+    eq(ob.step(), False)            # the data written, the file still open
+    eq((ob.last_seq, ob.queued()), (10, 2))
+    ob.queue(led(13))               # waits for the next job
+    eq(ob.queued(), 3)
+    eq(ob.take_ack(10, ob.ob), None)  # covers the segment being appended
+    eq(ob.take_ack(11, ob.ob), "above the last seq 10")  # 11 is not on flash yet
+    eq(ob.pending(), [])            # nothing above the ack taken is on flash yet
+    eq(ob.acked, 0)                 # taken, not persisted
+    eq(ob.step(), True)             # the commit: the flush is done
+    eq((ob.last_seq, ob.nflushed, ob.queued()), (12, 2, 1))
+    eq([json.loads(b)["seq"] for b in ob.pending()], [11, 12])
+    n = 0
+    while ob.work():
+        ob.step()
+        n += 1
+    # the next flush (2 steps), then the ack: meta (3 steps); the segment holds 11..13
+    eq((ob.last_seq, ob.acked, n), (13, 10, 5))
+    eq([json.loads(b)["seq"] for b in ob.pending()], [11, 12, 13])
+    eq(ob.depth, 3)
+    ob.deinit()
+    ob = reopen()                    # what is on flash says the same
+    eq((ob.last_seq, ob.acked, ob.depth), (13, 10, 3))
+    _umount()
+
+
+def test_an_ack_deletes_segments_one_step_each_after_meta():
+    ob = fresh()
+    ob.seg_bytes = 512
+    for i in range(40):
+        ob.append(led(i))
+    nseg = len(ob._segs)
+    assert nseg >= 5, nseg
+    eq(ob.take_ack(ob.last_seq, ob.ob), None)
+    steps = 0
+    while ob.work():
+        ob.step()
+        steps += 1
+        if steps <= 3:
+            eq(ob.acked, 0 if steps < 3 else 40)  # moves once meta is renamed
+    eq((ob.acked, ob.depth, len(ob._segs), steps), (40, 0, 0, 3 + nseg))
+    eq(sorted(os.listdir("ob")), ["meta"])
+    _umount()
+
+
+def test_a_flush_during_a_job_finishes_it_first():
+    # queue() past q_bytes and the app's flush() at a crash run everything at once:
+    # the job under way first, its records before the new ones
+    ob = fresh()
+    ob.append(led(0))
+    ob.queue(led(1))
+    ob.step()
+    ob.queue(state(2))
+    ob.queue(led(3))
+    eq(ob.queued(), 3)
+    eq(ob.flush(), 4)
+    eq((ob.nflushed, ob.queued(), ob.work()), (3, 0, False))
+    eq([json.loads(b)["seq"] for b in ob.pending()], [1, 2, 3, 4])
+    _umount()
+
+
+def test_ack_refusals_are_the_same():
+    ob = fresh()
+    ob.append(led(0))
+    eq(ob.take_ack(1, "00000000"), "for outbox 00000000, not %s" % ob.ob)
+    eq(ob.take_ack(1), "for outbox (none), not %s" % ob.ob)
+    eq(ob.take_ack(2, ob.ob), "above the last seq 1")
+    eq(ob.work(), False)
+    eq(ob.take_ack(1, ob.ob), None)
+    eq((ob.work(), ob.acked_to(), ob.acked), (True, 1, 0))
+    _umount()
+
 
 mpyunit.main(globals())

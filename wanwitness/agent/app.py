@@ -24,6 +24,8 @@ from version import VERSION as FW
 
 SAMPLE_MS = 20
 FLUSH_MS = 40         # records wait at most this long in RAM: one flash append per burst
+STEP_SLACK_MS = 5     # outbox steps without an LED turn between them (App.work): the gap
+                      # stays within this plus one erase
 LED_EVERY_MS = 60000  # on<->blink changes of one LED: at most one record a minute (led.LedLog)
 ANNOUNCE = ("state", "boot", "error", "gap")  # kinds the console shows as `record N KIND`
 OPEN_WAIT = ("isp_down", "dns_down", "local_down")  # states whose rounds wait less (prober)
@@ -35,12 +37,10 @@ RESERVE = 512         # bytes kept back for a record that finds no block (App.re
 NTP_EVERY_MS = 3600000
 CRASH_FILE = "crashes.json"
 CRASH_WINDOW_MS = 600000  # 3 crashes within 10 minutes of uptime -> safe mode
+_next_due = None      # led.next_due once the sampler runs (led is not imported in safe mode)
 
-RESET_NAMES = {}
-for _n in ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET",
-           "BROWNOUT_RESET"):
-    if hasattr(machine, _n):
-        RESET_NAMES[getattr(machine, _n)] = _n
+RESET_NAMES = ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET",
+               "BROWNOUT_RESET")  # machine's constants, read once (reset_cause)
 
 
 def hardware():
@@ -53,9 +53,13 @@ def hardware():
 
 def reset_cause():
     try:
-        return RESET_NAMES.get(machine.reset_cause(), "UNKNOWN")
+        cause = machine.reset_cause()
     except (AttributeError, OSError):
         return "UNKNOWN"
+    for name in RESET_NAMES:
+        if getattr(machine, name, None) == cause:
+            return name
+    return "UNKNOWN"
 
 
 # --- crash bookkeeping (main.py calls these) ------------------------------------------
@@ -136,6 +140,8 @@ class App:
         self.flush_ev = asyncio.Event()
         self.sampling = False   # the sampler runs: it writes the queued records (flush_due)
         self.flush_due = False
+        self._turn_at = None    # ticks of the last LED sample turn, and the next one's due
+        self._due = time.ticks_ms()
         self._say = []          # (index in the outbox queue, kind, detail): console lines
         self._sent_upto = 0
         self._sent_at = time.ticks_ms()  # a ticks value (read only once _sent_gen matches)
@@ -203,20 +209,44 @@ class App:
         self.flush_ev.set()
 
     def flush(self):
-        try:
-            self.outbox.flush()
-        except OSError as e:  # flash full or failing: keep running, say so in heartbeats
-            self._failed(e)
-            return
-        except MemoryError:
-            # No block for the file session: the records not written stay queued (the
-            # outbox put them back) for the flusher's next try, after a collection.
-            gc.collect()
-            self.mem_errors += 1
-            self._announce()
-            self.flush_ev.set()
-            return
+        # All the flash work at once (boot, before the loop; after a crash).
+        self.work()
+
+    def work(self, turn=None):
+        # All the outbox's flash work (records queued, acks taken), a step at a time: a
+        # step erases at most one 4 KiB block (~45 ms on the chip, outbox.py "Steps").
+        # turn(): an LED sample turn, taken between two steps once STEP_SLACK_MS have
+        # passed since the last one (waiting for its due time), so the stall of one
+        # erase is the whole gap between two turns. The loop is held meanwhile: no
+        # other task runs between the steps, so what a job holds is freed before they
+        # allocate (the heap as with one flush at a time) and none of them touches the
+        # outbox mid-job.
+        ob = self.outbox
+        while ob.work():
+            try:
+                done = ob.step()
+            except OSError as e:  # flash full or failing: keep running, say so in heartbeats
+                self._failed(e)
+                return
+            except MemoryError:
+                self._flash_oom()
+                return
+            if done:
+                self._announce()
+            if turn is not None:
+                wait = time.ticks_diff(self._due, time.ticks_ms())
+                if wait <= SAMPLE_MS - STEP_SLACK_MS:
+                    if wait > 0:
+                        time.sleep_ms(wait)
+                    turn()
+
+    def _flash_oom(self):
+        # No block for a file session: the records not written stay queued (the outbox
+        # put them back) for the flusher's next try, after a collection.
+        gc.collect()
+        self.mem_errors += 1
         self._announce()
+        self.flush_ev.set()
 
     def _failed(self, e):
         self.outbox_error = str(e)
@@ -236,20 +266,21 @@ class App:
         self._say = [(i - n, k, w) for i, k, w in self._say if i >= n] if ob.queued() else []
 
     async def flusher(self):
+        ob = self.outbox
         while True:
             await self.flush_ev.wait()
             await asyncio.sleep_ms(FLUSH_MS)  # the other tasks' records of this moment too
             self.flush_ev.clear()
             if self.sampling:
-                # A flash write stalls the loop (a 4 KiB erase: ~45 ms on the chip). Right
-                # after an LED sample turn the stall is the whole gap to the next one; a
-                # sampler that does not come (stalled) leaves it to us.
+                # A flash erase stalls the loop (~45 ms on the chip): the sampler does
+                # the work right after an LED sample turn, with a turn between two
+                # steps (work()); a sampler that does not come (stalled) leaves it to us.
                 self.flush_due = True
                 await asyncio.sleep_ms(3 * SAMPLE_MS)
                 if not self.flush_due:
                     continue
                 self.flush_due = False
-            self.flush()
+            self.work()
 
     def _setup_sensing(self):
         from detector import Detector
@@ -345,13 +376,14 @@ class App:
             return
         if not isinstance(seq, int) or not (ob is None or isinstance(ob, str)):
             return
-        before = self.outbox.acked
-        why = self.outbox.ack(seq, ob)
+        before = self.outbox.acked_to()
+        why = self.outbox.take_ack(seq, ob)  # persisted by the flusher's steps
         if why:
             # Not ours to take (another outbox, or seqs we never wrote): say so once.
             print("ack", seq, "ignored:", why)
         elif seq > before:
             self.ack_ev.set()
+            self.flush_ev.set()
 
     async def _on_connect(self, _session_present):
         print("mqtt: connected;", self.outbox.depth, "record(s) to send")
@@ -366,20 +398,31 @@ class App:
     async def sampler(self):
         # Samples at ticks_ms() deadlines (led.next_due), stamped with ticks_ms(): a
         # small int at any uptime; clock.at() turns a transition's ticks into our ms.
+        global _next_due
         from led import next_due
-        det = self.detector
-        due = time.ticks_ms()
-        prev = None
+        _next_due = next_due    # (an import in _turn would allocate every turn)
+        self._due = time.ticks_ms()
         self.sampling = True
         while True:
             self.stamp("sampler")
-            now = time.ticks_ms()
-            if prev is not None:
-                g = time.ticks_diff(now, prev)
-                if g > self.gap_max:
-                    self.gap_max = g    # the loop's longest stall, as the LEDs saw it
-            prev = now
-            for ch, role, log in self.leds:
+            self._turn()
+            if self.flush_due:
+                self.flush_due = False
+                self.work(self._turn)   # right after this turn's samples (flusher)
+            await asyncio.sleep_ms(max(0, time.ticks_diff(self._due, time.ticks_ms())))
+
+    def _turn(self):
+        # One LED sample turn; the next is due SAMPLE_MS later (led.next_due).
+        det = self.detector
+        now = time.ticks_ms()
+        prev = self._turn_at
+        if prev is not None:
+            g = time.ticks_diff(now, prev)
+            if g > self.gap_max:
+                self.gap_max = g    # the loop's longest stall, as the LEDs saw it
+        self._turn_at = now
+        self._due = _next_due(self._due, now, SAMPLE_MS)
+        for ch, role, log in self.leds:
                 ch.sample(now)
                 held = log.due(now)
                 if held is not None:
@@ -393,11 +436,6 @@ class App:
                             self._led(role, held, log, now)
                         self._led(role, (tr[0], at), log, now)
                     self._states(det.led(at, role, tr[0]))
-            if self.flush_due:
-                self.flush_due = False
-                self.flush()    # right after this turn's samples (flusher)
-            due = next_due(due, now, SAMPLE_MS)
-            await asyncio.sleep_ms(max(0, time.ticks_diff(due, time.ticks_ms())))
 
     async def prober(self):
         p = self.cfg.get("probe")

@@ -4,30 +4,35 @@
 import binascii
 import json
 
-DEFAULTS = {
-    "id": "",
-    "prefix": "wanwitness",
-    "wifi": {"ssid": "", "password": ""},
-    # ca: the broker's CA certificate, PEM text in config.json, DER bytes once parsed.
-    "broker": {"host": "", "port": 1883, "user": "", "password": "", "tls": False, "ca": None},
-    "hb_s": 30,
-    "wdt_s": 20,
-    "probe": {
-        "interval_s": 2,
-        "timeout_ms": 1500,
-        # Watches between rounds (one anchor, one DNS query) every watch_ms; 0: none.
-        "watch_ms": 500,
-        "gateway": None,
-        # Public anchors for real deployments only; tests and the lab override them.
-        "anchors": ["1.1.1.1", "8.8.8.8", "9.9.9.9"],
-        "dns": {"server": "1.1.1.1", "name": "example.com"},
-        "ntp": "pool.ntp.org",
-    },
-    "debounce": {"down": 3, "up": 2},
-    "degraded_loss_pct": 50,
-    "leds": [],
-    "outbox": {"max_bytes": 131072},
-}
+
+def defaults():
+    # A fresh tree of the defaults per call: built only while config.json is parsed (a
+    # module-level dict would stay on the heap for good, ~0.5 KB; this code is in flash).
+    return {
+        "id": "",
+        "prefix": "wanwitness",
+        "wifi": {"ssid": "", "password": ""},
+        # ca: the broker's CA certificate, PEM text in config.json, DER bytes once parsed.
+        "broker": {"host": "", "port": 1883, "user": "", "password": "", "tls": False, "ca": None},
+        "hb_s": 30,
+        "wdt_s": 20,
+        "probe": {
+            "interval_s": 2,
+            "timeout_ms": 1500,
+            # Watches between rounds (one anchor, one DNS query) every watch_ms; 0: none.
+            "watch_ms": 500,
+            "gateway": None,
+            # Public anchors for real deployments only; tests and the lab override them.
+            "anchors": ["1.1.1.1", "8.8.8.8", "9.9.9.9"],
+            "dns": {"server": "1.1.1.1", "name": "example.com"},
+            "ntp": "pool.ntp.org",
+        },
+        "debounce": {"down": 3, "up": 2},
+        "degraded_loss_pct": 50,
+        "leds": [],
+        "outbox": {"max_bytes": 131072},
+    }
+
 
 LED_ROLES = ("internet", "wan", "power", "lan", "wifi")
 
@@ -51,7 +56,7 @@ def _type_name(v):
 class Config:
     def __init__(self):
         self.problems = []  # [(key, message)]
-        self.values = _copy(DEFAULTS)
+        self.values = defaults()
 
     def get(self, key):
         node = self.values
@@ -61,14 +66,6 @@ class Config:
 
     def problem(self, key, message):
         self.problems.append((key, message))
-
-
-def _copy(v):
-    if isinstance(v, dict):
-        return {k: _copy(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_copy(x) for x in v]
-    return v
 
 
 def _int(cfg, raw, key, lo, hi, target, name):
@@ -281,7 +278,7 @@ def parse(raw):
                         cfg.problem(key + ".levels", "expected [dark, bright], 0..65535, dark < bright")
                 v["leds"].append(entry)
     for key in raw:
-        if key not in DEFAULTS:
+        if key not in v:  # (its top-level keys are the defaults')
             cfg.problem(key, "unknown key (ignored)")
     if not v["id"]:
         cfg.problem("id", "missing: the agent cannot report without its id")

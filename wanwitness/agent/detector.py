@@ -140,17 +140,19 @@ LOCAL = "local_down"
 
 _T = const(0)       # fields of a round in the history
 _C = const(1)       # class
-_LOSS = const(2)    # loss %, 0..100
+_LOSS = const(2)    # loss %, 0..100 (r[_LOSS] & _PCT), + _LOSSY when the loss window
+                    # was lossy at this round (12 fields, not 13: 48 bytes a round, not 64)
 _OK = const(3)      # anchors that answered
 _N = const(4)       # anchors probed
 _GW = const(5)      # gateway_ok: True / False / None
 _DNS = const(6)     # dns_ok: True / False / None
-_LOSSY = const(7)   # the loss window was lossy at this round
-_DT = const(8)      # DNS queries sent (tries) in the round
-_AM = const(9)      # anchors: when the streak this round is part of began (see STREAKS)
-_AB = const(10)     # ... and the last observation the other way before it
-_QM = const(11)     # the same for the DNS query
-_QB = const(12)
+_DT = const(7)      # DNS queries sent (tries) in the round
+_AM = const(8)      # anchors: when the streak this round is part of began (see STREAKS)
+_AB = const(9)      # ... and the last observation the other way before it
+_QM = const(10)     # the same for the DNS query
+_QB = const(11)
+_PCT = const(127)   # r[_LOSS] & _PCT: the loss %
+_LOSSY = const(128)  # r[_LOSS] & _LOSSY: the window was lossy
 
 DEFAULT_LED_ROLES = {"internet": "wan", "wan": "wan", "power": "power", "los": "alarm"}
 # meaning -> (outage class, True if "off" says it, False if on/blink says it)
@@ -189,7 +191,7 @@ class Detector:
         self.leds = {}             # role -> 'off' | 'on' | 'blink'
         self._bound = None         # `bound` of the current state
         self._by = None            # what opened the current outage: 'probe' | 'led'
-        self._hist = []            # rounds (13-item lists, fields above), newest last
+        self._hist = []            # rounds (12-item lists, fields above), newest last
         self._hmax = self.LOSS_WINDOW + self.ISP_MAX_ROUNDS + 2
         self._led_end = None       # ms the current outage's LED came back (pending end)
         self._unconf = False       # opened by an LED, not yet confirmed by a probe
@@ -495,7 +497,7 @@ class Detector:
         floor = self.since if self.state == UP or deg else None
         for r in hist[1 - self.LOSS_WINDOW:]:
             if floor is None or r[_T] >= floor:
-                total += r[_LOSS]
+                total += r[_LOSS] & _PCT
                 cnt += 1
         lossy = (deg or cnt >= self.LOSS_MIN) and total >= thr * cnt
         if n and self._cusum_on():
@@ -522,12 +524,11 @@ class Detector:
             r = hist.pop(0)
             r[_T] = t
             r[_C] = cls
-            r[_LOSS] = loss
+            r[_LOSS] = loss | _LOSSY if lossy else loss
             r[_OK] = ok
             r[_N] = n
             r[_GW] = gateway_ok
             r[_DNS] = dns_ok
-            r[_LOSSY] = lossy
             r[_DT] = dt
             r[_AM] = a[1]
             r[_AB] = a[2]
@@ -535,8 +536,8 @@ class Detector:
             r[_QB] = q[2]
             hist.append(r)
         else:
-            hist.append([t, cls, loss, ok, n, gateway_ok, dns_ok, lossy, dt,
-                         a[1], a[2], q[1], q[2]])
+            hist.append([t, cls, loss | _LOSSY if lossy else loss, ok, n, gateway_ok, dns_ok,
+                         dt, a[1], a[2], q[1], q[2]])
         out = []
         self._step(hist[-1], cls, out)
         return out
@@ -605,7 +606,7 @@ class Detector:
             self._isp_run = self._isp_run + 1 if cls == ISP else 0
             if self._isp_run > self._isp_best:
                 self._isp_best = self._isp_run
-            if cls == DEG and r[_LOSSY] and self._by == "probe":
+            if cls == DEG and r[_LOSS] & _LOSSY and self._by == "probe":
                 # Hindsight: anchors answer again on a lossy line. Was this isp_down
                 # only the dead rounds such a line has anyway? Its longest all-failed
                 # run against what the failure rate measured now needs: over the
@@ -630,9 +631,9 @@ class Detector:
         # nothing about now.
         while k and hist[len(hist) - k][_T] < self.since:
             k -= 1
-        if k >= self.up_rounds and not (s == DEG and r[_LOSSY]):
+        if k >= self.up_rounds and not (s == DEG and r[_LOSS] & _LOSSY):
             i = len(hist) - k
-            while s == DEG and i > 0 and hist[i - 1][_LOSS] < self.degraded_loss_pct and \
+            while s == DEG and i > 0 and hist[i - 1][_LOSS] & _PCT < self.degraded_loss_pct and \
                     hist[i - 1][_T] > self.since:
                 i -= 1      # degraded: recovered at the round after the last heavy one
             self._end(hist[i][_T], i, out)
@@ -698,7 +699,7 @@ class Detector:
         k = 0
         while k < len(hist):
             r = hist[-1 - k]
-            if not r[_LOSSY] or r[_C] == LOCAL or r[_C] == DNS or \
+            if not r[_LOSS] & _LOSSY or r[_C] == LOCAL or r[_C] == DNS or \
                     (r[_C] == ISP and (cur == ISP or cur == LOCAL)):
                 break
             k += 1
@@ -719,11 +720,11 @@ class Detector:
             return i
         thr = self.degraded_loss_pct
         for j in range(floor, i):
-            if hist[j][_LOSS] > 0:
+            if hist[j][_LOSS] & _PCT > 0:
                 total = 0
                 m = j
-                while m < len(hist) and total + hist[m][_LOSS] >= thr * (m - j + 1):
-                    total += hist[m][_LOSS]
+                while m < len(hist) and total + (hist[m][_LOSS] & _PCT) >= thr * (m - j + 1):
+                    total += hist[m][_LOSS] & _PCT
                     m += 1
                 if m == len(hist):
                     return j
@@ -873,7 +874,7 @@ class Detector:
         ev["dns_fail"] = sum(1 for r in rs if r[_DNS] is False)
         ev["anc_ok"] = sum(r[_OK] for r in rs)
         ev["anc_n"] = sum(r[_N] for r in rs)
-        ev["loss"] = sum(r[_LOSS] for r in rs) // len(rs) if rs else 0
+        ev["loss"] = sum(r[_LOSS] & _PCT for r in rs) // len(rs) if rs else 0
 
     def _rec(self, s, at, bound, ev):
         # Records never go back in time: a new `at` is at least the previous one's
@@ -913,7 +914,7 @@ class Detector:
 def _bad(r):
     # A round that counts against `up` (heavy rounds before the window is lossy don't).
     c = r[_C]
-    return c == LOCAL or c == ISP or c == DNS or (c == DEG and r[_LOSSY])
+    return c == LOCAL or c == ISP or c == DNS or (c == DEG and r[_LOSS] & _LOSSY)
 
 
 def _isqrt(n):

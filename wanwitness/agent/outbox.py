@@ -29,10 +29,26 @@
 # seq <= N is stored or declared dropped): every seq in (acked, last_seq] is a record
 # in the log or inside a `drop` range of a `gap` record in the log.
 #
+# Steps: the outbox's flash work runs as jobs (a flush, an ack) cut into steps, each at
+# most one littlefs operation that can erase a 4 KiB block (45 ms on the chip, the loop
+# stalled): creating a segment (a directory commit), the writes of an append (littlefs
+# copies the file's last block into a freshly erased one in the first write), the close
+# (the commit: a directory compaction erases once every ~20 commits), meta.tmp created,
+# written and closed, renamed, each segment an ack deletes; a compaction's gap records,
+# its output files' creates, block erases, closes and renames, its removes (_apply).
+# step() runs one; the app runs a job's steps with an LED sample turn between two of
+# them, holding its loop meanwhile (app.App.work). One job at a time: an
+# ack is taken at once (pending() skips what it covers) and persisted by the next job;
+# nothing else opens a file while a job has one open; pending() reads only committed
+# files. What may still erase more than once in a step: a full filesystem (_full: in
+# one step), and a directory relocation (every ~100 compactions) whose commit to the
+# parent compacts that one too. flush() and ack() run every step at once (boot,
+# crash, tests).
+#
 # Crash safety, step by step:
 # - append: one or two frames, one file close (the littlefs commit); a cut before the
-#   commit leaves the file as it was. A torn or corrupt frame found by open() is
-#   counted in `corrupt`, skipped (scanning on for the next valid frame), cut out of
+#   commit leaves the file as it was; the outbox's counts change after the commit. A
+#   torn or corrupt frame found by open() is counted in `corrupt`, skipped (scanning on for the next valid frame), cut out of
 #   the file, and the seqs it took are declared in a gap record (`lost`).
 # - ack: meta (with the high-water seq) is renamed into place before acked segments
 #   are deleted, so a seq is never reused even when the whole log is gone.
@@ -66,6 +82,12 @@ LOW_VALUE = (b"probe", b"stats", b"led")   # dropped first when the log is full
 _SEQ_HEAD = b'{"seq":'
 _K_HEAD = b',"k":"'
 _BOOT_HEAD = b'{"boot":'
+
+
+def _run(job):
+    # every step of a job at once
+    for _ in job:
+        pass
 
 
 def _marker(boot):
@@ -213,6 +235,9 @@ class Outbox:
         self._qutc = None
         self.writes = 0       # block copies/erases from file writes (wear())
         self.commits = 0      # directory log commits: closes, renames, removes (wear())
+        self._job = None      # the flash job under way (a generator: step() runs it)
+        self._nfly = 0        # records the flush under way is writing
+        self._ackto = 0       # the highest ack taken; acked once it is in meta
 
     def deinit(self):
         self._buf = None
@@ -244,13 +269,18 @@ class Outbox:
                 got += n
         return buf, got
 
-    def _save_meta(self):
-        m = {"seq": self.last_seq, "acked": self.acked, "boot": self.boot, "ob": self.ob}
+    def _save_meta(self, acked=-1):
+        # A job (three steps: each a directory commit); _run() for all at once.
+        m = {"seq": self.last_seq, "acked": self.acked if acked < 0 else acked,
+             "boot": self.boot, "ob": self.ob}
         if self._intent:
             m["gap"] = self._intent[:3]  # [first, last, n]: small enough to stay inline
+        js = json.dumps(m, separators=(",", ":"))
         tmp = self._path("meta.tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(m, separators=(",", ":")))
+        with open(tmp, "w") as f:   # created: a commit
+            yield
+            f.write(js)
+        yield                       # closed: a commit (inline data)
         os.rename(tmp, self._path("meta"))
         self.commits += 2  # a small file lives in the directory log: no data block
 
@@ -282,7 +312,8 @@ class Outbox:
         """Append frames [(data, seq, low), ...] (seqs consecutive, from last_seq + 1):
         one file session (open, write, close: one littlefs commit) per segment they go
         into, so a burst costs one block copy, not one per record. A power cut before a
-        close leaves that segment as it was."""
+        close leaves that segment as it was. A job: it yields between the operations
+        that can erase (create, write, close); _run() for all at once."""
         i = 0
         n = len(frames)
         while i < n:
@@ -312,6 +343,8 @@ class Outbox:
             crcs = [binascii.crc32(frames[k][0]) & 0xFFFFFFFF for k in range(i, j)]
             try:
                 with open(self._path(tail[_KEY]), "ab") as f:
+                    if new:
+                        yield  # created: a directory commit
                     if mark:
                         f.write(mark)
                     for k in range(i, j):
@@ -319,10 +352,12 @@ class Outbox:
                         struct.pack_into("<HI", hdr, 0, len(data), crcs[k - i])
                         f.write(hdr)
                         f.write(data)
+                    yield  # the block copy: littlefs erases a block in the first write
             except OSError:
                 if new:
                     self._rm(tail[_KEY])
                 raise
+            # closed: the commit (a step of its own); the counts change only now
             self._wrote(size, 1)
             if new:
                 segs.append(tail)
@@ -345,6 +380,8 @@ class Outbox:
                 self.last_seq = seq
                 self.depth += 1
             i = j
+            if i < n:
+                yield  # the next segment's create in a step of its own
 
     def _wrote(self, size, commits):
         # A file write session that left the file `size` bytes long. Up to _INLINE
@@ -356,9 +393,10 @@ class Outbox:
             self.writes += 1 + (size - 1) // 4096
 
     def _gap(self, drop, kinds, t, utc):
+        # the write of a gap record: a job (_write)
         rec = {"k": "gap", "t": t, "utc": utc, "drop": drop, "kinds": kinds}
         seq = self.last_seq + 1
-        self._write([(self._encode(rec, seq), seq, False)])
+        return self._write([(self._encode(rec, seq), seq, False)])
 
     # --- the interface (docs/agent.md) ---------------------------------------
 
@@ -450,7 +488,7 @@ class Outbox:
         self.last_seq = max(mseq, hi)
         self.acked = acked
         self.boot = meta.get("boot", 0) + (1 if boot else 0)
-        self._save_meta()
+        _run(self._save_meta())
         if self._intent:
             trail.append(self._intent[:2])
         # Segments the trailing gap records (or a drop in meta) cut into: a compaction
@@ -471,7 +509,7 @@ class Outbox:
                 del self._segs[i]
                 continue
             try:
-                self._apply(i, i + 1, trail, hi0)
+                _run(self._apply(i, i + 1, trail, hi0))
             except OSError as e:
                 if e.errno != _ENOSPC:
                     raise
@@ -485,7 +523,7 @@ class Outbox:
         if self._intent:
             self._declare()
         for r in lost:
-            self._gap([r], {"lost": r[1] - r[0] + 1}, 0, None)
+            _run(self._gap([r], {"lost": r[1] - r[0] + 1}, 0, None))
             self.lost.append(r)
 
     def _touches(self, seg, drops):
@@ -536,19 +574,66 @@ class Outbox:
         self._qutc = rec.get("utc")
 
     def queued(self):
-        return len(self._q)
+        # records not yet on flash: the flush under way's, then the queue's
+        return self._nfly + len(self._q)
+
+    def work(self):
+        """True while there is flash work for step(): a job under way, queued records,
+        an ack taken but not yet in meta."""
+        return self._job is not None or bool(self._q) or self._ackto > self.acked
+
+    def step(self):
+        """Run one step of the flash work (at most one operation that can erase a
+        block, but see "Steps" at the top): the job under way, else a flush of the
+        queue, else the ack taken last. True when a job ended with this step (a flush's
+        records are on flash: nflushed, last_seq). A job that raises has ended; a flush
+        keeps its queue as flush() says."""
+        job = self._job
+        if job is None:
+            if self._q:
+                job = self._flushing(0)
+            elif self._ackto > self.acked:
+                job = self._acking()
+            else:
+                return False
+            self.nflushed = 0
+            self._job = job
+        try:
+            next(job)
+        except StopIteration:
+            self._job = None
+            return True
+        except Exception:
+            self._job = None
+            raise
+        return False
+
+    def _finish(self):
+        while self._job is not None:
+            self.step()
 
     def flush(self):
         """Write the queued records, in order, as one append (two when they start a new
-        segment); returns the last seq on flash. The queue is empty afterwards, also
-        when it raises OSError (a failing flash: the app reports it); on MemoryError
-        the records not yet on flash are queued again (nflushed: how many were written)."""
+        segment), all its steps at once (after the job under way); returns the last seq
+        on flash. The queue is empty afterwards, also when it raises OSError (a failing
+        flash: the app reports it); on MemoryError the records not yet on flash are
+        queued again (nflushed: how many were written, counting the job under way's)."""
+        n = 0
+        if self._job is not None:
+            self._finish()
+            n = self.nflushed
+        if self._q:
+            self._job = self._flushing(n)
+            self._finish()
+        return self.last_seq
+
+    def _flushing(self, base):
+        # The flush job: the queue goes to flash; records queued meanwhile wait for the
+        # next one. nflushed = base + records written.
         q = self._q
-        if not q:
-            return self.last_seq
         self._q = []
         self._qbytes = 0
-        self.nflushed = len(q)
+        self._nfly = len(q)
         t = self._qt
         utc = self._qutc
         first = 0
@@ -557,23 +642,29 @@ class Outbox:
             for body, _ in q:
                 need += len(body)
             if self._total + need > self.max_bytes:
-                self._make_room(self._total + need - self.max_bytes, t, utc)
+                yield from self._make_room(self._total + need - self.max_bytes, t, utc)
+                yield
             first = self.last_seq + 1
             frames = []
             for i in range(len(q)):
                 body, low = q[i]
                 frames.append((b'{"seq":%d' % (first + i) + body, first + i, low))
-            self._write(frames)
+            yield from self._write(frames)
         except MemoryError:
             # No block for a file session or a frame: what is not on flash goes back to
-            # the queue, in order, for the next flush (nothing is lost, nothing doubled).
+            # the queue, in order, ahead of what came meanwhile, for the next flush
+            # (nothing is lost, nothing doubled).
+            self._nfly = 0
             done = self.last_seq - first + 1 if first else 0
-            self._q = q[max(0, done):]
+            self._q = q[max(0, done):] + self._q
+            self._qbytes = 0
             for body, _ in self._q:
                 self._qbytes += len(body)
-            self.nflushed = done
+            self.nflushed = base + done
             raise
         except OSError as e:
+            self._nfly = 0
+            self.nflushed = base + len(q)
             if e.errno != _ENOSPC:
                 raise
             done = self.last_seq - first + 1 if first else 0
@@ -583,7 +674,8 @@ class Outbox:
             self._recover(False)
             for i in range(max(0, done), len(q)):
                 self._full(q[i][0], q[i][1], t, utc)
-        return self.last_seq
+        self._nfly = 0
+        self.nflushed = base + len(q)
 
     def wear(self):
         """Estimated 4 KiB flash erases caused by this outbox's writes since open():
@@ -605,7 +697,7 @@ class Outbox:
                 if self._intent:
                     self._declare()
                 seq = self.last_seq + 1
-                self._write([(b'{"seq":%d' % seq + body, seq, low)])
+                _run(self._write([(b'{"seq":%d' % seq + body, seq, low)]))
                 return
             except OSError as e:
                 if e.errno != _ENOSPC:
@@ -635,7 +727,7 @@ class Outbox:
             g[1] = seg[_LAST]
             g[2] += n
             self._intent = g
-            self._save_meta()  # the commit point: open() declares it if we stop here
+            _run(self._save_meta())  # the commit point: open() declares it if we stop here
         self._rm(seg[_KEY])
         del self._segs[0]
         self._total -= seg[_SIZE]
@@ -644,9 +736,9 @@ class Outbox:
 
     def _declare(self):
         g = self._intent
-        self._gap([g[:2]], g[3], g[4], g[5])
+        _run(self._gap([g[:2]], g[3], g[4], g[5]))
         self._intent = None
-        self._save_meta()
+        _run(self._save_meta())
 
     def pending(self, max_bytes=1024, after=0):
         """JSON bytes of unacked records, oldest first, at most max_bytes in all
@@ -655,7 +747,7 @@ class Outbox:
         while the previous one waits for its ack)."""
         out = []
         total = 0
-        acked = max(self.acked, after)
+        acked = max(self.acked, self._ackto, after)
         hi = 0
         self.pending_boot = self.boot
         for seg in self._segs:
@@ -685,8 +777,19 @@ class Outbox:
 
     def ack(self, seq, ob=None):
         """The collector committed every record <= seq of outbox `ob` (None: the ack
-        named none): persist the cursor, then delete the segments it covers whole.
-        Returns why an ack was refused (it changes nothing), else None."""
+        named none): persist the cursor, then delete the segments it covers whole (all
+        at once, after the job under way). Returns why an ack was refused (it changes
+        nothing), else None."""
+        why = self.take_ack(seq, ob)
+        if why is None and self._ackto > self.acked:
+            self._finish()
+            self._job = self._acking()
+            self._finish()
+        return why
+
+    def take_ack(self, seq, ob=None):
+        """ack() for step(): checked now (the same refusals), pending() skips what it
+        covers at once, the next job persists it (acked moves then)."""
         if ob != self.ob and (ob is not None or self.ob):
             # Another outbox's ack (one retained from this board's previous flash), or
             # one naming no outbox while we have one: its seqs are not ours.
@@ -694,12 +797,27 @@ class Outbox:
         if seq > self.last_seq:
             # We never wrote that seq: taking it would delete records never stored.
             return "above the last seq %d" % self.last_seq
-        if seq <= self.acked:
-            return None
+        if seq > self._ackto:
+            self._ackto = seq
+        return None
+
+    def acked_to(self):
+        # the highest ack taken (acked, or about to be)
+        return max(self.acked, self._ackto)
+
+    def _acking(self):
+        # The ack job: meta with the new cursor (three steps), then one step per
+        # segment it covers whole. A cut between them: open() deletes those.
+        seq = self._ackto
+        try:
+            yield from self._save_meta(seq)
+        except OSError:
+            self._ackto = self.acked  # a failing flash: not again and again (the
+            raise                     # collector's retained ack comes back)
         self.acked = seq
-        self._save_meta()
         segs = self._segs
         while segs and segs[0][_LAST] <= seq:
+            yield
             s = segs.pop(0)
             self._rm(s[_KEY])
             self._total -= s[_SIZE]
@@ -728,15 +846,18 @@ class Outbox:
 
     def _make_room(self, need, t, utc):
         # Acked and low-value records first, everywhere; then the oldest of any kind.
-        freed = self._compact(need, t, utc, False)
+        # A job (steps), as _compact.
+        freed = yield from self._compact(need, t, utc, False)
         if freed < need:
-            self._compact(need - freed, t, utc, True)
+            yield from self._compact(need - freed, t, utc, True)
 
     def _compact(self, need, t, utc, high):
         """Drop records from a window of segments (never the one being appended to,
         unless nothing else is left), write the gap records, then rewrite the window.
         high=False: only acked and low-value records; high=True: the oldest records.
-        Returns the bytes freed net of the gap records written."""
+        Returns the bytes freed net of the gap records written. A job: the window is
+        read in the first step, then each gap record and each file operation of the
+        rewrite is a step of its own."""
         segs = self._segs
         acked = self.acked
         hi = len(segs) - 1
@@ -818,9 +939,10 @@ class Outbox:
             self._seal = True
         drops = []
         for g in groups:
-            self._gap(g[0], g[1], t, utc)   # the commit point
+            yield from self._gap(g[0], g[1], t, utc)   # the commit point
+            yield
             drops.extend(g[0])
-        self._apply(a, b, drops, 0)
+        yield from self._apply(a, b, drops, 0)
         self.depth -= ndrop
         self.dropped += ndrop
         return freed - gapb
@@ -830,7 +952,11 @@ class Outbox:
         highest seen), records inside the drop ranges. Survivors are packed in order
         into files named after the victims; output j replaces victim j only once a
         later victim is being read, i.e. when every survivor of victim j is already in
-        this or an earlier output (so a power cut at any point loses nothing)."""
+        this or an earlier output (so a power cut at any point loses nothing).
+        A job: a step after each create, close, rename and remove, and after the write
+        that takes an output out of the directory (littlefs erases its block then); the
+        victim being read is read again after each (pending() shares the buffer; the
+        victim is not renamed over before the next one is read). _run() for all at once."""
         segs = self._segs
         acked = self.acked
         cap = self.seg_bytes
@@ -843,7 +969,8 @@ class Outbox:
         nr = len(drops)
         try:
             for i in range(a, b):
-                buf, size = self._load(segs[i][_KEY])
+                key = segs[i][_KEY]
+                buf, size = self._load(key)
                 mv = memoryview(buf)
                 vboot = -1
                 off = 0
@@ -866,16 +993,26 @@ class Outbox:
                     if not keep or (ri < nr and drops[ri][0] <= seq):
                         continue
                     flen = end - start
+                    step = False
                     if out is not None and cur[_SIZE] + flen > cap and j < i:
                         out.close()
                         out = None
+                        yield
                         os.rename(tmp, self._path(segs[j][_KEY]))
                         self._wrote(cur[_SIZE], 2)
                         made.append(cur)
                         j += 1
+                        yield
+                        step = True
                     if out is None:
                         out = open(tmp, "wb")
                         cur = [segs[j][_KEY], 0, seq, seq, 0, 0, -1]
+                        yield
+                        step = True
+                    if step:
+                        buf, size = self._load(key)
+                        mv = memoryview(buf)
+                    was = cur[_SIZE]
                     if cur[_BOOT] != vboot and vboot >= 0:
                         m = _marker(vboot)
                         out.write(m)
@@ -889,9 +1026,14 @@ class Outbox:
                     cur[_N] += 1
                     if kind in LOW_VALUE:
                         cur[_LOWB] += flen
+                    if was <= _INLINE < cur[_SIZE] or was <= 4096 < cur[_SIZE]:
+                        yield  # a block erased for the output
+                        buf, size = self._load(key)
+                        mv = memoryview(buf)
             if out is not None:
                 out.close()
                 out = None
+                yield
                 os.rename(tmp, self._path(segs[j][_KEY]))
                 self._wrote(cur[_SIZE], 2)
                 made.append(cur)
@@ -899,8 +1041,9 @@ class Outbox:
         finally:
             if out is not None:
                 out.close()
-        for i in range(j, b):
-            self._rm(segs[i][_KEY])
+        # The outputs in place of the victims (what pending() reads from now on), then
+        # the victims left over deleted, one a step.
+        left = [segs[i][_KEY] for i in range(j, b)]
         total = self._total
         for i in range(a, b):
             total -= segs[i][_SIZE]
@@ -908,3 +1051,6 @@ class Outbox:
             total += seg[_SIZE]
         self._total = total
         segs[a:b] = made
+        for key in left:
+            yield
+            self._rm(key)
