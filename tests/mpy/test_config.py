@@ -43,6 +43,24 @@ def test_bad_values_are_named_and_replaced_by_defaults():
     eq(c.problems[0][1], "1 is out of range 5..3600")
 
 
+def test_broker_others_to_fail_over_to():
+    raw = json.loads(json.dumps(GOOD))
+    eq(config.parse(raw).get("broker.others"), ())
+    raw["broker"]["others"] = [{"host": "192.0.2.6"}, {"host": "b3.example.net", "port": 8883},
+                               {"host": ""}]
+    c = config.parse(raw)
+    eq(c.get("broker.others"), (("192.0.2.6", 1883), ("b3.example.net", 8883)))
+    eq([k for k, _ in c.problems], ["broker.others[2]"])
+    raw["broker"]["others"] = [{"host": "x", "port": 70000}, "y"]
+    c = config.parse(raw)
+    eq(c.get("broker.others"), ())
+    eq([k for k, _ in c.problems], ["broker.others[0]", "broker.others[1]"])
+    raw["broker"]["others"] = "192.0.2.6"
+    c = config.parse(raw)
+    eq(c.get("broker.others"), ())
+    eq([k for k, _ in c.problems], ["broker.others"])
+
+
 def test_watch_interval_is_off_or_at_least_200_ms():
     for v, want, problem in ((0, 0, None), (750, 750, None), (100, 500, "100 is out of range 200..60000"),
                              (True, 500, "expected an integer, got a boolean"),

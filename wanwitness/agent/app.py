@@ -156,7 +156,7 @@ class App:
                          user=cfg.get("broker.user") or None,
                          password=cfg.get("broker.password") or None,
                          keepalive_s=30, will=(self.t_status, b"offline", True, 1),
-                         tls=_tls(cfg))
+                         tls=_tls(cfg), others=cfg.get("broker.others"))
         self.mq.on_message = self._on_message
         self.mq.resolver = self._resolve_name  # never a blocking getaddrinfo in the loop
         self.mq.on_connect = self._on_connect

@@ -13,7 +13,9 @@ def defaults():
         "prefix": "wanwitness",
         "wifi": {"ssid": "", "password": ""},
         # ca: the broker's CA certificate, PEM text in config.json, DER bytes once parsed.
-        "broker": {"host": "", "port": 1883, "user": "", "password": "", "tls": False, "ca": None},
+        # others: more brokers ((host, port), ...) to fail over to, same credentials and CA.
+        "broker": {"host": "", "port": 1883, "user": "", "password": "", "tls": False, "ca": None,
+                   "others": ()},
         "hb_s": 30,
         "wdt_s": 20,
         "probe": {
@@ -152,6 +154,29 @@ def _ca(cfg, raw, target):
     return True
 
 
+def _others(cfg, raw, target):
+    # broker.others: up to 3 {"host": ..., "port": ...} (port: broker.port's); a bad
+    # entry is reported and left out, the good ones kept.
+    if "others" not in raw:
+        return
+    v = raw["others"]
+    if not isinstance(v, list) or len(v) > 3:
+        cfg.problem("broker.others", "expected a list of at most 3 {\"host\": ..., \"port\": ...}")
+        return
+    out = []
+    for i, o in enumerate(v):
+        key = "broker.others[%d]" % i
+        host = o.get("host") if isinstance(o, dict) else None
+        port = o.get("port", target["port"]) if isinstance(o, dict) else None
+        if not isinstance(host, str) or not host:
+            cfg.problem(key, "expected {\"host\": NAME, \"port\": N}")
+        elif not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            cfg.problem(key, "port: expected an integer 1..65535")
+        else:
+            out.append((host, port))
+    target["others"] = tuple(out)
+
+
 def _section(cfg, raw, name):
     if name not in raw:
         return {}
@@ -198,6 +223,7 @@ def parse(raw):
     _str(cfg, b, "broker.user", v["broker"], "user")
     _str(cfg, b, "broker.password", v["broker"], "password")
     _bool(cfg, b, "broker.tls", v["broker"], "tls")
+    _others(cfg, b, v["broker"])
     if not _ca(cfg, b, v["broker"]) and v["broker"]["tls"]:
         # Fail closed: without the CA the broker cannot be verified, and the password
         # must not go to whoever answers.
