@@ -130,8 +130,8 @@ class SimAgent:
         self.client.publish(f"{self.topic}/hb", (
             f'{{"boot":1,"t":{t},"utc":{time.time_ns() // 1_000_000},"s":"{self.state}",'
             f'"heap":91000,"peak":60000,"q":{len(self.outbox)},"rssi":-61,"safe":false,'
-            f'"fe":0,"ob":"{self.ob}","lat":{{"gw:192.168.1.1":[12,0,2,3,9],'
-            f'"198.51.100.7":[12,1,10,14,40],"dns:192.168.1.1":[6,0,4,5,8]}}}}'), qos=0)
+            f'"fe":0,"ob":"{self.ob}","lat":{{"gw:192.0.2.1":[12,0,2,3,9],'
+            f'"198.51.100.7":[12,1,10,14,40],"dns:198.51.100.53":[6,0,4,5,8]}}}}'), qos=0)
         self.pop.heartbeats += 1
 
     def pump(self, now: float) -> None:
@@ -281,7 +281,7 @@ class Population:
             rec.update(k="boot", reset="PWRON_RESET", fw="bench", hw=None, safe=False, hb_s=HB_S)
         elif r < 0.70:
             ok = self.rng.random() < 0.5
-            rec.update(k="probe", tg=self.rng.choice(("gw:192.168.1.1", "198.51.100.7", "dns:192.168.1.1")),
+            rec.update(k="probe", tg=self.rng.choice(("gw:192.0.2.1", "198.51.100.7", "dns:198.51.100.53")),
                        ok=ok, rtt=self.rng.randrange(2, 60) if ok else None, kind="icmp",
                        err=None if ok else "timeout")
         elif r < 0.85:
