@@ -12,7 +12,9 @@ from mpyunit import eq, raises
 
 class _Counts:
     # what App._outlive_oom uses of the App
-    mem_errors = 0
+    def __init__(self):
+        self.mem_errors = 0
+        self.oom_by = bytearray(len(app.TASKS))
 
 
 def test_a_memory_error_starts_the_task_again_and_counts():
@@ -25,9 +27,21 @@ def test_a_memory_error_starts_the_task_again_and_counts():
             bytearray(1 << 20)  # a real MemoryError: more than the heap
         return "ended"
 
-    eq(asyncio.run(app.App._outlive_oom(box, task)), "ended")
+    eq(asyncio.run(app.App._outlive_oom(box, task, app.TASKS.index("prober"))), "ended")
     eq(starts, [0, 1, 2])
     eq(box.mem_errors, 2)
+    # counted against its task, and named so on the console's heap line
+    eq(box.oom_by[app.TASKS.index("prober")], 2)
+    eq(sum(box.oom_by), 2)
+    eq(app.App._oom_tasks(box), " oom=prober:2")
+
+
+def test_the_heap_line_names_each_task_a_memory_error_restarted():
+    box = _Counts()
+    eq(app.App._oom_tasks(box), "")  # none: the line as before
+    box.oom_by[app.TASKS.index("sender")] = 255  # saturates there
+    box.oom_by[app.TASKS.index("mqtt")] = 1
+    eq(app.App._oom_tasks(box), " oom=mqtt:1,sender:255")
 
 
 def test_other_errors_still_end_the_task():
@@ -36,7 +50,7 @@ def test_other_errors_still_end_the_task():
     async def task():
         raise ValueError("a bug")
 
-    raises(ValueError, lambda: asyncio.run(app.App._outlive_oom(box, task)))
+    raises(ValueError, lambda: asyncio.run(app.App._outlive_oom(box, task, 0)))
     eq(box.mem_errors, 0)
 
 
@@ -47,7 +61,7 @@ def test_a_cancel_ends_it():
         await asyncio.sleep_ms(10000)
 
     async def main():
-        t = asyncio.create_task(app.App._outlive_oom(box, task))
+        t = asyncio.create_task(app.App._outlive_oom(box, task, 0))
         await asyncio.sleep_ms(20)
         t.cancel()
         try:
@@ -65,6 +79,65 @@ class _Clock:
 
     def utc_ms(self, t):
         return None
+
+
+class _Mq:
+    # a connected client whose first publish finds no block
+    connected = True
+    connects = 1
+
+    def __init__(self):
+        self.bufs = []
+
+    async def publish_at(self, buf, k, n, topic, retain, timeout_ms):
+        self.bufs.append(buf)
+        if len(self.bufs) == 1:
+            raise MemoryError("memory allocation failed, allocating 48 bytes")
+        await asyncio.sleep_ms(10000)
+        return True
+
+
+class _Pending:
+    ob = ""
+    pending_boot = 1
+
+    def pending(self, n):
+        return [b'{"seq":7,"k":"state","s":"up"}']
+
+
+class _Sender(app.App):
+    def __init__(self):
+        self.mem_errors = 0
+        self.oom_by = bytearray(len(app.TASKS))
+        self._batch = bytearray(app.BATCH_BUF)
+        self.mq = _Mq()
+        self.outbox = _Pending()
+        self.clock = _Clock()
+        self.id = "a1"
+        self.boot = 1
+        self.t_rec = "ww/a1/rec"
+        self._sent_gen = -1
+        self._sent_upto = 0
+        self.ack_ev = asyncio.Event()
+
+    def stamp(self, name):
+        pass
+
+
+def test_a_sender_restarted_after_a_memory_error_needs_no_new_buffer():
+    # Its 1 KiB batch buffer is the app's, made once: a restart in a fragmented heap
+    # (no 1 KiB block left) must not fail on it again and again (the soak's storm).
+    a = _Sender()
+
+    async def main():
+        t = asyncio.create_task(a._outlive_oom(a.sender, app.TASKS.index("sender")))
+        await asyncio.sleep_ms(300)
+        t.cancel()
+
+    asyncio.run(main())
+    eq(len(a.mq.bufs), 2)
+    eq(a.mq.bufs[0] is a._batch and a.mq.bufs[1] is a._batch, True)
+    eq(a.oom_by[app.TASKS.index("sender")], 1)
 
 
 class _TightOutbox:

@@ -33,6 +33,9 @@ RESEND_MS = 15000     # a batch PUBACKed but not acked by the collector is sent 
 BATCH_RECS = 900      # record bytes per batch: with its head a batch stays within 1 KiB
 BATCH_BUF = 1088      # the sender's buffer: a batch of up to 1 KiB with its PUBLISH header
 STATS_MS = 3600000
+# The tasks App.main runs, in its order: MemoryErrors are counted per task (oom_by)
+TASKS = ("mqtt", "net", "sender", "flusher", "heartbeat", "clock", "stats", "sampler",
+         "prober", "watchdog")
 RESERVE = 512         # bytes kept back for a record that finds no block (App.record)
 NTP_EVERY_MS = 3600000
 CRASH_FILE = "crashes.json"
@@ -132,6 +135,12 @@ class App:
         # A block kept free for the one thing that must not be lost to a full heap: a
         # record (a state change above all). Given up on a MemoryError, taken back later.
         self._reserve = bytearray(RESERVE)
+        # The sender's batch buffer, made here and kept for good: a sender task restarted
+        # after a MemoryError must not need a fresh 1 KiB block, which a fragmented heap
+        # lacks (the soak: a sender restarted every 100 ms for 30 s, failing each time on
+        # it, until the heap ran out for everyone).
+        self._batch = bytearray(BATCH_BUF)
+        self.oom_by = bytearray(len(TASKS))  # MemoryErrors per task (TASKS order, to 255)
         self.outbox_error = None
         self.line = "up"
         self.net = Net(cfg.get("wifi.ssid"), cfg.get("wifi.password"))
@@ -546,10 +555,10 @@ class App:
                              "kind": res.get("kind"), "err": res.get("err")})
 
     async def sender(self):
-        # Each batch is built in one buffer, kept for good (a fresh 1 KiB block each time
-        # is what a fragmented heap fails to find), behind room for its PUBLISH header; the
+        # Each batch is built in one buffer, the app's for good (a fresh 1 KiB block each
+        # time is what a fragmented heap fails to find), behind room for its PUBLISH header; the
         # QoS 1 publish sends and resends it from there (mqtt.py publish_at), no copies.
-        buf = bytearray(BATCH_BUF)
+        buf = self._batch
         k = publish_room(self.t_rec)
         while True:
             self.stamp("sender")
@@ -589,6 +598,14 @@ class App:
                 self._sent_gen = self.mq.connects
             b = None
 
+    def _oom_tasks(self):
+        # " oom=sender:3,prober:1": which tasks a MemoryError restarted (console only)
+        s = ""
+        for i in range(len(TASKS)):
+            if self.oom_by[i]:
+                s += "%s%s:%d" % ("," if s else " oom=", TASKS[i], self.oom_by[i])
+        return s
+
     async def _wait_ack(self, ms):
         try:
             await asyncio.wait_for_ms(self.ack_ev.wait(), ms)
@@ -602,8 +619,9 @@ class App:
             self.stamp("heartbeat")
             self._after_oom()
             free = gc.mem_free()
-            print("heap alloc=%d peak=%d free=%d memerr=%d gap=%d" % (
-                gc.mem_alloc(), self.heap_peak, free, self.mem_errors, self.gap_max))
+            print("heap alloc=%d peak=%d free=%d memerr=%d gap=%d%s" % (
+                gc.mem_alloc(), self.heap_peak, free, self.mem_errors, self.gap_max,
+                self._oom_tasks()))
             lat = self.lat.take()   # this heartbeat's window, sent or not
             if self.mq.connected:
                 t = self.clock.now()
@@ -688,18 +706,18 @@ class App:
         self.budget = {"sender": 30000, "heartbeat": self.cfg.get("hb_s") * 1000 + 15000,
                        "net": 30000, "clock": 30000, "stats": 10000}
         run = self._outlive_oom
-        tasks = [asyncio.create_task(run(self.mq.run_forever)),
-                 asyncio.create_task(run(lambda: self.net.keep(lambda: self.stamp("net")))),
-                 asyncio.create_task(run(self.sender)),
-                 asyncio.create_task(run(self.flusher)),
-                 asyncio.create_task(run(self.heartbeat)),
-                 asyncio.create_task(run(self.timekeeper)),
-                 asyncio.create_task(run(self.stats))]
+        tasks = [asyncio.create_task(run(self.mq.run_forever, 0)),
+                 asyncio.create_task(run(lambda: self.net.keep(lambda: self.stamp("net")), 1)),
+                 asyncio.create_task(run(self.sender, 2)),
+                 asyncio.create_task(run(self.flusher, 3)),
+                 asyncio.create_task(run(self.heartbeat, 4)),
+                 asyncio.create_task(run(self.timekeeper, 5)),
+                 asyncio.create_task(run(self.stats, 6))]
         if not self.safe:
             self.budget["sampler"] = 5000
             self.budget["prober"] = interval + self.cfg.get("probe.timeout_ms") + 15000
-            tasks.append(asyncio.create_task(run(self.sampler)))
-            tasks.append(asyncio.create_task(run(self.prober)))
+            tasks.append(asyncio.create_task(run(self.sampler, 7)))
+            tasks.append(asyncio.create_task(run(self.prober, 8)))
         await self.mq.subscribe(self.t_ack, 1)  # renewed by the client on every connect
         gc.collect()
         # A collection after every 4 KB allocated, not only when the heap is full: short-
@@ -707,9 +725,9 @@ class App:
         # 4 KiB flash buffer still finds a free block (the soak on a 58K heap: 237
         # MemoryErrors in 5 min without, none with).
         gc.threshold(4096)
-        await run(lambda: self.watchdog(tasks))
+        await run(lambda: self.watchdog(tasks), 9)
 
-    async def _outlive_oom(self, start):
+    async def _outlive_oom(self, start, i):
         # Run the task start() makes; after a MemoryError (counted, the heap collected)
         # start it again rather than let it end: a task that ended stops the watchdog's
         # feeding and the board resets 20 s later, its RAM queue lost (the soak on a
@@ -722,6 +740,8 @@ class App:
             except MemoryError:
                 gc.collect()
                 self.mem_errors += 1
+                if self.oom_by[i] < 255:
+                    self.oom_by[i] += 1
                 await asyncio.sleep_ms(100)
 
 
@@ -801,4 +821,12 @@ def run(cfg, *, safe=False, notes=()):
     try:
         asyncio.run(app.main())
     finally:
-        app.flush()  # a crash: what the last FLUSH_MS queued goes to flash first
+        # A crash: what the last FLUSH_MS queued goes to flash first. The event loop's
+        # tasks (and all they hold) are let go before, so this flash work finds room
+        # and a MemoryError in it cannot take the place of the crash's own exception.
+        asyncio.new_event_loop()
+        gc.collect()
+        try:
+            app.flush()
+        except MemoryError:
+            print("crash: the queued records could not be written: out of memory")

@@ -49,7 +49,11 @@ def _start():
         app.run(cfg, safe=safe, notes=notes)
     except Exception as e:  # anything: note it, then reset like a watchdog would
         sys.print_exception(e)
-        app.note_crash(time.ticks_ms(), "%s: %s" % (type(e).__name__, e))
+        gc.collect()
+        try:
+            app.note_crash(time.ticks_ms(), "%s: %s" % (type(e).__name__, e))
+        except MemoryError:  # the reset still comes; only the crash note is lost
+            pass
         time.sleep_ms(100)
         machine.reset()
 

@@ -309,7 +309,10 @@ class Outbox:
         return b'{"seq":%d' % seq + body
 
     def _write(self, frames):
-        """Append frames [(data, seq, low), ...] (seqs consecutive, from last_seq + 1):
+        """Append frames [(head, body, seq, low), ...] (seqs consecutive, from
+        last_seq + 1; a frame's JSON is head + body, written as two pieces so a queued
+        record's body is never copied to prepend its seq: a flush needs no second copy
+        of its queue):
         one file session (open, write, close: one littlefs commit) per segment they go
         into, so a burst costs one block copy, not one per record. A power cut before a
         close leaves that segment as it was. A job: it yields between the operations
@@ -319,8 +322,8 @@ class Outbox:
         while i < n:
             segs = self._segs
             tail = segs[-1] if segs else None
-            data, seq, low = frames[i]
-            flen = len(data) + _HDR
+            head, body, seq, low = frames[i]
+            flen = len(head) + len(body) + _HDR
             # (a segment of an earlier boot takes a boot marker first: it counts too, so
             # no segment outgrows seg_bytes and pending() reads each into _buf)
             mlen = 0 if tail is not None and tail[_BOOT] == self.boot else _marker_len(self.boot)
@@ -331,7 +334,7 @@ class Outbox:
             size = tail[_SIZE] + (len(mark) if mark else 0)
             j = i
             while j < n:
-                flen = len(frames[j][0]) + _HDR
+                flen = len(frames[j][0]) + len(frames[j][1]) + _HDR
                 if j > i and size + flen > self.seg_bytes:
                     break  # the rest starts the next segment
                 size += flen
@@ -340,7 +343,8 @@ class Outbox:
             # The CRCs first: above 2**30 each is a long int on a 32-bit port, an
             # allocation that must not fail halfway through the file session (that would
             # leave frames on flash this outbox does not count).
-            crcs = [binascii.crc32(frames[k][0]) & 0xFFFFFFFF for k in range(i, j)]
+            crcs = [binascii.crc32(frames[k][1], binascii.crc32(frames[k][0])) & 0xFFFFFFFF
+                    for k in range(i, j)]
             try:
                 with open(self._path(tail[_KEY]), "ab") as f:
                     if new:
@@ -348,10 +352,12 @@ class Outbox:
                     if mark:
                         f.write(mark)
                     for k in range(i, j):
-                        data = frames[k][0]
-                        struct.pack_into("<HI", hdr, 0, len(data), crcs[k - i])
+                        head, body = frames[k][0], frames[k][1]
+                        struct.pack_into("<HI", hdr, 0, len(head) + len(body), crcs[k - i])
                         f.write(hdr)
-                        f.write(data)
+                        if head:
+                            f.write(head)
+                        f.write(body)
                     yield  # the block copy: littlefs erases a block in the first write
             except OSError:
                 if new:
@@ -367,8 +373,8 @@ class Outbox:
                 self._total += len(mark)
                 tail[_BOOT] = self.boot
             for k in range(i, j):
-                data, seq, low = frames[k]
-                flen = len(data) + _HDR
+                head, body, seq, low = frames[k]
+                flen = len(head) + len(body) + _HDR
                 if not tail[_N]:
                     tail[_FIRST] = seq
                 tail[_LAST] = seq
@@ -396,7 +402,7 @@ class Outbox:
         # the write of a gap record: a job (_write)
         rec = {"k": "gap", "t": t, "utc": utc, "drop": drop, "kinds": kinds}
         seq = self.last_seq + 1
-        return self._write([(self._encode(rec, seq), seq, False)])
+        return self._write([(b"", self._encode(rec, seq), seq, False)])
 
     # --- the interface (docs/agent.md) ---------------------------------------
 
@@ -648,7 +654,7 @@ class Outbox:
             frames = []
             for i in range(len(q)):
                 body, low = q[i]
-                frames.append((b'{"seq":%d' % (first + i) + body, first + i, low))
+                frames.append((b'{"seq":%d' % (first + i), body, first + i, low))
             yield from self._write(frames)
         except MemoryError:
             # No block for a file session or a frame: what is not on flash goes back to
@@ -697,7 +703,7 @@ class Outbox:
                 if self._intent:
                     self._declare()
                 seq = self.last_seq + 1
-                _run(self._write([(b'{"seq":%d' % seq + body, seq, low)]))
+                _run(self._write([(b'{"seq":%d' % seq, body, seq, low)]))
                 return
             except OSError as e:
                 if e.errno != _ENOSPC:

@@ -25,6 +25,11 @@ TIMEOUT = "timeout"
 REFUSED = "refused"
 UNREACH = "unreach"
 NOADDR = "no-address"
+# Not a result: a reply found no free block in the heap (recv allocates its size). The
+# round that had one is given up as a whole (MemoryError from probe_round(), as for
+# one of its own allocations), never scored as a loss: a target is not down because
+# the agent was short of memory.
+NOMEM = "no-memory"
 
 # errno values as this port raises them (esp32 uses newlib's numbers); the two
 # the errno module lacks are picked per platform.
@@ -578,11 +583,32 @@ def _dns_reply(s, qid, name):
 
 async def _job(e, aw):
     # Run one probe into e; never raises (but for cancellation): failing to
-    # even open a socket (out of sockets, no route) is that target's failure.
+    # even open a socket (out of sockets, no route) is that target's failure;
+    # a MemoryError marks it NOMEM (the caller gives the round up).
     try:
         await aw
     except OSError as er:
         _done(e, None, _errname(er))
+    except MemoryError:
+        if not e["ok"]:
+            e["err"] = NOMEM
+
+
+async def _jobs(es, aw):
+    # _job() for the pings of a round, which share one raw socket: a MemoryError
+    # marks them all; an OSError still ends the round (it raises as before).
+    try:
+        await aw
+    except MemoryError:
+        for e in es:
+            if not e["ok"]:
+                e["err"] = NOMEM
+
+
+def _no_memory(es):
+    for e in es:
+        if e["err"] is NOMEM:
+            raise MemoryError("a probe's reply found no block: not a result")
 
 
 async def _one(e, aw, timeout_ms):
@@ -590,6 +616,7 @@ async def _one(e, aw, timeout_ms):
         await asyncio.wait_for_ms(_job(e, aw), timeout_ms)
     except asyncio.TimeoutError:
         pass
+    _no_memory((e,))
     return e
 
 
@@ -691,7 +718,7 @@ async def probe_round(targets, timeout_ms, dns_tries=_DNS_TRIES):
         jobs.append(_job(dns_e, _dns(dns_e, ip, targets.get("dns_name", DNS_NAME), port,
                                      dns_tries, ticks_add(ticks_ms(), timeout_ms))))
     if pings:
-        jobs.append(_ping(raw, pings))
+        jobs.append(_jobs(pings, _ping(raw, pings)))
     # One deadline for the round: when it passes, wait_for cancels the gather,
     # which cancels every probe still waiting (each closes its socket) and
     # leaves its entry at "timeout".
@@ -702,6 +729,7 @@ async def probe_round(targets, timeout_ms, dns_tries=_DNS_TRIES):
     finally:
         if raw is not None:
             raw.close()
+    _no_memory(res.values())
     for e in res.values():
         del e["ip"]
         e.pop("t0", None)
