@@ -265,9 +265,10 @@ def test_an_existing_store_is_materialised_by_the_migration(db_url):
     for n in names:
         add_agent(store, n, hb_s=30)
     ing = Ingestor(store)
-    last = T0
-    for last, msgs in stream(rng, names):
+    commits = stream(rng, names)
+    for _, msgs in commits:
         ing.ingest(msgs)
+    last = commits[-1][0]
     store.dispose()
     store = open_store(db_url)  # migration 12
     try:
