@@ -80,7 +80,7 @@ def test_migration_11_turns_the_single_chain_into_a_chain_per_agent(db_url, tsa)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO stamps (pos, hash, tsa, gen_ms, reply, created_ms) "
                              "VALUES (5, :h, :u, :g, :r, 0)"), dict(h=head, u=tsa.url, g=gen_ms, r=reply))
-    assert s.migrate(engine) == [11]
+    assert s.migrate(engine) == [11, 12]
     engine.dispose()
 
     store = s.open_store(db_url)

@@ -23,6 +23,8 @@ from wanwitness.store.schema import (
                                      migration,
                                      notifications,
                                      now_ms,
+                                     outage_agents,
+                                     outage_boots,
                                      outages,
                                      quarantine,
                                      records,
@@ -38,5 +40,5 @@ from wanwitness.store.schema import (
 __all__ = ["LATENCY_SPANS_MS", "MIGRATIONS", "Store", "agents", "boots", "checkpoint_heads",
            "checkpoints", "clock_points", "default_db_path",
            "default_url", "gaps", "latency", "ledger_v1", "ledger_v1_head", "metadata", "migrate", "migration",
-           "notifications", "now_ms", "open_store", "outages", "quarantine", "records", "schema_migrations",
+           "notifications", "now_ms", "open_store", "outage_agents", "outage_boots", "outages", "quarantine", "records", "schema_migrations",
            "settings", "stamps", "streams", "ticket_appointments", "ticket_links", "tickets"]

@@ -84,6 +84,9 @@ clock_points = sa.Table(
     sa.Column("t", sa.BigInteger, nullable=False),
     sa.Column("recv_ms", sa.BigInteger, nullable=False),
     sa.Index("ix_clock_points_boot", "agent", "boot", "t"),
+    # An agent's points in the order they were stored (migration 12): what the
+    # materialised outages (timeline.py) have not folded in yet.
+    sa.Index("ix_clock_points_agent_id", "agent", "id"),
 )
 
 def _records_v1(m: sa.MetaData) -> sa.Table:
@@ -207,7 +210,14 @@ quarantine_quota = sa.Table(
     sa.Column("last_dropped_ms", sa.BigInteger),
 )
 
-# Derived from state records by timeline.py; rebuilt per agent, never edited by hand.
+# Outages and unknown spans materialised from state records by timeline.py (migration
+# 12), never edited by hand: what does not depend on the time of the query. `src` 0: a
+# boot's own fold (`boot`), replaced when that boot is folded again; 1: what joins the
+# boots (an outage a reboot ended, unknown spans between boots), replaced on every
+# update of the agent. (ord1, ord2): the span's place in the full derivation's order,
+# which breaks ties. `note`: the span cannot be real (timeline._plausible): never listed,
+# its note is told to the reader. An ongoing outage and the unknown span after a silent
+# agent depend on the time of the query: they are made when read, from outage_agents.
 outages = sa.Table(
     "outages", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
@@ -218,7 +228,57 @@ outages = sa.Table(
     sa.Column("end_ms", sa.BigInteger),
     sa.Column("start_unc_ms", sa.BigInteger),
     sa.Column("evidence", sa.Text, nullable=False),
+    sa.Column("src", sa.SmallInteger, nullable=False, default=0, server_default="0"),
+    sa.Column("boot", sa.BigInteger),
+    sa.Column("ord1", sa.BigInteger, nullable=False, default=0, server_default="0"),
+    sa.Column("ord2", sa.BigInteger, nullable=False, default=0, server_default="0"),
+    sa.Column("note", sa.Text),
     sa.Index("ix_outages_agent_start", "agent", "start_ms"),
+    sa.Index("ix_outages_agent_end", "agent", "end_ms"),
+    sa.Index("ix_outages_agent_boot", "agent", "src", "boot"),
+)
+
+# Per agent and boot, what the materialised outages were made from (migration 12,
+# timeline.py): the lower hull of the boot's clock points so far as [[t, recv_ms], ...]
+# (the hull of all points is the hull of this hull and the new points), the least `t`
+# of its records and points, its state records' seq range and greatest `at`, a copy of
+# its `boots` row, its coverage in UTC ms, and the outage still open at the end of its
+# fold (JSON; NULL: none) after its `n_items` spans, `n_notes` of them left out.
+outage_boots = sa.Table(
+    "outage_boots", metadata,
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("boot", sa.BigInteger, primary_key=True),
+    sa.Column("hull", sa.Text, nullable=False),
+    sa.Column("first_t", sa.BigInteger),
+    sa.Column("sseq_min", sa.BigInteger),
+    sa.Column("sseq_max", sa.BigInteger),
+    sa.Column("max_at", sa.BigInteger),
+    sa.Column("first_recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_recv_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_t", sa.BigInteger, nullable=False),
+    sa.Column("cov_start", sa.BigInteger, nullable=False),
+    sa.Column("cov_end", sa.BigInteger, nullable=False),
+    sa.Column("open", sa.Text),
+    sa.Column("n_items", sa.Integer, nullable=False),
+    sa.Column("n_notes", sa.Integer, nullable=False),
+)
+
+# Per agent (migration 12, timeline.py): how far the materialised outages go (`link`:
+# the agent's chain head, `clock_id`: its newest clock point's id, `hb_s`), the agent's
+# last contact then, and what the time of a query decides (`tail`, JSON: the outage
+# open at the end and where the unknown span after silence would start). `full`: this
+# agent's records do not fold boot by boot (seqs of boots interleaved, unreadable data):
+# it is derived in full on every query, as before.
+outage_agents = sa.Table(
+    "outage_agents", metadata,
+    sa.Column("agent", sa.String(32), primary_key=True),
+    sa.Column("link", sa.BigInteger, nullable=False),
+    sa.Column("clock_id", sa.BigInteger, nullable=False),
+    sa.Column("hb_s", sa.Integer, nullable=False),
+    sa.Column("last_contact", sa.BigInteger),
+    sa.Column("tail", sa.Text),
+    sa.Column("n_notes", sa.Integer, nullable=False),
+    sa.Column("full", sa.Boolean, nullable=False),
 )
 
 # Round-trip times and loss per agent and probe target, from the heartbeats' "lat"
@@ -488,6 +548,21 @@ def _m11(conn: Connection) -> None:
     # The work is in collector/ledger.py (it knows the hashes); imported here late.
     from wanwitness.collector.ledger import migrate_to_chains
     migrate_to_chains(conn)
+
+
+@migration(12, "outages materialised per agent and boot")
+def _m12(conn: Connection) -> None:
+    # `outages` held rows rebuilt on every query: made again here in the new shape.
+    conn.exec_driver_sql("DROP TABLE IF EXISTS outages")
+    m = sa.MetaData()
+    for table in (outages, outage_boots, outage_agents):
+        table.to_metadata(m).create(conn, checkfirst=True)
+    # A store made at version 1 or later by this code has the index already.
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_clock_points_agent_id "
+                         "ON clock_points (agent, id)")
+    # The work is in collector/timeline.py; imported here late.
+    from wanwitness.collector.timeline import materialise_all
+    materialise_all(conn)
 
 
 def migrate(engine: Engine, upto: int | None = None) -> list[int]:
