@@ -258,6 +258,42 @@ def test_the_api_takes_a_line_for_tickets_and_claims(lines_web):
     assert bad.status_code == 422 and "line" in bad.text   # refused by the pattern, never a 500
 
 
+def test_the_web_reads_a_tickets_local_times_in_its_lines_timezone(tmp_path):
+    # The office line is in London, the household's [tariff] in Berlin: "10:40" typed
+    # for an office ticket is 10:40 in London (as `wanwitness ticket add --line office`
+    # reads it), an hour later in UTC terms than Berlin's 10:40.
+    from tests.test_web import Web
+    store = open_store(f"sqlite:///{tmp_path / 'w.db'}")
+    two_lines(store)
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG + LINES.replace('monthly_fee = "59.00"',
+                                           'monthly_fee = "59.00"\ntimezone = "Europe/London"'))
+    web = Web(store, config=cfg.load(path, env={}), now_ms=at("2026-11-10T00:00:00+00:00"))
+    try:
+        home = web.send("POST", "/api/v1/tickets", {"number": "H1", "opened": "2026-10-03 10:40",
+                                                    "line": "home"})
+        office = web.send("POST", "/api/v1/tickets", {"number": "O1", "opened": "2026-10-03 10:40",
+                                                      "closed": "2026-10-03 15:00", "line": "office"})
+        assert home.status_code == 201 and office.status_code == 201, (home.text, office.text)
+        assert utc(home.json()["opened"]) == utc("2026-10-03T08:40:00+00:00")     # CEST, UTC+2
+        assert utc(office.json()["opened"]) == utc("2026-10-03T09:40:00+00:00")   # BST, UTC+1
+        assert utc(office.json()["closed"]) == utc("2026-10-03T14:00:00+00:00")
+        # a change and an appointment: the same line's timezone
+        patched = web.send("PATCH", "/api/v1/tickets/O1", {"promised": "2026-10-03 16:00"})
+        assert patched.status_code == 200, patched.text
+        assert utc(patched.json()["promised"]) == utc("2026-10-03T15:00:00+00:00")
+        booked = web.send("POST", "/api/v1/tickets/O1/appointments", {"at": "2026-10-04 09:00"})
+        assert booked.status_code == 201, booked.text
+        assert [utc(a["at"]) for a in booked.json()["appointments"]] == [utc("2026-10-04T08:00:00+00:00")]
+        # moved to the home line, its times are read in Berlin's
+        moved = web.send("PATCH", "/api/v1/tickets/O1", {"line": "home", "closed": "2026-10-03 15:00"})
+        assert moved.status_code == 200, moved.text
+        assert utc(moved.json()["closed"]) == utc("2026-10-03T13:00:00+00:00")
+    finally:
+        web.close()
+        store.dispose()
+
+
 def test_the_claim_page_chooses_a_line_and_the_calendar_follows_the_agents(lines_web):
     web = lines_web
     assert web.send("POST", "/api/v1/tickets", {"number": "O1", "opened": "2026-10-03 10:40",

@@ -320,11 +320,19 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
     login_ = [Depends(need_login_api)]
     changes_ = [Depends(need_login_api), Depends(need_csrf_header)]
 
-    def when(text: str | None, what: str) -> datetime | None:
+    def line_tz(line: str | None) -> ZoneInfo:
+        """The timezone a ticket's local times are read in: its line's [tariff] timezone
+        (a line may have its own), else the configuration's (as `wanwitness ticket`)."""
+        conf = settings.config
+        if conf is not None and conf.lines and (line or len(conf.lines) == 1):
+            return ZoneInfo(conf.for_line(line or None).tariff.timezone)
+        return tz
+
+    def when(text: str | None, what: str, zone: ZoneInfo | None = None) -> datetime | None:
         if text is None or not text.strip():
             return None
         try:
-            return tk.parse_when(text, tz, what)
+            return tk.parse_when(text, zone or tz, what)
         except ValueError as e:
             raise UserError(str(e)) from None
 
@@ -621,13 +629,14 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
                    line: str | None = None) -> str:
         """Validate and store a ticket (UserError: what is wrong); returns its number."""
         line = ticket_line(line)
+        zone = line_tz(line)
         try:
-            at = when(opened, "opened")
+            at = when(opened, "opened", zone)
             if at is None:
                 raise ValueError("a ticket needs when you reported the fault")
-            t = tk.new_ticket(number, at, tz=tz, closed=when(closed, "closed"),
+            t = tk.new_ticket(number, at, tz=zone, closed=when(closed, "closed", zone),
                               channel=tk.check_channel(channel or None), operator=operator,
-                              promised=when(promised, "promised"), note=note, line=line)
+                              promised=when(promised, "promised", zone), note=note, line=line)
         except ValueError as e:
             raise UserError(f"ticket {number.strip()}: {e}") from None
         tk.add(store, t)
@@ -646,7 +655,7 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
     def api_ticket_appointment(number: str, body: AppointmentIn) -> dict[str, Any]:
         """A technician appointment for the ticket (`missed`: the technician did not come;
         rules such as TKG §58(4) pay for it)."""
-        due = when(body.at, "at")
+        due = when(body.at, "at", line_tz(tk.get(store, number).line))
         assert due is not None  # the pattern admits no empty time
         tk.add_appointment(store, number, due, body.missed)
         return ticket_out(tk.get(store, number).number)
@@ -657,9 +666,12 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
         """Change a ticket: the fields sent (null clears one), e.g. {"closed": "..."}."""
         given = body.model_dump(exclude_unset=True)
         changes: dict[str, Any] = {}
+        # local times in the timezone of the line the ticket will be on
+        zone = line_tz(ticket_line(given["line"]) if given.get("line") and line_names()
+                       else tk.get(store, number).line)
         for key in ("closed", "promised"):
             if key in given:
-                changes[key] = when(given[key], key)
+                changes[key] = when(given[key], key, zone)
         for key in ("channel", "operator", "note"):
             if key in given:
                 changes[key] = given[key]
@@ -668,7 +680,7 @@ def create_app(store: s.Store, settings: WebSettings) -> FastAPI:
                 raise UserError("line: there are no [lines.NAME] in the configuration")
             changes["line"] = ticket_line(given["line"])
         try:
-            t = tk.update(store, number, tz, **changes)
+            t = tk.update(store, number, zone, **changes)
         except ValueError as e:
             raise UserError(f"ticket {number.strip()}: {e}") from None
         return ticket_out(t.number)
