@@ -787,16 +787,23 @@ class Summary:
     def take(self):
         # -> ',"lat":{"tg":[sent,lost,min,median,max],...}' ("" when nothing was
         # probed; null times when nothing answered), and the next window begins.
-        out = ""
+        # (small pieces joined once: a string grown by += is a new, larger block per
+        # target, what a fragmented heap fails to find)
+        out = [',"lat":{']
         for tg, s in self.t.items():
             if not s[0]:
                 continue
+            if len(out) > 1:
+                out.append(",")
             k = min(s[2], _KEEP)
             if k:
                 v = sorted(s[5][:k])
                 med = v[k // 2] if k & 1 else (v[k // 2 - 1] + v[k // 2]) // 2
-                out += ',"%s":[%d,%d,%d,%d,%d]' % (tg, s[0], s[1], s[3], med, s[4])
+                out.append('"%s":[%d,%d,%d,%d,%d]' % (tg, s[0], s[1], s[3], med, s[4]))
             else:
-                out += ',"%s":[%d,%d,null,null,null]' % (tg, s[0], s[1])
+                out.append('"%s":[%d,%d,null,null,null]' % (tg, s[0], s[1]))
             s[0] = s[1] = s[2] = 0
-        return ',"lat":{%s}' % out[1:] if out else ""
+        if len(out) == 1:
+            return ""
+        out.append("}")
+        return "".join(out)
