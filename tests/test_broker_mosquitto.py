@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,71 @@ def test_queued_records_survive_a_mosquitto_restart(broker):
     for m in got:
         col.ack(m)
     col.close()
+
+
+@pytest.fixture
+def broker3(tmp_path):
+    """The generated files for three collectors (`broker mosquitto-config --collectors 3`)."""
+    conf_dir = tmp_path / "wanwitness"
+    port = free_port()
+    write_mosquitto_config(
+        conf_dir, agents=[("a", hash_password(PASSWORDS["a"]))],
+        collector=("collector", hash_password(PASSWORDS["collector"])),
+        listen=("127.0.0.1", port), collectors=3)
+    m = Mosquitto(tmp_path / "mosquitto", port=port, allow_anonymous=False,
+                  extra_conf=f"include_dir {conf_dir}", listener=False)
+    m.start()
+    yield m
+    m.close()
+
+
+def test_three_collectors_each_with_a_user_share_the_records_and_stay_connected(broker3):
+    # The snippet binds a client id to its user: three collectors need three users,
+    # which --collectors 3 makes (collector, collector-2, collector-3, one password).
+    cols = [MqttClient(broker3.url, f"{u}-{new_secret()[:6]}", username=u,
+                       password=PASSWORDS["collector"]).connect()
+            for u in ("collector", "collector-2", "collector-3")]
+    try:
+        for c in cols:
+            assert c.subscribe("$share/collectors/wanwitness/+/rec", 1) == 1
+        with client(broker3, "a") as a:
+            for i in range(30):
+                a.publish("wanwitness/a/rec", b'{"seq": %d}' % i, qos=1)
+            a.publish("wanwitness/a/hb", b"barrier", qos=1)
+        got: list[bytes] = []
+        deadline = time.monotonic() + 10
+        while len(got) < 30 and time.monotonic() < deadline:
+            for c in cols:
+                got += [m.payload for m in c.drain()]
+            time.sleep(0.05)
+        assert sorted(got) == sorted(b'{"seq": %d}' % i for i in range(30))   # each once
+        assert all(c.client.is_connected() for c in cols)
+    finally:
+        for c in cols:
+            c.close()
+
+
+def test_two_collectors_on_one_user_push_each_other_off(broker3):
+    # Why each collector needs a user of its own: the second login of a user takes the
+    # first one's place (use_username_as_clientid), whatever client id it asked for.
+    first = client(broker3, "collector")
+    try:
+        with client(broker3, "collector"):
+            deadline = time.monotonic() + 5
+            while first.client.is_connected() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not first.client.is_connected()
+    finally:
+        first.close()
+
+
+def test_collector_users_are_checked_against_the_agents(tmp_path):
+    with pytest.raises(UserError, match="'collector-2' is used twice"):
+        mosquitto_files([("collector-2", hash_password("x"))], ("collector", hash_password("y")),
+                        collectors=2)
+    with pytest.raises(UserError, match="collectors: 0 is not 1..64"):
+        mosquitto_files([], ("collector", hash_password("y")), collectors=0)
+    files = mosquitto_files([], ("collector", hash_password("y")), collectors=2,
+                            directory=tmp_path)
+    assert [ln.split(":")[0] for ln in files["passwd"].splitlines()] == ["collector", "collector-2"]
+    assert "user collector-2\ntopic readwrite wanwitness/#\n" in files["acl"]

@@ -151,6 +151,16 @@ def test_broker_mosquitto_config_writes_files_for_every_agent(ww, tmp_path):
     writes = sorted(line for line in acl.splitlines() if line.startswith("pattern write"))
     assert writes == [f"pattern write wanwitness/%u/{t}" for t in ("hb", "rec", "status")]
     assert "pattern read wanwitness/%u/ack" in acl and "/%u/#" not in acl
+    # several collectors: a broker user each, the same password, and how to start them
+    three = ww("broker", "mosquitto-config", "--db", db, "--out", str(tmp_path / "mq3"),
+               "--collectors", "3")
+    assert three.returncode == 0, three.stderr
+    users = [ln.split(":")[0] for ln in (tmp_path / "mq3" / "passwd").read_text().splitlines()]
+    assert users == ["wanwitness-collector", "wanwitness-collector-2", "wanwitness-collector-3",
+                     "a1", "a2"]
+    assert "WANWITNESS_BROKER_USERNAME=wanwitness-collector-2 wanwitness collect --shared" in three.stdout
+    bad = ww("broker", "mosquitto-config", "--db", db, "--collectors", "0")
+    assert bad.returncode == 2 and "--collectors" in bad.stderr
 
 
 @pytest.mark.integration

@@ -17,6 +17,12 @@ from wanwitness.errors import UserError
 
 DEFAULT_DIRECTORY = Path("/etc/mosquitto/wanwitness")
 PASSWD, ACL, CONF = "passwd", "acl", "wanwitness.conf"
+MAX_COLLECTORS = 64
+
+
+def collector_usernames(name: str, collectors: int) -> list[str]:
+    """The broker users of `collectors` collectors: NAME, NAME-2, .. NAME-N."""
+    return [name] + [f"{name}-{k}" for k in range(2, collectors + 1)]
 
 
 def mosquitto_files(
@@ -30,6 +36,7 @@ def mosquitto_files(
     tls_listen: tuple[str, int] = ("", 8883),
     max_packet: int = DEFAULT_MAX_PACKET,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    collectors: int = 1,
 ) -> dict[str, str]:
     """Contents of "passwd", "acl" and "wanwitness.conf".
 
@@ -40,6 +47,11 @@ def mosquitto_files(
     agents: (agent_id, password_hash); collector: (username, password_hash); hashes in
     Mosquitto's format (see `passwords.hash_password`). `directory` is where passwd and acl
     will live: the snippet names them by absolute path.
+
+    `collectors` > 1 (several collectors, `collect --shared`): users NAME-2 .. NAME-N
+    besides NAME, with the collector's password and rights. The snippet binds a client
+    id to its user (`use_username_as_clientid`), so two collectors logged in as one user
+    would push each other off the broker; each needs a user of its own.
     """
     _check_prefix(prefix)
     host, port = listen
@@ -49,18 +61,22 @@ def mosquitto_files(
     collector_name, collector_hash = collector
     _check_username(collector_name, "collector username")
     _check_hash(collector_name, collector_hash)
-    seen = {collector_name}
+    if not 1 <= collectors <= MAX_COLLECTORS:
+        raise UserError(f"collectors: {collectors} is not 1..{MAX_COLLECTORS}")
+    collector_users = collector_usernames(collector_name, collectors)
+    seen = set(collector_users)
     for agent_id, password_hash in agents:
         _check_username(agent_id, "agent id")
         if not valid_agent_id(agent_id):
             raise UserError(f"agent id {agent_id!r} is not a valid agent id (1-32 of a-z 0-9 - _, "
                             "starting with a letter or digit: it is a topic level and a user name)")
         if agent_id in seen:
-            raise UserError(f"{agent_id!r} is used twice (agent ids and the collector username must differ)")
+            raise UserError(f"{agent_id!r} is used twice (agent ids and the collector usernames must differ)")
         _check_hash(agent_id, password_hash)
         seen.add(agent_id)
 
-    passwd = "".join(f"{name}:{hashed}\n" for name, hashed in [collector, *agents])
+    users = [(name, collector_hash) for name in collector_users]
+    passwd = "".join(f"{name}:{hashed}\n" for name, hashed in [*users, *agents])
 
     acl = (
         "# wanwitness access rules for Mosquitto 2.x. Generated: regenerate rather than edit.\n"
@@ -72,9 +88,11 @@ def mosquitto_files(
         + "".join(f"pattern write {prefix}/%u/{topic}\n" for topic in AGENT_TOPICS)
         + f"pattern read {prefix}/%u/ack\n"
         "\n"
-        "# The collector reads every agent's messages and publishes their acks.\n"
-        f"user {collector_name}\n"
-        f"topic readwrite {prefix}/#\n"
+        + ("# The collector reads every agent's messages and publishes their acks.\n"
+           if collectors == 1 else
+           "# The collectors (one user each: a client id is bound to its user) read every\n"
+           "# agent's messages and publish their acks.\n")
+        + "".join(f"user {name}\ntopic readwrite {prefix}/#\n" for name in collector_users)
     )
 
     directory = Path(directory).absolute()
@@ -145,12 +163,13 @@ def write_mosquitto_config(
     tls_listen: tuple[str, int] = ("", 8883),
     max_packet: int = DEFAULT_MAX_PACKET,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    collectors: int = 1,
 ) -> list[Path]:
     """Write passwd (mode 0600), acl and wanwitness.conf into out_dir; return their paths."""
     out_dir = Path(out_dir).absolute()
     files = mosquitto_files(agents, collector, prefix, directory=out_dir, listen=listen,
                             tls_files=tls_files, tls_listen=tls_listen, max_packet=max_packet,
-                            max_connections=max_connections)
+                            max_connections=max_connections, collectors=collectors)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []

@@ -20,11 +20,14 @@ def broker() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Directory for passwd, acl and wanwitness.conf (default: next to the config file).")
 @click.option("--new-collector-password", is_flag=True, help="Replace the collector's broker password.")
+@click.option("--collectors", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="How many collectors (collect --shared): users NAME, NAME-2 .. NAME-N with "
+                   "the collector's password, one for each (a client id is bound to its user).")
 @click.pass_obj
 def broker_mosquitto_config(obj: Ctx, db: str | None, out: Path | None,
-                            new_collector_password: bool) -> None:
+                            new_collector_password: bool, collectors: int) -> None:
     """Write a Mosquitto password file and ACL for every agent and the collector."""
-    from wanwitness.broker.mosquitto import write_mosquitto_config
+    from wanwitness.broker.mosquitto import collector_usernames, write_mosquitto_config
     from wanwitness.broker.passwords import hash_password, new_secret
     from wanwitness.collector.agents import password_hashes
     conf = obj.config
@@ -42,13 +45,20 @@ def broker_mosquitto_config(obj: Ctx, db: str | None, out: Path | None,
                                      max_packet=conf.broker.max_packet,
                                      max_connections=conf.broker.max_connections,
                                      tls_files=tls_files,
-                                     tls_listen=conf.broker.tls_listen or ("", 8883))
+                                     tls_listen=conf.broker.tls_listen or ("", 8883),
+                                     collectors=collectors)
     for path in written:
         click.echo(f"wrote {path}")
     conf_file = next((p for p in written if p.name.endswith(".conf")), None)
     click.echo(f"Include {conf_file} from mosquitto.conf (e.g. copy it to /etc/mosquitto/conf.d/), "
                f"restart Mosquitto, then run: wanwitness collect --broker mqtt://HOST:{conf.broker.listen[1]} "
                "(its listener is [broker] listen)")
+    if collectors > 1:
+        names = collector_usernames(user, collectors)
+        click.echo(f"{collectors} collectors, one broker user each: {', '.join(names)} (the same "
+                   "password). Start each with its own, e.g. "
+                   f"`WANWITNESS_BROKER_USERNAME={names[1]} wanwitness collect --shared GROUP "
+                   "--db postgresql://...` (or [broker] username in its config file).")
     if tls_files is not None:
         port = (conf.broker.tls_listen or ("", 8883))[1]
         click.echo(f"It also serves MQTT over TLS on port {port} with {tls_files[1]}: Mosquitto "

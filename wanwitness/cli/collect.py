@@ -105,9 +105,14 @@ def collect(obj: Ctx, db: str | None, broker: str | None, listen: str | None,
             raise UserError(f"{e} (--listen, config: [broker] listen)") from None
         broker_url = f"mqtt://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
         username, password = COLLECTOR_USER, secret
-    elif not username:
-        username = store.setting("broker.collector_username") or ""
-        password = store.setting("broker.collector_password") or ""
+    else:
+        # `broker mosquitto-config` keeps the collector's user and password in the store;
+        # a collector of several (--collectors N) names its own user (NAME-K, e.g. by
+        # WANWITNESS_BROKER_USERNAME) and shares that password.
+        if not username:
+            username = store.setting("broker.collector_username") or ""
+        if not password:
+            password = store.setting("broker.collector_password") or ""
 
     collector = Collector(store, broker_url, prefix=prefix, username=username, password=password,
                           client_id=conf.broker.client_id,
