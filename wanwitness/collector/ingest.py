@@ -246,14 +246,7 @@ class Ingestor:
 
         def agent_row(agent_id: str) -> _AgentRow | None:
             if agent_id not in agent_rows:
-                A = s.agents
-                row = conn.execute(sa.select(A.c.id, A.c.enabled, A.c.ack_seq, A.c.max_seq,
-                                             A.c.last_recv_ms, A.c.ob, A.c.chain_n, A.c.chain_hash)
-                                   .where(A.c.id == agent_id)).first()
-                agent_rows[agent_id] = (_AgentRow(row.id, bool(row.enabled), row.ack_seq,
-                                                  row.max_seq, row.last_recv_ms, row.chain_n,
-                                                  row.chain_hash, ob=row.ob)
-                                        if row else None)
+                _load_agents(conn, agent_rows, [agent_id])
             return agent_rows[agent_id]
 
         def quarantine(msg: Message, agent: str | None, reason: str) -> None:
@@ -275,6 +268,11 @@ class Ingestor:
                 if recv_ms - t < br - bt:
                     entry[5] = (t, recv_ms)
             return entry
+
+        # The rows of all the agents named, in one query: read in this transaction (on
+        # PostgreSQL under their chain locks), so nothing read in an earlier one is trusted.
+        _load_agents(conn, agent_rows, {agent for agent in (self._kind(m.topic)[1] for m in messages)
+                                        if agent is not None and protocol.valid_agent_id(agent)})
 
         # Pass 1: classify and validate, no writes except quarantine.
         batches: list[tuple[Message, protocol.Batch]] = []
@@ -315,6 +313,7 @@ class Ingestor:
         # Pass 1b: each outbox's numbers -> stored numbers (schema.streams). Batches in
         # arrival order, so a re-flashed board's stream starts after everything before it.
         streams = _Streams(conn, agent_rows)
+        streams.load({b.agent for _, b in batches} | {beat[0] for beat in beats})
         mapped: list[tuple[Message, protocol.Batch]] = []
         for msg, batch in batches:
             st = streams.get(batch.agent, batch.ob, msg.recv_ms)
@@ -426,6 +425,7 @@ class Ingestor:
         if latency:
             _write_latency(conn, latency)
         last_recv = self._write_seen(conn, seen)
+        updates: list[dict[str, Any]] = []  # the agents' rows: what changed, in id order
         for agent_id in sorted(touched | set(last_recv)):  # sorted: one lock order
             row = agent_rows[agent_id]
             assert row is not None
@@ -461,9 +461,11 @@ class Ingestor:
                 values["chain_n"] = row.chain_n
                 values["chain_hash"] = row.chain_hash = prevs[agent_id].hex()
             if values:
-                conn.execute(s.agents.update().where(s.agents.c.id == agent_id).values(**values))
+                updates.append({"b_id": agent_id, **{"b_" + c: values.get(c) for c in _AGENT_UPDATED}})
             if agent_id in result.acks and row.ob is not None:
                 result.streams[agent_id] = (row.ob, streams.get(agent_id, row.ob, 0).seq_base)
+        if updates:
+            conn.execute(_AGENTS_UPDATE, updates)
 
     # -- helpers --------------------------------------------------------------
 
@@ -471,30 +473,17 @@ class Ingestor:
                     seen: dict[tuple[str, int], list[Any]]) -> dict[str, int]:
         """Boot bookkeeping and clock points for everything heard in this commit;
         returns each agent's newest receive time."""
-        B = s.boots
         points = []
+        boots = []
         last_recv: dict[str, int] = {}
         for (agent, boot), (first_recv, recv, t, first_seq, reset, point) in seen.items():
             points.append(dict(agent=agent, boot=boot, t=point[0], recv_ms=point[1]))
             last_recv[agent] = max(last_recv.get(agent, 0), recv)
-            row = conn.execute(sa.select(B.c.last_t, B.c.last_recv_ms, B.c.first_seq, B.c.reset)
-                               .where(B.c.agent == agent, B.c.boot == boot)).first()
-            if row is None:
-                conn.execute(B.insert().values(agent=agent, boot=boot, first_recv_ms=first_recv,
-                                               last_recv_ms=recv, last_t=t, first_seq=first_seq,
-                                               reset=reset))
-                continue
-            values: dict[str, Any] = {}
-            if t > row.last_t:
-                values["last_t"] = t
-            if recv > row.last_recv_ms:
-                values["last_recv_ms"] = recv
-            if first_seq is not None and (row.first_seq is None or first_seq < row.first_seq):
-                values["first_seq"] = first_seq
-            if reset is not None and row.reset is None:
-                values["reset"] = reset
-            if values:
-                conn.execute(B.update().where(B.c.agent == agent, B.c.boot == boot).values(**values))
+            boots.append(dict(agent=agent, boot=boot, first_recv_ms=first_recv, last_recv_ms=recv,
+                              last_t=t, first_seq=first_seq, reset=reset))
+        if boots:
+            boots.sort(key=lambda b: (b["agent"], b["boot"]))  # one lock order
+            conn.execute(_boots_upsert(conn), boots)
         if points:
             conn.execute(s.clock_points.insert(), points)
         return last_recv
@@ -536,6 +525,31 @@ class Ingestor:
                 return ack
 
 
+# What ingest writes on an agent's row. None of them is ever set back to NULL, so one
+# statement serves every agent of a commit: a column given as NULL keeps its value.
+_AGENT_UPDATED = ("ack_seq", "max_seq", "last_recv_ms", "ob", "last_hb", "last_hb_ms", "chain_n",
+                  "chain_hash")
+_AGENTS_UPDATE = s.agents.update().where(s.agents.c.id == sa.bindparam("b_id")).values({
+    c: sa.func.coalesce(sa.bindparam("b_" + c, type_=s.agents.c[c].type), s.agents.c[c])
+    for c in _AGENT_UPDATED})
+
+
+def _load_agents(conn: sa.Connection, agent_rows: dict[str, _AgentRow | None],
+                 agent_ids: Iterable[str]) -> None:
+    """Read the agents' rows into `agent_rows` (None: not registered), 500 a query."""
+    A = s.agents
+    ordered = sorted(set(agent_ids) - agent_rows.keys())
+    for i in range(0, len(ordered), 500):
+        chunk = ordered[i:i + 500]
+        for agent_id in chunk:
+            agent_rows[agent_id] = None
+        for row in conn.execute(sa.select(A.c.id, A.c.enabled, A.c.ack_seq, A.c.max_seq,
+                                          A.c.last_recv_ms, A.c.ob, A.c.chain_n, A.c.chain_hash)
+                                .where(A.c.id.in_(chunk))):
+            agent_rows[row.id] = _AgentRow(row.id, bool(row.enabled), row.ack_seq, row.max_seq,
+                                           row.last_recv_ms, row.chain_n, row.chain_hash, ob=row.ob)
+
+
 def chain_lock_key(agent: str) -> int:
     """The PostgreSQL advisory lock key of an agent's chain (a signed 64-bit integer)."""
     digest = hashlib.sha256(b"wanwitness.chain:" + agent.encode("utf-8")).digest()
@@ -567,6 +581,21 @@ class _Streams:
         self.cache: dict[tuple[str, str], _Stream] = {}
         self.high: dict[str, list[int]] = {}  # agent -> [seq, boot]: the highest stored
         #                                       numbers seen in this commit so far
+        self.loaded: set[str] = set()  # agents all of whose streams are in `cache`
+
+    def load(self, agents: set[str]) -> None:
+        """Read all the streams of these agents, 500 agents a query (instead of a query
+        per agent and outbox in `get`)."""
+        S = s.streams
+        ordered = sorted(agents - self.loaded)
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i:i + 500]
+            for row in self.conn.execute(sa.select(S.c.agent, S.c.ob, S.c.seq_base, S.c.boot_base,
+                                                   S.c.seq_end, S.c.boot_end)
+                                         .where(S.c.agent.in_(chunk))):
+                self.cache.setdefault((row.agent, row.ob), _Stream(row.ob, row.seq_base, row.boot_base,
+                                                                   row.seq_end, row.boot_end))
+            self.loaded.update(chunk)
 
     def saw(self, agent: str, seq: int, boot: int) -> None:
         hi = self.high.setdefault(agent, [0, 0])
@@ -579,8 +608,9 @@ class _Streams:
         if st is not None:
             return st
         S = s.streams
-        row = self.conn.execute(sa.select(S.c.seq_base, S.c.boot_base, S.c.seq_end, S.c.boot_end)
-                                .where(S.c.agent == agent, S.c.ob == ob)).first()
+        row = None if agent in self.loaded else self.conn.execute(
+            sa.select(S.c.seq_base, S.c.boot_base, S.c.seq_end, S.c.boot_end)
+            .where(S.c.agent == agent, S.c.ob == ob)).first()
         if row is not None:
             st = self.cache[key] = _Stream(ob, row.seq_base, row.boot_base, row.seq_end,
                                            row.boot_end)
@@ -617,6 +647,32 @@ class _Streams:
                               .values(seq_end=new.seq_base, boot_end=new.boot_base))
 
 
+def _upsert(conn: sa.Connection, table: sa.Table) -> Any:
+    """INSERT ... ON CONFLICT of `table` in the connection's dialect (both have it)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+    return (postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table))
+
+
+def _boots_upsert(conn: sa.Connection) -> Any:
+    """A boot's row made, or brought up to date with what this commit heard of it (the
+    newest t and receive time, the lowest first seq, the reset once known): one statement
+    for every boot heard, run with a row of values each."""
+    B = s.boots
+    stmt = _upsert(conn, B)
+    ex = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[B.c.agent, B.c.boot],
+        set_={
+            "last_t": sa.case((ex.last_t > B.c.last_t, ex.last_t), else_=B.c.last_t),
+            "last_recv_ms": sa.case((ex.last_recv_ms > B.c.last_recv_ms, ex.last_recv_ms),
+                                    else_=B.c.last_recv_ms),
+            "first_seq": sa.case((sa.and_(ex.first_seq.is_not(None), sa.or_(
+                B.c.first_seq.is_(None), ex.first_seq < B.c.first_seq)), ex.first_seq),
+                else_=B.c.first_seq),
+            "reset": sa.func.coalesce(B.c.reset, ex.reset),
+        })
+
+
 def _add_latency(acc: dict[tuple[str, int, int, str], list[Any]], key: tuple[str, int, int, str],
                  lat: protocol.Latency) -> None:
     """One heartbeat's line into its bucket's sums: [sent, lost, min, max, med_w, med_n]."""
@@ -644,10 +700,10 @@ def _greatest(a: int | None, b: int | None) -> int | None:
 
 
 def _write_latency(conn: sa.Connection, acc: dict[tuple[str, int, int, str], list[Any]]) -> None:
-    """Add the sums to the stored buckets (schema.latency): an upsert on either backend."""
-    from sqlalchemy.dialects import postgresql, sqlite
+    """Add the sums to the stored buckets (schema.latency): an upsert on either backend,
+    one statement run with a row of values per bucket."""
     L = s.latency
-    stmt = (postgresql.insert(L) if conn.dialect.name == "postgresql" else sqlite.insert(L))
+    stmt = _upsert(conn, L)
     ex = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=[L.c.agent, L.c.span_ms, L.c.bucket_ms, L.c.target],
@@ -659,7 +715,8 @@ def _write_latency(conn: sa.Connection, acc: dict[tuple[str, int, int, str], lis
                                (ex.rtt_max > L.c.rtt_max, ex.rtt_max), else_=L.c.rtt_max),
             "med_w": L.c.med_w + ex.med_w, "med_n": L.c.med_n + ex.med_n,
         })
-    for (agent, span, bucket, target), (sent, lost, lo, hi, med_w, med_n) in sorted(acc.items()):
-        conn.execute(stmt, {"agent": agent, "span_ms": span, "bucket_ms": bucket, "target": target, "sent": sent,
-                            "lost": lost, "rtt_min": lo, "rtt_max": hi, "med_w": med_w,
-                            "med_n": med_n})
+    conn.execute(stmt, [{"agent": agent, "span_ms": span, "bucket_ms": bucket, "target": target,
+                         "sent": sent, "lost": lost, "rtt_min": lo, "rtt_max": hi, "med_w": med_w,
+                         "med_n": med_n}
+                        for (agent, span, bucket, target), (sent, lost, lo, hi, med_w, med_n)
+                        in sorted(acc.items())])
