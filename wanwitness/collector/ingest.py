@@ -9,6 +9,7 @@ agent's retained `{"seq": N}`, so an ack is never ahead of what is committed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -337,9 +338,10 @@ class Ingestor:
                     if rec["k"] == "gap":
                         rec["drop"] = [[a + st.seq_base, b + st.seq_base] for a, b in rec["drop"]]
                 recs.append(rec)
-                streams.saw(batch.agent, seq, boot)
             if recs:
-                mapped.append((msg, replace(batch, boot=boot, recs=recs)))
+                streams.saw(batch.agent, max(r["seq"] for r in recs), boot)
+                shifted = st.seq_base or st.boot_base or len(recs) != len(batch.recs)
+                mapped.append((msg, replace(batch, boot=boot, recs=recs) if shifted else batch))
         batches = mapped
         for agent_id, ob, boot, t, beat in beats:
             st = streams.get(agent_id, ob, beat.recv_ms)
@@ -383,7 +385,7 @@ class Ingestor:
             touched.add(batch.agent)
             for rec in batch.recs:
                 seq = rec["seq"]
-                body = protocol.canonical(rec).decode("utf-8")
+                body = protocol.canonical_text(rec)
                 old = stored.get((batch.agent, seq))
                 if old is not None:
                     if old == body:
@@ -421,7 +423,7 @@ class Ingestor:
         if new_records:
             for rec_row, pos in zip(new_records, _positions(conn, len(new_records)), strict=True):
                 rec_row["pos"] = pos
-            conn.execute(s.records.insert(), new_records)
+            _execute_many(conn, _INSERT_RECORDS, new_records)
         if latency:
             _write_latency(conn, latency)
         last_recv = self._write_seen(conn, seen)
@@ -483,9 +485,9 @@ class Ingestor:
                               last_t=t, first_seq=first_seq, reset=reset))
         if boots:
             boots.sort(key=lambda b: (b["agent"], b["boot"]))  # one lock order
-            conn.execute(_boots_upsert(conn), boots)
+            _execute_many(conn, _boots_upsert(conn.dialect.name), boots)
         if points:
-            conn.execute(s.clock_points.insert(), points)
+            _execute_many(conn, _INSERT_CLOCK_POINTS, points)
         return last_recv
 
     def _add_gap(self, conn: sa.Connection, agent: str, first: int, last: int, seq: int) -> None:
@@ -647,18 +649,55 @@ class _Streams:
                               .values(seq_end=new.seq_base, boot_end=new.boot_base))
 
 
-def _upsert(conn: sa.Connection, table: sa.Table) -> Any:
-    """INSERT ... ON CONFLICT of `table` in the connection's dialect (both have it)."""
+def _execute_many(conn: sa.Connection, stmt: Any, rows: list[dict[str, Any]]) -> None:
+    """`conn.execute(stmt, rows)`. On SQLite handed to the driver as one executemany of
+    tuples, compiled once: SQLAlchemy's handling of each row's parameters costs more than
+    SQLite's insert, and it does nothing to these values (no column here converts one)."""
+    if conn.dialect.name == "sqlite":
+        sql, names = _driver_sql(conn.dialect, stmt, tuple(rows[0]))
+        if sql:
+            conn.exec_driver_sql(sql, [tuple(row[n] for n in names) for row in rows])
+            return
+    conn.execute(stmt, rows)
+
+
+_INSERT_RECORDS = s.records.insert()
+_INSERT_CLOCK_POINTS = s.clock_points.insert()
+# (dialect, statement, keys) by id -> (SQL, parameter order, the dialect and statement:
+# held, so that their ids stay theirs)
+_DRIVER_SQL: dict[tuple[int, int, tuple[str, ...]], tuple[str, tuple[str, ...], object, object]] = {}
+
+
+def _driver_sql(dialect: sa.Dialect, stmt: Any, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The SQL of `stmt` (a statement kept for good: _INSERT_*, the cached upserts) for
+    rows of `keys` and the order of its parameters; ("", ()) when a column's type would
+    convert a value (then SQLAlchemy must do it)."""
+    key = (id(dialect), id(stmt), keys)
+    got = _DRIVER_SQL.get(key)
+    if got is None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
+        table = stmt.table
+        plain = dialect.paramstyle == "qmark" and compiled.positiontup is not None and all(
+            k in table.c and table.c[k].type.dialect_impl(dialect).bind_processor(dialect) is None
+            for k in keys)
+        got = _DRIVER_SQL[key] = (compiled.string if plain else "",
+                                  tuple(compiled.positiontup or ()) if plain else (), dialect, stmt)
+    return got[0], got[1]
+
+
+def _upsert(dialect: str, table: sa.Table) -> Any:
+    """INSERT ... ON CONFLICT of `table` in the dialect (both have it)."""
     from sqlalchemy.dialects import postgresql, sqlite
-    return (postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table))
+    return (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table))
 
 
-def _boots_upsert(conn: sa.Connection) -> Any:
+@functools.cache
+def _boots_upsert(dialect: str) -> Any:
     """A boot's row made, or brought up to date with what this commit heard of it (the
     newest t and receive time, the lowest first seq, the reset once known): one statement
     for every boot heard, run with a row of values each."""
     B = s.boots
-    stmt = _upsert(conn, B)
+    stmt = _upsert(dialect, B)
     ex = stmt.excluded
     return stmt.on_conflict_do_update(
         index_elements=[B.c.agent, B.c.boot],
@@ -702,10 +741,20 @@ def _greatest(a: int | None, b: int | None) -> int | None:
 def _write_latency(conn: sa.Connection, acc: dict[tuple[str, int, int, str], list[Any]]) -> None:
     """Add the sums to the stored buckets (schema.latency): an upsert on either backend,
     one statement run with a row of values per bucket."""
+    _execute_many(conn, _latency_upsert(conn.dialect.name),
+                  [{"agent": agent, "span_ms": span, "bucket_ms": bucket, "target": target,
+                    "sent": sent, "lost": lost, "rtt_min": lo, "rtt_max": hi, "med_w": med_w,
+                    "med_n": med_n}
+                   for (agent, span, bucket, target), (sent, lost, lo, hi, med_w, med_n)
+                   in sorted(acc.items())])
+
+
+@functools.cache
+def _latency_upsert(dialect: str) -> Any:
     L = s.latency
-    stmt = _upsert(conn, L)
+    stmt = _upsert(dialect, L)
     ex = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[L.c.agent, L.c.span_ms, L.c.bucket_ms, L.c.target],
         set_={
             "sent": L.c.sent + ex.sent, "lost": L.c.lost + ex.lost,
@@ -715,8 +764,3 @@ def _write_latency(conn: sa.Connection, acc: dict[tuple[str, int, int, str], lis
                                (ex.rtt_max > L.c.rtt_max, ex.rtt_max), else_=L.c.rtt_max),
             "med_w": L.c.med_w + ex.med_w, "med_n": L.c.med_n + ex.med_n,
         })
-    conn.execute(stmt, [{"agent": agent, "span_ms": span, "bucket_ms": bucket, "target": target,
-                         "sent": sent, "lost": lost, "rtt_min": lo, "rtt_max": hi, "med_w": med_w,
-                         "med_n": med_n}
-                        for (agent, span, bucket, target), (sent, lost, lo, hi, med_w, med_n)
-                        in sorted(acc.items())])

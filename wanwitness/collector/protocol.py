@@ -55,10 +55,18 @@ class Batch:
     ob: str = ""  # the agent's outbox id; "" = none (the legacy stream)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)  # built once: json.dumps builds one a call
+
+
 def canonical(obj: Any) -> bytes:
     """Canonical JSON: sorted keys, no whitespace, UTF-8 (not ASCII-escaped)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return _CANONICAL.encode(obj).encode("utf-8")
+
+
+def canonical_text(obj: Any) -> str:
+    """`canonical` as text (what the store keeps)."""
+    return _CANONICAL.encode(obj)
 
 
 def valid_agent_id(name: str) -> bool:
@@ -246,6 +254,9 @@ def _describe(v: Any) -> str:
 
 def _int(obj: dict, key: str, path: str, bounds: tuple[int, int, str], *,
          nullable: bool = False) -> int | None:
+    v = obj.get(key)
+    if type(v) is int and bounds[0] <= v <= bounds[1]:
+        return v  # the usual case, first
     if key not in obj:
         raise ProtocolError(f"{path}.{key}: missing")
     v = obj[key]
