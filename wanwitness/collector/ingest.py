@@ -277,8 +277,9 @@ class Ingestor:
 
         # Pass 1: classify and validate, no writes except quarantine.
         batches: list[tuple[Message, protocol.Batch]] = []
-        beats: list[tuple[str, str, int, int, Message]] = []  # (agent, ob, boot, t, message)
-        health: dict[str, Message] = {}  # agent -> its newest heartbeat
+        beats: list[tuple[str, str, int, int, Message, dict[str, Any]]] = []  # (agent, ob,
+        #                                                    boot, t, message, its document)
+        health: dict[str, tuple[Message, dict[str, Any]]] = {}  # agent -> its newest heartbeat
         latency: dict[tuple[str, int, int, str], list[Any]] = {}  # (agent, span, bucket, target) -> sums
         for msg in messages:
             kind, topic_agent = self._kind(msg.topic)
@@ -298,11 +299,11 @@ class Ingestor:
                 continue
             if kind == "hb":
                 try:
-                    boot, t, hb_ob = protocol.parse_heartbeat_ob(msg.payload)
+                    boot, t, hb_ob, hb_doc = protocol.parse_heartbeat_doc(msg.payload)
                 except protocol.ProtocolError as e:
                     quarantine(msg, topic_agent, f"invalid heartbeat: {e}")
                     continue
-                beats.append((topic_agent, hb_ob, boot, t, msg))  # boot: the outbox's
+                beats.append((topic_agent, hb_ob, boot, t, msg, hb_doc))  # boot: the outbox's
                 continue
             try:
                 batch = protocol.parse_batch(msg.payload, msg.topic, self.prefix)
@@ -343,7 +344,7 @@ class Ingestor:
                 shifted = st.seq_base or st.boot_base or len(recs) != len(batch.recs)
                 mapped.append((msg, replace(batch, boot=boot, recs=recs) if shifted else batch))
         batches = mapped
-        for agent_id, ob, boot, t, beat in beats:
+        for agent_id, ob, boot, t, beat, hb_doc in beats:
             st = streams.get(agent_id, ob, beat.recv_ms)
             boot += st.boot_base
             if st.boot_end is not None and boot > st.boot_end:
@@ -351,9 +352,9 @@ class Ingestor:
                 continue
             streams.saw(agent_id, 0, boot)
             note(agent_id, boot, t, beat.recv_ms)
-            if agent_id not in health or beat.recv_ms >= health[agent_id].recv_ms:
-                health[agent_id] = beat
-            for lat in protocol.heartbeat_latency(beat.payload):
+            if agent_id not in health or beat.recv_ms >= health[agent_id][0].recv_ms:
+                health[agent_id] = (beat, hb_doc)
+            for lat in protocol.heartbeat_latency(hb_doc):
                 for span in s.LATENCY_SPANS_MS:
                     _add_latency(latency, (agent_id, span, beat.recv_ms // span * span, lat.target), lat)
 
@@ -434,8 +435,8 @@ class Ingestor:
             new_seqs = fresh.get(agent_id, set())
             values: dict[str, Any] = {}
             if agent_id in health:
-                beat = health[agent_id]
-                values["last_hb"] = json.dumps(protocol.heartbeat_health(beat.payload),
+                beat, hb_doc = health[agent_id]
+                values["last_hb"] = json.dumps(protocol.heartbeat_health(hb_doc),
                                                sort_keys=True, separators=(",", ":"))
                 values["last_hb_ms"] = beat.recv_ms
             new_ack = self._advance(conn, agent_id, row, new_seqs)

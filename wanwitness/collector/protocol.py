@@ -432,7 +432,10 @@ def parse_batch(payload: bytes, topic: str | None = None, prefix: str = "wanwitn
 
 def parse_heartbeat(payload: bytes) -> tuple[int, int]:
     """`<prefix>/<id>/hb`: returns (boot, t). Other fields are informational."""
-    doc = decode(payload)
+    return _heartbeat(decode(payload))
+
+
+def _heartbeat(doc: Any) -> tuple[int, int]:
     if not isinstance(doc, dict):
         raise ProtocolError(f"heartbeat: expected an object, got {_describe(doc)}")
     boot = _int(doc, "boot", "hb", _BOOT_RANGE)
@@ -442,10 +445,16 @@ def parse_heartbeat(payload: bytes) -> tuple[int, int]:
 
 
 def parse_heartbeat_ob(payload: bytes) -> tuple[int, int, str]:
-    """`<prefix>/<id>/hb`: (boot, t, outbox id or ""). Heartbeats are small and come
-    every `hb_s` seconds: decoding one twice costs nothing worth a second parser."""
-    boot, t = parse_heartbeat(payload)
-    return boot, t, _ob(decode(payload), "hb")
+    """`<prefix>/<id>/hb`: (boot, t, outbox id or "")."""
+    return parse_heartbeat_doc(payload)[:3]
+
+
+def parse_heartbeat_doc(payload: bytes) -> tuple[int, int, str, dict[str, Any]]:
+    """`parse_heartbeat_ob` and the decoded heartbeat, for `heartbeat_health` and
+    `heartbeat_latency` (one decoding for all three)."""
+    doc = decode(payload)
+    boot, t = _heartbeat(doc)
+    return boot, t, _ob(doc, "hb"), doc
 
 
 # What a heartbeat says of the board's health (docs/protocol.md § Heartbeat), and the
@@ -457,10 +466,11 @@ _HEALTH_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def heartbeat_health(payload: bytes) -> dict[str, Any]:
-    """The health fields of a valid heartbeat (`parse_heartbeat` passed), each kept only
-    when it has its documented type and a sane size: what the web UI shows."""
-    doc = decode(payload)
+def heartbeat_health(payload: bytes | dict[str, Any]) -> dict[str, Any]:
+    """The health fields of a valid heartbeat (`parse_heartbeat` passed; its bytes or
+    its decoded document), each kept only when it has its documented type and a sane
+    size: what the web UI shows."""
+    doc = payload if isinstance(payload, dict) else decode(payload)
     out: dict[str, Any] = {"boot": doc["boot"], "t": doc["t"]}
     for key, types in _HEALTH_FIELDS.items():
         v = doc.get(key)
@@ -493,11 +503,12 @@ LAT_TARGETS = 16
 _LAT_TARGET = re.compile(r"[!-~]{1,64}")  # printable ASCII, no spaces: "gw:192.0.2.1"
 
 
-def heartbeat_latency(payload: bytes) -> list[Latency]:
-    """The `lat` summaries of a valid heartbeat (`parse_heartbeat` passed). Informational
-    like the health fields: an entry that is not as documented is left out, the rest kept
-    (at most LAT_TARGETS); no `lat`, or not an object: []."""
-    lat = decode(payload).get("lat")
+def heartbeat_latency(payload: bytes | dict[str, Any]) -> list[Latency]:
+    """The `lat` summaries of a valid heartbeat (`parse_heartbeat` passed; its bytes or
+    its decoded document). Informational like the health fields: an entry that is not as
+    documented is left out, the rest kept (at most LAT_TARGETS); no `lat`, or not an
+    object: []."""
+    lat = (payload if isinstance(payload, dict) else decode(payload)).get("lat")
     if not isinstance(lat, dict):
         return []
     out: list[Latency] = []
