@@ -16,7 +16,15 @@ from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from tests.fuzzlib import mutants
-from wanwitness.collector.protocol import Batch, ProtocolError, canonical, decode, parse_batch, parse_heartbeat
+from wanwitness.collector.protocol import (
+    Batch,
+    ProtocolError,
+    canonical,
+    decode,
+    decode_careful,
+    parse_batch,
+    parse_heartbeat,
+)
 
 TOPICS = (None, "wanwitness/a1/rec")
 
@@ -205,3 +213,47 @@ def test_any_json_value_decodes_or_raises_a_protocol_error(text):
             decoder(text.encode("utf-8", "surrogatepass"))
         except ProtocolError:
             pass
+
+
+# --- decode's fast paths against the careful decoder --------------------------------------------------
+
+def outcome(decoder, payload: bytes) -> tuple[str, object]:
+    try:
+        return "doc", canonical_or_repr(decoder(payload))
+    except ProtocolError as e:
+        return "refused", str(e)
+
+
+def canonical_or_repr(doc: object) -> object:
+    try:
+        return canonical(doc)
+    except (ValueError, UnicodeEncodeError):
+        return repr(doc)
+
+
+def nested_mixed(depth: int) -> str:
+    """Lists and objects alternating, `depth` levels, with brackets inside strings."""
+    text = '"[{"'
+    for i in range(depth):
+        text = f'[{text}]' if i % 2 else f'{{"k{i}":{text},"s":"]}}"}}'
+    return text
+
+
+@given(st.one_of(batch_text(), HARD, PLAIN_VALUE), st.sampled_from(("", "\ufeff", " ")))
+@example('{"a":' + nested(32) + '}', "")
+@example(nested_mixed(31), "")
+@example(nested_mixed(32), "")
+@example(nested_mixed(33), "")
+@example("[" + ",".join([nested(3)] * 20) + "]", "")
+@example('{"a":"\\\\ud800","b":' + nested(40) + '}', "")
+@example('{"a":"\\ud83d\\ude00"}', "")
+@example('{"a":"\\uD800"}', "")
+@example('{"a":1,"a":1}', "")
+@example('{"x":"' + "1" * 30 + '","y":' + "2" * 21 + '}', "")
+@example('{"x":"' + "1" * 30 + '"}', "")
+def test_decode_gives_what_the_careful_decoder_gives(text, lead):
+    """decode's fast paths (C decoding where no integer can be too long, the text searched
+    for surrogate escapes and measured for nesting instead of walking the document) give
+    exactly the careful decoder's document or refusal, text included."""
+    payload = (lead + text).encode("utf-8", "surrogatepass")
+    assert outcome(decode, payload) == outcome(decode_careful, payload)

@@ -9,6 +9,7 @@ agent's retained `{"seq": N}`, so an ack is never ahead of what is committed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -246,14 +247,7 @@ class Ingestor:
 
         def agent_row(agent_id: str) -> _AgentRow | None:
             if agent_id not in agent_rows:
-                A = s.agents
-                row = conn.execute(sa.select(A.c.id, A.c.enabled, A.c.ack_seq, A.c.max_seq,
-                                             A.c.last_recv_ms, A.c.ob, A.c.chain_n, A.c.chain_hash)
-                                   .where(A.c.id == agent_id)).first()
-                agent_rows[agent_id] = (_AgentRow(row.id, bool(row.enabled), row.ack_seq,
-                                                  row.max_seq, row.last_recv_ms, row.chain_n,
-                                                  row.chain_hash, ob=row.ob)
-                                        if row else None)
+                _load_agents(conn, agent_rows, [agent_id])
             return agent_rows[agent_id]
 
         def quarantine(msg: Message, agent: str | None, reason: str) -> None:
@@ -276,10 +270,16 @@ class Ingestor:
                     entry[5] = (t, recv_ms)
             return entry
 
+        # The rows of all the agents named, in one query: read in this transaction (on
+        # PostgreSQL under their chain locks), so nothing read in an earlier one is trusted.
+        _load_agents(conn, agent_rows, {agent for agent in (self._kind(m.topic)[1] for m in messages)
+                                        if agent is not None and protocol.valid_agent_id(agent)})
+
         # Pass 1: classify and validate, no writes except quarantine.
         batches: list[tuple[Message, protocol.Batch]] = []
-        beats: list[tuple[str, str, int, int, Message]] = []  # (agent, ob, boot, t, message)
-        health: dict[str, Message] = {}  # agent -> its newest heartbeat
+        beats: list[tuple[str, str, int, int, Message, dict[str, Any]]] = []  # (agent, ob,
+        #                                                    boot, t, message, its document)
+        health: dict[str, tuple[Message, dict[str, Any]]] = {}  # agent -> its newest heartbeat
         latency: dict[tuple[str, int, int, str], list[Any]] = {}  # (agent, span, bucket, target) -> sums
         for msg in messages:
             kind, topic_agent = self._kind(msg.topic)
@@ -299,11 +299,11 @@ class Ingestor:
                 continue
             if kind == "hb":
                 try:
-                    boot, t, hb_ob = protocol.parse_heartbeat_ob(msg.payload)
+                    boot, t, hb_ob, hb_doc = protocol.parse_heartbeat_doc(msg.payload)
                 except protocol.ProtocolError as e:
                     quarantine(msg, topic_agent, f"invalid heartbeat: {e}")
                     continue
-                beats.append((topic_agent, hb_ob, boot, t, msg))  # boot: the outbox's
+                beats.append((topic_agent, hb_ob, boot, t, msg, hb_doc))  # boot: the outbox's
                 continue
             try:
                 batch = protocol.parse_batch(msg.payload, msg.topic, self.prefix)
@@ -315,6 +315,7 @@ class Ingestor:
         # Pass 1b: each outbox's numbers -> stored numbers (schema.streams). Batches in
         # arrival order, so a re-flashed board's stream starts after everything before it.
         streams = _Streams(conn, agent_rows)
+        streams.load({b.agent for _, b in batches} | {beat[0] for beat in beats})
         mapped: list[tuple[Message, protocol.Batch]] = []
         for msg, batch in batches:
             st = streams.get(batch.agent, batch.ob, msg.recv_ms)
@@ -338,11 +339,12 @@ class Ingestor:
                     if rec["k"] == "gap":
                         rec["drop"] = [[a + st.seq_base, b + st.seq_base] for a, b in rec["drop"]]
                 recs.append(rec)
-                streams.saw(batch.agent, seq, boot)
             if recs:
-                mapped.append((msg, replace(batch, boot=boot, recs=recs)))
+                streams.saw(batch.agent, max(r["seq"] for r in recs), boot)
+                shifted = st.seq_base or st.boot_base or len(recs) != len(batch.recs)
+                mapped.append((msg, replace(batch, boot=boot, recs=recs) if shifted else batch))
         batches = mapped
-        for agent_id, ob, boot, t, beat in beats:
+        for agent_id, ob, boot, t, beat, hb_doc in beats:
             st = streams.get(agent_id, ob, beat.recv_ms)
             boot += st.boot_base
             if st.boot_end is not None and boot > st.boot_end:
@@ -350,9 +352,9 @@ class Ingestor:
                 continue
             streams.saw(agent_id, 0, boot)
             note(agent_id, boot, t, beat.recv_ms)
-            if agent_id not in health or beat.recv_ms >= health[agent_id].recv_ms:
-                health[agent_id] = beat
-            for lat in protocol.heartbeat_latency(beat.payload):
+            if agent_id not in health or beat.recv_ms >= health[agent_id][0].recv_ms:
+                health[agent_id] = (beat, hb_doc)
+            for lat in protocol.heartbeat_latency(hb_doc):
                 for span in s.LATENCY_SPANS_MS:
                     _add_latency(latency, (agent_id, span, beat.recv_ms // span * span, lat.target), lat)
 
@@ -384,7 +386,7 @@ class Ingestor:
             touched.add(batch.agent)
             for rec in batch.recs:
                 seq = rec["seq"]
-                body = protocol.canonical(rec).decode("utf-8")
+                body = protocol.canonical_text(rec)
                 old = stored.get((batch.agent, seq))
                 if old is not None:
                     if old == body:
@@ -422,18 +424,19 @@ class Ingestor:
         if new_records:
             for rec_row, pos in zip(new_records, _positions(conn, len(new_records)), strict=True):
                 rec_row["pos"] = pos
-            conn.execute(s.records.insert(), new_records)
+            _execute_many(conn, _INSERT_RECORDS, new_records)
         if latency:
             _write_latency(conn, latency)
         last_recv = self._write_seen(conn, seen)
+        updates: list[dict[str, Any]] = []  # the agents' rows: what changed, in id order
         for agent_id in sorted(touched | set(last_recv)):  # sorted: one lock order
             row = agent_rows[agent_id]
             assert row is not None
             new_seqs = fresh.get(agent_id, set())
             values: dict[str, Any] = {}
             if agent_id in health:
-                beat = health[agent_id]
-                values["last_hb"] = json.dumps(protocol.heartbeat_health(beat.payload),
+                beat, hb_doc = health[agent_id]
+                values["last_hb"] = json.dumps(protocol.heartbeat_health(hb_doc),
                                                sort_keys=True, separators=(",", ":"))
                 values["last_hb_ms"] = beat.recv_ms
             new_ack = self._advance(conn, agent_id, row, new_seqs)
@@ -461,9 +464,11 @@ class Ingestor:
                 values["chain_n"] = row.chain_n
                 values["chain_hash"] = row.chain_hash = prevs[agent_id].hex()
             if values:
-                conn.execute(s.agents.update().where(s.agents.c.id == agent_id).values(**values))
+                updates.append({"b_id": agent_id, **{"b_" + c: values.get(c) for c in _AGENT_UPDATED}})
             if agent_id in result.acks and row.ob is not None:
                 result.streams[agent_id] = (row.ob, streams.get(agent_id, row.ob, 0).seq_base)
+        if updates:
+            conn.execute(_AGENTS_UPDATE, updates)
 
     # -- helpers --------------------------------------------------------------
 
@@ -471,32 +476,19 @@ class Ingestor:
                     seen: dict[tuple[str, int], list[Any]]) -> dict[str, int]:
         """Boot bookkeeping and clock points for everything heard in this commit;
         returns each agent's newest receive time."""
-        B = s.boots
         points = []
+        boots = []
         last_recv: dict[str, int] = {}
         for (agent, boot), (first_recv, recv, t, first_seq, reset, point) in seen.items():
             points.append(dict(agent=agent, boot=boot, t=point[0], recv_ms=point[1]))
             last_recv[agent] = max(last_recv.get(agent, 0), recv)
-            row = conn.execute(sa.select(B.c.last_t, B.c.last_recv_ms, B.c.first_seq, B.c.reset)
-                               .where(B.c.agent == agent, B.c.boot == boot)).first()
-            if row is None:
-                conn.execute(B.insert().values(agent=agent, boot=boot, first_recv_ms=first_recv,
-                                               last_recv_ms=recv, last_t=t, first_seq=first_seq,
-                                               reset=reset))
-                continue
-            values: dict[str, Any] = {}
-            if t > row.last_t:
-                values["last_t"] = t
-            if recv > row.last_recv_ms:
-                values["last_recv_ms"] = recv
-            if first_seq is not None and (row.first_seq is None or first_seq < row.first_seq):
-                values["first_seq"] = first_seq
-            if reset is not None and row.reset is None:
-                values["reset"] = reset
-            if values:
-                conn.execute(B.update().where(B.c.agent == agent, B.c.boot == boot).values(**values))
+            boots.append(dict(agent=agent, boot=boot, first_recv_ms=first_recv, last_recv_ms=recv,
+                              last_t=t, first_seq=first_seq, reset=reset))
+        if boots:
+            boots.sort(key=lambda b: (b["agent"], b["boot"]))  # one lock order
+            _execute_many(conn, _boots_upsert(conn.dialect.name), boots)
         if points:
-            conn.execute(s.clock_points.insert(), points)
+            _execute_many(conn, _INSERT_CLOCK_POINTS, points)
         return last_recv
 
     def _add_gap(self, conn: sa.Connection, agent: str, first: int, last: int, seq: int) -> None:
@@ -536,6 +528,31 @@ class Ingestor:
                 return ack
 
 
+# What ingest writes on an agent's row. None of them is ever set back to NULL, so one
+# statement serves every agent of a commit: a column given as NULL keeps its value.
+_AGENT_UPDATED = ("ack_seq", "max_seq", "last_recv_ms", "ob", "last_hb", "last_hb_ms", "chain_n",
+                  "chain_hash")
+_AGENTS_UPDATE = s.agents.update().where(s.agents.c.id == sa.bindparam("b_id")).values({
+    c: sa.func.coalesce(sa.bindparam("b_" + c, type_=s.agents.c[c].type), s.agents.c[c])
+    for c in _AGENT_UPDATED})
+
+
+def _load_agents(conn: sa.Connection, agent_rows: dict[str, _AgentRow | None],
+                 agent_ids: Iterable[str]) -> None:
+    """Read the agents' rows into `agent_rows` (None: not registered), 500 a query."""
+    A = s.agents
+    ordered = sorted(set(agent_ids) - agent_rows.keys())
+    for i in range(0, len(ordered), 500):
+        chunk = ordered[i:i + 500]
+        for agent_id in chunk:
+            agent_rows[agent_id] = None
+        for row in conn.execute(sa.select(A.c.id, A.c.enabled, A.c.ack_seq, A.c.max_seq,
+                                          A.c.last_recv_ms, A.c.ob, A.c.chain_n, A.c.chain_hash)
+                                .where(A.c.id.in_(chunk))):
+            agent_rows[row.id] = _AgentRow(row.id, bool(row.enabled), row.ack_seq, row.max_seq,
+                                           row.last_recv_ms, row.chain_n, row.chain_hash, ob=row.ob)
+
+
 def chain_lock_key(agent: str) -> int:
     """The PostgreSQL advisory lock key of an agent's chain (a signed 64-bit integer)."""
     digest = hashlib.sha256(b"wanwitness.chain:" + agent.encode("utf-8")).digest()
@@ -567,6 +584,21 @@ class _Streams:
         self.cache: dict[tuple[str, str], _Stream] = {}
         self.high: dict[str, list[int]] = {}  # agent -> [seq, boot]: the highest stored
         #                                       numbers seen in this commit so far
+        self.loaded: set[str] = set()  # agents all of whose streams are in `cache`
+
+    def load(self, agents: set[str]) -> None:
+        """Read all the streams of these agents, 500 agents a query (instead of a query
+        per agent and outbox in `get`)."""
+        S = s.streams
+        ordered = sorted(agents - self.loaded)
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i:i + 500]
+            for row in self.conn.execute(sa.select(S.c.agent, S.c.ob, S.c.seq_base, S.c.boot_base,
+                                                   S.c.seq_end, S.c.boot_end)
+                                         .where(S.c.agent.in_(chunk))):
+                self.cache.setdefault((row.agent, row.ob), _Stream(row.ob, row.seq_base, row.boot_base,
+                                                                   row.seq_end, row.boot_end))
+            self.loaded.update(chunk)
 
     def saw(self, agent: str, seq: int, boot: int) -> None:
         hi = self.high.setdefault(agent, [0, 0])
@@ -579,8 +611,9 @@ class _Streams:
         if st is not None:
             return st
         S = s.streams
-        row = self.conn.execute(sa.select(S.c.seq_base, S.c.boot_base, S.c.seq_end, S.c.boot_end)
-                                .where(S.c.agent == agent, S.c.ob == ob)).first()
+        row = None if agent in self.loaded else self.conn.execute(
+            sa.select(S.c.seq_base, S.c.boot_base, S.c.seq_end, S.c.boot_end)
+            .where(S.c.agent == agent, S.c.ob == ob)).first()
         if row is not None:
             st = self.cache[key] = _Stream(ob, row.seq_base, row.boot_base, row.seq_end,
                                            row.boot_end)
@@ -617,6 +650,69 @@ class _Streams:
                               .values(seq_end=new.seq_base, boot_end=new.boot_base))
 
 
+def _execute_many(conn: sa.Connection, stmt: Any, rows: list[dict[str, Any]]) -> None:
+    """`conn.execute(stmt, rows)`. On SQLite handed to the driver as one executemany of
+    tuples, compiled once: SQLAlchemy's handling of each row's parameters costs more than
+    SQLite's insert, and it does nothing to these values (no column here converts one)."""
+    if conn.dialect.name == "sqlite":
+        sql, names = _driver_sql(conn.dialect, stmt, tuple(rows[0]))
+        if sql:
+            conn.exec_driver_sql(sql, [tuple(row[n] for n in names) for row in rows])
+            return
+    conn.execute(stmt, rows)
+
+
+_INSERT_RECORDS = s.records.insert()
+_INSERT_CLOCK_POINTS = s.clock_points.insert()
+# (dialect, statement, keys) by id -> (SQL, parameter order, the dialect and statement:
+# held, so that their ids stay theirs)
+_DRIVER_SQL: dict[tuple[int, int, tuple[str, ...]], tuple[str, tuple[str, ...], object, object]] = {}
+
+
+def _driver_sql(dialect: sa.Dialect, stmt: Any, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The SQL of `stmt` (a statement kept for good: _INSERT_*, the cached upserts) for
+    rows of `keys` and the order of its parameters; ("", ()) when a column's type would
+    convert a value (then SQLAlchemy must do it)."""
+    key = (id(dialect), id(stmt), keys)
+    got = _DRIVER_SQL.get(key)
+    if got is None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
+        table = stmt.table
+        plain = dialect.paramstyle == "qmark" and compiled.positiontup is not None and all(
+            k in table.c and table.c[k].type.dialect_impl(dialect).bind_processor(dialect) is None
+            for k in keys)
+        got = _DRIVER_SQL[key] = (compiled.string if plain else "",
+                                  tuple(compiled.positiontup or ()) if plain else (), dialect, stmt)
+    return got[0], got[1]
+
+
+def _upsert(dialect: str, table: sa.Table) -> Any:
+    """INSERT ... ON CONFLICT of `table` in the dialect (both have it)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+    return (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table))
+
+
+@functools.cache
+def _boots_upsert(dialect: str) -> Any:
+    """A boot's row made, or brought up to date with what this commit heard of it (the
+    newest t and receive time, the lowest first seq, the reset once known): one statement
+    for every boot heard, run with a row of values each."""
+    B = s.boots
+    stmt = _upsert(dialect, B)
+    ex = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[B.c.agent, B.c.boot],
+        set_={
+            "last_t": sa.case((ex.last_t > B.c.last_t, ex.last_t), else_=B.c.last_t),
+            "last_recv_ms": sa.case((ex.last_recv_ms > B.c.last_recv_ms, ex.last_recv_ms),
+                                    else_=B.c.last_recv_ms),
+            "first_seq": sa.case((sa.and_(ex.first_seq.is_not(None), sa.or_(
+                B.c.first_seq.is_(None), ex.first_seq < B.c.first_seq)), ex.first_seq),
+                else_=B.c.first_seq),
+            "reset": sa.func.coalesce(B.c.reset, ex.reset),
+        })
+
+
 def _add_latency(acc: dict[tuple[str, int, int, str], list[Any]], key: tuple[str, int, int, str],
                  lat: protocol.Latency) -> None:
     """One heartbeat's line into its bucket's sums: [sent, lost, min, max, med_w, med_n]."""
@@ -644,12 +740,22 @@ def _greatest(a: int | None, b: int | None) -> int | None:
 
 
 def _write_latency(conn: sa.Connection, acc: dict[tuple[str, int, int, str], list[Any]]) -> None:
-    """Add the sums to the stored buckets (schema.latency): an upsert on either backend."""
-    from sqlalchemy.dialects import postgresql, sqlite
+    """Add the sums to the stored buckets (schema.latency): an upsert on either backend,
+    one statement run with a row of values per bucket."""
+    _execute_many(conn, _latency_upsert(conn.dialect.name),
+                  [{"agent": agent, "span_ms": span, "bucket_ms": bucket, "target": target,
+                    "sent": sent, "lost": lost, "rtt_min": lo, "rtt_max": hi, "med_w": med_w,
+                    "med_n": med_n}
+                   for (agent, span, bucket, target), (sent, lost, lo, hi, med_w, med_n)
+                   in sorted(acc.items())])
+
+
+@functools.cache
+def _latency_upsert(dialect: str) -> Any:
     L = s.latency
-    stmt = (postgresql.insert(L) if conn.dialect.name == "postgresql" else sqlite.insert(L))
+    stmt = _upsert(dialect, L)
     ex = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[L.c.agent, L.c.span_ms, L.c.bucket_ms, L.c.target],
         set_={
             "sent": L.c.sent + ex.sent, "lost": L.c.lost + ex.lost,
@@ -659,7 +765,3 @@ def _write_latency(conn: sa.Connection, acc: dict[tuple[str, int, int, str], lis
                                (ex.rtt_max > L.c.rtt_max, ex.rtt_max), else_=L.c.rtt_max),
             "med_w": L.c.med_w + ex.med_w, "med_n": L.c.med_n + ex.med_n,
         })
-    for (agent, span, bucket, target), (sent, lost, lo, hi, med_w, med_n) in sorted(acc.items()):
-        conn.execute(stmt, {"agent": agent, "span_ms": span, "bucket_ms": bucket, "target": target, "sent": sent,
-                            "lost": lost, "rtt_min": lo, "rtt_max": hi, "med_w": med_w,
-                            "med_n": med_n})

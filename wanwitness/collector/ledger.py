@@ -30,6 +30,7 @@ it and the stamps made of it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -51,8 +52,12 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 def entry_bytes(agent: str, boot: int, body: str) -> bytes:
     """Canonical {"agent","boot","rec"} built around the stored canonical record."""
     # Keys sort as agent < boot < rec, so this concatenation *is* the canonical form.
-    return (b'{"agent":' + json.dumps(agent, ensure_ascii=False).encode("utf-8")
-            + b',"boot":' + str(boot).encode() + b',"rec":' + body.encode("utf-8") + b"}")
+    return (_entry_head(agent) + str(boot).encode() + b',"rec":' + body.encode("utf-8") + b"}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _entry_head(agent: str) -> bytes:
+    return b'{"agent":' + json.dumps(agent, ensure_ascii=False).encode("utf-8") + b',"boot":'
 
 
 def link(prev: bytes, agent: str, boot: int, body: str, recv_ms: int) -> bytes:

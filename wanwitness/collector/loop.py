@@ -19,9 +19,9 @@ stored the records and published after that commit.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-import queue
 import re
 import socket
 import ssl
@@ -29,11 +29,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 import sqlalchemy as sa
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from wanwitness.collector.ingest import Ingestor, Message, ack_payload
 from wanwitness.collector.quarantine import Quota
@@ -73,7 +74,7 @@ class Collector:
         # window (max_inflight_messages: PUBACK only after the commit), so the backlog
         # stays at the broker; QoS 0 heartbeats beyond `qos0_max` queued are dropped and
         # counted (a heartbeat is no record: liveness, a clock point, a latency summary).
-        self._queue: queue.Queue[_Item] = queue.Queue()
+        self._queue = _Inbox()
         self.qos0_max = max(100, batch_max * 4)
         self.hb_dropped = 0
         self._hb_dropped_told = 0
@@ -101,9 +102,9 @@ class Collector:
         self.shared = bool(share_group)
         self.share_group = share_group
         self.client_id = shared_client_id(client_id) if self.shared else client_id
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                  clean_session=self.shared, protocol=mqtt.MQTTv311,
-                                  manual_ack=True)
+        self.client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                     clean_session=self.shared, protocol=mqtt.MQTTv311,
+                                     manual_ack=True)
         if username:
             self.client.username_pw_set(username, password)
         if parts.scheme == "mqtts":
@@ -221,17 +222,7 @@ class Collector:
             self._maybe_summary()
 
     def _take(self) -> list[_Item]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        items = [first]
-        while len(items) < self.batch_max:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return items
+        return self._queue.take(self.batch_max, 0.2)
 
     def _commit(self, items: list[_Item]) -> None:
         delay = 0.5
@@ -287,6 +278,72 @@ class Collector:
         self.client.publish(f"{self.prefix}/{agent}/ack", ack_payload(seq, stream), qos=1,
                             retain=True)
 
+
+
+class _Inbox:
+    """What paho's thread hands the writer loop, unbounded (see Collector.__init__): a
+    deque, and an event set when it turns non-empty (queue.Queue takes a lock and
+    notifies a condition for every message put and taken)."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[_Item] = collections.deque()
+        self._ready = threading.Event()
+
+    def put(self, item: _Item) -> None:
+        self._items.append(item)
+        if not self._ready.is_set():
+            self._ready.set()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def take(self, limit: int, timeout: float) -> list[_Item]:
+        """Up to `limit` items, waiting up to `timeout` seconds for the first."""
+        if not self._items:
+            self._ready.wait(timeout)
+        self._ready.clear()  # before taking: a put after this sets it again
+        items: list[_Item] = []
+        while self._items and len(items) < limit:
+            items.append(self._items.popleft())
+        return items
+
+
+class BufferedClient(mqtt.Client):
+    """paho's client, reading the socket in gulps of up to 64 KiB. paho itself asks the
+    socket for one byte (the packet type), then for each byte of the remaining length,
+    then for the rest, and after the last packet for one more that raises
+    BlockingIOError: 4 system calls and an exception for each record message, the
+    largest cost of the network thread (bench/README.md). Here those reads are served
+    from what one recv returned; `loop_read` goes on while bytes wait in that buffer
+    (paho's loop would otherwise wait in select() for more from the socket). A new
+    socket (a reconnect) starts with an empty buffer."""
+
+    RECV_BYTES = 65536
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+        self._rsock: object = None  # the socket the buffered bytes came from
+
+    def _buffered(self) -> bool:
+        return self._rpos < len(self._rbuf) and self._rsock is self._sock
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self._buffered():
+            data = super()._sock_recv(max(bufsize, self.RECV_BYTES))  # raises when none
+            if len(data) <= bufsize:
+                return data  # all of it asked for (or b"": the connection closed)
+            self._rbuf, self._rpos, self._rsock = data, 0, self._sock
+        out = self._rbuf[self._rpos:self._rpos + bufsize]
+        self._rpos += len(out)
+        return out
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._buffered():
+            rc = super().loop_read(max_packets)
+        return rc
 
 
 class StoreCorrupt(UserError):

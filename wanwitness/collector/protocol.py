@@ -55,10 +55,18 @@ class Batch:
     ob: str = ""  # the agent's outbox id; "" = none (the legacy stream)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)  # built once: json.dumps builds one a call
+
+
 def canonical(obj: Any) -> bytes:
     """Canonical JSON: sorted keys, no whitespace, UTF-8 (not ASCII-escaped)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return _CANONICAL.encode(obj).encode("utf-8")
+
+
+def canonical_text(obj: Any) -> str:
+    """`canonical` as text (what the store keeps)."""
+    return _CANONICAL.encode(obj)
 
 
 def valid_agent_id(name: str) -> bool:
@@ -137,17 +145,80 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`_no_duplicate_keys` at C speed: a dict of the pairs, the careful loop only to
+    name the key when one was lost."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        return _no_duplicate_keys(pairs)  # raises
+    return out
+
+
+# The JSON decoders, built once (json.loads with hooks builds one per call). CAREFUL
+# checks each integer's length before int(); FAST may skip that where the text holds no
+# run of more than MAX_INT_DIGITS digits at all (then no integer can be that long).
+_CAREFUL = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant,
+                            parse_int=_parse_int, parse_float=_parse_float)
+_FAST = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant,
+                         parse_float=_parse_float)
+_DIGITS_AS_0 = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * (MAX_INT_DIGITS + 1)
+# What `_check_tree` looks for, found in the text without walking the document: a lone
+# surrogate can only come from a \uD800-\uDFFF escape (the text is valid UTF-8), and
+# nesting is at most the number of opening brackets, else measured on the brackets alone.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_EMPTY_PAIR = re.compile(r"\[\]|\{\}")
+
+
+def _nesting_within(text: str, limit: int) -> bool:
+    """Whether the valid JSON `text` nests lists and objects at most `limit` deep."""
+    if text.count("{") + text.count("[") <= limit:
+        return True
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    for _ in range(limit):  # each round removes the innermost level: depth = rounds
+        if not brackets:
+            return True
+        brackets = _EMPTY_PAIR.sub("", brackets)
+    return not brackets
+
+
 def decode(payload: bytes) -> Any:
+    """The JSON document of a message, or ProtocolError. Fast paths (C decoding, checks
+    on the text) where they cannot change the outcome: the result, or the error and its
+    text, is that of `decode_careful`."""
+    text = _text(payload)
+    fast = _LONG_DIGITS not in payload.translate(_DIGITS_AS_0)
+    doc = _loads(_FAST if fast else _CAREFUL, text)
+    if _SURROGATE_ESCAPE.search(text) is not None or not _nesting_within(text, MAX_DEPTH):
+        _check_tree(doc)
+    return doc
+
+
+def decode_careful(payload: bytes) -> Any:
+    """`decode` without its fast paths: every integer's length checked as it is read,
+    every string and container of the document walked (the reference the tests hold
+    `decode` to)."""
+    doc = _loads(_CAREFUL, _text(payload))
+    _check_tree(doc)
+    return doc
+
+
+def _text(payload: bytes) -> str:
     if len(payload) > MAX_PAYLOAD:
         raise ProtocolError(f"payload too large: {len(payload)} bytes (limit {MAX_PAYLOAD})")
     try:
-        text = payload.decode("utf-8")
+        return payload.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ProtocolError(f"payload is not UTF-8 (byte {e.start})") from None
+
+
+def _loads(decoder: json.JSONDecoder, text: str) -> Any:
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys,
-                         parse_constant=_reject_constant, parse_int=_parse_int,
-                         parse_float=_parse_float)
+        if text.startswith("\ufeff"):  # what json.loads says (JSONDecoder.decode does not)
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return decoder.decode(text)
     except ProtocolError:
         raise
     except json.JSONDecodeError as e:
@@ -157,8 +228,6 @@ def decode(payload: bytes) -> Any:
     except (ValueError, OverflowError, MemoryError) as e:
         # Whatever else the decoder refuses is a bad message, never an internal error.
         raise ProtocolError(f"malformed JSON: {type(e).__name__}: {e}"[:300]) from None
-    _check_tree(doc)
-    return doc
 
 
 # --- field checks ---------------------------------------------------------------
@@ -185,6 +254,9 @@ def _describe(v: Any) -> str:
 
 def _int(obj: dict, key: str, path: str, bounds: tuple[int, int, str], *,
          nullable: bool = False) -> int | None:
+    v = obj.get(key)
+    if type(v) is int and bounds[0] <= v <= bounds[1]:
+        return v  # the usual case, first
     if key not in obj:
         raise ProtocolError(f"{path}.{key}: missing")
     v = obj[key]
@@ -360,7 +432,10 @@ def parse_batch(payload: bytes, topic: str | None = None, prefix: str = "wanwitn
 
 def parse_heartbeat(payload: bytes) -> tuple[int, int]:
     """`<prefix>/<id>/hb`: returns (boot, t). Other fields are informational."""
-    doc = decode(payload)
+    return _heartbeat(decode(payload))
+
+
+def _heartbeat(doc: Any) -> tuple[int, int]:
     if not isinstance(doc, dict):
         raise ProtocolError(f"heartbeat: expected an object, got {_describe(doc)}")
     boot = _int(doc, "boot", "hb", _BOOT_RANGE)
@@ -370,10 +445,16 @@ def parse_heartbeat(payload: bytes) -> tuple[int, int]:
 
 
 def parse_heartbeat_ob(payload: bytes) -> tuple[int, int, str]:
-    """`<prefix>/<id>/hb`: (boot, t, outbox id or ""). Heartbeats are small and come
-    every `hb_s` seconds: decoding one twice costs nothing worth a second parser."""
-    boot, t = parse_heartbeat(payload)
-    return boot, t, _ob(decode(payload), "hb")
+    """`<prefix>/<id>/hb`: (boot, t, outbox id or "")."""
+    return parse_heartbeat_doc(payload)[:3]
+
+
+def parse_heartbeat_doc(payload: bytes) -> tuple[int, int, str, dict[str, Any]]:
+    """`parse_heartbeat_ob` and the decoded heartbeat, for `heartbeat_health` and
+    `heartbeat_latency` (one decoding for all three)."""
+    doc = decode(payload)
+    boot, t = _heartbeat(doc)
+    return boot, t, _ob(doc, "hb"), doc
 
 
 # What a heartbeat says of the board's health (docs/protocol.md § Heartbeat), and the
@@ -385,10 +466,11 @@ _HEALTH_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def heartbeat_health(payload: bytes) -> dict[str, Any]:
-    """The health fields of a valid heartbeat (`parse_heartbeat` passed), each kept only
-    when it has its documented type and a sane size: what the web UI shows."""
-    doc = decode(payload)
+def heartbeat_health(payload: bytes | dict[str, Any]) -> dict[str, Any]:
+    """The health fields of a valid heartbeat (`parse_heartbeat` passed; its bytes or
+    its decoded document), each kept only when it has its documented type and a sane
+    size: what the web UI shows."""
+    doc = payload if isinstance(payload, dict) else decode(payload)
     out: dict[str, Any] = {"boot": doc["boot"], "t": doc["t"]}
     for key, types in _HEALTH_FIELDS.items():
         v = doc.get(key)
@@ -421,11 +503,12 @@ LAT_TARGETS = 16
 _LAT_TARGET = re.compile(r"[!-~]{1,64}")  # printable ASCII, no spaces: "gw:192.0.2.1"
 
 
-def heartbeat_latency(payload: bytes) -> list[Latency]:
-    """The `lat` summaries of a valid heartbeat (`parse_heartbeat` passed). Informational
-    like the health fields: an entry that is not as documented is left out, the rest kept
-    (at most LAT_TARGETS); no `lat`, or not an object: []."""
-    lat = decode(payload).get("lat")
+def heartbeat_latency(payload: bytes | dict[str, Any]) -> list[Latency]:
+    """The `lat` summaries of a valid heartbeat (`parse_heartbeat` passed; its bytes or
+    its decoded document). Informational like the health fields: an entry that is not as
+    documented is left out, the rest kept (at most LAT_TARGETS); no `lat`, or not an
+    object: []."""
+    lat = (payload if isinstance(payload, dict) else decode(payload)).get("lat")
     if not isinstance(lat, dict):
         return []
     out: list[Latency] = []
