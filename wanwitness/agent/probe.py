@@ -57,6 +57,11 @@ _RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 
 _tx = bytearray(_ECHO_LEN)   # the echo request, rebuilt in place for every target
 _dq = bytearray(_DNS_QMAX)   # the DNS query: built and sent before any await, so shared
+# DNS replies are read into this, kept for good, and parsed before any await (so shared):
+# recv(512) needs a free run of 512 bytes for every reply, which a fragmented heap can
+# lack for minutes (the 2-hour soak at 56K: every round given up from a DNS outage's
+# onset to the next event, the largest free block 496 bytes).
+_drx = bytearray(_DNS_RX)
 raw_ok = None                # None: untried; True; False: EPERM seen (not retried)
 
 
@@ -138,6 +143,38 @@ def _recv(s, size):
         if _errno(er) == errno.EAGAIN:
             return None
         raise
+
+
+def _recv_into(s, buf):
+    # The datagrams queued, read into buf -> bytes read (0: none queued). A socket's
+    # readinto() is a stream read: datagrams queued back to back come concatenated
+    # (_dns_end() finds where each DNS message ends).
+    try:
+        n = s.readinto(buf)
+    except OSError as er:
+        if _errno(er) == errno.EAGAIN:
+            return 0
+        raise
+    return n or 0
+
+
+def _dns_end(pkt, n):
+    # The length of the DNS message at the start of pkt[:n] (its sections walked), or
+    # n when it cannot be measured.
+    try:
+        if n < 12:
+            return n
+        off = 12
+        for _ in range((pkt[4] << 8) | pkt[5]):
+            off = _read_name(pkt, off, n, None) + 4
+        for _ in range(((pkt[6] << 8) | pkt[7]) + ((pkt[8] << 8) | pkt[9]) + ((pkt[10] << 8) | pkt[11])):
+            off = _read_name(pkt, off, n, None)
+            if off + 10 > n:
+                return n
+            off += 10 + ((pkt[off + 8] << 8) | pkt[off + 9])
+        return min(off, n)
+    except ValueError:
+        return n
 
 
 def _wait_read(s):
@@ -568,15 +605,21 @@ async def _dns(e, server, name, port, most, deadline):
 
 
 def _dns_reply(s, qid, name):
+    buf = _drx
     while True:
         yield from _wait_read(s)
         while True:
-            r = _recv(s, _DNS_RX)
-            if r is None:
+            n = _recv_into(s, buf)
+            if not n:
                 break
-            if len(r) < 2 or ((r[0] << 8) | r[1]) == qid:
-                return dns_parse(r, qid, name)
-            # else a late answer to an earlier query: not ours, keep waiting
+            pkt = memoryview(buf)
+            while n:
+                if n < 2 or ((pkt[0] << 8) | pkt[1]) == qid:
+                    return dns_parse(pkt, qid, name, n)
+                # a late answer to an earlier query: not ours; the next one read with it
+                k = _dns_end(pkt, n)
+                pkt = memoryview(pkt)[k:]
+                n -= k
 
 
 # ---------------------------------------------------------------- API
