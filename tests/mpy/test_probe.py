@@ -493,23 +493,25 @@ class _Queued:
         return n or None
 
 
-def test_a_reply_read_with_a_late_answer_before_it_is_found():
-    # Our query's retry has id 0x4321; the late answer to the first try (QID) and ours
-    # were queued together: one read holds both, ours is the second message.
-    ours = b"\x43\x21" + good_response()[2:]
-    sock = _Queued(good_response(), ours)
+def _reply_from(sock, qid):
+    # probe._dns_reply on a socket that is always readable -> what it returns
     probe._wait_read, real = (lambda s: iter(())), probe._wait_read
     try:
-        got = None
-        gen = probe._dns_reply(sock, 0x4321, "www.example.com")
+        gen = probe._dns_reply(sock, qid, "www.example.com")
         try:
             while True:
                 next(gen)
         except StopIteration as e:
-            got = e.value
+            return e.value
     finally:
         probe._wait_read = real
-    eq(got, ["192.0.2.10", "192.0.2.11"])
+
+
+def test_a_reply_read_with_a_late_answer_before_it_is_found():
+    # Our query's retry has id 0x4321; the late answer to the first try (QID) and ours
+    # were queued together: one read holds both, ours is the second message.
+    ours = b"\x43\x21" + good_response()[2:]
+    eq(_reply_from(_Queued(good_response(), ours), 0x4321), ["192.0.2.10", "192.0.2.11"])
     eq(probe._dns_end(good_response(), len(good_response())), len(good_response()))
     eq(probe._dns_end(b"\x00" * 5, 5), 5)               # too short to measure: all of it
     eq(probe._dns_end(header(an=3) + b"\x07", 13), 13)  # a name cut off: all of it
@@ -520,19 +522,7 @@ def test_a_dns_reply_needs_no_512_byte_block():
     # heap (largest free block 496 bytes) failed it on every round for minutes. The
     # reply is read into probe._drx, made once; this socket's recv() fails as that heap
     # did, its readinto() works.
-    sock = _Queued(good_response())
-    probe._wait_read, real = (lambda s: iter(())), probe._wait_read
-    try:
-        got = None
-        gen = probe._dns_reply(sock, QID, "www.example.com")
-        try:
-            while True:
-                next(gen)
-        except StopIteration as e:
-            got = e.value
-    finally:
-        probe._wait_read = real
-    eq(got, ["192.0.2.10", "192.0.2.11"])
+    eq(_reply_from(_Queued(good_response()), QID), ["192.0.2.10", "192.0.2.11"])
     eq(len(probe._drx), 512)
 
 
