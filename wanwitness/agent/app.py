@@ -37,6 +37,8 @@ STATS_MS = 3600000
 TASKS = ("mqtt", "net", "sender", "flusher", "heartbeat", "clock", "stats", "sampler",
          "prober", "watchdog")
 RESERVE = 512         # bytes kept back for a record that finds no block (App.record)
+LOW = ("probe", "stats", "led")  # kinds the reserve is not given up for (outbox: low value)
+HB_WAIT_MS = 5000     # a heartbeat waits this long for the buffer the sender shares
 NTP_EVERY_MS = 3600000
 CRASH_FILE = "crashes.json"
 CRASH_WINDOW_MS = 600000  # 3 crashes within 10 minutes of uptime -> safe mode
@@ -140,6 +142,7 @@ class App:
         # lacks (the soak: a sender restarted every 100 ms for 30 s, failing each time on
         # it, until the heap ran out for everyone).
         self._batch = bytearray(BATCH_BUF)
+        self._batch_lock = asyncio.Lock()  # the heartbeat builds its message there too
         self.oom_by = bytearray(len(TASKS))  # MemoryErrors per task (TASKS order, to 255)
         self.outbox_error = None
         self.line = "up"
@@ -328,9 +331,13 @@ class App:
             break
 
     def _queue_again(self, rec):
+        # The reserve is given up only for a record that says what happened (a state
+        # above all), never for a probe result or an LED change: an outage's onset
+        # writes several of those first, and in the soak they took the reserve and the
+        # state record after them was lost (9 onsets in 45 minutes).
         for last in (False, True):
             if last:
-                if self._reserve is None:
+                if self._reserve is None or rec.get("k") in LOW:
                     return False
                 self._reserve = None
                 gc.collect()
@@ -587,16 +594,17 @@ class App:
             # id and no send time (our clock means nothing in that boot's time base).
             boot = self.outbox.pending_boot
             t = self.clock.now() if boot == self.boot else None
-            n = batch_into(None, 0, self.id, boot, t, recs, self.outbox.ob)
-            b = buf if k + n <= len(buf) else bytearray(k + n)  # one record larger than 1 KiB
-            batch_into(b, k, self.id, boot, t, recs, self.outbox.ob)
-            recs = None
-            self.ack_ev.clear()
-            if await self.mq.publish_at(b, k, n, self.t_rec, False, 15000):
-                self._sent_upto = last
-                self._sent_at = time.ticks_ms()
-                self._sent_gen = self.mq.connects
-            b = None
+            async with self._batch_lock:  # (the heartbeat's, between two batches)
+                n = batch_into(None, 0, self.id, boot, t, recs, self.outbox.ob)
+                b = buf if k + n <= len(buf) else bytearray(k + n)  # a record over 1 KiB
+                batch_into(b, k, self.id, boot, t, recs, self.outbox.ob)
+                recs = None
+                self.ack_ev.clear()
+                if await self.mq.publish_at(b, k, n, self.t_rec, False, 15000):
+                    self._sent_upto = last
+                    self._sent_at = time.ticks_ms()
+                    self._sent_gen = self.mq.connects
+                b = None
 
     def _oom_tasks(self):
         # " oom=sender:3,prober:1": which tasks a MemoryError restarted (console only)
@@ -622,18 +630,38 @@ class App:
             print("heap alloc=%d peak=%d free=%d memerr=%d gap=%d%s" % (
                 gc.mem_alloc(), self.heap_peak, free, self.mem_errors, self.gap_max,
                 self._oom_tasks()))
-            lat = self.lat.take()   # this heartbeat's window, sent or not
+            lat = self.lat.take_parts()   # this heartbeat's window, sent or not
             if self.mq.connected:
-                t = self.clock.now()
-                utc = self.clock.utc_ms(t)
-                msg = ('{"boot":%d,"t":%d,"utc":%s,"s":"%s","heap":%d,"peak":%d,"q":%d,"rssi":%s,'
-                       '"safe":%s,"fe":%d%s%s}') % (
-                    self.boot, t, "null" if utc is None else str(utc), self.line, free,
-                    self.heap_peak, self.outbox.depth, _js(self.net.rssi()),
-                    "true" if self.safe else "false", self.outbox.wear(), self._hb_ob, lat)
-                await self.mq.publish(self.t_hb, msg.encode(), 0, False)
+                await self._send_heartbeat(free, lat)
+            lat = None
             _rtc_uptime(self.clock.now())
             await asyncio.sleep_ms(hb_ms)
+
+    async def _send_heartbeat(self, free, lat):
+        # The message in small pieces, put one by one into the sender's batch buffer
+        # while the sender is not using it: no block of the message's size (~400 bytes,
+        # and as much again encoded) is needed. Built whole, it was the task a
+        # fragmented heap restarted most (75 times in a 45-minute soak at 56K).
+        t = self.clock.now()
+        parts = ['{"boot":%d,"t":%d,"utc":%s,' % (self.boot, t, _js(self.clock.utc_ms(t))),
+                 '"s":"%s","heap":%d,"peak":%d,' % (self.line, free, self.heap_peak),
+                 '"q":%d,"rssi":%s,"safe":%s,' % (self.outbox.depth, _js(self.net.rssi()),
+                                                   "true" if self.safe else "false"),
+                 '"fe":%d%s' % (self.outbox.wear(), self._hb_ob)]
+        parts.extend(lat)
+        parts.append("}")
+        n = parts_into(None, 0, parts)
+        try:
+            await asyncio.wait_for_ms(self._batch_lock.acquire(), HB_WAIT_MS)
+        except asyncio.TimeoutError:
+            return False  # the sender is waiting on a slow broker: this one is skipped
+        try:
+            buf = self._batch if n <= len(self._batch) else bytearray(n)
+            parts_into(buf, 0, parts)
+            parts = None
+            return await self.mq.publish(self.t_hb, memoryview(buf)[:n], 0, False)
+        finally:
+            self._batch_lock.release()
 
     async def _resolve_name(self, name):
         # A name -> ['a.b.c.d', ...] or None by our own DNS client (probe.resolve, never
@@ -788,6 +816,14 @@ def batch_into(buf, i, agent, boot, t, recs, ob=""):
             i = _put(buf, i, b",")
         i = _put(buf, i, recs[j])
     return _put(buf, i, b"]}")
+
+
+def parts_into(buf, i, parts):
+    # Strings put at buf[i:] one after another as their UTF-8 bytes, no encoded copy
+    # (a MicroPython str lends its bytes to a memoryview); buf None: only measured.
+    for s in parts:
+        i = _put(buf, i, memoryview(s))  # type: ignore[arg-type]  # MicroPython: a str's bytes
+    return i
 
 
 def encode_batch(agent, boot, t, recs, ob=""):

@@ -830,8 +830,13 @@ class Summary:
     def take(self):
         # -> ',"lat":{"tg":[sent,lost,min,median,max],...}' ("" when nothing was
         # probed; null times when nothing answered), and the next window begins.
-        # (small pieces joined once: a string grown by += is a new, larger block per
-        # target, what a fragmented heap fails to find)
+        return "".join(self.take_parts())
+
+    def take_parts(self):
+        # take()'s text as the small pieces it is joined from ([] when nothing was
+        # probed): the heartbeat puts them into its buffer one by one, so no block of
+        # the whole text's size is needed (a string grown by += is a new, larger block
+        # per target, what a fragmented heap fails to find).
         out = [',"lat":{']
         for tg, s in self.t.items():
             if not s[0]:
@@ -847,6 +852,6 @@ class Summary:
                 out.append('"%s":[%d,%d,null,null,null]' % (tg, s[0], s[1]))
             s[0] = s[1] = s[2] = 0
         if len(out) == 1:
-            return ""
+            return []
         out.append("}")
-        return "".join(out)
+        return out
