@@ -366,6 +366,28 @@ def test_net_pm_off_on_a_port_without_pm_none():
         network.WLAN.PM_NONE = pm
 
 
+def test_a_closed_socket_polls_as_pollnval_and_wakes_its_waiting_task():
+    # ports/esp32/modsocket.c: a socket whose fd is closed answers MP_STREAM_POLL with
+    # MP_STREAM_POLL_NVAL; asyncio wakes the task parked on it, whose read then fails
+    # (EBADF). The board raised ValueError from inside the poll instead, out of asyncio's
+    # loop: the crash (and watchdog reset) of a 56K soak at a router-off onset.
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    s.close()
+    eq(s.ioctl(3, 1), 0x20)
+    got = []
+
+    async def reader():
+        await probe._wait_read(s)
+        try:
+            s.recv(16)
+        except OSError as e:
+            got.append(e.errno)
+
+    asyncio.run(asyncio.wait_for_ms(reader(), 1000))
+    eq(got, [errno.EBADF])
+
+
 def test_zz_cleanup():
     for p in (CONTROL, CONTROL + ".tmp"):
         try:

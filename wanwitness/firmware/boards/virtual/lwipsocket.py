@@ -128,10 +128,13 @@ class socket(io.IOBase):
         if req == 4:  # MP_STREAM_CLOSE
             self._s.close()
             return 0
-        if req == 3:  # MP_STREAM_POLL (an ssl socket over this one asks)
+        if req == 3:  # MP_STREAM_POLL (an ssl socket, or select.poll on a closed one)
+            fd = self._s.fileno()
+            if fd < 0:
+                return 0x20  # MP_STREAM_POLL_NVAL, as ports/esp32/modsocket.c for fd < 0
             import select
             p = select.poll()
-            p.register(self._s.fileno(), arg)
+            p.register(fd, arg)
             r = p.poll(0)
             return r[0][1] & (arg | 0x18) if r else 0
         return -errno.EINVAL
