@@ -142,7 +142,7 @@ class App:
         # lacks (the soak: a sender restarted every 100 ms for 30 s, failing each time on
         # it, until the heap ran out for everyone).
         self._batch = bytearray(BATCH_BUF)
-        self._batch_lock = asyncio.Lock()  # the heartbeat builds its message there too
+        self._batch_busy = False  # taken by the sender or the heartbeat (_take_batch)
         self.oom_by = bytearray(len(TASKS))  # MemoryErrors per task (TASKS order, to 255)
         self.outbox_error = None
         self.line = "up"
@@ -245,6 +245,8 @@ class App:
                 return
             if done:
                 self._announce()
+                if self._reserve is None and not ob.queued():
+                    self._take_reserve()
             if turn is not None:
                 wait = time.ticks_diff(self._due, time.ticks_ms())
                 if wait <= SAMPLE_MS - STEP_SLACK_MS:
@@ -348,14 +350,21 @@ class App:
                 pass
         return False
 
-    def _after_oom(self):
-        # Each heartbeat: the reserve taken back when there is room again, and records
-        # lost since the last time said in an error record (the ledger shows the hole).
+    def _take_reserve(self):
+        # The reserve made again once there is a block for it: after each flush (the
+        # queued records' bodies just freed) and each heartbeat. True when it is there.
         if self._reserve is None:
             try:
                 self._reserve = bytearray(RESERVE)
             except MemoryError:
-                return
+                return False
+        return True
+
+    def _after_oom(self):
+        # Each heartbeat: the reserve taken back when there is room again, and records
+        # lost since the last time said in an error record (the ledger shows the hole).
+        if not self._take_reserve():
+            return
         if self.lost > self._lost_said:
             n = self.lost - self._lost_said
             self._lost_said = self.lost
@@ -594,7 +603,8 @@ class App:
             # id and no send time (our clock means nothing in that boot's time base).
             boot = self.outbox.pending_boot
             t = self.clock.now() if boot == self.boot else None
-            async with self._batch_lock:  # (the heartbeat's, between two batches)
+            await self._take_batch(0)  # (the heartbeat's, between two batches)
+            try:
                 n = batch_into(None, 0, self.id, boot, t, recs, self.outbox.ob)
                 b = buf if k + n <= len(buf) else bytearray(k + n)  # a record over 1 KiB
                 batch_into(b, k, self.id, boot, t, recs, self.outbox.ob)
@@ -605,6 +615,23 @@ class App:
                     self._sent_at = time.ticks_ms()
                     self._sent_gen = self.mq.connects
                 b = None
+            finally:
+                self._batch_busy = False
+
+    async def _take_batch(self, wait_ms):
+        # The batch buffer for the caller: True once it is theirs (they set _batch_busy
+        # back to False in a `finally`), False after wait_ms (0: no limit). A flag, not an
+        # asyncio.Lock under wait_for: a MemoryError between wait_for's inner task taking
+        # such a lock and handing it over left it taken for good, the sender waiting on
+        # it until the watchdog reset the board (the 56K soak).
+        waited = 0
+        while self._batch_busy:
+            if wait_ms and waited >= wait_ms:
+                return False
+            await asyncio.sleep_ms(20)
+            waited += 20
+        self._batch_busy = True  # (no await between the test and this: the loop is ours)
+        return True
 
     def _oom_tasks(self):
         # " oom=sender:3,prober:1": which tasks a MemoryError restarted (console only)
@@ -651,9 +678,7 @@ class App:
         parts.extend(lat)
         parts.append("}")
         n = parts_into(None, 0, parts)
-        try:
-            await asyncio.wait_for_ms(self._batch_lock.acquire(), HB_WAIT_MS)
-        except asyncio.TimeoutError:
+        if not await self._take_batch(HB_WAIT_MS):
             return False  # the sender is waiting on a slow broker: this one is skipped
         try:
             buf = self._batch if n <= len(self._batch) else bytearray(n)
@@ -661,7 +686,7 @@ class App:
             parts = None
             return await self.mq.publish(self.t_hb, memoryview(buf)[:n], 0, False)
         finally:
-            self._batch_lock.release()
+            self._batch_busy = False
 
     async def _resolve_name(self, name):
         # A name -> ['a.b.c.d', ...] or None by our own DNS client (probe.resolve, never
