@@ -388,6 +388,22 @@ def test_a_closed_socket_polls_as_pollnval_and_wakes_its_waiting_task():
     eq(got, [errno.EBADF])
 
 
+def test_a_dns_reply_whose_socket_is_closed_under_it_ends_quietly():
+    # A query given up with its round closes its socket; the reply task parked on it
+    # wakes (POLLNVAL) and must end, not raise EBADF where nobody retrieves it (a
+    # "Task exception wasn't retrieved" traceback printed into a full heap, the soak).
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+
+    async def main():
+        t = asyncio.create_task(probe._dns_reply(s, 0x1234, "example.test"))
+        await asyncio.sleep_ms(30)
+        s.close()
+        return await asyncio.wait_for_ms(t, 1000)
+
+    eq(asyncio.run(main()), None)
+
+
 def test_zz_cleanup():
     for p in (CONTROL, CONTROL + ".tmp"):
         try:

@@ -609,7 +609,15 @@ def _dns_reply(s, qid, name):
     while True:
         yield from _wait_read(s)
         while True:
-            n = _recv_into(s, buf)
+            try:
+                n = _recv_into(s, buf)
+            except OSError as er:
+                if _errno(er) == errno.EBADF:
+                    # Closed under us: the query was given up (its round ended) as this
+                    # wait woke (a closed socket polls as POLLNVAL on the chip): end
+                    # quietly, not as an exception nobody retrieves.
+                    return None
+                raise
             if not n:
                 break
             pkt = memoryview(buf)
