@@ -69,6 +69,8 @@ RUN_SETTINGS: dict[str, dict[str, Any]] = {
     # its own bytecode (compiled from source on the board: the script, not the agent)
     # outgrew 128K with the DNS receive tests
     "test_probe": {"heap": "256K"},
+    # the same, with the tests of a record encoded into the app's reserve
+    "test_outbox": {"heap": "256K"},
 }
 
 DURATIONS_KEY = "wanwitness/mpy-seconds"  # last run's time per script: the longest start first

@@ -312,9 +312,9 @@ class _TightOutbox:
         self.q = []
         self.tries = 0
 
-    def queue(self, rec):
+    def queue(self, rec, into=None):
         self.tries += 1
-        if not self.room():
+        if into is None and not self.room():  # (into the reserve needs no block)
             raise MemoryError("memory allocation failed, allocating 280 bytes")
         self.q.append(rec)
 

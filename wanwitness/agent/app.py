@@ -333,22 +333,28 @@ class App:
             break
 
     def _queue_again(self, rec):
-        # The reserve is given up only for a record that says what happened (a state
-        # above all), never for a probe result or an LED change: an outage's onset
-        # writes several of those first, and in the soak they took the reserve and the
-        # state record after them was lost (9 onsets in 45 minutes).
-        for last in (False, True):
-            if last:
-                if self._reserve is None or rec.get("k") in LOW:
-                    return False
-                self._reserve = None
-                gc.collect()
-            try:
-                self.outbox.queue(rec)
-                return True
-            except MemoryError:
-                pass
-        return False
+        # After a collection, one more try; then the reserve, given up only for a record
+        # that says what happened (a state above all), never for a probe result or an
+        # LED change: an outage's onset writes several of those first, and in the soak
+        # they took the reserve and the state record after them was lost (9 onsets in
+        # 45 minutes). The record is encoded into the reserve itself and queued there
+        # (the queue lets it go once it is on flash): no block is needed at all, where
+        # freeing the reserve for an encoding of the usual kind (the JSON text, then its
+        # bytes) was not always room enough (8 state records lost in an hour).
+        try:
+            self.outbox.queue(rec)
+            return True
+        except MemoryError:
+            pass
+        r = self._reserve
+        if r is None or rec.get("k") in LOW:
+            return False
+        try:
+            self.outbox.queue(rec, r)
+        except (MemoryError, ValueError):
+            return False  # (larger than the reserve: no state record is)
+        self._reserve = None
+        return True
 
     def _take_reserve(self):
         # The reserve made again once there is a block for it: after each flush (the

@@ -58,6 +58,7 @@
 #   highest seen so far) and records inside the drop ranges of the gap records that
 #   end the log, which finishes a compaction a power cut interrupted.
 import binascii
+import io
 import json
 import os
 import struct
@@ -158,6 +159,48 @@ def _frame(buf, off, size):
         return None
     k = rec.get("k")
     return seq, (k.encode() if isinstance(k, str) else b""), e
+
+
+class _Sink(io.IOBase):
+    # json.dump's output put straight into a buffer (json.dump writes its pieces to a
+    # stream): no string of the record's size at all.
+    def __init__(self, buf):
+        self.buf = buf
+        self.n = 0
+
+    def write(self, b):
+        k = len(b)
+        if self.n + k > len(self.buf):
+            raise ValueError("record does not fit its buffer")  # (never grow it)
+        self.buf[self.n:self.n + k] = b
+        self.n += k
+        return k
+
+
+def _body_into(rec, buf):
+    # _body()'s bytes written into buf (a bytearray the caller gives up): a memoryview of
+    # them. Allocates nothing of the record's size: what a record that found no block
+    # anywhere else is queued in (App: the reserve). ValueError when it does not fit.
+    k = rec.pop("k", None)
+    seq = rec.pop("seq", None)
+    w = _Sink(buf)
+    try:
+        if k is not None:
+            w.write(b',"k":')
+            json.dump(k, w)
+        p = w.n
+        json.dump(rec, w, separators=(",", ":"))  # type: ignore[call-overload]  # a keyword on MicroPython
+    finally:
+        if k is not None:
+            rec["k"] = k
+        if seq is not None:
+            rec["seq"] = seq
+    if w.n - p > 2:
+        buf[p] = 44  # "{" -> ",": head + "," + the fields + "}"
+    else:
+        buf[p] = 125  # "{}" -> "}"
+        w.n = p + 1
+    return memoryview(buf)[:w.n]
 
 
 def _body(rec):
@@ -570,12 +613,14 @@ class Outbox:
         rec["seq"] = seq
         return seq
 
-    def queue(self, rec):
+    def queue(self, rec, into=None):
         """Hold rec in RAM, encoded, until flush(): records of one loop turn go to flash
         as one append. It has no seq yet (flush() gives it one), is not in pending()
         and cannot be acked: nothing is sent before it is on flash. At most q_bytes
-        wait: a record that would pass them flushes the ones before it first."""
-        body = _body(rec)
+        wait: a record that would pass them flushes the ones before it first.
+        into: a bytearray the caller gives up, to encode rec in without allocating
+        (ValueError when rec does not fit it)."""
+        body = _body(rec) if into is None else _body_into(rec, into)
         if len(body) + 20 > _MAXLEN:
             raise ValueError("record of %d bytes does not fit a frame" % len(body))
         if self._q and self._qbytes + len(body) > self.q_bytes:
