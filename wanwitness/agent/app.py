@@ -208,9 +208,10 @@ class App:
             # console now and in an error record once there is room), not the task.
             gc.collect()
             self.mem_errors += 1
-            if not self._queue_again(rec):
+            why = self._queue_again(rec)
+            if why:
                 self.lost += 1
-                print("record lost: out of memory:", rec.get("k"))
+                print("record lost: out of memory:", rec.get("k"), why)
                 return
         else:
             if before and ob.queued() == 1:
@@ -341,20 +342,23 @@ class App:
         # (the queue lets it go once it is on flash): no block is needed at all, where
         # freeing the reserve for an encoding of the usual kind (the JSON text, then its
         # bytes) was not always room enough (8 state records lost in an hour).
+        # Returns None once queued, else why not (the console's `record lost` line).
         try:
             self.outbox.queue(rec)
-            return True
+            return None
         except MemoryError:
             pass
         r = self._reserve
-        if r is None or rec.get("k") in LOW:
-            return False
+        if rec.get("k") in LOW:
+            return "(not worth the reserve)"
+        if r is None:
+            return "(the reserve is in use)"
         try:
             self.outbox.queue(rec, r)
-        except (MemoryError, ValueError):
-            return False  # (larger than the reserve: no state record is)
+        except (MemoryError, ValueError) as e:  # (ValueError: larger than the reserve)
+            return "(in the reserve: %s)" % e
         self._reserve = None
-        return True
+        return None
 
     def _take_reserve(self):
         # The reserve made again once there is a block for it: after each flush (the
