@@ -349,15 +349,16 @@ def test_a_record_with_no_block_takes_the_reserve_and_is_kept():
     eq(len(a.outbox.q), 1)
 
 
-def test_probe_and_led_records_leave_the_reserve_to_the_state_record_after_them():
+def test_probe_led_and_error_records_leave_the_reserve_to_the_state_record_after_them():
     # An outage's onset: probe results and an LED change, then the state. The reserve is
     # not given up for the first ones (in the soak they took it and the state was lost).
     a = _App(lambda a: a._reserve is None and not a.outbox.q)  # room for one, from it
     a.record({"k": "probe", "tg": "gw", "ok": False})
     a.record({"k": "led", "ch": "internet", "st": "off"})
+    a.record({"k": "error", "key": "probe", "msg": "out of memory: round skipped"})
     a.record({"k": "state", "s": "isp_down"})
     eq([r["k"] for r in a.outbox.q], ["state"])
-    eq((a.lost, a._reserve), (2, None))
+    eq((a.lost, a._reserve), (3, None))
 
 
 def test_a_record_lost_anyway_is_said_in_an_error_record_once_there_is_room():

@@ -37,7 +37,7 @@ STATS_MS = 3600000
 TASKS = ("mqtt", "net", "sender", "flusher", "heartbeat", "clock", "stats", "sampler",
          "prober", "watchdog")
 RESERVE = 512         # bytes kept back for a record that finds no block (App.record)
-LOW = ("probe", "stats", "led")  # kinds the reserve is not given up for (outbox: low value)
+KEEP = ("state", "link", "gap", "boot")  # kinds the reserve is given up for (App._queue_again)
 HB_WAIT_MS = 5000     # a heartbeat waits this long for the buffer the sender shares
 NTP_EVERY_MS = 3600000
 CRASH_FILE = "crashes.json"
@@ -335,8 +335,8 @@ class App:
 
     def _queue_again(self, rec):
         # After a collection, one more try; then the reserve, given up only for a record
-        # that says what happened (a state above all), never for a probe result or an
-        # LED change: an outage's onset writes several of those first, and in the soak
+        # that says what happened (a state above all, KEEP), never for a probe result,
+        # an LED change or an error: an outage's onset writes several of those first, and in the soak
         # they took the reserve and the state record after them was lost (9 onsets in
         # 45 minutes). The record is encoded into the reserve itself and queued there
         # (the queue lets it go once it is on flash): no block is needed at all, where
@@ -349,7 +349,9 @@ class App:
         except MemoryError:
             pass
         r = self._reserve
-        if rec.get("k") in LOW:
+        if rec.get("k") not in KEEP:
+            # (an `error` too: "out of memory: round skipped" came at onsets, took the
+            # reserve, and the state record after it was lost)
             return "(not worth the reserve)"
         if r is None:
             return "(the reserve is in use)"
