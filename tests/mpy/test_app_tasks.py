@@ -6,6 +6,7 @@
 import asyncio
 
 import app
+import outbox
 import mpyunit
 from mpyunit import eq, raises
 
@@ -305,8 +306,8 @@ def test_a_heartbeat_goes_out_from_a_heap_with_no_block_of_its_size():
 
 
 class _TightOutbox:
-    # A heap with no block for a record until `room()` says so (the real one: the reserve
-    # given up, or memory freed by then).
+    # A heap with no block for a record until `room()` says so; a record given a buffer
+    # is encoded into it as the real outbox does (outbox._body_into: no block needed).
     def __init__(self, room):
         self.room = room
         self.q = []
@@ -314,9 +315,14 @@ class _TightOutbox:
 
     def queue(self, rec, into=None):
         self.tries += 1
-        if into is None and not self.room():  # (into the reserve needs no block)
+        if into is not None:
+            n = len(outbox._body_into(rec, into))
+            self.q.append(rec)
+            return n
+        if not self.room():
             raise MemoryError("memory allocation failed, allocating 280 bytes")
         self.q.append(rec)
+        return 60
 
     def queued(self):
         return len(self.q)
@@ -331,6 +337,7 @@ class _App(app.App):
         self.lost = 0
         self._lost_said = 0
         self._reserve = bytearray(app.RESERVE)
+        self._res_used = 0
         self._say = []
         self.flush_ev = asyncio.Event()
 
@@ -338,55 +345,72 @@ class _App(app.App):
         pass
 
 
-def test_a_record_with_no_block_takes_the_reserve_and_is_kept():
-    a = _App(lambda a: a._reserve is None)  # room only once the reserve is given up
-    a.record({"k": "state", "s": "isp_down"})
+def _state(s):
+    return {"k": "state", "s": s, "why": "isp: gateway up, anchors down (3/3 lost)"}
+
+
+def test_a_record_with_no_block_is_queued_in_the_reserve():
+    a = _App(lambda a: False)  # no block at all
+    a.record(_state("isp_down"))
     eq([r["s"] for r in a.outbox.q], ["isp_down"])
     eq((a.outbox.tries, a.mem_errors, a.lost), (3, 1, 0))
-    eq(a._reserve, None)
-    a._after_oom()  # the next heartbeat takes the reserve back, and has nothing to say
-    eq(len(a._reserve), app.RESERVE)
-    eq(len(a.outbox.q), 1)
+    assert 0 < a._res_used < app.RESERVE // 2, a._res_used
+    # what the reserve holds is the record as the outbox would store it
+    eq(bytes(a._reserve[:a._res_used]), bytes(outbox._body(a.outbox.q[0])))
 
 
-def test_probe_led_and_error_records_leave_the_reserve_to_the_state_record_after_them():
-    # An outage's onset: probe results and an LED change, then the state. The reserve is
-    # not given up for the first ones (in the soak they took it and the state was lost).
-    a = _App(lambda a: a._reserve is None and not a.outbox.q)  # room for one, from it
-    a.record({"k": "probe", "tg": "gw", "ok": False})
-    a.record({"k": "led", "ch": "internet", "st": "off"})
+def test_an_onsets_records_leave_room_in_the_reserve_for_two_state_records():
+    # An outage's onset in a full heap: probe results, an LED change and an error first,
+    # then two state records before a flush (the soak lost the second while the reserve
+    # held one record). The first kinds take at most the reserve's first half.
+    a = _App(lambda a: False)
+    for i in range(4):
+        a.record({"k": "probe", "tg": "anchors", "ok": False, "n": 3, "lost": 3, "rtt": None})
+    a.record({"k": "led", "ch": "internet", "st": "off", "at": 123456})
     a.record({"k": "error", "key": "probe", "msg": "out of memory: round skipped"})
-    a.record({"k": "state", "s": "isp_down"})
-    eq([r["k"] for r in a.outbox.q], ["state"])
-    eq((a.lost, a._reserve), (3, None))
+    half = a._res_used
+    assert half <= app.RESERVE // 2, half
+    a.record(_state("isp_down"))
+    a.record(_state("local_down"))
+    kinds = [r["k"] for r in a.outbox.q]
+    eq(kinds[-2:], ["state", "state"])
+    assert "probe" in kinds, kinds  # (some of the first ones fit its first half)
+    eq(a.lost, 6 - (len(kinds) - 2))
+    assert a._res_used > half
+
+
+def test_a_full_reserve_loses_the_record_and_the_next_heartbeat_says_so():
+    room = [False]
+    a = _App(lambda a: room[0])
+    n = 0
+    while a.lost == 0:
+        a.record(_state("isp_down"))
+        n += 1
+    assert n >= 3, n  # 512 bytes: several state records
+    eq(len(a.outbox.q), n - 1)
+    a._after_oom()  # still no room: the note is lost too, and not counted as a record
+    eq((a.lost, a._lost_said, len(a.outbox.q)), (1, 0, n - 1))
+    room[0] = True
+    a._after_oom()
+    eq([(r["k"], r.get("key"), r.get("msg")) for r in a.outbox.q[n - 1:]],
+       [("error", "memory", "1 record(s) lost: no memory to queue them")])
+    a._after_oom()  # said once
+    eq(len(a.outbox.q), n)
 
 
 def test_a_record_lost_anyway_is_said_in_an_error_record_once_there_is_room():
     full = [True]
     a = _App(lambda a: not full[0])
-    a._reserve = None  # given up already
-    a.record({"k": "state", "s": "local_down"})
+    a._res_used = app.RESERVE  # the reserve full already
+    a.record(_state("local_down"))
     a.record({"k": "probe", "ok": False})
     eq((a.outbox.q, a.lost, a.mem_errors), ([], 2, 2))
     full[0] = False
     a._after_oom()
-    eq(len(a._reserve), app.RESERVE)
     eq([(r["k"], r.get("key"), r.get("msg")) for r in a.outbox.q],
        [("error", "memory", "2 record(s) lost: no memory to queue them")])
     a._after_oom()  # said once
     eq(len(a.outbox.q), 1)
-
-
-def test_without_room_for_the_reserve_nothing_is_said_yet():
-    a = _App(lambda a: False)
-    a._reserve = None
-    a.record({"k": "state", "s": "up"})
-    try:
-        app.bytearray = lambda n: bytearray(1 << 24)  # no block for the reserve either
-        a._after_oom()
-    finally:
-        del app.bytearray
-    eq((a._reserve, a.lost, a._lost_said), (None, 1, 0))
 
 
 
@@ -541,6 +565,7 @@ class _Sampler(app.App):
         self._due = clock.now + app.SAMPLE_MS
         self.turns.append(clock.now)
         self._reserve = bytearray(app.RESERVE)
+        self._res_used = 0
 
     def _turn(self):
         now = self.clock.now
@@ -561,14 +586,14 @@ def _run_work(jobs):
     return a, clock, gaps
 
 
-def test_a_flush_takes_the_reserve_back_at_once():
+def test_a_flush_frees_the_reserve_at_once():
     # Not only at the next heartbeat: an onset's records come within a second, and
     # each that finds no block needs the reserve there.
     clock = _Ticks()
     a = _Sampler(clock, [[1, 2]])
-    a._reserve = None
+    a._res_used = 300
     a.work()
-    eq(len(a._reserve), app.RESERVE)
+    eq(a._res_used, 0)
 
 
 def test_an_led_turn_comes_between_two_steps_that_could_erase():

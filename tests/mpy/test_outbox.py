@@ -164,12 +164,15 @@ def test_a_record_queued_into_a_given_buffer_is_the_same_on_flash():
     rec = {"k": "state", "t": 1000, "utc": None, "s": "local_down", "at": 990,
            "bound": 980, "ev": {"by": "led", "led": {"power": "off"}}}
     reserve = bytearray(512)
-    ob.queue(dict(rec), reserve)
+    n = ob.queue(dict(rec), memoryview(reserve)[:256])
     ob.queue(dict(rec, t=1001))        # and one the usual way after it
+    m = ob.queue(dict(rec, t=1002), memoryview(reserve)[n:])  # the reserve's next part
     ob.queue({"k": "gap"}, bytearray(16))  # no fields: b',"k":"gap"}'
+    eq(reserve[n:n + m], outbox._body(dict(rec, t=1002)))  # each where it was put
     ob.flush()
     rec["seq"] = 1
-    eq(recs(ob), [rec, dict(rec, t=1001, seq=2), {"k": "gap", "seq": 3}])
+    eq(recs(ob), [rec, dict(rec, t=1001, seq=2), dict(rec, t=1002, seq=3),
+                  {"k": "gap", "seq": 4}])
     big = dict(rec, msg="x" * 600)
     try:
         ob.queue(big, bytearray(512))
@@ -212,7 +215,7 @@ def test_a_record_queued_into_a_given_buffer_needs_no_block_of_its_size():
     except MemoryError:
         usual = "MemoryError"
     try:
-        ob.queue(r2, reserve)
+        ob.queue(r2, memoryview(reserve)[100:])  # (App: the reserve's free end)
         into = "queued"
     except MemoryError:
         into = "MemoryError"

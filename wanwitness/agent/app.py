@@ -37,7 +37,7 @@ STATS_MS = 3600000
 TASKS = ("mqtt", "net", "sender", "flusher", "heartbeat", "clock", "stats", "sampler",
          "prober", "watchdog")
 RESERVE = 512         # bytes kept back for a record that finds no block (App.record)
-KEEP = ("state", "link", "gap", "boot")  # kinds the reserve is given up for (App._queue_again)
+KEEP = ("state", "link", "gap", "boot")  # kinds that may fill the reserve; others half (App._queue_again)
 HB_WAIT_MS = 5000     # a heartbeat waits this long for the buffer the sender shares
 NTP_EVERY_MS = 3600000
 CRASH_FILE = "crashes.json"
@@ -134,9 +134,11 @@ class App:
         self.mem_errors = 0   # MemoryErrors a task survived (a lost round, a batch later)
         self.lost = 0         # records dropped for want of memory (said in an error record)
         self._lost_said = 0
-        # A block kept free for the one thing that must not be lost to a full heap: a
-        # record (a state change above all). Given up on a MemoryError, taken back later.
+        # A block kept for good for the records that must not be lost to a full heap (a
+        # state change above all): a record that finds no block is encoded into its free
+        # end and queued there (_queue_again); it is free again once they are on flash.
         self._reserve = bytearray(RESERVE)
+        self._res_used = 0
         # The sender's batch buffer, made here and kept for good: a sender task restarted
         # after a MemoryError must not need a fresh 1 KiB block, which a fragmented heap
         # lacks (the soak: a sender restarted every 100 ms for 30 s, failing each time on
@@ -246,8 +248,8 @@ class App:
                 return
             if done:
                 self._announce()
-                if self._reserve is None and not ob.queued():
-                    self._take_reserve()
+                if not ob.queued():
+                    self._res_used = 0  # its records are on flash: none points into it
             if turn is not None:
                 wait = time.ticks_diff(self._due, time.ticks_ms())
                 if wait <= SAMPLE_MS - STEP_SLACK_MS:
@@ -334,14 +336,14 @@ class App:
             break
 
     def _queue_again(self, rec):
-        # After a collection, one more try; then the reserve, given up only for a record
-        # that says what happened (a state above all, KEEP), never for a probe result,
-        # an LED change or an error: an outage's onset writes several of those first, and in the soak
-        # they took the reserve and the state record after them was lost (9 onsets in
-        # 45 minutes). The record is encoded into the reserve itself and queued there
-        # (the queue lets it go once it is on flash): no block is needed at all, where
-        # freeing the reserve for an encoding of the usual kind (the JSON text, then its
-        # bytes) was not always room enough (8 state records lost in an hour).
+        # After a collection, one more try; then the reserve: the record encoded into its
+        # free end and queued there (the queue lets it go once it is on flash), no block
+        # needed at all. Several records fit (two state records came at one onset before
+        # a flush: the second was lost while the reserve held one). The record that says
+        # what happened (KEEP, a state above all) may fill it; a probe result, an LED
+        # change or an error only its first half: an outage's onset writes several of
+        # those first, and in the soak they took the reserve and the state record after
+        # them was lost (9 onsets in 45 minutes).
         # Returns None once queued, else why not (the console's `record lost` line).
         try:
             self.outbox.queue(rec)
@@ -349,39 +351,28 @@ class App:
         except MemoryError:
             pass
         r = self._reserve
-        if rec.get("k") not in KEEP:
-            # (an `error` too: "out of memory: round skipped" came at onsets, took the
-            # reserve, and the state record after it was lost)
-            return "(not worth the reserve)"
-        if r is None:
-            return "(the reserve is in use)"
+        used = self._res_used
+        end = len(r) if rec.get("k") in KEEP else len(r) // 2
+        if used >= end:
+            return "(the reserve is full)" if rec.get("k") in KEEP else "(not worth the rest of the reserve)"
         try:
-            self.outbox.queue(rec, r)
-        except (MemoryError, ValueError) as e:  # (ValueError: larger than the reserve)
+            self._res_used = used + self.outbox.queue(rec, memoryview(r)[used:end])
+        except (MemoryError, ValueError) as e:  # (ValueError: larger than what is left)
             return "(in the reserve: %s)" % e
-        self._reserve = None
         return None
 
-    def _take_reserve(self):
-        # The reserve made again once there is a block for it: after each flush (the
-        # queued records' bodies just freed) and each heartbeat. True when it is there.
-        if self._reserve is None:
-            try:
-                self._reserve = bytearray(RESERVE)
-            except MemoryError:
-                return False
-        return True
-
     def _after_oom(self):
-        # Each heartbeat: the reserve taken back when there is room again, and records
-        # lost since the last time said in an error record (the ledger shows the hole).
-        if not self._take_reserve():
-            return
+        # Each heartbeat: records lost since the last time said in an error record (the
+        # ledger shows the hole), once the record finds room.
         if self.lost > self._lost_said:
             n = self.lost - self._lost_said
-            self._lost_said = self.lost
+            lost = self.lost
             self.record({"k": "error", "key": "memory",
                          "msg": "%d record(s) lost: no memory to queue them" % n})
+            if self.lost == lost:
+                self._lost_said = lost
+            else:
+                self.lost = lost  # the note itself found no room: said at the next one
 
     def _led(self, role, tr, log, tick):
         self.record({"k": "led", "ch": role, "st": tr[0], "at": tr[1]})

@@ -618,8 +618,9 @@ class Outbox:
         as one append. It has no seq yet (flush() gives it one), is not in pending()
         and cannot be acked: nothing is sent before it is on flash. At most q_bytes
         wait: a record that would pass them flushes the ones before it first.
-        into: a bytearray the caller gives up, to encode rec in without allocating
-        (ValueError when rec does not fit it)."""
+        into: a bytearray (or a memoryview of one) the caller gives up until rec is on
+        flash, to encode rec in without allocating (ValueError when rec does not fit
+        it). Returns the encoded record's length in bytes."""
         body = _body(rec) if into is None else _body_into(rec, into)
         if len(body) + 20 > _MAXLEN:
             raise ValueError("record of %d bytes does not fit a frame" % len(body))
@@ -632,6 +633,7 @@ class Outbox:
         self._qbytes += len(body)
         self._qt = rec.get("t", 0)
         self._qutc = rec.get("utc")
+        return len(body)
 
     def queued(self):
         # records not yet on flash: the flush under way's, then the queue's
