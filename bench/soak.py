@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,8 @@ RE_TRACE_MEM = re.compile(r"^\S+ MemoryError", re.M)
 RE_GC_USED = re.compile(r"GC: total: \d+, used: (\d+)")
 RE_MAXFREE = re.compile(r"max free sz: (\d+)")
 RE_BOOT = re.compile(r"\[vboard\] boot \d+: (\w+)")
+RE_LOST = re.compile(r"record lost: out of memory: (\w+)")
+RE_STALL = re.compile(r"loop stall (\d+) ms")
 
 
 def timeline(duration_s: float, every_s: float, loss: int) -> list[dict[str, Any]]:
@@ -154,6 +157,10 @@ def agent_figures(log_text: str, block: int) -> dict[str, Any]:
             "live_max": max(live, default=None),   # after a collection (the board's reports)
             # the longest gap between two LED sample turns (the loop's longest stall)
             "sample_gap_max_ms": max((int(m[1]) for m in RE_GAP.finditer(log_text)), default=None),
+            # gaps over the agent's STALL_MS (60), each said on the console when it happens
+            "stalls": len(RE_STALL.findall(log_text)),
+            # records the agent could not queue for want of memory, by kind
+            "records_lost_by_kind": dict(Counter(RE_LOST.findall(log_text))),
             "largest_free_block_min": min(maxfree) * block if maxfree else None}
 
 

@@ -66,11 +66,15 @@ def test_the_figures_add_up_memory_errors_over_boots_and_take_the_live_peak() ->
         "09:00:01.000 heap alloc=45000 peak=42000 free=11000 memerr=0",
         "09:00:02.000 GC: total: 64000, used: 49000, free: 15000",
         "09:00:02.000  No. of 1-blocks: 700, 2-blocks: 100, max blk sz: 257, max free sz: 300",
-        "09:00:06.000 heap alloc=60000 peak=61000 free=4000 memerr=7 gap=57",
+        "09:00:05.000 record lost: out of memory: led (not worth the rest of the reserve)",
+        "09:00:05.500 loop stall 73 ms: 2 flash write(s)/commit(s), 1 MemoryError(s)",
+        "09:00:06.000 heap alloc=60000 peak=61000 free=4000 memerr=7 gap=73",
         "09:00:07.000 [vboard] boot 2: WDT_RESET, pid 2",
         "09:00:08.000 heap alloc=44000 peak=43000 free=20000 memerr=2",
         "09:00:09.000 GC: total: 64000, used: 51500, free: 12500",
         "09:00:09.000  No. of 1-blocks: 700, 2-blocks: 100, max blk sz: 257, max free sz: 120",
+        "09:00:09.500 record lost: out of memory: state (the reserve is full)",
+        "09:00:09.600 record lost: out of memory: led (not worth the rest of the reserve)",
         "09:00:10.000 heap alloc=50000 peak=52000 free=14000 memerr=2 gap=31",
     ])
     f = soak.agent_figures(log, 16)
@@ -79,4 +83,6 @@ def test_the_figures_add_up_memory_errors_over_boots_and_take_the_live_peak() ->
     assert f["live_max"] == 51500
     assert f["largest_free_block_min"] == 120 * 16
     assert f["peak"] == 61000 and f["free_min"] == 4000
-    assert f["sample_gap_max_ms"] == 57
+    assert f["sample_gap_max_ms"] == 73
+    assert f["stalls"] == 1
+    assert f["records_lost_by_kind"] == {"led": 2, "state": 1}

@@ -4,6 +4,10 @@
 # finds no block takes the reserve kept for it, and one lost anyway is said in the ledger;
 # the outbox's flash work with an LED sample turn between its steps (App.work).
 import asyncio
+import binascii
+import json
+import os
+import sys
 
 import app
 import outbox
@@ -612,6 +616,22 @@ def test_quick_steps_run_on_without_a_turn():
     eq(a.outbox.jobs, [])
     assert len(a.turns) <= 3, a.turns
     assert max(gaps) <= app.SAMPLE_MS, gaps
+
+
+def test_the_agent_keeps_its_settings_and_lets_the_config_module_go():
+    # app.settings(): what main.py runs at boot. The parsing code is RAM the board
+    # would hold for good; the values and the problems found are what the app needs.
+    path = "/tmp/ww_cfg_settings_%s.json" % binascii.hexlify(os.urandom(4)).decode()
+    with open(path, "w") as f:
+        f.write(json.dumps({"id": "kitchen", "broker": {"host": "192.0.2.5"}, "hb_s": "often"}))
+    try:
+        s = app.settings(path)
+    finally:
+        os.remove(path)
+    assert "config" not in sys.modules
+    eq((s.get("id"), s.get("broker.host"), s.get("hb_s")), ("kitchen", "192.0.2.5", 30))
+    eq([k for k, _ in s.problems], ["hb_s"])
+    eq(type(s), app.Settings)
 
 
 mpyunit.main(globals())

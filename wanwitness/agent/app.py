@@ -23,6 +23,7 @@ from outbox import Outbox
 from version import VERSION as FW
 
 SAMPLE_MS = 20
+STALL_MS = 60         # a gap between two LED sample turns longer than this is said (console)
 FLUSH_MS = 40         # records wait at most this long in RAM: one flash append per burst
 STEP_SLACK_MS = 5     # outbox steps without an LED turn between them (App.work): the gap
                       # stays within this plus one erase
@@ -113,6 +114,29 @@ def _rtc_uptime(value=None):
         return None
 
 
+class Settings:
+    # config.json parsed (config.load: values and problems), kept without the config
+    # module: settings() lets that go after boot, its parsing code ~650 bytes of RAM the
+    # agent would otherwise hold for good (measured on the 32-bit frozen build).
+    def __init__(self, values, problems=()):
+        self.values = values
+        self.problems = problems
+
+    def get(self, key):
+        node = self.values
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+
+def settings(path):
+    # config.json parsed; the config module is let go once it has done that.
+    import config
+    cfg = config.load(path)
+    sys.modules.pop("config", None)
+    return Settings(cfg.values, cfg.problems)
+
+
 class App:
     def __init__(self, cfg, *, safe=False, cause=None, notes=()):
         self.cfg = cfg
@@ -155,6 +179,8 @@ class App:
         self.sampling = False   # the sampler runs: it writes the queued records (flush_due)
         self.flush_due = False
         self._turn_at = None    # ticks of the last LED sample turn, and the next one's due
+        self._turn_w = 0        # the outbox's writes + commits, MemoryErrors, at that turn
+        self._turn_m = 0
         self._due = time.ticks_ms()
         self._say = []          # (index in the outbox queue, kind, detail): console lines
         self._sent_upto = 0
@@ -444,11 +470,21 @@ class App:
         det = self.detector
         now = time.ticks_ms()
         prev = self._turn_at
+        ob = self.outbox
+        w = ob.writes + ob.commits
         if prev is not None:
             g = time.ticks_diff(now, prev)
             if g > self.gap_max:
                 self.gap_max = g    # the loop's longest stall, as the LEDs saw it
+            if g > STALL_MS:
+                # Said when it happens, with what came between (the console's only
+                # clue to a stall's cause: flash work, or collections after
+                # MemoryErrors).
+                print("loop stall %d ms: %d flash write(s)/commit(s), %d MemoryError(s)" % (
+                    g, w - self._turn_w, self.mem_errors - self._turn_m))
         self._turn_at = now
+        self._turn_w = w
+        self._turn_m = self.mem_errors
         self._due = _next_due(self._due, now, SAMPLE_MS)
         for ch, role, log in self.leds:
                 ch.sample(now)

@@ -29,9 +29,9 @@ def _maintenance():
 
 def _start():
     import app  # noqa: E402
-    import config  # noqa: E402
 
-    cfg = config.load("config.json")
+    cfg = app.settings("config.json")
+    gc.collect()
     notes = []
     if app.reset_cause() == "WDT_RESET":
         # A hang: count it like a crash, with the uptime last stamped in RTC memory.
