@@ -10,6 +10,7 @@ import os
 import sys
 
 import app
+import led
 import outbox
 import mpyunit
 from mpyunit import eq, raises
@@ -616,6 +617,115 @@ def test_quick_steps_run_on_without_a_turn():
     eq(a.outbox.jobs, [])
     assert len(a.turns) <= 3, a.turns
     assert max(gaps) <= app.SAMPLE_MS, gaps
+
+
+class _Ch:
+    # an LED channel whose transitions are given by the test
+    def __init__(self, trs):
+        self.trs = list(trs)
+
+    def sample(self, now):
+        pass
+
+    def transition(self):
+        return self.trs.pop(0) if self.trs else None
+
+
+class _Det:
+    # the detector: what it was told, and MemoryErrors to raise (on entry, or after
+    # changing its state: fail = ["entry" | "inside", ...], one per call in turn)
+    def __init__(self, fail=()):
+        self.seen = []
+        self.fail = list(fail)
+
+    def led(self, at, role, st):
+        f = self.fail.pop(0) if self.fail else None
+        if f == "entry":
+            raise MemoryError("memory allocation failed, allocating 16 bytes")
+        self.seen.append((role, st, at))
+        if f == "inside":
+            raise MemoryError("memory allocation failed, allocating 96 bytes")
+        return [{"k": "state", "s": "isp_down" if st == "off" else "up", "at": at}]
+
+
+class _AtClock(_Clock):
+    # at() raises as often as asked
+    def __init__(self, fail=0):
+        self.fail = fail
+
+    def at(self, ticks):
+        if self.fail:
+            self.fail -= 1
+            raise MemoryError("memory allocation failed, allocating 16 bytes")
+        return ticks + 5
+
+
+class _LedApp(_App):
+    def __init__(self, trs, det, clock):
+        _App.__init__(self, lambda a: True)
+        self.clock = clock
+        self.detector = det
+        self.leds = [(_Ch(trs), "internet", led.LedLog(60000))]
+        self.outbox.writes = self.outbox.commits = 0
+        self._turn_at = None
+        self._due = 0
+        self.gap_max = 0
+        self._tr = [None] * 6
+        self.line = "up"
+        self._led_fail = 0
+
+    def _led(self, role, tr, log, tick):
+        if self._led_fail:
+            self._led_fail -= 1
+            raise MemoryError("memory allocation failed, allocating 64 bytes")
+        app.App._led(self, role, tr, log, tick)
+
+    def kinds(self):
+        return [(r["k"], r.get("st") or r.get("s")) for r in self.outbox.q]
+
+
+def _turns(a, n):
+    app._next_due = led.next_due
+    for _ in range(n):
+        a._turn()
+
+
+def test_a_transition_a_memory_error_cut_short_is_taken_up_at_the_next_turn_in_order():
+    # no block for its ms on our clock: nothing done, the next turn does it all, and
+    # the transition behind it waits its turn (the detector sees them in order)
+    a = _LedApp([("off", 100), ("on", 900)], _Det(), _AtClock(fail=1))
+    _turns(a, 1)
+    eq((a.detector.seen, a.mem_errors), ([], 1))
+    _turns(a, 1)
+    eq(a.detector.seen, [("internet", "off", 105), ("internet", "on", 905)])
+    eq(a.kinds(), [("led", "off"), ("state", "isp_down"), ("led", "on"), ("state", "up")])
+
+
+def test_a_transition_whose_led_record_found_no_block_still_reaches_the_detector_once():
+    a = _LedApp([("off", 100)], _Det(), _AtClock())
+    a._led_fail = 1
+    _turns(a, 1)
+    eq(a.detector.seen, [])
+    _turns(a, 2)
+    eq(a.detector.seen, [("internet", "off", 105)])  # once, and not its led record twice
+    eq(a.kinds(), [("state", "isp_down")])
+
+
+def test_a_memory_error_inside_the_detector_is_not_done_twice():
+    # its state may be half changed: said on the console, the next transitions go on
+    a = _LedApp([("off", 100), ("on", 900)], _Det(["inside"]), _AtClock())
+    _turns(a, 2)
+    eq(a.detector.seen, [("internet", "off", 105), ("internet", "on", 905)])
+    eq(a.kinds(), [("led", "off"), ("led", "on"), ("state", "up")])
+    eq((a.mem_errors, a._tr[0]), (1, None))
+
+
+def test_a_detector_that_found_no_block_on_entry_is_not_called_again():
+    # (it cannot tell "on entry" from "inside": neither is taken up again)
+    a = _LedApp([("off", 100)], _Det(["entry"]), _AtClock())
+    _turns(a, 2)
+    eq(a.detector.seen, [])
+    eq(a.kinds(), [("led", "off")])
 
 
 def test_the_agent_keeps_its_settings_and_lets_the_config_module_go():

@@ -14,6 +14,7 @@ import json
 import machine
 import sys
 import time
+from micropython import const
 
 import probe
 from clock import Clock, sntp
@@ -37,6 +38,7 @@ STATS_MS = 3600000
 # The tasks App.main runs, in its order: MemoryErrors are counted per task (oom_by)
 TASKS = ("mqtt", "net", "sender", "flusher", "heartbeat", "clock", "stats", "sampler",
          "prober", "watchdog")
+_SAMPLER = const(7)   # its index in TASKS
 RESERVE = 512         # bytes kept back for a record that finds no block (App.record)
 KEEP = ("state", "link", "gap", "boot")  # kinds that may fill the reserve; others half (App._queue_again)
 HB_WAIT_MS = 5000     # a heartbeat waits this long for the buffer the sender shares
@@ -180,6 +182,7 @@ class App:
         self.flush_due = False
         self._turn_at = None    # ticks of the last LED sample turn, and the next one's due
         self._turn_w = 0        # the outbox's writes + commits, MemoryErrors, at that turn
+        self._tr = [None] * 6   # an LED transition a MemoryError cut short (_transition)
         self._turn_m = 0
         self._due = time.ticks_ms()
         self._say = []          # (index in the outbox queue, kind, detail): console lines
@@ -459,15 +462,21 @@ class App:
         self.sampling = True
         while True:
             self.stamp("sampler")
-            self._turn()
-            if self.flush_due:
-                self.flush_due = False
-                self.work(self._turn)   # right after this turn's samples (flusher)
+            try:
+                self._turn()
+                if self.flush_due:
+                    self.flush_due = False
+                    self.work(self._turn)   # right after this turn's samples (flusher)
+            except MemoryError:
+                # (a held `led` record: taken up at the next turn; a transition: _transition)
+                # Not the task's restart, which waits 100 ms: the next turn is on time.
+                self.mem_errors += 1
+                if self.oom_by[_SAMPLER] < 255:
+                    self.oom_by[_SAMPLER] += 1
             await asyncio.sleep_ms(max(0, time.ticks_diff(self._due, time.ticks_ms())))
 
     def _turn(self):
         # One LED sample turn; the next is due SAMPLE_MS later (led.next_due).
-        det = self.detector
         now = time.ticks_ms()
         prev = self._turn_at
         ob = self.outbox
@@ -487,19 +496,63 @@ class App:
         self._turn_m = self.mem_errors
         self._due = _next_due(self._due, now, SAMPLE_MS)
         for ch, role, log in self.leds:
-                ch.sample(now)
-                held = log.due(now)
-                if held is not None:
-                    self._led(role, held, log, now)
+            ch.sample(now)
+            held = log.due(now)
+            if held is not None:
+                self._led(role, held, log, now)
+        # Transitions in order; one a MemoryError cut short is taken up again at the
+        # next turn, from where it stopped, before any later one (_transition).
+        r = self._tr
+        if r[0] is not None and not self._transition(r[0], r[1], r[2], r[3], r[4], r[5], now):
+            return
+        for ch, role, log in self.leds:
+            tr = ch.transition()
+            while tr is not None:
+                if not self._transition(ch, role, log, tr, 0, 0, now):
+                    return
                 tr = ch.transition()
-                if tr is not None:
-                    at = self.clock.at(tr[1])
-                    if log.offer(tr[0], at, now):
-                        held = log.take()
-                        if held is not None:
-                            self._led(role, held, log, now)
-                        self._led(role, (tr[0], at), log, now)
-                    self._states(det.led(at, role, tr[0]))
+
+    def _transition(self, ch, role, log, tr, at, stage, now):
+        # An LED transition in three stages: its ms on our clock, its `led` record(s),
+        # the detector. False when a MemoryError stopped it (a heap full for a moment
+        # at an onset): kept in self._tr (made at boot: nothing to allocate then) and
+        # taken up at the next turn from the stage it reached, so no transition is
+        # lost nor any stage done twice. The detector's stage is not taken up again: a
+        # MemoryError inside it may leave its state half changed, so that transition
+        # is said lost on the console. (Escaping the sampler, such an error cost the
+        # transition and restarted the task 100 ms later: a 111 ms gap in the soak.)
+        st = tr[0]
+        try:
+            if stage == 0:
+                at = self.clock.at(tr[1])
+                stage = 1
+            if stage == 1:
+                stage = 2
+                if log.offer(st, at, now):
+                    held = log.take()
+                    if held is not None:
+                        self._led(role, held, log, now)
+                    self._led(role, (st, at), log, now)
+            stage = 3
+            self._states(self.detector.led(at, role, st))
+        except MemoryError:
+            self.mem_errors += 1
+            r = self._tr
+            if stage == 3:
+                r[0] = None
+                print("led %s %s: out of memory in the detector (its records may be cut short)" % (role, st))
+                return True
+            if stage == 2:
+                print("record lost: out of memory: led (its transition goes on)")
+            r[0] = ch
+            r[1] = role
+            r[2] = log
+            r[3] = tr
+            r[4] = at
+            r[5] = stage
+            return False
+        self._tr[0] = None
+        return True
 
     async def prober(self):
         p = self.cfg.get("probe")

@@ -237,11 +237,11 @@ class LedChannel:
         if not self._qn:
             return None
         i = self._qh
+        r = (self._qs[i], self._qt[i])  # made first: a MemoryError here takes nothing
         self._qh = i + 1 if i + 1 < _QUEUE else 0
         self._qn -= 1
-        at = self._qt[i]
         self._qt[i] = None
-        return (self._qs[i], at)
+        return r
 
     def calibration(self):
         """(dark, bright, noise) in read_u16() counts: for diagnostics and the profile."""
