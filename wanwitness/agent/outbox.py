@@ -254,7 +254,13 @@ def _resync(buf, off, size):
 
 
 class Outbox:
-    seg_bytes = 4096   # a segment fills at most one 4 KiB littlefs block
+    # A segment fills at most half a 4 KiB littlefs block. pending() and the scans read
+    # a segment whole into _buf, the largest block the agent keeps for good: at 2 KiB it
+    # is 2 KiB less of the board's live heap (the 40 KB) for twice the flash per
+    # record (littlefs gives each file a whole block: a full 128 KiB log takes 256 KiB of
+    # a 2 MiB filesystem), the same erases per record and half the bytes programmed per
+    # append (bench/README.md "Outbox on flash").
+    seg_bytes = 2048
     q_bytes = 768      # RAM for records waiting for flush(): ~5 records of an outage onset
     gap_ranges = 16    # drop ranges per gap record: keeps each gap record small
     slack = 1024       # a compaction frees this much more than it must: runs rarely
@@ -911,6 +917,10 @@ class Outbox:
         # A job (steps), as _compact.
         freed = yield from self._compact(need, t, utc, False)
         if freed < need:
+            # A step between the two: the first one's last rename or remove (a directory
+            # commit, which can erase) and the second one's first write (a block copy)
+            # made one step of two erases (found with 2 KiB segments).
+            yield
             yield from self._compact(need - freed, t, utc, True)
 
     def _compact(self, need, t, utc, high):
