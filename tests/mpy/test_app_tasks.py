@@ -709,6 +709,7 @@ def test_a_transition_whose_led_record_found_no_block_still_reaches_the_detector
     _turns(a, 2)
     eq(a.detector.seen, [("internet", "off", 105)])  # once, and not its led record twice
     eq(a.kinds(), [("state", "isp_down")])
+    eq(a.lost, 1)  # the led record: said in the ledger at the next heartbeat
 
 
 def test_a_memory_error_inside_the_detector_is_not_done_twice():

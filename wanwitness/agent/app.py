@@ -182,8 +182,8 @@ class App:
         self.flush_due = False
         self._turn_at = None    # ticks of the last LED sample turn, and the next one's due
         self._turn_w = 0        # the outbox's writes + commits, MemoryErrors, at that turn
-        self._tr = [None] * 6   # an LED transition a MemoryError cut short (_transition)
         self._turn_m = 0
+        self._tr = [None] * 6   # an LED transition a MemoryError cut short (_transition)
         self._due = time.ticks_ms()
         self._say = []          # (index in the outbox queue, kind, detail): console lines
         self._sent_upto = 0
@@ -517,10 +517,11 @@ class App:
         # the detector. False when a MemoryError stopped it (a heap full for a moment
         # at an onset): kept in self._tr (made at boot: nothing to allocate then) and
         # taken up at the next turn from the stage it reached, so no transition is
-        # lost nor any stage done twice. The detector's stage is not taken up again: a
-        # MemoryError inside it may leave its state half changed, so that transition
-        # is said lost on the console. (Escaping the sampler, such an error cost the
-        # transition and restarted the task 100 ms later: a 111 ms gap in the soak.)
+        # lost nor any stage done twice (an `led` record the error cut short is lost,
+        # counted). The detector's stage is not taken up again: a MemoryError inside
+        # it may leave its state half changed; that is said on the console. (Escaping
+        # the sampler, such an error cost the transition and restarted the task 100 ms
+        # later: a 111 ms gap in the soak.)
         st = tr[0]
         try:
             if stage == 0:
@@ -543,6 +544,7 @@ class App:
                 print("led %s %s: out of memory in the detector (its records may be cut short)" % (role, st))
                 return True
             if stage == 2:
+                self.lost += 1  # (said in the ledger at the next heartbeat)
                 print("record lost: out of memory: led (its transition goes on)")
             r[0] = ch
             r[1] = role
