@@ -10,6 +10,7 @@ import os
 import sys
 
 import app
+import flash
 import led
 import outbox
 import mpyunit
@@ -332,6 +333,9 @@ class _TightOutbox:
     def queued(self):
         return len(self.q)
 
+    def queued_bytes(self):
+        return 60 * len(self.q)
+
 
 class _App(app.App):
     # record() and the heartbeat's _after_oom() with nothing else of an App.
@@ -345,6 +349,8 @@ class _App(app.App):
         self._res_used = 0
         self._say = []
         self.flush_ev = asyncio.Event()
+        self.sampling = False
+        self.flush_due = False
 
     def _announce(self):
         pass
@@ -727,6 +733,34 @@ def test_a_detector_that_found_no_block_on_entry_is_not_called_again():
     _turns(a, 2)
     eq(a.detector.seen, [])
     eq(a.kinds(), [("led", "off")])
+
+
+def test_an_onsets_burst_is_left_to_the_sampler_not_written_inside_record():
+    # Past Q_SOFT queued bytes the sampler writes them at its next turn, a step at a
+    # time (work): the outbox's own flush inside queue() (all steps at once) is kept
+    # for Q_HARD. The outbox on the virtual flash, as the app makes it.
+    img = "/tmp/ww-app-burst-%s.img" % binascii.hexlify(os.urandom(4)).decode()
+    dev = flash.mount(img, size=256 * 1024, sync=False, erase_ms=0, page_us=0)
+    try:
+        a = _App(lambda a: True)
+        a.outbox = outbox.Outbox("ob", q_bytes=app.Q_HARD)
+        a.outbox.open()
+        a.sampling = True
+        a.flush_due = False
+        n = 0
+        while not a.flush_due and n < 20:
+            a.record(_state("isp_down"))
+            n += 1
+        eq(a.outbox.last_seq, 0)  # nothing written inside record()
+        eq(a.flush_due, True)
+        assert a.outbox.queued_bytes() >= app.Q_SOFT and n >= 4, n
+        a.record(_state("up"))  # the burst goes on until the sampler's turn
+        eq(a.outbox.last_seq, 0)
+        a.work()
+        eq((a.outbox.last_seq, a.outbox.queued()), (n + 1, 0))
+    finally:
+        flash.umount("/flash", dev)
+        os.remove(img)
 
 
 def test_the_agent_keeps_its_settings_and_lets_the_config_module_go():

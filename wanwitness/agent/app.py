@@ -26,6 +26,8 @@ from version import VERSION as FW
 SAMPLE_MS = 20
 STALL_MS = 60         # a gap between two LED sample turns longer than this is said (console)
 FLUSH_MS = 40         # records wait at most this long in RAM: one flash append per burst
+Q_SOFT = 768          # queued bytes past which the sampler flushes at its next turn (record)
+Q_HARD = 2048         # ... past which the outbox flushes inside queue(), all steps at once
 STEP_SLACK_MS = 5     # outbox steps without an LED turn between them (App.work): the gap
                       # stays within this plus one erase
 LED_EVERY_MS = 60000  # on<->blink changes of one LED: at most one record a minute (led.LedLog)
@@ -146,7 +148,7 @@ class App:
         self.clock = Clock()
         self.id = cfg.get("id") or "unconfigured"
         self.prefix = cfg.get("prefix")
-        self.outbox = Outbox("ob", max_bytes=cfg.get("outbox.max_bytes"))
+        self.outbox = Outbox("ob", max_bytes=cfg.get("outbox.max_bytes"), q_bytes=Q_HARD)
         self.outbox.open()
         self.boot = self.outbox.boot
         # The heartbeat's boot is in this outbox's numbering too: name the outbox.
@@ -230,7 +232,7 @@ class App:
         ob = self.outbox
         before = ob.queued()
         try:
-            ob.queue(rec)  # past ob.q_bytes it writes the ones before first
+            ob.queue(rec)  # past Q_HARD it writes the ones before first
         except OSError as e:
             self._failed(e)
         except MemoryError:
@@ -247,6 +249,11 @@ class App:
         else:
             if before and ob.queued() == 1:
                 self._announce()
+            if self.sampling and ob.queued_bytes() >= Q_SOFT:
+                # An onset's burst: written at the sampler's next turn, a step at a time
+                # with turns between (work), not by the outbox inside queue() (all at
+                # once: a create, a block copy and a commit in one 62 ms gap in a soak).
+                self.flush_due = True
         if rec["k"] in ANNOUNCE and ob.queued():
             self._say.append((ob.queued() - 1, rec["k"],
                               rec.get("s") or rec.get("reset") or rec.get("msg") or ""))

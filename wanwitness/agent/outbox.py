@@ -265,9 +265,11 @@ class Outbox:
     gap_ranges = 16    # drop ranges per gap record: keeps each gap record small
     slack = 1024       # a compaction frees this much more than it must: runs rarely
 
-    def __init__(self, root="ob", max_bytes=131072, seg_bytes=0):
+    def __init__(self, root="ob", max_bytes=131072, seg_bytes=0, q_bytes=0):
         self.root = root
         self.max_bytes = max_bytes
+        if q_bytes:
+            self.q_bytes = q_bytes  # (the app: it flushes a step at a time before this)
         if seg_bytes:
             self.seg_bytes = seg_bytes  # smaller segments (tests, figures): a buffer to fit
         self._buf = bytearray(self.seg_bytes)
@@ -644,6 +646,10 @@ class Outbox:
     def queued(self):
         # records not yet on flash: the flush under way's, then the queue's
         return self._nfly + len(self._q)
+
+    def queued_bytes(self):
+        # the queue's bytes (not the flush under way's)
+        return self._qbytes
 
     def work(self):
         """True while there is flash work for step(): a job under way, queued records,
