@@ -157,6 +157,7 @@ print("vboard done %d" % gc.mem_alloc())
 '''
 
 RE_HEAP = re.compile(r"heap alloc=(\d+) peak=(\d+) free=(\d+)")
+RE_SURVIVED = re.compile(r"memerr=(\d+)")
 RE_START = re.compile(r"bench heap: start alloc=(\d+) free=(\d+)")
 RE_IMPORT = re.compile(r"bench heap: import (\S+) (-?\d+)")
 RE_IMPORTED = re.compile(r"bench heap: imported alloc=(\d+) free=(\d+)")
@@ -635,7 +636,7 @@ class Lab:
         pool = None         # the qstr pool's size at the last qstr_info() line
         pool_before = None  # ... at the previous import
         start = imported = None
-        mem_err = tb = 0
+        mem_err = tb = survived = 0
         failures: list[str] = []
         frame = None        # innermost frame of the traceback being read
         task = None         # the asyncio task it came from
@@ -647,6 +648,9 @@ class Lab:
                 allocs.append(int(m.group(1)))
                 peaks.append(int(m.group(2)))
                 frees.append(int(m.group(3)))
+                m = RE_SURVIVED.search(body)
+                if m:  # MemoryErrors the agent's tasks survived (a round skipped, ...)
+                    survived = max(survived, int(m.group(1)))
                 continue
             m = RE_QSTR.search(body)
             if m:
@@ -706,6 +710,10 @@ class Lab:
         holes = (seqs[-1] - len(seqs)) if seqs else 0
         if b.error:
             failures.append(b.error)
+        if survived:
+            # Not clean either: each one lost something (a probe round, a batch for now).
+            failures.append(f"{survived} MemoryError(s) survived (the heap line's memerr)")
+        mem_err += survived
         clean = boots == 1 and not failures and not tb and bool(peaks)
         return Result(
             heap=b.label, agent=b.agent, gc_threshold=b.threshold, clean=clean, boots=boots,
