@@ -158,6 +158,37 @@ def test_record_round_trips_with_seq_first():
     eq(json.loads(out[0]), rec)
 
 
+def test_an_older_firmwares_4_kib_segments_are_read_and_compacted_by_2_kib_ones():
+    # Segments were 4 KiB until 2026-12-04: after an upgrade the new firmware reads the
+    # old ones (a buffer of their size for the moment), sends them, appends its own
+    # smaller ones after them and compacts across both when the log is full.
+    ob = fresh(max_bytes=16384, seg=4096)
+    for i in range(60):
+        ob.append(probe(i))
+    assert max(seg[1] for seg in ob._segs) > 2048
+    old = len(ob._segs)
+    ob = reopen(max_bytes=16384, seg=2048)
+    eq(seqs(ob), list(range(1, 61)))
+    for i in range(60, 100):
+        ob.append(probe(i))
+    eq(seqs(ob), list(range(1, 101)))
+    for seg in ob._segs[old:]:
+        assert seg[1] <= 2048, seg
+    eq(ob.ack(30, ob.ob), None)
+    eq(seqs(ob)[0], 31)
+    for i in range(100, 400):  # the log fills: compactions over old and new segments
+        ob.append(probe(i) if i % 10 else state(i))
+    assert ob.dropped > 0, "no compaction"
+    eq(ob.depth, ob.last_seq - ob.acked - ob.dropped)
+    got = seqs(ob)
+    eq(got, sorted(got))
+    eq(got[-1], ob.last_seq)
+    states = [r["t"] for r in recs(ob) if r["k"] == "state"]
+    eq(states, [i for i in range(100, 400) if i % 10 == 0][-len(states):])
+    ob = reopen(max_bytes=16384, seg=2048)  # and the next boot reads it all the same
+    eq(seqs(ob), got)
+
+
 def test_a_record_queued_into_a_given_buffer_is_the_same_on_flash():
     # What App gives a record that found no block: its reserve, encoded into in place.
     ob = fresh()
