@@ -483,7 +483,7 @@ def test_heartbeat_tap_parses_mqtt_publish():
 
     from bench.lab.runner import HeartbeatTap
     tap = HeartbeatTap.__new__(HeartbeatTap)
-    tap.src, tap.port, tap.beats = so.inet_aton("192.0.2.20"), 1883, []
+    tap.src, tap.port, tap.beats, tap._tail = so.inet_aton("192.0.2.20"), 1883, [], b""
     body = (b'{"boot":3,"t":123456,"utc":null,"s":"isp_down","heap":1000,"peak":2000,'
             b'"q":17,"rssi":-55,"safe":false}')
     topic = b"wanwitness/lab/hb"
@@ -497,3 +497,13 @@ def test_heartbeat_tap_parses_mqtt_publish():
     other = ip[:12] + so.inet_aton("192.0.2.99") + ip[16:]
     tap.feed(other + tcp + mqtt, 43)           # another host: ignored
     assert len(tap.beats) == 1
+    tap.feed(ip + tcp + mqtt, 44)              # the same segment again: a retransmission
+    assert len(tap.beats) == 1
+    # The agent writes a PUBLISH's header and topic, then its payload: two segments.
+    body2 = body.replace(b'"t":123456', b'"t":128456').replace(b'"q":17', b'"q":0')
+    mqtt2 = bytes([0x30, 2 + len(topic) + len(body2)]) + st.pack("!H", len(topic)) + topic + body2
+    cut = 4 + len(topic)
+    tap.feed(ip + tcp + mqtt2[:cut], 45)
+    assert len(tap.beats) == 1
+    tap.feed(ip + tcp + mqtt2[cut:], 46)
+    assert [(b.recv_ms, b.t, b.q) for b in tap.beats[1:]] == [(46, 128456, 0)]

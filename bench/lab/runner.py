@@ -280,6 +280,7 @@ class HeartbeatTap:
         self.src = socket.inet_aton(agent_ip)
         self.port = port
         self.beats: list[Heartbeat] = []
+        self._tail = b""  # the stream's last KiB (feed)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lab-hbtap", daemon=True)
 
@@ -312,8 +313,21 @@ class HeartbeatTap:
         if struct.unpack("!H", pkt[ihl + 2:ihl + 4])[0] != self.port:
             return
         payload = pkt[ihl + (pkt[ihl + 12] >> 4) * 4:]
-        for m in _HB.finditer(payload):
-            self.beats.append(Heartbeat(t_ms, int(m[1]), int(m[2]), m[3].decode(), int(m[4])))
+        if not payload:
+            return
+        # The stream, not each segment: the agent sends a PUBLISH's header and topic and
+        # its payload in two writes (two segments), so a heartbeat's topic and body
+        # arrive apart. What ends in this segment counts; a retransmitted one once.
+        tail = self._tail
+        data = tail + payload
+        for m in _HB.finditer(data):
+            if m.end() <= len(tail):
+                continue
+            hb = Heartbeat(t_ms, int(m[1]), int(m[2]), m[3].decode(), int(m[4]))
+            if self.beats and (self.beats[-1].boot, self.beats[-1].t) == (hb.boot, hb.t):
+                continue
+            self.beats.append(hb)
+        self._tail = data[-1024:]
 
 
 # --- the run ----------------------------------------------------------------------------
