@@ -4,6 +4,7 @@ import json
 
 from mpyunit import eq
 from detector import Detector
+from waveforms import Rand
 
 STATES = ("up", "isp_down", "dns_down", "degraded", "local_down")
 STEP = 2000                 # ms between rounds (the default probe interval)
@@ -89,3 +90,36 @@ def fold(recs):
 
 def summary(recs):
     return [(r["s"], r["at"], r["bound"]) for r in recs]
+
+
+# --- a line losing a share of its probes (test_detector_watch, bench.degraded_onsets) ------
+
+def noisy(r, rand, pct, rounds):
+    # Rounds and watches on a line losing pct % of round trips: each anchor probe, each
+    # query (up to five a round) and each watch probe on its own.
+    out = []
+    for _ in range(rounds):
+        ok = sum(1 for _ in range(3) if rand.below(100) >= pct)
+        tries = 1
+        while tries < 5 and rand.below(100) < pct:
+            tries += 1
+        dns = tries < 5 or rand.below(100) >= pct
+        r.t += STEP
+        out += r.check(r.d.round(r.t, True, ok, 3, dns, (3 - ok) * 100 // 3, tries), r.t)
+        for w in (500, 1000, 1500):
+            r.d.watch(r.t + w, rand.below(100) >= pct, rand.below(100) >= pct)
+    return out
+
+
+def onset(seed, line=noisy, limit=30):
+    # 30 clean rounds, then 80 % loss until degraded is called (at most `limit` rounds),
+    # rounds and probes as line(r, rand, pct, rounds) sends them: how many lossy rounds
+    # that took, and the Run.
+    r = Run()
+    rand = Rand(seed)
+    line(r, rand, 0, 30)
+    n = 0
+    while n < limit and not any(x["s"] == "degraded" for x in r.recs):
+        line(r, rand, 80, 1)
+        n += 1
+    return n, r

@@ -6,7 +6,7 @@ import mpyunit
 from mpyunit import eq
 from waveforms import Rand
 from detector import Detector
-from dethelp import STEP, Run, fold, summary, t_of
+from dethelp import STEP, Run, fold, onset, summary, t_of
 
 
 # --- debounce and retroactive times --------------------------------------------------
@@ -165,13 +165,7 @@ def test_eighty_percent_loss_is_called_within_fifteen_seconds():
     # rounds (14 s) after the onset; the window alone needed 13-17 rounds.
     called = []
     for seed in range(1, 21):
-        r = Run()
-        rand = Rand(seed)
-        lossy(r, rand, 0, 30)
-        n = 0
-        while n < 40 and not any(x["s"] == "degraded" for x in r.recs):
-            lossy(r, rand, 80, 1)
-            n += 1
+        n, r = onset(seed, lossy, 40)
         called.append(n)
         deg = [x for x in r.recs if x["s"] == "degraded"][0]
         eq(t_of(31) <= deg["at"] <= t_of(34), True, "seed %d at %d" % (seed, deg["at"]))

@@ -3,7 +3,7 @@
 import mpyunit
 from mpyunit import eq
 from waveforms import Rand
-from dethelp import KINDS, STEP, Run, fold
+from dethelp import KINDS, STEP, Run, fold, noisy, onset
 
 
 # --- watches and streaks: sharper times, early confirmation -------------------------------
@@ -83,23 +83,6 @@ def test_an_answer_in_an_led_gap_splits_the_outage_though_a_round_in_it_failed()
     eq(fold(r.recs), [("isp_down", 10300, 12500), ("isp_down", 13800, 16500)])
 
 
-def noisy(r, rand, pct, rounds):
-    # Rounds and watches on a line losing pct % of round trips: each anchor probe, each
-    # query (up to five a round) and each watch probe on its own.
-    out = []
-    for _ in range(rounds):
-        ok = sum(1 for _ in range(3) if rand.below(100) >= pct)
-        tries = 1
-        while tries < 5 and rand.below(100) < pct:
-            tries += 1
-        dns = tries < 5 or rand.below(100) >= pct
-        r.t += STEP
-        out += r.check(r.d.round(r.t, True, ok, 3, dns, (3 - ok) * 100 // 3, tries), r.t)
-        for w in (500, 1000, 1500):
-            r.d.watch(r.t + w, rand.below(100) >= pct, rand.below(100) >= pct)
-    return out
-
-
 def test_eighty_percent_loss_is_degraded_not_a_dns_outage():
     # Queries are lost as often as echoes: a failed query on a lossy round is the loss.
     # (Before: a dns_down at the onset in the lab's loss-80, 20 s long.)
@@ -111,19 +94,6 @@ def test_eighty_percent_loss_is_degraded_not_a_dns_outage():
         out += noisy(r, rand, 0, 30)
         eq([x["s"] for x in out if x["s"] == "dns_down"], [], "seed %d" % seed)
         eq("degraded" in [o[0] for o in fold(r.recs)], True, "seed %d: %r" % (seed, fold(r.recs)))
-
-
-def onset(seed):
-    # 30 clean rounds, then 80 % loss until degraded is called (at most 30 rounds):
-    # how many lossy rounds that took, and the records.
-    r = Run()
-    rand = Rand(seed)
-    noisy(r, rand, 0, 30)
-    n = 0
-    while n < 30 and not any(x["s"] == "degraded" for x in r.recs):
-        noisy(r, rand, 80, 1)
-        n += 1
-    return n, r.recs
 
 
 def test_eighty_percent_loss_is_called_within_fifteen_seconds_with_watches():
@@ -139,7 +109,8 @@ def test_an_isp_down_at_the_onset_of_heavy_loss_is_withdrawn_within_a_few_rounds
     # start once the probes after the dead run say 80 % loss (HINDSIGHT: the CUSUM goes
     # on from its value before the run). The loss window alone took 12-15 rounds.
     for seed in (4, 5, 6, 7, 15):
-        n, recs = onset(seed)
+        n, r = onset(seed)
+        recs = r.recs
         eq([(x["s"], x.get("retract", False)) for x in recs],
            [("isp_down", False), ("degraded", True)], "seed %d" % seed)
         eq(recs[1]["at"], recs[0]["at"])
