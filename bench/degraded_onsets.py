@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from testing.mpy import micropython
+from wanwitness.errors import UserError
+from wanwitness.resources import find_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVE = ROOT / "tests" / "mpy" / "degraded_onsets.py"
@@ -29,7 +30,11 @@ ROUND_S = 2
 def run(first: int, count: int) -> list[list]:
     path = [str(ROOT / "tests" / "mpy"), str(ROOT / "wanwitness" / "agent"), ".frozen"]
     env = dict(os.environ, MICROPYPATH=":".join(path))
-    out = subprocess.run([str(micropython()), "-X", "heapsize=4M", str(DRIVE), str(first), str(count)],
+    try:
+        binary = find_tool("micropython")
+    except UserError as e:
+        raise SystemExit(f"bench.degraded_onsets: {e}") from None
+    out = subprocess.run([binary, "-X", "heapsize=4M", str(DRIVE), str(first), str(count)],
                          env=env, capture_output=True, text=True, timeout=600)
     for line in reversed(out.stdout.splitlines()):
         if line.startswith("{"):
