@@ -80,6 +80,8 @@ class Collector:
         self._hb_dropped_told = 0
         self._stop = threading.Event()
         self._connected = threading.Event()
+        self._subscribed = threading.Event()  # the broker's SUBACK for this connection
+        self._sub_mid: int | None = None
         self._republish = threading.Event()
         self._generation = 0
         self._gen_lock = threading.Lock()
@@ -115,6 +117,7 @@ class Collector:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         filt = f"{prefix}/+/"
         share = f"$share/{share_group}/" if share_group else ""
         self._subscriptions = [(share + filt + "rec", 1), (share + filt + "hb", 0),
@@ -130,7 +133,8 @@ class Collector:
             self._generation += 1
         # Subscribe every time: harmless when the session already has them, needed
         # when the broker lost the session (restarted without persistence).
-        client.subscribe(self._subscriptions)
+        self._subscribed.clear()
+        _rc, self._sub_mid = client.subscribe(self._subscriptions)
         self._republish.set()
         self._connected.set()
         if self.shared:
@@ -140,8 +144,13 @@ class Collector:
             log.info("connected to %s (session %s)", self.broker_url,
                      "resumed" if flags.session_present else "new")
 
+    def _on_subscribe(self, _client, _userdata, mid, _reason_codes, _props):
+        if mid == self._sub_mid:  # called on the network thread, after _on_connect set it
+            self._subscribed.set()
+
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props):
         self._connected.clear()
+        self._subscribed.clear()
         if not self._stop.is_set():
             log.warning("lost the broker %s (%s); reconnecting", self.broker_url, reason_code)
 
@@ -199,7 +208,9 @@ class Collector:
         self.client.loop_start()
 
     def wait_connected(self, timeout: float = CONNECT_TIMEOUT_S) -> bool:
-        return self._connected.wait(timeout)
+        """True once connected and subscribed (the broker's SUBACK): a heartbeat (QoS 0)
+        published before the broker had the SUBSCRIBE would not reach this collector."""
+        return self._subscribed.wait(timeout)
 
     def stop(self) -> None:
         self._stop.set()
